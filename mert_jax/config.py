@@ -1,0 +1,163 @@
+"""Model and objective configuration: frozen dataclasses, one documented default per field.
+
+The numbers here are MERT's (``../shared/spec/MERT.md`` §1.1, §2.4, §2.6, §1.10); the size table
+``MODEL_SIZES`` holds the per-size differences. ``configs/mert.py`` turns these into
+ml_collections ConfigDicts for the command line; code receives these dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# (out_channels, kernel, stride) of the 7-layer waveform extractor: total stride 320 samples,
+# receptive field 400 samples, 75 Hz frames at 24 kHz (spec §1.2).
+MERT_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
+    ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The MERT network: HuBERT backbone plus the pretraining heads."""
+  # --- waveform front end (spec §1.2) ---
+  conv_layers: tuple[tuple[int, int, int], ...] = MERT_CONV_LAYERS
+  extractor_mode: str = "default"      # "default": GroupNorm(C groups) on layer 0 only; "layer_norm": LN on every layer
+  conv_bias: bool = False
+  feature_grad_mult: float = 0.1       # gradient into the extractor is multiplied by this (95M 0.1, 330M 1.0)
+  sample_rate: int = 24000             # Hz; the model's label rate is sample_rate / prod(strides) = 75 Hz
+  # --- transformer (spec §1.4-1.5) ---
+  hidden_size: int = 768               # D
+  num_layers: int = 12                 # N
+  num_heads: int = 12                  # H (head dim D/H)
+  ffn_size: int = 3072                 # F
+  layer_norm_first: bool = False       # False: post-LN (95M); True: pre-LN (330M)
+  pos_conv_kernel: int = 128           # convolutional positional embedding kernel (frames)
+  pos_conv_groups: int = 16
+  layer_norm_eps: float = 1e-5         # every LayerNorm and the extractor GroupNorm
+  attention_relax: float = -1.0        # >0 enables the 330M "relaxation" formula; identical softmax (see attention.py)
+  # --- regularisation (spec §1.1) ---
+  dropout: float = 0.1                 # residual-branch dropout and dropout after the pos-conv
+  attention_dropout: float = 0.1       # on attention probabilities
+  activation_dropout: float = 0.0      # after the FFN GELU
+  dropout_input: float = 0.1           # on the projected features, before masking
+  layerdrop: float = 0.05              # probability of skipping a whole encoder layer in training
+  # --- pretraining heads (spec §1.8-1.9) ---
+  num_codebooks: int = 8               # K RVQ codebooks of the acoustic teacher
+  codebook_size: int = 1024            # codes per codebook
+  num_special_labels: int = 4          # fairseq dictionary specials (<s>,<pad>,</s>,<unk>); label = code + 4 [U in spec]
+  final_dim: int = 64                  # per-codebook projection width (95M 64, 330M 128)
+  cqt_bins: int = 336                  # CQT regression head width
+  # --- numerics / performance ---
+  dtype: str = "bfloat16"              # compute dtype; parameters are always float32 (master weights)
+  attention_impl: str = "auto"         # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual"
+  remat: bool = False                  # rematerialise each encoder layer in the backward pass
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def conv_dim(self) -> int:
+    return self.conv_layers[-1][0]
+
+  @property
+  def num_labels(self) -> int:
+    """Rows of one codebook's label-embedding block (C_k = codes + specials)."""
+    return self.codebook_size + self.num_special_labels
+
+  @property
+  def frame_stride(self) -> int:
+    """Samples per feature frame (320 for MERT)."""
+    s = 1
+    for _, _, st in self.conv_layers:
+      s *= st
+    return s
+
+  def replace(self, **kw: Any) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)
+
+  def validate(self) -> None:
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
+    if self.hidden_size % self.pos_conv_groups:
+      raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by model.pos_conv_groups={self.pos_conv_groups}")
+    if self.extractor_mode not in ("default", "layer_norm"):
+      raise ValueError(f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
+    if self.attention_impl not in ("auto", "xla", "cudnn", "manual"):
+      raise ValueError(f"model.attention_impl must be auto/xla/cudnn/manual, got {self.attention_impl!r}")
+    if self.dtype not in ("float32", "bfloat16", "float16"):
+      raise ValueError(f"model.dtype must be float32/bfloat16/float16, got {self.dtype!r}")
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
+    d = dict(d)
+    if "conv_layers" in d:
+      d["conv_layers"] = tuple(tuple(int(v) for v in layer) for layer in d["conv_layers"])
+    return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """MERT's masked-prediction objective (spec §1.8-1.10, §2.4, §2.6)."""
+  mask_prob: float = 0.8               # expected fraction of frames covered by span starts x length
+  mask_length: int = 5                 # span length in frames ("static" spans)
+  min_masks: int = 2                   # at least this many spans per row
+  logit_temp: float = 0.1              # cosine logits are divided by this
+  feature_pen_weight: float = 10.0     # loss_weights[0]: weight of mean(features^2)
+  cqt_weight: float = 1.0              # loss_weights[1]: weight of the CQT MSE
+  # In-batch noise mixup. The reference mixes when U[0,1) > mixture_prob (an inverted test); this field
+  # is the probability that a clip IS mixed, which equals 1 - mixture_prob = 0.5 for both released models.
+  mixup_prob: float = 0.5
+  mixup_min_len: int = 12000           # samples (0.5 s); segment lengths drawn uniformly in [min, max]
+  mixup_max_len: int = 24000           # samples (95M 1.0 s, 330M 1.5 s = 36000)
+  mixup_max_segments: int = 3          # 1..this many segments per mixed clip
+  mixup_volume: float = 1.0            # segments are added at this gain, no rescaling or clipping
+
+  def replace(self, **kw: Any) -> "ObjectiveConfig":
+    return dataclasses.replace(self, **kw)
+
+
+def _sizes() -> dict[str, ModelConfig]:
+  base = ModelConfig()
+  return {
+      # Test size: the real conv strides (75 Hz frames) with narrow channels; 2 tiny layers.
+      "tiny": base.replace(conv_layers=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2,
+                           hidden_size=32, num_layers=2, num_heads=4, ffn_size=64,
+                           pos_conv_kernel=16, pos_conv_groups=4, final_dim=16),
+      # MERT-v1-95M (spec §1.1): post-LN.
+      "95m": base,
+      # MERT-v1-330M: pre-LN, no dropout, feature_grad_mult 1, attention relaxation flag (a no-op).
+      "330m": base.replace(hidden_size=1024, num_layers=24, num_heads=16, ffn_size=4096,
+                           layer_norm_first=True, dropout=0.0, attention_dropout=0.0,
+                           dropout_input=0.0, layerdrop=0.0, feature_grad_mult=1.0,
+                           attention_relax=32.0, final_dim=128),
+      # ~1B: the HuBERT X-Large shape (48 x 1280, FFN 5120, 16 heads of 80), the proven 1B point of
+      # this architecture family, trained with the 330M's stability choices (pre-LN, no dropout,
+      # feature_grad_mult 1). Backbone 962,487,680 parameters (= HubertModel with this config,
+      # checked in tests); 965.3M with the heads.
+      "1b": base.replace(hidden_size=1280, num_layers=48, num_heads=16, ffn_size=5120,
+                         layer_norm_first=True, dropout=0.0, attention_dropout=0.0,
+                         dropout_input=0.0, layerdrop=0.0, feature_grad_mult=1.0,
+                         final_dim=128, remat=True),
+  }
+
+
+MODEL_SIZES: dict[str, ModelConfig] = _sizes()
+
+
+def model_config(size: str, **overrides: Any) -> ModelConfig:
+  """The ModelConfig of a named size (``tiny``, ``95m``, ``330m``, ``1b``) with field overrides."""
+  key = size.lower()
+  if key not in MODEL_SIZES:
+    raise ValueError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+  cfg = MODEL_SIZES[key].replace(**overrides)
+  cfg.validate()
+  return cfg

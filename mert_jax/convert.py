@@ -1,0 +1,360 @@
+"""Weight interchange with Hugging Face ``transformers`` (HubertModel / MERT folders).
+
+  python -m mert_jax.convert jax-to-hf --checkpoint=CKPT_DIR --output=HF_DIR
+  python -m mert_jax.convert hf-to-jax --hf=HF_DIR --output=CKPT_DIR
+
+The JAX modules are named like HF's, so the mapping is a rule per parameter kind (one table,
+``_hf_key`` / ``_to_hf`` / ``_from_hf``) rather than a list of names:
+
+  JAX (Flax layout)                              HF (PyTorch layout)
+  ...conv.kernel (k, in, out)                    ...conv.weight (out, in, k)
+  ...{layer_norm,...}.scale                      ...weight
+  Dense .kernel (in, out)                        .weight (out, in)
+  attention.{q,k,v}_proj.kernel (D, H, dh)       .weight (H*dh, D); bias (H, dh) <-> (H*dh,)
+  attention.out_proj.kernel (H, dh, D)           .weight (D, H*dh)
+  encoder.pos_conv_embed.conv.g (k,)             ...conv.parametrizations.weight.original0 (1, 1, k)
+  encoder.pos_conv_embed.conv.v (k, D/G, D)      ...conv.parametrizations.weight.original1 (D, D/G, k)
+
+An exported folder holds ``config.json`` + ``model.safetensors`` (loadable with
+``HubertModel.from_pretrained`` / ``AutoModel.from_pretrained``, no remote code), and beside them
+``mert_heads.safetensors`` (final_proj, label embeddings, CQT head) and ``mert_jax_config.json``
+(the full ModelConfig), so a run can resume pretraining from an exported model.
+
+Weights are only ever read from safetensors, or from ``pytorch_model.bin`` through
+``torch.load(weights_only=True)``; a pickle that would run code is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+from etils import epath
+from flax import nnx
+
+from mert_jax.config import ModelConfig
+from mert_jax.model import MERTModel, create_model
+
+HF_WEIGHTS = "model.safetensors"
+HF_BIN = "pytorch_model.bin"
+HEADS_FILE = "mert_heads.safetensors"
+MERT_CONFIG_FILE = "mert_jax_config.json"
+
+
+class UnsafeCheckpointError(ValueError):
+  """A checkpoint file that can only be read by executing arbitrary code."""
+
+
+# --------------------------------------------------------------------------- name/layout rules
+
+def _hf_key(path: tuple[Any, ...]) -> str:
+  parts = [str(p) for p in path]
+  if parts[-2:] == ["conv", "g"]:
+    return ".".join(parts[:-1] + ["parametrizations", "weight", "original0"])
+  if parts[-2:] == ["conv", "v"]:
+    return ".".join(parts[:-1] + ["parametrizations", "weight", "original1"])
+  if parts[-1] in ("kernel", "scale"):
+    parts[-1] = "weight"
+  return ".".join(parts)
+
+
+def _kind(path: tuple[Any, ...]) -> str:
+  parts = [str(p) for p in path]
+  leaf, parent = parts[-1], parts[-2] if len(parts) > 1 else ""
+  if parent == "conv" and leaf in ("g", "v"):
+    return "pos_" + leaf
+  if leaf == "kernel" and parent == "conv":
+    return "conv"
+  if parent in ("q_proj", "k_proj", "v_proj"):
+    return "qkv_" + leaf
+  if parent == "out_proj" and leaf == "kernel":
+    return "out_kernel"
+  if leaf == "kernel":
+    return "dense"
+  return "same"
+
+
+def _to_hf(kind: str, x: np.ndarray) -> np.ndarray:
+  if kind in ("conv", "pos_v"):
+    return x.transpose(2, 1, 0)
+  if kind == "pos_g":
+    return x.reshape(1, 1, -1)
+  if kind == "dense":
+    return x.T
+  if kind == "qkv_kernel":
+    return x.reshape(x.shape[0], -1).T
+  if kind == "qkv_bias":
+    return x.reshape(-1)
+  if kind == "out_kernel":
+    return x.reshape(-1, x.shape[-1]).T
+  return x
+
+
+def _from_hf(kind: str, x: np.ndarray, like: tuple[int, ...]) -> np.ndarray:
+  if kind in ("conv", "pos_v"):
+    x = x.transpose(2, 1, 0)
+  elif kind == "dense":
+    x = x.T
+  elif kind == "out_kernel":
+    x = x.T
+  elif kind == "qkv_kernel":
+    x = x.T
+  return x.reshape(like)
+
+
+def backbone_to_hf_state_dict(model: MERTModel) -> dict[str, np.ndarray]:
+  """HF HubertModel state dict (float32 numpy, PyTorch layouts) of the backbone."""
+  out = {}
+  for path, var in nnx.to_flat_state(nnx.state(model.backbone, nnx.Param)):
+    out[_hf_key(path)] = np.ascontiguousarray(_to_hf(_kind(path), np.asarray(var.get_value(), np.float32)))
+  return out
+
+
+def heads_to_state_dict(model: MERTModel) -> dict[str, np.ndarray]:
+  """The pretraining heads in fairseq/PyTorch naming and layout."""
+  h = model.heads
+  f32 = lambda v: np.ascontiguousarray(np.asarray(v.get_value(), np.float32))
+  return {"final_proj.weight": f32(h.final_proj.kernel).T.copy(), "final_proj.bias": f32(h.final_proj.bias),
+          "label_embs_concat": f32(h.label_embs),
+          "cqt_head.weight": f32(h.cqt_head.kernel).T.copy(), "cqt_head.bias": f32(h.cqt_head.bias)}
+
+
+def load_backbone_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, source: str) -> None:
+  """Copy an HF HubertModel state dict into ``model.backbone`` (in place). Every JAX parameter
+  must be found with the right shape, and every HF key must be used."""
+  state = nnx.state(model.backbone, nnx.Param)
+  used, missing, bad_shape = set(), [], []
+  for path, var in nnx.to_flat_state(state):
+    key = _hf_key(path)
+    if key not in sd:
+      missing.append(key)
+      continue
+    kind, like = _kind(path), tuple(var.get_value().shape)
+    hf_shape = _to_hf(kind, np.zeros(like, np.float32)).shape
+    if tuple(sd[key].shape) != tuple(hf_shape):
+      bad_shape.append(f"{key}: file {tuple(sd[key].shape)} vs model {tuple(hf_shape)}")
+      continue
+    var.set_value(_from_hf(kind, np.asarray(sd[key], np.float32), like))
+    used.add(key)
+  unexpected = sorted(set(sd) - used)
+  problems = []
+  if missing:
+    problems.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+  if bad_shape:
+    problems.append(f"shape mismatches {bad_shape[:8]}")
+  if unexpected:
+    problems.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+  if problems:
+    raise ValueError(f"{source}: weights do not fit the model config: " + "; ".join(problems))
+  nnx.update(model.backbone, state)
+
+
+def load_heads_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, source: str) -> None:
+  h = model.heads
+  want = {"final_proj.weight": (h.final_proj.kernel, True), "final_proj.bias": (h.final_proj.bias, False),
+          "label_embs_concat": (h.label_embs, False), "cqt_head.weight": (h.cqt_head.kernel, True),
+          "cqt_head.bias": (h.cqt_head.bias, False)}
+  for key, (var, transpose) in want.items():
+    if key not in sd:
+      raise ValueError(f"{source}: missing head tensor {key!r}")
+    x = np.asarray(sd[key], np.float32)
+    x = x.T if transpose else x
+    if x.shape != tuple(var.get_value().shape):
+      raise ValueError(f"{source}: {key} has shape {x.shape}, model expects {tuple(var.get_value().shape)}")
+    var.set_value(x)
+
+
+# --------------------------------------------------------------------------- configs
+
+def hf_config_dict(cfg: ModelConfig) -> dict[str, Any]:
+  """A ``HubertConfig`` (model_type "hubert") equivalent to ``cfg``'s backbone (spec §5.4)."""
+  return {
+      "model_type": "hubert",
+      "architectures": ["HubertModel"],
+      "hidden_size": cfg.hidden_size,
+      "num_hidden_layers": cfg.num_layers,
+      "num_attention_heads": cfg.num_heads,
+      "intermediate_size": cfg.ffn_size,
+      "hidden_act": "gelu",
+      "do_stable_layer_norm": cfg.layer_norm_first,
+      "feat_extract_norm": "group" if cfg.extractor_mode == "default" else "layer",
+      "feat_extract_activation": "gelu",
+      "conv_bias": cfg.conv_bias,
+      "conv_dim": [c for c, _, _ in cfg.conv_layers],
+      "conv_kernel": [k for _, k, _ in cfg.conv_layers],
+      "conv_stride": [s for _, _, s in cfg.conv_layers],
+      "feat_proj_layer_norm": True,
+      "conv_pos_batch_norm": False,
+      "num_conv_pos_embeddings": cfg.pos_conv_kernel,
+      "num_conv_pos_embedding_groups": cfg.pos_conv_groups,
+      "layer_norm_eps": cfg.layer_norm_eps,
+      "hidden_dropout": cfg.dropout,
+      "attention_dropout": cfg.attention_dropout,
+      "activation_dropout": cfg.activation_dropout,
+      "feat_proj_dropout": cfg.dropout_input,
+      "layerdrop": cfg.layerdrop,
+      "mask_time_prob": 0.05,            # > 0 keeps masked_spec_embed; masking is off in eval
+      "sample_rate": cfg.sample_rate,    # informational, as in MERT's configs
+      "attention_relax": cfg.attention_relax,
+  }
+
+
+def model_config_from_hf(hf: dict[str, Any], *, source: str, base: ModelConfig | None = None) -> ModelConfig:
+  """ModelConfig for an HF Hubert/MERT config.json (backbone fields; heads from ``base``)."""
+  def need(field, allowed):
+    v = hf.get(field, allowed[0])
+    if v not in allowed:
+      raise ValueError(f"{source}: {field}={v!r} is not supported (supported: {allowed})")
+    return v
+  need("hidden_act", ["gelu"])
+  need("feat_extract_activation", ["gelu"])
+  need("feat_proj_layer_norm", [True])
+  need("conv_pos_batch_norm", [False])
+  need("deepnorm", [False])
+  need("feature_extractor_cqt", [False])
+  norm = need("feat_extract_norm", ["group", "layer"])
+  if hf.get("model_type", "hubert") not in ("hubert", "mert_model", "music_hubert"):
+    raise ValueError(f"{source}: model_type={hf.get('model_type')!r} is not a Hubert/MERT model")
+  base = base or ModelConfig()
+  cfg = base.replace(
+      conv_layers=tuple((int(c), int(k), int(s)) for c, k, s in
+                        zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])),
+      extractor_mode="default" if norm == "group" else "layer_norm",
+      conv_bias=bool(hf.get("conv_bias", False)),
+      hidden_size=int(hf["hidden_size"]), num_layers=int(hf["num_hidden_layers"]),
+      num_heads=int(hf["num_attention_heads"]), ffn_size=int(hf["intermediate_size"]),
+      layer_norm_first=bool(hf.get("do_stable_layer_norm", False)),
+      pos_conv_kernel=int(hf.get("num_conv_pos_embeddings", 128)),
+      pos_conv_groups=int(hf.get("num_conv_pos_embedding_groups", 16)),
+      layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+      attention_relax=float(hf.get("attention_relax", -1.0)),
+      sample_rate=int(hf.get("sample_rate", base.sample_rate)),
+  )
+  cfg.validate()
+  return cfg
+
+
+# --------------------------------------------------------------------------- safe file reading
+
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Tensors of a ``.safetensors`` file, or of a PyTorch ``.bin`` via ``torch.load(weights_only=True)``.
+  Never unpickles arbitrary objects."""
+  p = epath.Path(path)
+  if p.suffix == ".safetensors":
+    return dict(safetensors.numpy.load(p.read_bytes()))
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(f"{p} is a PyTorch pickle; reading it needs the torch extra "
+                      f"(pip install -e '.[torch]'), or convert it to safetensors.") from e
+  import pickle  # pylint: disable=g-import-not-at-top
+  try:
+    with p.open("rb") as f:
+      sd = torch.load(f, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+    raise UnsafeCheckpointError(
+        f"{p}: refused. The file is not a plain tensor state dict: loading it would require "
+        f"unpickling arbitrary Python objects, which can run code. Re-save it as safetensors in an "
+        f"environment you trust. (torch said: {str(e).splitlines()[0][:200]})") from e
+  if not isinstance(sd, dict):
+    raise ValueError(f"{p}: expected a state dict, found {type(sd).__name__}")
+  if "state_dict" in sd and isinstance(sd["state_dict"], dict):
+    sd = sd["state_dict"]
+  return {k: v.detach().float().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+
+
+def read_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The backbone tensors of an HF folder with HF names (``hubert.`` prefixes stripped, legacy
+  ``weight_g``/``weight_v`` renamed)."""
+  d = epath.Path(hf_dir)
+  index = d / (HF_WEIGHTS + ".index.json")
+  if (d / HF_WEIGHTS).exists():
+    sd = read_weights(d / HF_WEIGHTS)
+  elif index.exists():
+    sd = {}
+    for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+      sd.update(read_weights(d / shard))
+  elif (d / HF_BIN).exists():
+    sd = read_weights(d / HF_BIN)
+  else:
+    raise FileNotFoundError(f"{hf_dir}: no {HF_WEIGHTS}, sharded safetensors index or {HF_BIN} found")
+  out = {}
+  for k, v in sd.items():
+    for prefix in ("hubert.", "model."):
+      if k.startswith(prefix):
+        k = k[len(prefix):]
+    k = k.replace("conv.weight_g", "conv.parametrizations.weight.original0")
+    k = k.replace("conv.weight_v", "conv.parametrizations.weight.original1")
+    out[k] = v
+  return out
+
+
+# --------------------------------------------------------------------------- folder-level API
+
+def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
+  """Write an HF folder (config.json, model.safetensors, mert_heads.safetensors, mert_jax_config.json)."""
+  d = epath.Path(hf_dir)
+  d.mkdir(parents=True, exist_ok=True)
+  # Write each file under a temporary name and rename, so a crash never leaves a whole-looking file.
+  def write(name, data: bytes):
+    tmp = d / (name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(d / name)
+  write(HF_WEIGHTS, safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}))
+  write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
+  write(MERT_CONFIG_FILE, model.cfg.to_json().encode())
+  write("config.json", json.dumps(hf_config_dict(model.cfg), indent=2).encode())
+
+
+def import_hf(hf_dir: str | os.PathLike, *, seed: int = 0, **config_overrides) -> tuple[MERTModel, bool]:
+  """Load an HF Hubert/MERT folder. Returns (model, heads_loaded): heads come from
+  ``mert_heads.safetensors`` when present, else they are freshly initialised with ``seed``."""
+  d = epath.Path(hf_dir)
+  cfg_path = d / "config.json"
+  if not cfg_path.exists():
+    raise FileNotFoundError(f"{hf_dir}: config.json not found; is this a Hugging Face model folder?")
+  base = None
+  if (d / MERT_CONFIG_FILE).exists():
+    base = ModelConfig.from_dict(json.loads((d / MERT_CONFIG_FILE).read_text()))
+  cfg = model_config_from_hf(json.loads(cfg_path.read_text()), source=str(cfg_path), base=base)
+  model = create_model(cfg.replace(**config_overrides), seed=seed)
+  load_backbone_state_dict(model, read_hf_state_dict(d), source=str(d))
+  heads_loaded = (d / HEADS_FILE).exists()
+  if heads_loaded:
+    load_heads_state_dict(model, read_weights(d / HEADS_FILE), source=str(d / HEADS_FILE))
+  return model, heads_loaded
+
+
+def main(argv: list[str] | None = None) -> None:
+  from mert_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="cmd", required=True)
+  a = sub.add_parser("hf-to-jax", help="HF Hubert/MERT folder -> mert_jax checkpoint")
+  a.add_argument("--hf", required=True)
+  a.add_argument("--output", required=True)
+  a.add_argument("--seed", type=int, default=0, help="init seed for heads absent from the folder")
+  b = sub.add_parser("jax-to-hf", help="mert_jax checkpoint -> HF folder")
+  b.add_argument("--checkpoint", required=True)
+  b.add_argument("--output", required=True)
+  args = parser.parse_args(argv)
+  if args.cmd == "hf-to-jax":
+    model, heads = import_hf(args.hf, seed=args.seed)
+    checkpoint_io.save_model(args.output, model)
+    print(f"wrote {args.output} ({'heads from ' + HEADS_FILE if heads else 'backbone imported; heads freshly initialised'})")
+  else:
+    model = checkpoint_io.load_model(args.checkpoint)
+    export_hf(model, args.output)
+    print(f"wrote {args.output}: config.json, {HF_WEIGHTS} (HubertModel), {HEADS_FILE}, {MERT_CONFIG_FILE}")
+
+
+if __name__ == "__main__":
+  try:
+    main()
+  except (ValueError, FileNotFoundError, ImportError) as err:
+    sys.exit(f"error: {err}")
