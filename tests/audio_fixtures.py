@@ -1,0 +1,69 @@
+"""Real music for tests: game soundtracks from Debian packages (../shared/notes/data.md).
+
+``.ci/run`` installs ``singularity-music`` (CC-BY-SA-3.0, 49 MB, no dependencies). When no such
+package is installed, a music-like signal is synthesised instead (harmonic notes with envelopes
+and a bass line) and a warning says so, so that the suite still runs on machines without apt.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+
+import numpy as np
+import soundfile as sf
+
+from mert_jax.audio_io import load_audio
+
+SAMPLE_RATE = 24000
+MUSIC_GLOBS = (
+    "/usr/share/games/singularity/music/*.ogg",
+    "/usr/share/games/wesnoth/*/data/core/music/*.ogg",
+    "/usr/share/games/warzone2100/music/*.opus",
+)
+
+
+def real_music_files() -> list[str]:
+  files = []
+  for pattern in MUSIC_GLOBS:
+    files.extend(sorted(glob.glob(pattern)))
+  return files
+
+
+def synth_music(seconds: float, seed: int = 0) -> np.ndarray:
+  """A deterministic music-like fallback: chords of harmonic tones with decaying envelopes."""
+  rng = np.random.RandomState(seed)
+  n = int(seconds * SAMPLE_RATE)
+  t = np.arange(n) / SAMPLE_RATE
+  out = np.zeros(n, np.float64)
+  beat = 0.25
+  for start in np.arange(0, seconds, beat):
+    midi = rng.choice([45, 48, 52, 55, 57, 60, 64, 67, 69, 72], size=3, replace=False)
+    seg = (t >= start) & (t < start + 4 * beat)
+    env = np.exp(-(t[seg] - start) * 3.0)
+    for m in midi:
+      f = 440.0 * 2 ** ((m - 69) / 12)
+      for h in range(1, 5):
+        out[seg] += 0.05 / h * env * np.sin(2 * np.pi * f * h * t[seg])
+  return out.astype(np.float32)
+
+
+def music_clip(seconds: float = 8.0, offset_seconds: float = 20.0, index: int = 0) -> np.ndarray:
+  files = real_music_files()
+  if not files:
+    warnings.warn("no Debian music package installed (apt-get install singularity-music); "
+                  "tests use synthesised music instead")
+    return synth_music(seconds, seed=index)
+  x = load_audio(files[index % len(files)], SAMPLE_RATE)
+  start = min(int(offset_seconds * SAMPLE_RATE), max(0, len(x) - int(seconds * SAMPLE_RATE)))
+  return np.ascontiguousarray(x[start:start + int(seconds * SAMPLE_RATE)])
+
+
+def music_file(tmp_dir) -> str:
+  files = real_music_files()
+  if files:
+    return files[0]
+  path = os.path.join(str(tmp_dir), "synth_music.wav")
+  sf.write(path, synth_music(6.0), SAMPLE_RATE)
+  return path

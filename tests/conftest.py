@@ -1,0 +1,23 @@
+"""Test setup: 8 fake CPU devices (set before JAX starts) and shared fixtures."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tests import audio_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def music() -> np.ndarray:
+  """About 8 s of real music (24 kHz mono float32); see tests/audio_fixtures.py."""
+  return audio_fixtures.music_clip(seconds=8.0)
+
+
+@pytest.fixture(scope="session")
+def music_file(tmp_path_factory) -> str:
+  """Path of a real music file in its original format (ogg), or a synthesised wav fallback."""
+  return audio_fixtures.music_file(tmp_path_factory.mktemp("music"))
