@@ -33,7 +33,7 @@ DEFAULT_RULES: AxisRules = (
     (HEADS, "tensor"),
     (KV, None),
     (CONV_IN, None),
-    (CONV_OUT, "fsdp"),
+    (CONV_OUT, None),      # the extractor is 4.2M parameters: replicated (its cost is activations)
     (CONV_KERNEL, None),
     (FINAL_DIM, None),
     (VOCAB, None),
