@@ -27,13 +27,14 @@ CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 
 
-def save_model(ckpt_dir: str | os.PathLike, model: MERTModel) -> None:
-  """Write ``model``'s parameters and config to ``ckpt_dir`` (created; must not hold params/)."""
+def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool = False) -> None:
+  """Write ``model``'s parameters and config to ``ckpt_dir`` (created). An existing ``params/``
+  is an error unless ``overwrite``."""
   path = epath.Path(ckpt_dir)
   path.mkdir(parents=True, exist_ok=True)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(path / PARAMS_DIR, params)
+    ckptr.save(path / PARAMS_DIR, params, force=overwrite)
   (path / CONFIG_FILE).write_text(model.cfg.to_json())
 
 

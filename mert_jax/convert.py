@@ -304,7 +304,7 @@ def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
   def write(name, data: bytes):
     tmp = d / (name + ".tmp")
     tmp.write_bytes(data)
-    tmp.rename(d / name)
+    tmp.replace(d / name)
   write(HF_WEIGHTS, safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}))
   write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
   write(MERT_CONFIG_FILE, model.cfg.to_json().encode())

@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> None:
   else:
     model, _ = convert.import_hf(args.hf, dtype="float32")
   audio = load_audio(args.audio, model.cfg.sample_rate)
-  with jax.default_matmul_precision("highest"):
-    feats = hidden_states(model.backbone, audio)
+  try:
+    with jax.default_matmul_precision("highest"):
+      feats = hidden_states(model.backbone, audio)
+  except ValueError as e:
+    raise ValueError(f"{args.audio}: {e}") from e
   save_npy_atomic(args.output, feats)
   print(f"wrote {args.output}: {feats.shape} (layers+1, frames, hidden) float32 "
         f"from {len(audio) / model.cfg.sample_rate:.2f} s of audio")

@@ -8,16 +8,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests import audio_fixtures  # noqa: E402
+from mert_jax import example_audio  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def music() -> np.ndarray:
-  """About 8 s of real music (24 kHz mono float32); see tests/audio_fixtures.py."""
-  return audio_fixtures.music_clip(seconds=8.0)
+  """About 8 s of real music (24 kHz mono float32); see mert_jax/example_audio.py."""
+  return example_audio.music_clip(seconds=8.0)
 
 
 @pytest.fixture(scope="session")
 def music_file(tmp_path_factory) -> str:
   """Path of a real music file in its original format (ogg), or a synthesised wav fallback."""
-  return audio_fixtures.music_file(tmp_path_factory.mktemp("music"))
+  return example_audio.music_file(tmp_path_factory.mktemp("music"))

@@ -1,8 +1,9 @@
-"""Real music for tests: game soundtracks from Debian packages (../shared/notes/data.md).
+"""Example music for the demo and the tests: game soundtracks from Debian packages.
 
-``.ci/run`` installs ``singularity-music`` (CC-BY-SA-3.0, 49 MB, no dependencies). When no such
-package is installed, a music-like signal is synthesised instead (harmonic notes with envelopes
-and a bass line) and a warning says so, so that the suite still runs on machines without apt.
+``apt-get install singularity-music`` (CC-BY-SA-3.0, 49 MB, no dependencies; ``.ci/run`` does it)
+gives 1.1 h of recorded music; wesnoth/warzone2100 music packages are found too. When none is
+installed, a music-like signal is synthesised instead (chords of harmonic tones with decaying
+envelopes) and a warning says so, so everything still runs on machines without apt.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def music_clip(seconds: float = 8.0, offset_seconds: float = 20.0, index: int = 
   return np.ascontiguousarray(x[start:start + int(seconds * SAMPLE_RATE)])
 
 
-def music_file(tmp_dir) -> str:
+def music_file(tmp_dir: str | os.PathLike) -> str:
+  """A real music file in its original format, or a synthesised wav written into ``tmp_dir``."""
   files = real_music_files()
   if files:
     return files[0]
