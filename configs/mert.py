@@ -64,7 +64,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   elif variant == "tiny":
     c.total_steps = 200
     c.batch_size = 8
-    c.crop_samples = 24_000           # 1 s
+    c.crop_samples = 48_000           # 2 s (the CQT needs >= 1.05 s)
     c.optimizer.warmup_steps = 20
     c.objective.mixup_min_len = 2_400
     c.objective.mixup_max_len = 4_800

@@ -120,6 +120,11 @@ class ObjectiveConfig:
   mixup_max_len: int = 24000           # samples (95M 1.0 s, 330M 1.5 s = 36000)
   mixup_max_segments: int = 3          # 1..this many segments per mixed clip
   mixup_volume: float = 1.0            # segments are added at this gain, no rescaling or clipping
+  # CQT regression target (spec §3.1): nnAudio CQT1992v2 settings; bins = model.cqt_bins,
+  # hop = the model's frame stride (320), sample rate = model.sample_rate.
+  cqt_method: str = "fast"             # "fast" (multirate, ~1e-6 from exact) | "exact" (nnAudio's transform)
+  cqt_fmin: float = 32.7               # Hz, lowest bin (C1)
+  cqt_bins_per_octave: int = 48        # 336 bins = 7 octaves
 
   def replace(self, **kw: Any) -> "ObjectiveConfig":
     return dataclasses.replace(self, **kw)

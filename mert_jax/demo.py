@@ -5,7 +5,7 @@
 1. finds real music (Debian soundtrack packages) or synthesises music-like audio;
 2. builds the tiny MERT model and prints its parameter table;
 3. evaluates the pretraining objective and its gradient on crops of that music (masking,
-   mixup, CQT targets when mert_jax.cqt is present, 8-codebook cosine CE). The RVQ teacher is
+   mixup, CQT targets, 8-codebook cosine CE, CQT regression). The RVQ teacher is
    the data pipeline's job, so the demo's labels are random codes — the loss is real, the
    targets are not;
 4. saves an orbax model checkpoint, exports it to a Hugging Face folder, reloads that folder
@@ -28,17 +28,8 @@ from flax import nnx
 from mert_jax import checkpoint_io, convert, example_audio, extract
 from mert_jax.audio_io import load_audio
 from mert_jax.config import ObjectiveConfig, model_config
-from mert_jax.conv_extractor import num_frames
 from mert_jax.model import create_model, param_table
 from mert_jax.objective import pretraining_loss
-
-
-def _cqt_fn():
-  try:
-    from mert_jax import cqt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None, "none (mert_jax.cqt not built yet): zero targets"
-  return cqt.cqt, "mert_jax.cqt (fast)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,25 +51,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"      {name:<58s} {n:>10,d}")
   model = create_model(cfg, seed=args.seed)
 
-  batch_size, crop = 8, 24000
+  batch_size, crop = 8, 48000
   audio = jnp.asarray(music[:batch_size * crop].reshape(batch_size, crop))
   rng = np.random.RandomState(args.seed)
   labels = jnp.asarray(rng.randint(0, cfg.codebook_size, (batch_size, cfg.num_codebooks, round(crop / 320))))
-  cqt_fn, cqt_name = _cqt_fn()
-  t = num_frames(crop, cfg.conv_layers)
-  if cqt_fn is None:
-    cqt_fn = lambda a: jnp.zeros((a.shape[0], t, cfg.cqt_bins))
   obj = ObjectiveConfig(mixup_min_len=2400, mixup_max_len=4800)
   graphdef, state = nnx.split(model)
 
   @jax.jit
   def loss_and_grad(state, key):
-    f = lambda s: pretraining_loss(nnx.merge(graphdef, s), {"audio": audio, "labels": labels}, key,
-                                   cqt_fn=cqt_fn, cfg=obj)
+    f = lambda s: pretraining_loss(nnx.merge(graphdef, s), {"audio": audio, "labels": labels}, key, cfg=obj)
     return jax.value_and_grad(f, has_aux=True)(state)
   (loss, metrics), grads = loss_and_grad(state, jax.random.key(args.seed))
   gnorm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
-  print(f"[3/5] objective on {batch_size} x 1 s crops (CQT target: {cqt_name}; labels: random codes): "
+  print(f"[3/5] objective on {batch_size} x {crop // 24000} s crops (CQT target: mert_jax.cqt, {obj.cqt_method}; labels: random codes): "
         f"loss {float(loss):.3f} = CE {float(jnp.sum(metrics['ce'])):.3f} + 10*pen "
         f"{10 * float(metrics['features_pen']):.4f} + CQT MSE {float(metrics['cqt_mse']):.3f}; "
         f"masked {float(metrics['mask_fraction']):.2f} of frames; grad norm {gnorm:.3f}")

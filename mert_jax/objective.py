@@ -16,12 +16,14 @@ Shapes: audio (B, L) float; labels (B, K, T_lab) int codes in [0, codebook_size)
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mert_jax import cqt as cqt_lib
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.conv_extractor import num_frames
 from mert_jax.masking import compute_mask
@@ -86,11 +88,21 @@ def codebook_losses(z: jax.Array, emb: jax.Array, targets: jax.Array, weights: j
   return ce, correct
 
 
+def cqt_target_fn(mcfg: ModelConfig, cfg: ObjectiveConfig) -> CqtFn:
+  """The configured CQT (mert_jax.cqt) for this model: its bins, frame stride and sample rate."""
+  return functools.partial(cqt_lib.cqt, sample_rate=mcfg.sample_rate, hop_length=mcfg.frame_stride,
+                           fmin=cfg.cqt_fmin, n_bins=mcfg.cqt_bins,
+                           bins_per_octave=cfg.cqt_bins_per_octave, method=cfg.cqt_method)
+
+
 def pretraining_loss(model: MERTModel, batch: dict[str, jax.Array], key: jax.Array, *,
-                     cqt_fn: CqtFn, cfg: ObjectiveConfig, deterministic: bool = False
+                     cfg: ObjectiveConfig, cqt_fn: CqtFn | None = None, deterministic: bool = False
                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The MERT loss for one batch and its metrics (sums, counts and per-term values)."""
+  """The MERT loss for one batch and its metrics (sums, counts and per-term values).
+
+  ``cqt_fn`` overrides the configured CQT target (``cqt_target_fn``), e.g. in tests."""
   mcfg = model.cfg
+  cqt_fn = cqt_fn or cqt_target_fn(mcfg, cfg)
   audio, labels = batch["audio"], batch["labels"]
   check_audio(audio, mcfg, name="batch['audio']")
   check_labels(labels, audio.shape, mcfg)
