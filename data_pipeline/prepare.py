@@ -1,0 +1,379 @@
+"""Prepare a pretraining dataset: a folder of music -> 24 kHz mono int16 + teacher tokens ->
+sharded TFRecord files + manifest.json.
+
+  python -m data_pipeline.prepare --input=DIR --output=DIR --teacher=kmeans|encodec \
+      [--encodec=PATH_OR_HUB_ID] [--workers=N] [--seed=S]
+
+Stages (each parallel over files or shards, each restartable: its outputs are written to a
+temporary name and renamed when complete, and an interrupted run skips what is finished):
+
+1. scan     every file under --input; audio extensions are inputs, other files are listed in
+            ignored.jsonl;
+2. decode   decode, downmix, resample to 24 kHz, int16 (cached in OUTPUT/.work/); bad files go to
+            skipped.jsonl with the reason (truncated, empty, undecodable, unreadable, NaN, silent,
+            too short);
+3. teacher  k-means: fitted on the training files (OUTPUT/teacher/); encodec: the model you name;
+4. tokens   teacher tokens for each whole file (cached);
+5. shards   files are cut into segments of --segment-seconds on hop boundaries, segments are
+            shuffled (seeded) and written as `{split}-NNNNN-of-NNNNN.tfrecord` (data_pipeline/records.py
+            has the record format); a small seeded fraction of files forms the `valid` split;
+6. manifest manifest.json: shards, record counts, hours, sample rate, teacher config, codebook
+            sizes, label rate and a content hash (sha256 over the shards and the teacher config).
+
+Exit status: 0 when every input file was used, 3 when it finished but skipped files, 1 on failure.
+The result is deterministic given the input files, the options and --seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from data_pipeline import teachers as teachers_lib
+from data_pipeline.decode import AUDIO_EXTENSIONS, BadAudioError, decode_file
+from data_pipeline.records import encode_example
+from data_pipeline.tfrecord import TFRecordWriter
+
+MANIFEST = "manifest.json"
+SKIPPED = "skipped.jsonl"
+IGNORED = "ignored.jsonl"
+FORMAT = "mert-jax-tfrecord-v1"
+EXIT_SKIPPED = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+  input: str
+  output: str
+  teacher: str = "kmeans"              # "kmeans" (fitted on the corpus) | "encodec"
+  encodec: str | None = None           # EnCodec weights: local folder or hub id; "random-init" (tests only)
+  workers: int = 0                     # processes; 0 = all cores
+  seed: int = 0                        # shuffling, valid split and k-means
+  sample_rate: int = 24000             # Hz
+  hop: int = 320                       # samples per label frame (75 Hz)
+  segment_seconds: float = 30.0        # files are cut into records of this length (hop-aligned)
+  min_seconds: float = 3.0             # shorter files are skipped (the reference's min_sample_size)
+  shard_seconds: float = 3600.0        # audio per shard (one hour of int16 audio is ~173 MB)
+  valid_fraction: float = 0.02         # fraction of files held out as the `valid` split
+  kmeans_codebooks: int = 8            # k-means teacher: residual codebooks
+  kmeans_codebook_size: int = 1024     # k-means teacher: codes per codebook
+  kmeans_max_fit_frames: int = 200_000 # k-means teacher: frames sampled for fitting
+  keep_cache: bool = False             # keep OUTPUT/.work (decoded audio and tokens) afterwards
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: str, array: np.ndarray) -> None:
+  tmp = path + ".tmp.npy"
+  np.save(tmp, array)
+  os.replace(tmp, path)
+
+
+def _cache_key(path: str, rel: str) -> str:
+  try:
+    st = os.stat(path)
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+  except OSError:
+    stamp = "unstatable"
+  return hashlib.sha1(f"{rel}|{stamp}".encode()).hexdigest()[:20]
+
+
+# ------------------------------------------------------------------------------------ workers
+# Top-level functions so that the process pool (spawn) can pickle them.
+
+def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> dict[str, Any]:
+  status = cache + ".json"
+  if os.path.exists(status):                                   # finished in an earlier run
+    return json.loads(open(status).read())
+  try:
+    pcm = decode_file(path, sample_rate, min_samples)
+  except BadAudioError as e:
+    result = {"ok": False, "reason": str(e)}
+  except MemoryError:
+    result = {"ok": False, "reason": "out of memory while decoding"}
+  else:
+    _atomic_save_npy(cache + ".npy", pcm)
+    result = {"ok": True, "num_samples": int(pcm.shape[0])}
+  _atomic_write_bytes(status, json.dumps(result).encode())
+  return result
+
+
+_TEACHER: teachers_lib.Teacher | None = None
+
+
+def _tokens_job(cache: str, teacher_dir: str) -> str:
+  global _TEACHER
+  out = cache + ".tokens.npy"
+  if os.path.exists(out):
+    return out
+  if _TEACHER is None:
+    _TEACHER = teachers_lib.load_teacher(teacher_dir)
+  pcm = np.load(cache + ".npy", mmap_mode="r")
+  tokens = _TEACHER.tokens(np.asarray(pcm, np.float32) / 32768.0)
+  _atomic_save_npy(out, np.asarray(tokens, np.int16))
+  return out
+
+
+def _shard_job(path: str, segments: list[tuple[str, str, int, int]], hop: int) -> dict[str, Any]:
+  """Write one shard (unless already complete); segments are (cache, source_id, start, length)."""
+  if not os.path.exists(path):
+    with TFRecordWriter(path) as writer:
+      for cache, source_id, start, length in segments:
+        pcm = np.load(cache + ".npy", mmap_mode="r")
+        tokens = np.load(cache + ".tokens.npy", mmap_mode="r")
+        t0, n_tok = start // hop, -(-length // hop)
+        writer.write(encode_example(np.asarray(pcm[start:start + length]), np.asarray(tokens[:, t0:t0 + n_tok]),
+                                    source_id, start))
+  sha = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      sha.update(block)
+  lengths = [length for _, _, _, length in segments]
+  return {"path": os.path.basename(path), "num_records": len(segments), "num_samples": int(sum(lengths)),
+          "min_record_samples": int(min(lengths)), "sha256": sha.hexdigest()}
+
+
+# ------------------------------------------------------------------------------------ planning
+
+def scan(input_dir: str) -> tuple[list[str], list[str]]:
+  """(audio files, other files) as sorted paths relative to ``input_dir``."""
+  audio, other = [], []
+  for root, dirs, files in os.walk(input_dir, followlinks=False):
+    dirs.sort()
+    for name in sorted(files):
+      rel = os.path.relpath(os.path.join(root, name), input_dir)
+      (audio if name.lower().endswith(AUDIO_EXTENSIONS) else other).append(rel)
+  return sorted(audio), sorted(other)
+
+
+def segment_bounds(num_samples: int, segment: int, minimum: int) -> list[tuple[int, int]]:
+  """Cut [0, num_samples) into (start, length) pieces of ``segment`` samples (a multiple of the
+  hop); a remainder shorter than ``minimum`` is appended to the last piece, so nothing is lost."""
+  n_full, rest = divmod(num_samples, segment)
+  bounds = [(i * segment, segment) for i in range(n_full)]
+  if rest >= minimum or not bounds:
+    bounds.append((n_full * segment, rest))
+  elif rest:
+    start, length = bounds[-1]
+    bounds[-1] = (start, length + rest)
+  return [b for b in bounds if b[1] > 0]
+
+
+def valid_split(sources: list[str], fraction: float, seed: int) -> set[str]:
+  """Seeded, stable choice of held-out files (by hash of the path): at least one when fraction > 0
+  and there are at least two files."""
+  if fraction <= 0 or len(sources) < 2:
+    return set()
+  score = {s: int(hashlib.sha256(f"{seed}|{s}".encode()).hexdigest()[:12], 16) / 16 ** 12 for s in sources}
+  chosen = {s for s in sources if score[s] < fraction}
+  return chosen or {min(sources, key=score.get)}
+
+
+def plan_shards(segments: list[tuple[str, str, int, int]], shard_samples: int, seed: int
+                ) -> list[list[tuple[str, str, int, int]]]:
+  """Seeded shuffle of the segments, then consecutive groups of about ``shard_samples`` samples."""
+  order = np.random.default_rng(seed).permutation(len(segments))
+  shards, current, size = [], [], 0
+  for i in order:
+    current.append(segments[i])
+    size += segments[i][3]
+    if size >= shard_samples:
+      shards.append(current)
+      current, size = [], 0
+  if current:
+    shards.append(current)
+  return shards
+
+
+# ------------------------------------------------------------------------------------ main
+
+def _make_teacher(cfg: PrepareConfig, teacher_dir: str, train_caches: list[str]) -> teachers_lib.Teacher:
+  if os.path.exists(os.path.join(teacher_dir, "teacher.json")):
+    return teachers_lib.load_teacher(teacher_dir)                  # resumed run: same teacher
+  if cfg.teacher == "kmeans":
+    kcfg = teachers_lib.KMeansConfig(num_codebooks=cfg.kmeans_codebooks, codebook_size=cfg.kmeans_codebook_size,
+                                     max_fit_frames=cfg.kmeans_max_fit_frames)
+    audios = (np.load(c + ".npy", mmap_mode="r").astype(np.float32) / 32768.0 for c in train_caches)
+    teacher = teachers_lib.KMeansTeacher.fit(audios, config=kcfg, seed=cfg.seed)
+  elif cfg.teacher == "encodec":
+    if not cfg.encodec:
+      raise ValueError("--teacher=encodec needs --encodec=PATH_OR_HUB_ID (a local EnCodec 24 kHz folder)")
+    if cfg.encodec.startswith("random-init"):
+      teacher = teachers_lib.EncodecTeacher.random_init(seed=cfg.seed)
+    else:
+      teacher = teachers_lib.EncodecTeacher.from_pretrained(cfg.encodec)
+  else:
+    raise ValueError(f"--teacher must be kmeans or encodec, got {cfg.teacher!r}")
+  tmp = teacher_dir + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  teacher.save(tmp)
+  os.replace(tmp, teacher_dir)
+  return teacher
+
+
+def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
+  """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
+  if not os.path.isdir(cfg.input):
+    raise ValueError(f"--input={cfg.input} is not a directory")
+  if cfg.segment_seconds * cfg.sample_rate % cfg.hop:
+    raise ValueError(f"--segment-seconds={cfg.segment_seconds} is not a whole number of {cfg.hop}-sample frames")
+  t_start = time.time()
+  out = cfg.output
+  work = os.path.join(out, ".work")
+  os.makedirs(work, exist_ok=True)
+  workers = cfg.workers or os.cpu_count() or 1
+  ctx = multiprocessing.get_context("spawn")
+  say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+
+  audio_files, other = scan(cfg.input)
+  _atomic_write_bytes(os.path.join(out, IGNORED),
+                      "".join(json.dumps({"path": p, "reason": "not an audio file extension"}) + "\n"
+                              for p in other).encode())
+  if not audio_files:
+    raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {cfg.input}")
+  say(f"prepare: {len(audio_files)} audio files under {cfg.input} ({len(other)} other files ignored), "
+      f"{workers} workers")
+  caches = {rel: os.path.join(work, _cache_key(os.path.join(cfg.input, rel), rel)) for rel in audio_files}
+  min_samples = int(cfg.min_seconds * cfg.sample_rate)
+
+  with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    futs = {pool.submit(_decode_job, os.path.join(cfg.input, rel), caches[rel], cfg.sample_rate, min_samples): rel
+            for rel in audio_files}
+    decoded = {}
+    for fut in tqdm(cf.as_completed(futs), total=len(futs), desc="decode", disable=not progress):
+      decoded[futs[fut]] = fut.result()
+  skipped = [{"path": rel, "reason": decoded[rel]["reason"]} for rel in audio_files if not decoded[rel]["ok"]]
+  good = [rel for rel in audio_files if decoded[rel]["ok"]]
+  _atomic_write_bytes(os.path.join(out, SKIPPED), "".join(json.dumps(s) + "\n" for s in skipped).encode())
+  for s in skipped:
+    say(f"  skipped {s['path']}: {s['reason']}")
+  if not good:
+    raise ValueError(f"none of the {len(audio_files)} audio files could be used; see {os.path.join(out, SKIPPED)}")
+
+  valid = valid_split(good, cfg.valid_fraction, cfg.seed)
+  train_files = [rel for rel in good if rel not in valid]
+  teacher_dir = os.path.join(out, "teacher")
+  say(f"teacher: {cfg.teacher}")
+  teacher = _make_teacher(cfg, teacher_dir, [caches[rel] for rel in train_files])
+  if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
+    raise ValueError(f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
+                     f"{cfg.sample_rate} Hz / {cfg.hop}")
+
+  segment = int(cfg.segment_seconds * cfg.sample_rate)
+  shard_samples = int(cfg.shard_seconds * cfg.sample_rate)
+  split_plans = {}
+  for split, files in (("train", train_files), ("valid", sorted(valid))):
+    segs = [(caches[rel], rel, start, length) for rel in files
+            for start, length in segment_bounds(decoded[rel]["num_samples"], segment, min_samples)]
+    if segs:
+      split_plans[split] = plan_shards(segs, shard_samples, cfg.seed)
+  plan_hash = hashlib.sha256(json.dumps(
+      {s: [[(src, st, ln) for _, src, st, ln in shard] for shard in p] for s, p in split_plans.items()}
+  ).encode()).hexdigest()
+  plan_path = os.path.join(work, "plan.json")
+  if os.path.exists(plan_path) and json.loads(open(plan_path).read())["plan"] != plan_hash:
+    raise ValueError(f"{out} holds an unfinished run over different inputs or options; use a new --output "
+                     f"or delete {out}")
+  _atomic_write_bytes(plan_path, json.dumps({"plan": plan_hash}).encode())
+
+  with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    futs = [pool.submit(_tokens_job, caches[rel], teacher_dir) for rel in good]
+    for fut in tqdm(cf.as_completed(futs), total=len(futs), desc="tokens", disable=not progress):
+      fut.result()
+    shard_futs = {}
+    for split, shards in split_plans.items():
+      for i, shard in enumerate(shards):
+        path = os.path.join(out, f"{split}-{i:05d}-of-{len(shards):05d}.tfrecord")
+        shard_futs[pool.submit(_shard_job, path, shard, cfg.hop)] = (split, i)
+    results: dict[str, dict[int, Any]] = {s: {} for s in split_plans}
+    for fut in tqdm(cf.as_completed(shard_futs), total=len(shard_futs), desc="shards", disable=not progress):
+      split, i = shard_futs[fut]
+      results[split][i] = fut.result()
+
+  splits = {}
+  for split, by_index in results.items():
+    shards = [by_index[i] for i in sorted(by_index)]
+    n = sum(s["num_samples"] for s in shards)
+    splits[split] = {"shards": shards, "num_records": sum(s["num_records"] for s in shards),
+                     "num_samples": n, "hours": n / cfg.sample_rate / 3600,
+                     "num_files": len(train_files if split == "train" else valid)}
+  teacher_cfg = teacher.config()
+  content = hashlib.sha256(json.dumps(teacher_cfg, sort_keys=True).encode())
+  for split in sorted(splits):
+    for s in splits[split]["shards"]:
+      content.update(f"{split}/{s['path']}:{s['sha256']}".encode())
+  manifest = {
+      "format": FORMAT,
+      "sample_rate": cfg.sample_rate,
+      "hop": cfg.hop,
+      "label_rate": cfg.sample_rate / cfg.hop,
+      "audio_dtype": "int16",
+      "teacher": teacher_cfg,
+      "num_codebooks": teacher.num_codebooks,
+      "codebook_size": teacher.codebook_size,
+      "splits": splits,
+      "total_hours": sum(s["hours"] for s in splits.values()),
+      "num_input_files": len(audio_files),
+      "num_used_files": len(good),
+      "num_skipped_files": len(skipped),
+      "num_ignored_files": len(other),
+      "content_hash": content.hexdigest(),
+      "options": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input", "output", "workers")},
+  }
+  _atomic_write_bytes(os.path.join(out, MANIFEST), json.dumps(manifest, indent=2).encode())
+  if not cfg.keep_cache:
+    shutil.rmtree(work, ignore_errors=True)
+  say(f"done in {time.time() - t_start:.1f} s: {manifest['total_hours']:.3f} h in "
+      f"{sum(len(s['shards']) for s in splits.values())} shards; {len(skipped)} files skipped "
+      f"(see {SKIPPED}); manifest {os.path.join(out, MANIFEST)}")
+  return manifest
+
+
+def parse_args(argv: list[str] | None) -> PrepareConfig:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=__doc__.split("\n\n", 1)[1])
+  defaults = PrepareConfig(input="", output="")
+  p.add_argument("--input", required=True)
+  p.add_argument("--output", required=True)
+  for field in dataclasses.fields(PrepareConfig):
+    if field.name in ("input", "output"):
+      continue
+    flag = "--" + field.name.replace("_", "-")
+    default = getattr(defaults, field.name)
+    if isinstance(default, bool):
+      p.add_argument(flag, action="store_true", default=default)
+    else:
+      p.add_argument(flag, type=type(default) if default is not None else str, default=default)
+  ns = p.parse_args(argv)
+  return PrepareConfig(**{k.replace("-", "_"): v for k, v in vars(ns).items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+  cfg = parse_args(argv)
+  try:
+    manifest = prepare(cfg)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return EXIT_SKIPPED if manifest["num_skipped_files"] else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

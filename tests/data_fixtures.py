@@ -1,0 +1,36 @@
+"""Small real-music corpora for the data-pipeline tests (see mert_jax/example_audio.py)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from mert_jax import example_audio
+
+
+def make_corpus(root: str, seconds: tuple[float, ...] = (23.0, 17.5, 31.0, 12.25)) -> list[str]:
+  """Write real-music excerpts in several formats and rates under ``root`` (with a subfolder and
+  a non-audio file); returns the audio files' paths relative to ``root``."""
+  os.makedirs(os.path.join(root, "album"), exist_ok=True)
+  rels = []
+  for i, sec in enumerate(seconds):
+    x = example_audio.music_clip(seconds=sec, offset_seconds=10.0 + 7 * i, index=i)
+    if i % 4 == 0:
+      rel = f"track{i}.wav"
+      sf.write(os.path.join(root, rel), x, 24000, subtype="PCM_16")
+    elif i % 4 == 1:
+      rel = f"album/track{i}.flac"
+      sf.write(os.path.join(root, rel), np.stack([x, 0.8 * x], 1), 24000)          # stereo
+    elif i % 4 == 2:
+      rel = f"album/track{i}.ogg"
+      sf.write(os.path.join(root, rel), soxr.resample(x, 24000, 44100), 44100, format="OGG", subtype="VORBIS")
+    else:
+      rel = f"track{i}.wav"
+      sf.write(os.path.join(root, rel), soxr.resample(x, 24000, 48000), 48000, subtype="FLOAT")
+    rels.append(rel)
+  with open(os.path.join(root, "album", "cover.txt"), "w") as f:
+    f.write("not audio")
+  return sorted(rels)

@@ -1,0 +1,229 @@
+"""Acoustic teachers (data_pipeline/teachers.py): token layout, determinism, alignment, save/load.
+
+K-means runs at test size (4 codebooks x 32 codes) on the ~8 s real-music fixture. EnCodec runs as
+an untrained 24 kHz model (``random_init``): no weights can be downloaded here, so these tests
+check shapes, frame counts, windowing and determinism, not the quality of the codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from data_pipeline.teachers import (HOP, SAMPLE_RATE, EncodecTeacher, EncodecTeacherConfig, KMeansConfig,
+                                    KMeansTeacher, frame_features, load_teacher, make_teacher, num_tokens)
+
+SMALL = KMeansConfig(num_codebooks=4, codebook_size=32)
+ONE_THREAD = EncodecTeacherConfig(num_threads=1)                  # other test runs share the 2 cores
+
+
+def check_tokens(codes: np.ndarray, k: int, size: int, length: int) -> None:
+  assert codes.shape == (k, math.ceil(length / HOP))
+  assert codes.dtype == np.int16
+  if codes.size:
+    assert codes.min() >= 0 and codes.max() < size
+
+
+@pytest.fixture(scope="module")
+def kmeans(music) -> KMeansTeacher:
+  return KMeansTeacher.fit([music], config=SMALL, seed=0)
+
+
+@pytest.fixture(scope="module")
+def encodec() -> EncodecTeacher:
+  return EncodecTeacher.random_init(0, config=ONE_THREAD)
+
+
+def test_num_tokens():
+  assert [num_tokens(n) for n in (0, 1, 319, 320, 321, 7999, 24000)] == [0, 1, 1, 1, 2, 25, 75]
+  assert SAMPLE_RATE / HOP == 75.0
+
+
+# ----------------------------------------------------------------------------------------------
+# k-means
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 320 * 50, 320 * 50 + 1, 7999, None])
+def test_kmeans_token_layout(kmeans, music, length):
+  x = music if length is None else music[:length]
+  check_tokens(kmeans.tokens(x), 4, 32, len(x))
+  assert kmeans.label_rate == 75.0
+
+
+def test_kmeans_uses_all_codes_on_music(kmeans, music):
+  codes = kmeans.tokens(music)
+  assert all(len(np.unique(row)) >= 24 for row in codes)         # 32 centroids fitted on these 600 frames
+
+
+def test_kmeans_deterministic_in_seed(kmeans, music):
+  again = KMeansTeacher.fit([music], config=SMALL, seed=0)
+  np.testing.assert_array_equal(again.centroids, kmeans.centroids)
+  np.testing.assert_array_equal(again.tokens(music), kmeans.tokens(music))
+  assert again.config() == kmeans.config()
+  other = KMeansTeacher.fit([music], config=SMALL, seed=1)
+  assert other.centroids_sha256 != kmeans.centroids_sha256
+  assert not np.array_equal(other.tokens(music), kmeans.tokens(music))
+
+
+def test_kmeans_save_load_round_trip(kmeans, music, tmp_path):
+  kmeans.save(tmp_path)
+  meta = json.loads((tmp_path / "teacher.json").read_text())
+  assert meta["name"] == "kmeans" and meta["num_codebooks"] == 4 and meta["codebook_size"] == 32
+  assert meta["label_rate"] == 75.0 and len(meta["centroids_sha256"]) == 64
+  loaded = load_teacher(tmp_path)
+  assert isinstance(loaded, KMeansTeacher) and loaded.config() == kmeans.config()
+  np.testing.assert_array_equal(loaded.tokens(music), kmeans.tokens(music))
+  np.savez(tmp_path / meta["arrays"], mean=kmeans.mean, std=kmeans.std, centroids=kmeans.centroids + 1)
+  with pytest.raises(ValueError, match="sha256"):
+    load_teacher(tmp_path)
+
+
+def test_features_match_librosa(music):
+  """Frame t = Hann(1024) centred on sample 320 t + 160, zeros outside the clip."""
+  librosa = pytest.importorskip("librosa")
+  x = music[:320 * 100 + 77]
+  n = num_tokens(len(x))
+  left = SMALL.n_fft // 2 - HOP // 2
+  padded = np.pad(x, (left, n * HOP + SMALL.n_fft - HOP - left - len(x)))
+  power = np.abs(librosa.stft(padded, n_fft=SMALL.n_fft, hop_length=HOP, center=False)) ** 2
+  mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=SAMPLE_RATE, n_mels=64, fmax=12000.0),
+                               top_db=None)
+  ref = np.concatenate([librosa.feature.mfcc(S=mel_db, n_mfcc=20),
+                        librosa.feature.chroma_stft(S=power, sr=SAMPLE_RATE, tuning=0.0)]).T
+  ours = frame_features(x, SMALL)
+  assert ours.shape == ref.shape == (n, 32)
+  np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-4)
+  chunked = frame_features(x, dataclasses.replace(SMALL, feature_chunk_frames=7))
+  np.testing.assert_allclose(chunked, ours, atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("deltas", [False, True])
+def test_kmeans_alignment_at_hop_boundary(kmeans, music, deltas):
+  """A clip cut at sample 320 m has the whole file's tokens from m on, except at its edges.
+
+  The margin is ceil(n_fft / 2 / hop) = ceil(512 / 320) = 2 frames per edge (frame t's window
+  spans samples [320 t - 352, 320 t + 672)), plus 1 with deltas.
+  """
+  teacher = kmeans if not deltas else KMeansTeacher.fit(
+      [music], config=dataclasses.replace(SMALL, deltas=True), seed=0)
+  margin = teacher.cfg.edge_margin
+  assert margin == (3 if deltas else 2)
+  whole = teacher.tokens(music)
+  for m, end in [(150, 320 * 450), (211, 320 * 500 + 123)]:
+    part = teacher.tokens(music[320 * m:end])
+    ref = whole[:, m:m + part.shape[1]]
+    differs = np.nonzero((part != ref).any(axis=0))[0]
+    inner = differs[(differs >= margin) & (differs < part.shape[1] - margin)]
+    assert inner.size == 0, f"frames {inner} differ away from the edges"
+
+
+def test_kmeans_residual_error_decreases(kmeans, music):
+  errs = kmeans.quantization_errors(music)
+  assert errs.shape == (5,)
+  np.testing.assert_allclose(errs[0], 1.0, rtol=1e-4)              # standardised on these very frames
+  assert np.all(np.diff(errs) < 0), errs
+  assert errs[-1] < 0.5 * errs[1]
+
+
+def test_kmeans_needs_enough_frames(music):
+  with pytest.raises(ValueError, match=r"only 20 feature frames to fit 32 centroids"):
+    KMeansTeacher.fit([music[:HOP * 20]], config=SMALL, seed=0)
+  with pytest.raises(ValueError, match="max_fit_frames"):
+    KMeansTeacher.fit([music], config=dataclasses.replace(SMALL, max_fit_frames=16), seed=0)
+  with pytest.raises(ValueError, match="must be fitted"):
+    make_teacher("kmeans")
+
+
+def test_kmeans_fit_subsample_bound(music):
+  """max_fit_frames caps the frames k-means sees, whatever the stream length; make_teacher dispatches."""
+  clips = [music[i * SAMPLE_RATE:(i + 1) * SAMPLE_RATE] for i in range(8)]
+  cfg = dataclasses.replace(SMALL, num_codebooks=2, max_fit_frames=200)
+  teacher = make_teacher("kmeans", audios=iter(clips), config=cfg, seed=3)
+  assert teacher.fit_info["fit_frames"] == 200 and teacher.fit_info["frames_seen"] == 600
+  check_tokens(teacher.tokens(music), 2, 32, len(music))
+
+
+# ----------------------------------------------------------------------------------------------
+# EnCodec (untrained)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 319, 320, 321, 320 * 75, 320 * 75 + 1, 7999])
+def test_encodec_frame_counts(encodec, music, length):
+  """transformers' EncodecModel.encode itself returns ceil(L / 320) frames (no pad/trim needed)."""
+  raw = encodec._encode(music[:length])                            # pylint: disable=protected-access
+  assert raw.shape == (8, math.ceil(length / HOP))
+  check_tokens(encodec.tokens(music[:length]), 8, 1024, length)
+
+
+def test_encodec_teacher_layout(encodec, music):
+  assert (encodec.num_codebooks, encodec.codebook_size, encodec.label_rate) == (8, 1024, 75.0)
+  codes = encodec.tokens(music)
+  check_tokens(codes, 8, 1024, len(music))
+  assert all(len(np.unique(row)) > 50 for row in codes)             # random codebooks are not degenerate
+  cfg = encodec.config()
+  assert cfg["source"] == "random_init(0)" and cfg["bandwidth"] == 6.0
+  check_tokens(encodec.tokens(music[:0]), 8, 1024, 0)
+
+
+def test_encodec_deterministic(encodec, music):
+  x = music[:3 * SAMPLE_RATE]
+  np.testing.assert_array_equal(encodec.tokens(x), encodec.tokens(x))
+  np.testing.assert_array_equal(EncodecTeacher.random_init(0, config=ONE_THREAD).tokens(x), encodec.tokens(x))
+  assert (make_teacher("encodec", seed=1, config=ONE_THREAD).tokens(x) != encodec.tokens(x)).mean() > 0.5
+
+
+def test_encodec_windows_match_whole_file(encodec, music):
+  """2 s windows with 1 s of left context reproduce whole-file codes (up to near-tie flips)."""
+  windowed = EncodecTeacher(encodec.model, source=encodec.source, seed=0,
+                            config=dataclasses.replace(ONE_THREAD, window_seconds=2.0, context_seconds=1.0))
+  whole = encodec.tokens(music)
+  parts = windowed.tokens(music)
+  assert parts.shape == whole.shape
+  assert (parts == whole).mean() > 0.97
+
+
+def test_encodec_alignment_at_hop_boundary(encodec, music):
+  """Cut at 320 m, the codes match the whole file's from m on once the encoder has warmed up."""
+  whole = encodec.tokens(music)
+  m = 150
+  part = encodec.tokens(music[HOP * m:])
+  assert part.shape == (8, whole.shape[1] - m)
+  assert (part[:, 25:] == whole[:, m + 25:]).mean() > 0.97
+
+
+def test_encodec_save_load_round_trip(encodec, music, tmp_path):
+  encodec.save(tmp_path)
+  assert os.listdir(tmp_path) == ["teacher.json"]                  # a reference, never weights
+  loaded = load_teacher(tmp_path)
+  assert isinstance(loaded, EncodecTeacher) and loaded.config() == encodec.config()
+  x = music[:2 * SAMPLE_RATE]
+  np.testing.assert_array_equal(loaded.tokens(x), encodec.tokens(x))
+
+
+def test_encodec_from_local_safetensors(encodec, music, tmp_path):
+  weights = tmp_path / "encodec"
+  encodec.model.save_pretrained(weights)                            # safetensors, codebooks included
+  teacher = make_teacher("encodec", source=str(weights), config=ONE_THREAD)
+  assert teacher.config()["source"] == str(weights) and len(teacher.config()["weights_sha256"]) == 64
+  x = music[:2 * SAMPLE_RATE]
+  np.testing.assert_array_equal(teacher.tokens(x), encodec.tokens(x))
+  teacher.save(tmp_path / "teacher")
+  np.testing.assert_array_equal(load_teacher(tmp_path / "teacher").tokens(x), encodec.tokens(x))
+  assert EncodecTeacher(weights, config=ONE_THREAD).config() == teacher.config()   # a path also constructs
+
+
+def test_encodec_refuses_pickled_weights(tmp_path):
+  (tmp_path / "pytorch_model.bin").write_bytes(b"not unpickled")
+  with pytest.raises(ValueError, match="will not unpickle"):
+    EncodecTeacher.from_pretrained(str(tmp_path))
+  with pytest.raises(ValueError, match="source="):
+    make_teacher("encodec")
+  with pytest.raises(ValueError, match="unknown teacher"):
+    make_teacher("hubert")
