@@ -8,6 +8,7 @@ truncated files, silence and non-finite samples are rejected rather than used.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import soundfile as sf
@@ -33,6 +34,7 @@ def decode_file(path: str, sample_rate: int, min_samples: int) -> np.ndarray:
   try:
     with sf.SoundFile(path) as f:
       declared, sr, channels = f.frames, f.samplerate, f.channels
+      extra = f.extra_info
       x = f.read(dtype="float32", always_2d=True)
   except PermissionError as e:
     raise BadAudioError(f"permission denied: {e}") from e
@@ -40,6 +42,12 @@ def decode_file(path: str, sample_rate: int, min_samples: int) -> np.ndarray:
     raise BadAudioError(f"cannot decode: {e}") from e
   if x.shape[0] == 0:
     raise BadAudioError("no audio samples")
+  # libsndfile clamps a truncated WAV's frame count to what is on disk but reports the header's
+  # data size in its log, e.g. "data : 96000 (should be 47978)".
+  short = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", extra, re.M)
+  if short:
+    raise BadAudioError(f"truncated: the header declares {short.group(1)} data bytes but the file holds "
+                        f"{short.group(2)}")
   if 0 < declared and x.shape[0] < declared:
     raise BadAudioError(f"truncated: the header declares {declared} frames but only {x.shape[0]} decode")
   if not np.all(np.isfinite(x)):

@@ -43,7 +43,8 @@ def encode_example(audio_int16: np.ndarray, tokens: np.ndarray, source_id: str, 
       "num_tokens": i(tokens.shape[1]),
       "num_codebooks": i(tokens.shape[0]),
   }
-  return tf_example_pb2.Example(features=tf_feature.Features(feature=feats)).SerializeToString()
+  example = tf_example_pb2.Example(features=tf_feature.Features(feature=feats))
+  return example.SerializeToString(deterministic=True)   # map keys sorted: byte-identical shards
 
 
 def parse_example(payload: bytes) -> dict[str, Any]:
