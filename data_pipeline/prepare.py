@@ -141,12 +141,16 @@ def _shard_job(path: str, segments: list[tuple[str, str, int, int]], hop: int) -
         t0, n_tok = start // hop, -(-length // hop)
         writer.write(encode_example(np.asarray(pcm[start:start + length]), np.asarray(tokens[:, t0:t0 + n_tok]),
                                     source_id, start))
+  return shard_info(path, [length for _, _, _, length in segments])
+
+
+def shard_info(path: str, lengths: list[int]) -> dict[str, Any]:
+  """The manifest entry of a finished shard: name, record count, samples and sha256."""
   sha = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 22), b""):
       sha.update(block)
-  lengths = [length for _, _, _, length in segments]
-  return {"path": os.path.basename(path), "num_records": len(segments), "num_samples": int(sum(lengths)),
+  return {"path": os.path.basename(path), "num_records": len(lengths), "num_samples": int(sum(lengths)),
           "min_record_samples": int(min(lengths)), "sha256": sha.hexdigest()}
 
 
@@ -200,6 +204,33 @@ def plan_shards(segments: list[tuple[str, str, int, int]], shard_samples: int, s
   if current:
     shards.append(current)
   return shards
+
+
+# ------------------------------------------------------------------------------------ manifest
+
+def build_manifest(shards_by_split: dict[str, list[dict[str, Any]]], files_by_split: dict[str, int],
+                   teacher: teachers_lib.Teacher, *, sample_rate: int, hop: int, counts: dict[str, int],
+                   options: dict[str, Any]) -> dict[str, Any]:
+  """The dataset manifest; ``content_hash`` is a sha256 over the teacher config and every shard."""
+  splits = {}
+  for split, shards in shards_by_split.items():
+    n = sum(s["num_samples"] for s in shards)
+    splits[split] = {"shards": shards, "num_records": sum(s["num_records"] for s in shards), "num_samples": n,
+                     "hours": n / sample_rate / 3600, "num_files": files_by_split.get(split, 0)}
+  teacher_cfg = teacher.config()
+  content = hashlib.sha256(json.dumps(teacher_cfg, sort_keys=True).encode())
+  for split in sorted(splits):
+    for s in splits[split]["shards"]:
+      content.update(f"{split}/{s['path']}:{s['sha256']}".encode())
+  return {"format": FORMAT, "sample_rate": sample_rate, "hop": hop, "label_rate": sample_rate / hop,
+          "audio_dtype": "int16", "teacher": teacher_cfg, "num_codebooks": teacher.num_codebooks,
+          "codebook_size": teacher.codebook_size, "splits": splits,
+          "total_hours": sum(s["hours"] for s in splits.values()), **counts,
+          "content_hash": content.hexdigest(), "options": options}
+
+
+def write_manifest(output: str, manifest: dict[str, Any]) -> None:
+  _atomic_write_bytes(os.path.join(output, MANIFEST), json.dumps(manifest, indent=2).encode())
 
 
 # ------------------------------------------------------------------------------------ main
@@ -307,37 +338,15 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       split, i = shard_futs[fut]
       results[split][i] = fut.result()
 
-  splits = {}
-  for split, by_index in results.items():
-    shards = [by_index[i] for i in sorted(by_index)]
-    n = sum(s["num_samples"] for s in shards)
-    splits[split] = {"shards": shards, "num_records": sum(s["num_records"] for s in shards),
-                     "num_samples": n, "hours": n / cfg.sample_rate / 3600,
-                     "num_files": len(train_files if split == "train" else valid)}
-  teacher_cfg = teacher.config()
-  content = hashlib.sha256(json.dumps(teacher_cfg, sort_keys=True).encode())
-  for split in sorted(splits):
-    for s in splits[split]["shards"]:
-      content.update(f"{split}/{s['path']}:{s['sha256']}".encode())
-  manifest = {
-      "format": FORMAT,
-      "sample_rate": cfg.sample_rate,
-      "hop": cfg.hop,
-      "label_rate": cfg.sample_rate / cfg.hop,
-      "audio_dtype": "int16",
-      "teacher": teacher_cfg,
-      "num_codebooks": teacher.num_codebooks,
-      "codebook_size": teacher.codebook_size,
-      "splits": splits,
-      "total_hours": sum(s["hours"] for s in splits.values()),
-      "num_input_files": len(audio_files),
-      "num_used_files": len(good),
-      "num_skipped_files": len(skipped),
-      "num_ignored_files": len(other),
-      "content_hash": content.hexdigest(),
-      "options": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input", "output", "workers")},
-  }
-  _atomic_write_bytes(os.path.join(out, MANIFEST), json.dumps(manifest, indent=2).encode())
+  shards_by_split = {split: [by_index[i] for i in sorted(by_index)] for split, by_index in results.items()}
+  files_by_split = {"train": len(train_files), "valid": len(valid)}
+  manifest = build_manifest(
+      shards_by_split, files_by_split, teacher, sample_rate=cfg.sample_rate, hop=cfg.hop,
+      counts={"num_input_files": len(audio_files), "num_used_files": len(good),
+              "num_skipped_files": len(skipped), "num_ignored_files": len(other)},
+      options={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input", "output", "workers")})
+  splits = manifest["splits"]
+  write_manifest(out, manifest)
   if not cfg.keep_cache:
     shutil.rmtree(work, ignore_errors=True)
   say(f"done in {time.time() - t_start:.1f} s: {manifest['total_hours']:.3f} h in "
