@@ -18,6 +18,7 @@ import dataclasses
 import ml_collections
 
 from mert_jax.config import MODEL_SIZES, ModelConfig, ObjectiveConfig
+from mert_jax.sharding import DEFAULT_RULES
 
 
 def _dict(dc) -> ml_collections.ConfigDict:
@@ -44,9 +45,34 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
       clip_norm=10.0,                 # global-norm gradient clipping
       grad_accum_steps=1,             # micro-batches per update
   ))
+  c.optimizer.weight_decay_on = "all"  # "all" (the reference) or "matrices" (ndim >= 2 only)
   c.total_steps = 400_000
   c.batch_size = 1024                 # global clips per update (95M YAML: 16 x 64 GPUs)
   c.crop_samples = 120_000            # 5 s at 24 kHz
+  # --- devices ---
+  c.mesh = [-1, 1, 1]                 # (data, fsdp, tensor); -1 = the remaining devices
+  c.num_devices = 0                   # use the first N devices (0 = all); tests compare meshes in one process
+  c.rules = [list(r) for r in DEFAULT_RULES]   # logical axis -> mesh axes (mert_jax/sharding.py)
+  # --- data ---
+  c.data = ml_collections.ConfigDict(dict(
+      dir=ml_collections.config_dict.placeholder(str),  # a data_pipeline.prepare folder (local or gs://);
+                                      # unset: the embedded default corpus is prepared under WORKDIR/data
+      shuffle_window=1024,            # crops in the reader's window shuffle
+      on_state_mismatch="error",      # data-iterator state not restorable (e.g. other process count):
+                                      # "error" stops; "restart" starts a fresh, differently seeded stream
+      default_minutes=8.0,            # embedded default corpus: minutes of music to prepare
+      groups=0,                       # fixed data groups making up each global batch (0 = process count);
+                                      # equal groups give the same global batches on any process count
+  ))
+  # --- loop ---
+  c.log_every = 50                    # steps between metric lines (metrics.jsonl, TensorBoard, console)
+  c.eval_every = 1000                 # steps between evaluations on the valid split (0 = never)
+  c.eval_batches = 8                  # batches per evaluation
+  c.checkpoint_every = 1000           # steps between (async) checkpoints; one is also written at the end
+  c.keep_last = 3                     # checkpoints kept ...
+  c.keep_every = 50_000               # ... plus every checkpoint at a multiple of this step (0 = none)
+  c.max_nonfinite_steps = 20          # consecutive non-finite steps (skipped updates) before stopping
+  c.debug_sigkill_after_step = -1     # testing aid: SIGKILL this process after saving at this step
   if variant == "330m":
     c.optimizer.lr = 1.5e-3
     c.optimizer.clip_norm = 1.0
@@ -66,6 +92,12 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     c.batch_size = 8
     c.crop_samples = 48_000           # 2 s (the CQT needs >= 1.05 s)
     c.optimizer.warmup_steps = 20
+    c.optimizer.lr = 2e-3
+    c.model.codebook_size = 64        # the embedded k-means teacher fits 64 codes in seconds on CPU
+    c.log_every = 10
+    c.eval_every = 50
+    c.eval_batches = 2
+    c.checkpoint_every = 50
     c.objective.mixup_min_len = 2_400
     c.objective.mixup_max_len = 4_800
   return c

@@ -115,16 +115,71 @@ def make_dataset(data_dir: str, cfg: ReaderConfig, *, split: str = "train", proc
   manifest = load_manifest(data_dir)
   files = process_files(shard_paths(data_dir, manifest, split), process_index, process_count)
   drop = DropShort(cfg.crop_samples)
-  ds = ShardChainIterDataset(files, seed=cfg.seed, num_epochs=cfg.num_epochs)
+  return _pipeline(files, cfg, manifest["hop"], drop, salt=0), drop
+
+
+def _pipeline(files: list[str], cfg: ReaderConfig, hop: int, drop: DropShort, salt: int) -> grain.IterDataset:
+  """chain -> parse -> drop short -> crop -> window shuffle -> float32 -> batch (seeds offset by ``salt``)."""
+  ds = ShardChainIterDataset(files, seed=cfg.seed + salt, num_epochs=cfg.num_epochs)
   ds = ds.map(parse_example).filter(drop)
-  ds = ds.random_map(CropToLabels(cfg.crop_samples, manifest["hop"]), seed=cfg.seed + 1)
+  ds = ds.random_map(CropToLabels(cfg.crop_samples, hop), seed=cfg.seed + 1 + salt)
   if cfg.shuffle_window > 1:
-    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=cfg.shuffle_window, seed=cfg.seed + 2)
-  ds = ds.map(_to_model_dtypes).batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
-  return ds, drop
+    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=cfg.shuffle_window, seed=cfg.seed + 2 + salt)
+  return ds.map(_to_model_dtypes).batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
 
 
 def batches(data_dir: str, cfg: ReaderConfig, **kw: Any) -> Iterator[dict[str, np.ndarray]]:
   """Convenience: an iterator of batches (use make_dataset for checkpointable iterators)."""
   ds, _ = make_dataset(data_dir, cfg, **kw)
   return iter(ds)
+
+
+class _GroupsIterator(grain.DatasetIterator):
+  def __init__(self, datasets: list[grain.IterDataset]):
+    super().__init__()
+    self._its = [iter(d) for d in datasets]
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    parts = [next(it) for it in self._its]
+    return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+
+  def get_state(self) -> dict[str, Any]:
+    return {"groups": [it.get_state() for it in self._its]}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if len(state["groups"]) != len(self._its):
+      raise ValueError(f"data-iterator state holds {len(state['groups'])} groups, this process reads {len(self._its)}")
+    for it, s in zip(self._its, state["groups"]):
+      it.set_state(s)
+
+
+class _GroupsDataset(grain.IterDataset):
+  def __init__(self, datasets: list[grain.IterDataset]):
+    super().__init__()
+    self._datasets = datasets
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _GroupsIterator(self._datasets)
+
+
+def make_grouped_dataset(data_dir: str, cfg: ReaderConfig, *, groups: int, split: str = "train",
+                         process_index: int = 0, process_count: int = 1) -> tuple[grain.IterDataset, list[DropShort]]:
+  """The trainer's input: the global batch is made of ``groups`` fixed data groups (group g reads
+  shards g, g + groups, ...), each contributing ``cfg.batch_size`` clips per step; this process reads
+  groups [p * groups / P, (p + 1) * groups / P). Elements are (groups / P, cfg.batch_size, ...).
+
+  Because the groups do not depend on the process count, the global batch of every step is the
+  same whether 1 or ``groups`` processes read it (and a one-process run can reproduce a
+  multi-process run exactly)."""
+  if groups % process_count:
+    raise ValueError(f"data groups ({groups}) must be a multiple of the process count ({process_count})")
+  manifest = load_manifest(data_dir)
+  paths = shard_paths(data_dir, manifest, split)
+  per = groups // process_count
+  datasets, drops = [], []
+  for g in range(process_index * per, (process_index + 1) * per):
+    files = process_files(paths, g, groups)
+    drop = DropShort(cfg.crop_samples)
+    datasets.append(_pipeline(files, cfg, manifest["hop"], drop, salt=7919 * g))
+    drops.append(drop)
+  return _GroupsDataset(datasets), drops

@@ -145,6 +145,7 @@ def pretraining_loss(model: MERTModel, batch: dict[str, jax.Array], key: jax.Arr
       "ce": ce_sum / denom,                              # (K,) mean masked CE per codebook
       "accuracy": correct / denom,                       # (K,)
       "features_pen": pen,
+      "cqt_sq_sum": cqt_sq_sum,
       "cqt_mse": cqt_sq_sum / (denom * mcfg.cqt_bins),
       "mask_fraction": n / (b * t),
   }

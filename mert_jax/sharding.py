@@ -40,3 +40,88 @@ DEFAULT_RULES: AxisRules = (
     (CQT_BINS, None),
     (LENGTH, None),
 )
+
+
+# ----------------------------------------------------------------------------- mesh and shardings
+
+import math  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_MESH_AXES = ("data", "fsdp")      # the batch is split over both data-parallel axes
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
+  """(data, fsdp, tensor) with at most one -1 meaning "the remaining devices"."""
+  shape = [int(s) for s in shape]
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"mesh shape {shape} does not divide {num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  if math.prod(shape) != num_devices:
+    raise ValueError(f"mesh shape {tuple(shape)} uses {math.prod(shape)} devices but {num_devices} are present; "
+                     f"set config.mesh so the product is {num_devices} (or use -1 for one axis)")
+  return tuple(shape)
+
+
+def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over all (global) devices, with Auto axis types (GSPMD-style
+  propagation; jax's default Explicit axes reject the FSDP matmuls, see shared/notes/stack.md)."""
+  devices = list(devices or jax.devices())
+  resolved = resolve_mesh_shape(shape, len(devices))
+  return jax.make_mesh(resolved, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: AxisRules) -> P:
+  """PartitionSpec for a parameter with logical ``axes``; a dimension the mesh axes do not divide
+  stays replicated (a 4-head model on 8 tensor devices replicates its heads)."""
+  table = dict(rules)
+  out, used = [], set()
+  for name, size in zip(axes, shape):
+    mesh_axes = table.get(name) if name is not None else None
+    if mesh_axes is None:
+      out.append(None)
+      continue
+    tup = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+    tup = tuple(a for a in tup if a not in used and mesh.shape[a] > 1)
+    n = math.prod(mesh.shape[a] for a in tup)
+    if not tup or size % n:
+      out.append(None)
+      continue
+    used.update(tup)
+    out.append(tup[0] if len(tup) == 1 else tup)
+  return P(*out)
+
+
+def param_shardings(param_state: nnx.State, mesh: Mesh, rules: AxisRules) -> dict:
+  """Pure-dict tree of NamedShardings for the parameters, from their logical axes."""
+  def one(var):
+    axes = var.get_metadata().get("out_sharding") or (None,) * len(var.shape)
+    return NamedSharding(mesh, logical_to_spec(axes, var.shape, mesh, rules))
+  specs = jax.tree.map(one, param_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return nnx.to_pure_dict(specs)
+
+
+def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
+  spec = [None] * ndim
+  spec[batch_axis] = BATCH_MESH_AXES
+  return NamedSharding(mesh, P(*spec))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def describe(shardings: dict) -> list[str]:
+  """One line per parameter: path and PartitionSpec (logged once at start)."""
+  flat = jax.tree_util.tree_leaves_with_path(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  return [f"{jax.tree_util.keystr(path)}: {s.spec}" for path, s in flat]
+
+
+del np

@@ -1,0 +1,45 @@
+"""The embedded default corpus: a few minutes of real music (Debian soundtrack packages, see
+mert_jax/example_audio.py) or, without them, synthesised music, prepared with a k-means teacher
+whose codebooks match the model config. Used when ``config.data.dir`` is unset."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import soundfile as sf
+
+from data_pipeline import prepare as prepare_lib
+from mert_jax import example_audio
+
+
+def ensure_default_corpus(directory: str, *, num_codebooks: int, codebook_size: int, minutes: float,
+                          seed: int = 0) -> str:
+  """Prepare (once) and return the data folder; reused when its manifest matches."""
+  out = os.path.join(directory, f"default_{num_codebooks}x{codebook_size}")
+  manifest = os.path.join(out, prepare_lib.MANIFEST)
+  if os.path.exists(manifest):
+    m = json.load(open(manifest))
+    if (m["num_codebooks"], m["codebook_size"]) == (num_codebooks, codebook_size):
+      return out
+  music = os.path.join(directory, "default_music")
+  os.makedirs(music, exist_ok=True)
+  files = example_audio.real_music_files()
+  if files:
+    total = 0.0
+    for i, path in enumerate(files):
+      if total >= minutes * 60:
+        break
+      dest = os.path.join(music, f"{i:03d}_{os.path.basename(path)}")
+      if not os.path.exists(dest):
+        os.symlink(path, dest)
+      total += sf.info(path).duration
+  else:
+    for i in range(max(1, int(minutes))):
+      sf.write(os.path.join(music, f"synth_{i:03d}.wav"), example_audio.synth_music(60.0, seed=i), 24000)
+  cfg = prepare_lib.PrepareConfig(
+      input=music, output=out, teacher="kmeans", seed=seed, segment_seconds=10.0, shard_seconds=60.0,
+      valid_fraction=0.1, kmeans_codebooks=num_codebooks, kmeans_codebook_size=codebook_size,
+      kmeans_max_fit_frames=max(20 * codebook_size, 5000))
+  prepare_lib.prepare(cfg)
+  return out

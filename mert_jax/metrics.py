@@ -1,0 +1,69 @@
+"""Training metrics: metrics.jsonl, TensorBoard event files and a console line (process 0 only),
+and the peak FLOP/s per device kind used for MFU."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+from absl import logging
+from etils import epath
+
+# Dense bf16 peak FLOP/s per chip, by jax.Device.device_kind (vendor figures; an H100 SXM's measured
+# dense matmul peak is lower, ~792 TFLOP/s per the project's reference). Unknown kinds: no MFU.
+PEAK_BF16_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "NVIDIA H100 80GB HBM3": 989e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+}
+
+
+def peak_flops_per_device(device: jax.Device) -> float | None:
+  return PEAK_BF16_FLOPS.get(device.device_kind)
+
+
+class MetricWriter:
+  """Appends {"step": ..., metrics} lines to WORKDIR/metrics.jsonl and scalars to WORKDIR/tb."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.dir = epath.Path(workdir)
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(self.dir / "tb"))
+
+  def config(self, config: Any) -> None:
+    if self.enabled:
+      (self.dir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+  def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
+    if not self.enabled:
+      return
+    row = {"step": step, **{prefix + k: v for k, v in metrics.items() if k != "step"}}
+    with (self.dir / "metrics.jsonl").open("a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if k == "step":
+        continue
+      if isinstance(v, list):
+        for i, x in enumerate(v):
+          self._tb.add_scalar(f"{k}/{i}", float(x), step)
+      elif isinstance(v, (int, float, bool)):
+        self._tb.add_scalar(k, float(v), step)
+    self._tb.flush()
+    keys = [k for k in ("loss", "loss_codes", "loss_cqt", "grad_norm", "lr", "clips_per_s", "mfu") if prefix + k in row]
+    logging.info("step %d %s", step, "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys))
+    print(f"step {step}: " + "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys), flush=True)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

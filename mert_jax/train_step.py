@@ -1,0 +1,113 @@
+"""The jitted training and evaluation steps: pure functions of (state, batch, key).
+
+State (a pytree, every leaf a device array):
+  params          float32 parameters (pure dict, nnx names)
+  opt_state       optax state (sharded like the parameters)
+  step            int32, batches consumed (drives the RNG: key = fold_in(seed key, step))
+  updates         int32, updates applied (drives the learning-rate schedule)
+  nonfinite_total int32, steps skipped because the loss or gradient was not finite
+  nonfinite_run   int32, consecutive skipped steps (the loop stops after config.max_nonfinite_steps)
+
+Batch: {"audio": (A, B, L) float32, "labels": (A, B, K, T) int32} with A micro-batches per update
+(gradient accumulation). As in fairseq, the update is the gradient of the summed loss of all
+micro-batches divided by the total number of masked frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from mert_jax.config import ObjectiveConfig
+from mert_jax.model import MERTModel
+from mert_jax.objective import pretraining_loss
+
+SUMMED = ("loss_sum", "num_masked", "ce_sum", "correct", "cqt_sq_sum")
+
+
+def bind(graphdef: nnx.GraphDef, template: nnx.State, params: dict) -> MERTModel:
+  """The model with ``params`` (a pure dict) in place of the template's values."""
+  state = jax.tree.map(lambda x: x, template)
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state)
+
+
+def init_state(params: dict, tx: optax.GradientTransformation) -> dict[str, Any]:
+  zero = jnp.zeros((), jnp.int32)
+  return {"params": params, "opt_state": tx.init(params), "step": zero, "updates": zero,
+          "nonfinite_total": zero, "nonfinite_run": zero}
+
+
+def _summarise(sums: dict[str, jax.Array], pen_weighted: jax.Array, cqt_bins: int) -> dict[str, jax.Array]:
+  n = jnp.maximum(sums["num_masked"], 1.0)
+  return {"loss": sums["loss_sum"] / n,
+          "loss_codes": jnp.sum(sums["ce_sum"]) / n,
+          "loss_cqt": sums["cqt_sq_sum"] / (n * cqt_bins),
+          "features_pen": pen_weighted / n,
+          "accuracy": sums["correct"] / n,             # (K,) per codebook, on masked frames
+          "num_masked": sums["num_masked"]}
+
+
+def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, ocfg: ObjectiveConfig, cqt_bins: int
+                    ) -> Callable[[dict, dict, jax.Array], tuple[dict, dict]]:
+  def micro(params, batch, key):
+    def loss_sum(p):
+      _, m = pretraining_loss(bind(graphdef, template, p), batch, key, cfg=ocfg)
+      return m["loss_sum"], m
+    (_, m), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
+    sums = {k: m[k] for k in SUMMED}
+    return grads, sums, m["features_pen"] * m["num_masked"]
+
+  def train_step(state, batch, seed_key):
+    key = jax.random.fold_in(seed_key, state["step"])
+    params = state["params"]
+    accum = batch["audio"].shape[0]
+    if accum == 1:
+      grads, sums, pen = micro(params, jax.tree.map(lambda x: x[0], batch), jax.random.fold_in(key, 0))
+    else:
+      def body(carry, xs):
+        g_acc, s_acc, p_acc = carry
+        mb, i = xs
+        g, s, p = micro(params, mb, jax.random.fold_in(key, i))
+        return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s), p_acc + p), None
+      zeros_g = jax.tree.map(jnp.zeros_like, params)
+      zeros_s = {"loss_sum": 0.0, "num_masked": 0.0, "ce_sum": jnp.zeros(batch["labels"].shape[2]),
+                 "correct": jnp.zeros(batch["labels"].shape[2]), "cqt_sq_sum": 0.0}
+      zeros_s = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), zeros_s)
+      (grads, sums, pen), _ = jax.lax.scan(body, (zeros_g, zeros_s, jnp.zeros((), jnp.float32)),
+                                           (batch, jnp.arange(accum)))
+    n = jnp.maximum(sums["num_masked"], 1.0)
+    grads = jax.tree.map(lambda g: g / n, grads)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["loss_sum"])
+    updates, new_opt = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    metrics = _summarise(sums, pen, cqt_bins)
+    metrics.update(grad_norm=grad_norm, lr=schedule(state["updates"]), finite=finite)
+    new_state = {
+        "params": keep(new_params, params),
+        "opt_state": keep(new_opt, state["opt_state"]),
+        "step": state["step"] + 1,
+        "updates": state["updates"] + finite.astype(jnp.int32),
+        "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
+        "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
+    }
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef, template: nnx.State, ocfg: ObjectiveConfig, cqt_bins: int
+                   ) -> Callable[[dict, dict, jax.Array], dict]:
+  """Deterministic (no dropout) loss sums on a held-out batch; masking and mixup use ``key``."""
+  def eval_step(params, batch, key):
+    mb = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
+    _, m = pretraining_loss(bind(graphdef, template, params), mb, key, cfg=ocfg, deterministic=True)
+    return {**{k: m[k] for k in SUMMED}, "pen_weighted": m["features_pen"] * m["num_masked"]}
+  return eval_step

@@ -1,0 +1,170 @@
+"""The trainer: identical losses across meshes and process counts, bit-exact resume after SIGKILL,
+SIGTERM checkpoints, and the loss going down on real music."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from configs import mert as mert_configs
+from mert_jax import default_corpus, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return default_corpus.ensure_default_corpus(str(tmp_path_factory.mktemp("corpus")), num_codebooks=8,
+                                              codebook_size=64, minutes=6.0)
+
+
+def tiny(data_dir, **over):
+  c = mert_configs.get_config("tiny")
+  c.data.dir = data_dir
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 3, 1, 0, 1000
+  c.data.shuffle_window = 16
+  for k, v in over.items():
+    node = c
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def losses(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.parametrize("heads,meshes", [(4, [(8, 1, 1), (2, 4, 1), (2, 2, 2)]), (8, [(1, 1, 8)])])
+def test_meshes_give_single_device_losses(data_dir, tmp_path, heads, meshes):
+  f32 = {"model.num_heads": heads, "model.dtype": "float32"}     # fp32 compute: compare at fp32 tolerance
+  ref = train.train(tiny(data_dir, num_devices=1, mesh=[1, 1, 1], **f32), str(tmp_path / "one"))
+  ref_losses = losses(tmp_path / "one")
+  for mesh in meshes:
+    wd = tmp_path / "x".join(map(str, mesh))
+    out = train.train(tiny(data_dir, mesh=list(mesh), **f32), str(wd))
+    got = losses(wd)
+    print(mesh, ref_losses, got)
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [ref_losses[s] for s in sorted(ref_losses)], rtol=2e-5)
+    params, opt = out["state"]["params"], out["state"]["opt_state"]
+    q = params["backbone"]["encoder"]["layers"][0]["attention"]["q_proj"]["kernel"]
+    fc1 = params["backbone"]["encoder"]["layers"][0]["feed_forward"]["intermediate_dense"]["kernel"]
+    want_q = P("fsdp" if mesh[1] > 1 else None, "tensor" if mesh[2] > 1 else None, None)
+    assert q.sharding.spec == want_q, (mesh, q.sharding.spec)
+    assert fc1.sharding.spec == P(want_q[0], want_q[1])
+    mu = opt[1][0].mu["backbone"]["encoder"]["layers"][0]["attention"]["q_proj"]["kernel"]
+    assert mu.sharding.spec == want_q                       # optimizer state sharded like the parameter
+    if mesh[1] > 1:
+      assert q.addressable_shards[0].data.shape[0] == q.shape[0] // mesh[1]
+
+
+def _run(workdir, data_dir, *flags, check=True, env=None):
+  cmd = [sys.executable, "-m", "mert_jax.train", "--config=configs/mert.py:tiny", f"--workdir={workdir}",
+         f"--config.data.dir={data_dir}", "--config.log_every=1", "--config.eval_every=0",
+         "--config.data.shuffle_window=16", *flags]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _final_params(workdir):
+  step = ocp.CheckpointManager(os.path.join(workdir, "checkpoints")).latest_step()
+  restored = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+  return step, restored["params"]
+
+
+def test_exact_resume_after_sigkill(data_dir, tmp_path):
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  _run(straight, data_dir, "--config.total_steps=8", "--config.checkpoint_every=4")
+  proc = _run(killed, data_dir, "--config.total_steps=8", "--config.checkpoint_every=4",
+              "--config.debug_sigkill_after_step=4", check=False)
+  assert proc.returncode == -signal.SIGKILL
+  assert max(losses(killed)) == 4
+  _run(killed, data_dir, "--config.total_steps=8", "--config.checkpoint_every=4")     # same command: resumes
+  a, b = losses(straight), losses(killed)
+  assert [a[s] for s in range(5, 9)] == [b[s] for s in range(5, 9)]                  # bit for bit
+  sa, pa = _final_params(straight)
+  sb, pb = _final_params(killed)
+  assert sa == sb == 8
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_checkpoints_and_resumes(data_dir, tmp_path):
+  wd = tmp_path / "run"
+  cmd = [sys.executable, "-m", "mert_jax.train", "--config=configs/mert.py:tiny", f"--workdir={wd}",
+         f"--config.data.dir={data_dir}", "--config.log_every=1", "--config.eval_every=0",
+         "--config.total_steps=1000", "--config.checkpoint_every=1000", "--config.data.shuffle_window=16"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if os.path.exists(wd / "metrics.jsonl") and len(losses(wd)) >= 3:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  stopped = ocp.CheckpointManager(str(wd / "checkpoints")).latest_step()
+  assert stopped is not None and 3 <= stopped < 1000
+  _run(wd, data_dir, f"--config.total_steps={stopped + 2}")
+  assert max(losses(wd)) == stopped + 2
+
+
+DIST = """
+import sys, jax
+jax.config.update("jax_num_cpu_devices", 4)
+pid, port = int(sys.argv[1]), sys.argv[2]
+jax.distributed.initialize(f"127.0.0.1:{port}", 2, pid, initialization_timeout=120)
+from configs import mert as mert_configs
+from mert_jax import train
+import json
+c = json.loads(sys.argv[3])
+cfg = mert_configs.get_config("tiny")
+cfg.data.dir = c["data_dir"]
+cfg.total_steps, cfg.log_every, cfg.eval_every, cfg.checkpoint_every = c["steps"], 1, 0, 2
+cfg.data.shuffle_window, cfg.data.groups, cfg.mesh = 16, 2, [8, 1, 1]
+cfg.model.dtype = "float32"
+train.train(cfg, c["workdir"])
+"""
+
+
+def test_two_processes_match_one_process(data_dir, tmp_path):
+  import portpicker
+  one = tmp_path / "one"
+  train.train(tiny(data_dir, total_steps=4, **{"data.groups": 2, "model.dtype": "float32"}), str(one))  # 1 process
+  script = tmp_path / "dist.py"
+  script.write_text(DIST)
+  wd = tmp_path / "two"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  for steps in (2, 4):                                        # train 2 steps, checkpoint, resume to 4
+    port = str(portpicker.pick_unused_port())
+    arg = json.dumps({"data_dir": data_dir, "workdir": str(wd), "steps": steps})
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), port, arg], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+      _, err = p.communicate(timeout=600)
+      assert p.returncode == 0, err[-3000:]
+  a, b = losses(one), losses(wd)
+  assert sorted(b) == [1, 2, 3, 4]
+  np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)], rtol=2e-5)
+
+
+def test_loss_goes_down_on_real_music(data_dir, tmp_path):
+  out = train.train(tiny(data_dir, total_steps=150, log_every=10, **{"optimizer.warmup_steps": 15}),
+                    str(tmp_path / "run"))
+  rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl") if '"loss"' in l]
+  first, last = rows[0], rows[-1]
+  print("codes", first["loss_codes"], "->", last["loss_codes"], " cqt", first["loss_cqt"], "->", last["loss_cqt"])
+  assert last["loss_codes"] < 0.85 * first["loss_codes"]
+  assert last["loss_cqt"] < 0.7 * first["loss_cqt"]
+  assert out["metrics"]["step"] == 150
