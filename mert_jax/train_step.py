@@ -37,9 +37,9 @@ def bind(graphdef: nnx.GraphDef, template: nnx.State, params: dict) -> MERTModel
 
 
 def init_state(params: dict, tx: optax.GradientTransformation) -> dict[str, Any]:
-  zero = jnp.zeros((), jnp.int32)
-  return {"params": params, "opt_state": tx.init(params), "step": zero, "updates": zero,
-          "nonfinite_total": zero, "nonfinite_run": zero}
+  zero = lambda: jnp.zeros((), jnp.int32)          # distinct buffers: the state is donated
+  return {"params": params, "opt_state": tx.init(params), "step": zero(), "updates": zero(),
+          "nonfinite_total": zero(), "nonfinite_run": zero()}
 
 
 def _summarise(sums: dict[str, jax.Array], pen_weighted: jax.Array, cqt_bins: int) -> dict[str, jax.Array]:
