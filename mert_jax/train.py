@@ -187,8 +187,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       mngr.restore(start, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
     except (FileNotFoundError, ValueError, KeyError) as e:
       msg = (f"checkpoint {start}: the data-iterator state cannot be restored ({type(e).__name__}: {e}); it is "
-             f"tied to the process count and dataset it was saved with (saved with "
-             f"{_saved_processes(workdir, start)} processes, now {num_processes}).")
+             f"tied to the process count, data.groups and dataset it was saved with (saved with "
+             f"{_saved_processes(workdir, start)} processes, now {num_processes} with data.groups={groups}).")
       if config.data.on_state_mismatch != "restart":
         raise RuntimeError(msg + " Re-run with the same number of processes, or pass "
                            "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
@@ -234,7 +234,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if step % config.checkpoint_every == 0 or is_last or stop:
       mngr.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
-          meta=ocp.args.JsonSave({"step": step, "process_count": num_processes})), force=True)
+          meta=ocp.args.JsonSave({"step": step, "process_count": num_processes, "data_groups": groups})),
+          force=True)
       if step == config.debug_sigkill_after_step:
         mngr.wait_until_finished()
         os.kill(os.getpid(), signal.SIGKILL)

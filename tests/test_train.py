@@ -89,7 +89,12 @@ def test_exact_resume_after_sigkill(data_dir, tmp_path):
               "--config.debug_sigkill_after_step=4", check=False)
   assert proc.returncode == -signal.SIGKILL
   assert max(losses(killed)) == 4
+  # What a crash during a later save leaves behind must never be chosen for the resume.
+  partial = killed / "checkpoints" / "6.orbax-checkpoint-tmp-1234"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "garbage").write_text("half written")
   _run(killed, data_dir, "--config.total_steps=8", "--config.checkpoint_every=4")     # same command: resumes
+  assert min(s for s in losses(killed) if s > 4) == 5
   a, b = losses(straight), losses(killed)
   assert [a[s] for s in range(5, 9)] == [b[s] for s in range(5, 9)]                  # bit for bit
   sa, pa = _final_params(straight)
@@ -171,3 +176,49 @@ def test_loss_goes_down_on_real_music(data_dir, tmp_path):
   assert last["loss_codes"] < 0.9 * first["loss_codes"] and last["loss_codes"] < uniform
   assert last["loss_cqt"] < 0.5 * first["loss_cqt"]
   assert out["metrics"]["step"] == 150
+
+
+def test_restore_onto_another_mesh(data_dir, tmp_path):
+  f32 = {"model.dtype": "float32"}
+  train.train(tiny(data_dir, total_steps=3, mesh=[8, 1, 1], **f32), str(tmp_path / "straight"))
+  wd = str(tmp_path / "moved")
+  train.train(tiny(data_dir, total_steps=2, mesh=[8, 1, 1], **f32), wd)
+  out = train.train(tiny(data_dir, total_steps=3, mesh=[2, 2, 2], **f32), wd)      # resume on (2, 2, 2)
+  q = out["state"]["params"]["backbone"]["encoder"]["layers"][0]["attention"]["q_proj"]["kernel"]
+  assert q.sharding.spec == P("fsdp", "tensor", None)
+  np.testing.assert_allclose(losses(wd)[3], losses(tmp_path / "straight")[3], rtol=2e-5)
+
+
+def test_data_state_mismatch_is_explained_and_restart_fallback(data_dir, tmp_path):
+  wd = str(tmp_path / "run")
+  train.train(tiny(data_dir, total_steps=2, **{"data.groups": 2}), wd)
+  with pytest.raises(RuntimeError, match=r"data-iterator state cannot be restored.*data.groups=1.*on_state_mismatch=restart"):
+    train.train(tiny(data_dir, total_steps=3, **{"data.groups": 1}), wd)
+  out = train.train(tiny(data_dir, total_steps=3, **{"data.groups": 1, "data.on_state_mismatch": "restart"}), wd)
+  assert out["metrics"]["step"] == 3
+
+
+def test_nonfinite_step_applies_no_update(data_dir):
+  import jax.numpy as jnp
+  from flax import nnx
+  from mert_jax.model import create_model
+  from mert_jax.optim import make_optimizer
+  from mert_jax.train_step import init_state, make_train_step
+  c = tiny(data_dir)
+  mcfg, ocfg = mert_configs.model_config_from(c), mert_configs.objective_config_from(c)
+  graphdef, template = nnx.split(create_model(mcfg), nnx.Param)
+  tx, schedule = make_optimizer(c.optimizer, c.total_steps)
+  step = jax.jit(make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins))
+  state = init_state(nnx.to_pure_dict(template), tx)
+  audio = np.random.RandomState(0).randn(1, 4, 48000).astype(np.float32) * 0.1
+  labels = np.zeros((1, 4, 8, 150), np.int32)
+  good, m = step(state, {"audio": jnp.asarray(audio), "labels": jnp.asarray(labels)}, jax.random.key(0))
+  assert bool(m["finite"]) and int(good["updates"]) == 1
+  audio[0, 2, 100] = np.nan
+  bad, m = step(good, {"audio": jnp.asarray(audio), "labels": jnp.asarray(labels)}, jax.random.key(0))
+  assert not bool(m["finite"])
+  assert (int(bad["step"]), int(bad["updates"]), int(bad["nonfinite_total"]), int(bad["nonfinite_run"])) == (2, 1, 1, 1)
+  for a, b in zip(jax.tree.leaves(good["params"]), jax.tree.leaves(bad["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(good["opt_state"]), jax.tree.leaves(bad["opt_state"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
