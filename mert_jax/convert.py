@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
   a.add_argument("--output", required=True)
   a.add_argument("--seed", type=int, default=0, help="init seed for heads absent from the folder")
   b = sub.add_parser("jax-to-hf", help="mert_jax checkpoint -> HF folder")
-  b.add_argument("--checkpoint", required=True)
+  b.add_argument("--checkpoint", required=True, help="model checkpoint or training workdir")
+  b.add_argument("--step", type=int, default=None, help="workdir step (default: the latest complete one)")
   b.add_argument("--output", required=True)
   args = parser.parse_args(argv)
   if args.cmd == "hf-to-jax":
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_io.save_model(args.output, model)
     print(f"wrote {args.output} ({'heads from ' + HEADS_FILE if heads else 'backbone imported; heads freshly initialised'})")
   else:
-    model = checkpoint_io.load_model(args.checkpoint)
+    model = checkpoint_io.load_model(args.checkpoint, step=args.step)
     export_hf(model, args.output)
     print(f"wrote {args.output}: config.json, {HF_WEIGHTS} (HubertModel), {HEADS_FILE}, {MERT_CONFIG_FILE}")
 

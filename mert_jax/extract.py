@@ -1,13 +1,20 @@
 """Frame-level features of every layer, for downstream probes.
 
   python -m mert_jax.extract --checkpoint=CKPT_DIR --audio=FILE --output=OUT.npy
+  python -m mert_jax.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR [--window-seconds=30]
   python -m mert_jax.extract --hf=HF_DIR --audio=FILE --output=OUT.npy
 
-Decodes the file, downmixes and resamples to the model's rate (24 kHz), runs the backbone in
+Decodes each file, downmixes and resamples to the model's rate (24 kHz), runs the backbone in
 float32 and saves (num_layers + 1, frames, hidden) float32: entry for entry the quantities of
-``transformers.HubertModel(..., output_hidden_states=True).hidden_states`` (spec §5.5). The whole
-file is one input (the extractor's GroupNorm normalises over the whole clip, as the reference
-does for a batch of one).
+``transformers.HubertModel(..., output_hidden_states=True).hidden_states`` (spec §5.5) when the
+file is one input (the default, ``--window-seconds=0``). With ``--audio`` a folder, every audio
+file under it gets ``OUT_DIR/<relative path>.npy``.
+
+Long files: ``--window-seconds=S`` runs windows of about S seconds, placed so that together they
+produce exactly the whole file's frames (window k starts on a frame boundary and holds n frames of
+320 samples plus the 80-sample receptive-field tail). Each window is normalised and attended on
+its own (the extractor's GroupNorm, the positional conv and attention see only the window), so
+features near window edges differ from a whole-file pass; memory stays bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mert_jax.audio_io import load_audio
+from mert_jax.conv_extractor import num_frames, receptive_field
 from mert_jax.model import Backbone, check_audio, check_finite
 
 
@@ -34,6 +42,20 @@ def hidden_states(backbone: Backbone, audio: np.ndarray) -> np.ndarray:
   return np.stack([np.asarray(h[0], np.float32) for h in out.hidden_states])
 
 
+def windowed_hidden_states(backbone: Backbone, audio: np.ndarray, window_seconds: float) -> np.ndarray:
+  """hidden_states over frame-aligned windows, concatenated: the same frame count as one pass."""
+  cfg = backbone.cfg
+  stride, field = cfg.frame_stride, receptive_field(cfg.conv_layers)
+  frames_per_window = max(1, int(window_seconds * cfg.sample_rate - (field - stride)) // stride)
+  total = num_frames(len(audio), cfg.conv_layers)
+  parts = []
+  for first in range(0, total, frames_per_window):
+    n = min(frames_per_window, total - first)
+    start = first * stride
+    parts.append(hidden_states(backbone, audio[start:start + (n - 1) * stride + field]))
+  return np.concatenate(parts, axis=1)
+
+
 def save_npy_atomic(path: str, array: np.ndarray) -> None:
   """np.save to ``path`` via a temporary file, so a crash never leaves a truncated .npy."""
   tmp = path + ".tmp"
@@ -42,32 +64,63 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> None:
-  from mert_jax import checkpoint_io, convert  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description="Save every layer's frame-level features of an audio file.")
-  src = parser.add_mutually_exclusive_group(required=True)
-  src.add_argument("--checkpoint", help="mert_jax model checkpoint directory")
-  src.add_argument("--hf", help="Hugging Face Hubert/MERT folder")
-  parser.add_argument("--audio", required=True, help="audio file (wav, flac, ogg, opus, mp3, ...)")
-  parser.add_argument("--output", required=True, help="output .npy path")
-  args = parser.parse_args(argv)
-  if args.checkpoint:
-    model = checkpoint_io.load_model(args.checkpoint, dtype="float32")
-  else:
-    model, _ = convert.import_hf(args.hf, dtype="float32")
-  audio = load_audio(args.audio, model.cfg.sample_rate)
+def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float) -> tuple[int, ...]:
+  audio = load_audio(path, backbone.cfg.sample_rate)
   try:
     with jax.default_matmul_precision("highest"):
-      feats = hidden_states(model.backbone, audio)
+      if window_seconds > 0:
+        feats = windowed_hidden_states(backbone, audio, window_seconds)
+      else:
+        feats = hidden_states(backbone, audio)
   except ValueError as e:
-    raise ValueError(f"{args.audio}: {e}") from e
-  save_npy_atomic(args.output, feats)
-  print(f"wrote {args.output}: {feats.shape} (layers+1, frames, hidden) float32 "
-        f"from {len(audio) / model.cfg.sample_rate:.2f} s of audio")
+    raise ValueError(f"{path}: {e}") from e
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  save_npy_atomic(out, feats)
+  return feats.shape
+
+
+def main(argv: list[str] | None = None) -> int:
+  from data_pipeline.decode import AUDIO_EXTENSIONS  # pylint: disable=g-import-not-at-top
+  from mert_jax import checkpoint_io, convert  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description="Save every layer's frame-level features of audio files.")
+  src = parser.add_mutually_exclusive_group(required=True)
+  src.add_argument("--checkpoint", help="mert_jax model checkpoint directory or training workdir")
+  src.add_argument("--hf", help="Hugging Face Hubert/MERT folder")
+  parser.add_argument("--step", type=int, default=None, help="training workdir step (default: latest)")
+  parser.add_argument("--audio", required=True, help="audio file (wav, flac, ogg, opus, mp3, ...) or folder")
+  parser.add_argument("--output", required=True, help="output .npy path (a folder when --audio is a folder)")
+  parser.add_argument("--window-seconds", type=float, default=0.0, help="process in windows of ~S s (0: whole file)")
+  args = parser.parse_args(argv)
+  if args.checkpoint:
+    model = checkpoint_io.load_model(args.checkpoint, step=args.step, dtype="float32")
+  else:
+    model, _ = convert.import_hf(args.hf, dtype="float32")
+  backbone = model.backbone
+  if not os.path.isdir(args.audio):
+    shape = _extract_one(backbone, args.audio, args.output, args.window_seconds)
+    print(f"wrote {args.output}: {shape} (layers+1, frames, hidden) float32")
+    return 0
+  failures = 0
+  for root, dirs, files in os.walk(args.audio):
+    dirs.sort()
+    for name in sorted(files):
+      if not name.lower().endswith(AUDIO_EXTENSIONS):
+        continue
+      path = os.path.join(root, name)
+      out = os.path.join(args.output, os.path.relpath(path, args.audio) + ".npy")
+      try:
+        shape = _extract_one(backbone, path, out, args.window_seconds)
+        print(f"wrote {out}: {shape}")
+      except (ValueError, FileNotFoundError) as e:
+        failures += 1
+        print(f"skipped {path}: {e}", file=sys.stderr)
+  if failures:
+    print(f"{failures} files could not be processed (listed above)", file=sys.stderr)
+  return 3 if failures else 0
 
 
 if __name__ == "__main__":
   try:
-    main()
+    sys.exit(main())
   except (ValueError, FileNotFoundError) as err:
     sys.exit(f"error: {err}")
