@@ -52,7 +52,8 @@ def windowed_hidden_states(backbone: Backbone, audio: np.ndarray, window_seconds
   for first in range(0, total, frames_per_window):
     n = min(frames_per_window, total - first)
     start = first * stride
-    parts.append(hidden_states(backbone, audio[start:start + (n - 1) * stride + field]))
+    end = len(audio) if first + n == total else start + (n - 1) * stride + field   # last window: to the end
+    parts.append(hidden_states(backbone, audio[start:end]))
   return np.concatenate(parts, axis=1)
 
 

@@ -21,3 +21,11 @@ def music() -> np.ndarray:
 def music_file(tmp_path_factory) -> str:
   """Path of a real music file in its original format (ogg), or a synthesised wav fallback."""
   return example_audio.music_file(tmp_path_factory.mktemp("music"))
+
+
+@pytest.fixture(scope="session")
+def default_data(tmp_path_factory) -> str:
+  """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per session."""
+  from mert_jax import default_corpus
+  return default_corpus.ensure_default_corpus(str(tmp_path_factory.mktemp("corpus")), num_codebooks=8,
+                                              codebook_size=64, minutes=6.0)

@@ -15,13 +15,12 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import mert as mert_configs
-from mert_jax import default_corpus, train
+from mert_jax import train
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return default_corpus.ensure_default_corpus(str(tmp_path_factory.mktemp("corpus")), num_codebooks=8,
-                                              codebook_size=64, minutes=6.0)
+def data_dir(default_data):
+  return default_data
 
 
 def tiny(data_dir, **over):

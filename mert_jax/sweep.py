@@ -1,0 +1,102 @@
+"""Run a sweep of training runs and collect a summary table.
+
+  python -m mert_jax.sweep --sweep=configs/sweeps/model_size.py:tiny --workdir=runs/sweep [--set=FIELD=VALUE ...]
+  python -m mert_jax.sweep --sweep=configs/sweeps/model_size.py:full --workdir=gs://B/sweep --tpu \
+      --project=P --zone=Z --accelerator-type=v4-64 [--dry-run]
+
+Locally the runs go one after another in this process, each in ``WORKDIR/<run>``; with ``--tpu``
+each run is started on its own slice through ``launch_tpu.sh`` (named ``<prefix>-<run>``). At the
+end (local runs) ``WORKDIR/summary.json`` and ``WORKDIR/summary.md`` list, per run: parameters,
+final loss terms, clips/s, MFU (when known) and the final step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from configs import mert as mert_configs
+from mert_jax.model import abstract_model, count_params
+
+
+def load_sweep(spec: str) -> list[tuple[str, str, dict]]:
+  path, _, name = spec.partition(":")
+  mod_spec = importlib.util.spec_from_file_location("sweep_def", path)
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  return mod.get_sweep(name or "full")
+
+
+def apply_overrides(config, overrides: dict[str, Any]) -> None:
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value) if node[leaf] is not None and isinstance(value, str) else value
+
+
+def summarise(rows: list[dict[str, Any]]) -> str:
+  cols = ["run", "params", "step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu"]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for r in rows:
+    cells = []
+    for c in cols:
+      v = r.get(c)
+      cells.append("" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--sweep", required=True, help="FILE.py:NAME")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--set", action="append", default=[], help="FIELD=VALUE applied to every run")
+  p.add_argument("--tpu", action="store_true", help="one TPU slice per run through launch_tpu.sh")
+  p.add_argument("--project")
+  p.add_argument("--zone")
+  p.add_argument("--accelerator-type", default="v4-32")
+  p.add_argument("--prefix", default="mert")
+  p.add_argument("--dry-run", action="store_true")
+  args = p.parse_args(argv)
+  common = dict(kv.split("=", 1) for kv in args.set)
+  runs = load_sweep(args.sweep)
+  if args.tpu:
+    launcher = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch_tpu.sh")
+    for run, variant, overrides in runs:
+      cmd = [launcher, f"--project={args.project}", f"--zone={args.zone}", f"--accelerator-type={args.accelerator_type}",
+             f"--name={args.prefix}-{run}", f"--config=configs/mert.py:{variant}",
+             f"--workdir={args.workdir.rstrip('/')}/{run}",
+             *[f"--config.{k}={v}" for k, v in {**overrides, **common}.items()]]
+      if args.dry_run:
+        cmd.append("--dry-run")
+      subprocess.run(cmd, check=True)
+    return 0
+  from mert_jax import train  # pylint: disable=g-import-not-at-top
+  rows = []
+  for run, variant, overrides in runs:
+    config = mert_configs.get_config(variant)
+    apply_overrides(config, {**overrides, **common})
+    print(f"=== {run} ({variant}, {overrides})", flush=True)
+    last = train.train(config, os.path.join(args.workdir, run))["metrics"]
+    params = count_params(abstract_model(mert_configs.model_config_from(config)))
+    rows.append({"run": run, "variant": variant, "params": params, **{k: last.get(k) for k in
+                 ("step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu")}})
+  os.makedirs(args.workdir, exist_ok=True)
+  with open(os.path.join(args.workdir, "summary.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  table = summarise(rows)
+  with open(os.path.join(args.workdir, "summary.md"), "w") as f:
+    f.write(table)
+  print(table)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
