@@ -22,7 +22,6 @@ import platform
 import statistics
 import time
 
-import numpy as np
 
 from data_pipeline.teachers import EncodecTeacher, EncodecTeacherConfig, KMeansConfig, KMeansTeacher, frame_features
 from mert_jax import example_audio

@@ -7,7 +7,12 @@ Model code names only logical axes; which mesh axis shards which logical axis is
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
+
+import jax
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 # Logical axes used by parameters and activations.
 BATCH = "batch"          # activations: the batch axis
@@ -43,12 +48,6 @@ DEFAULT_RULES: AxisRules = (
 
 
 # ----------------------------------------------------------------------------- mesh and shardings
-
-import math  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_MESH_AXES = ("data", "fsdp")      # the batch is split over both data-parallel axes
@@ -123,5 +122,3 @@ def describe(shardings: dict) -> list[str]:
   flat = jax.tree_util.tree_leaves_with_path(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
   return [f"{jax.tree_util.keystr(path)}: {s.spec}" for path, s in flat]
 
-
-del np

@@ -18,7 +18,6 @@ from typing import Any
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -165,7 +164,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = jax.jit(init_fn, out_shardings=state_shardings)()
 
   # ############################################################ step functions
-  micro_batch = config.batch_size // accum
   batch_sh = {"audio": sharding.batch_sharding(mesh, 3, 1), "labels": sharding.batch_sharding(mesh, 4, 1)}
   train_step = jax.jit(make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins),
                        in_shardings=(state_shardings, batch_sh, rep), out_shardings=(state_shardings, rep),

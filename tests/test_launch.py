@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from configs import mert as mert_configs
 from mert_jax import checkpoint_io, train
