@@ -42,6 +42,7 @@ def main() -> None:
   p.add_argument("--dtype", default="bfloat16")
   p.add_argument("--attention", default="auto", help="model.attention_impl")
   p.add_argument("--full", action="store_true", help="the trainer's full step (CQT, optimizer)")
+  p.add_argument("--profile", default="", help="write a jax.profiler trace of the timed steps to this folder")
   args = p.parse_args()
 
   cfg = model_config(args.size, dtype=args.dtype, attention_impl=args.attention)
@@ -77,6 +78,8 @@ def main() -> None:
   if args.full:
     state = out
   times = []
+  if args.profile:
+    jax.profiler.start_trace(args.profile)
   for i in range(args.steps):
     t0 = time.perf_counter()
     loss, out = step(state, batch, jax.random.key(i + 1))
@@ -84,6 +87,9 @@ def main() -> None:
     times.append(time.perf_counter() - t0)
     if args.full:
       state = out
+  if args.profile:
+    jax.profiler.stop_trace()
+    print(f"profile written to {args.profile} (open with TensorBoard's profile plugin or Perfetto)")
   med = statistics.median(times)
   flops = train_flops_per_clip(cfg, length) * args.batch
   dev = jax.devices()[0]
