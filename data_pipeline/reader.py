@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 import grain
@@ -126,12 +126,6 @@ def _pipeline(files: list[str], cfg: ReaderConfig, hop: int, drop: DropShort, sa
   if cfg.shuffle_window > 1:
     ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=cfg.shuffle_window, seed=cfg.seed + 2 + salt)
   return ds.map(_to_model_dtypes).batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
-
-
-def batches(data_dir: str, cfg: ReaderConfig, **kw: Any) -> Iterator[dict[str, np.ndarray]]:
-  """Convenience: an iterator of batches (use make_dataset for checkpointable iterators)."""
-  ds, _ = make_dataset(data_dir, cfg, **kw)
-  return iter(ds)
 
 
 class _GroupsIterator(grain.DatasetIterator):

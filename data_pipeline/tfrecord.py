@@ -118,33 +118,6 @@ def read_records(path: str) -> Iterator[bytes]:
     reader.close()
 
 
-class _TFRecordIterator(grain.DatasetIterator):
-  def __init__(self, path: str):
-    super().__init__()
-    self._reader = TFRecordReader(path)
-
-  def __next__(self) -> bytes:
-    return next(self._reader)
-
-  def get_state(self) -> dict[str, int]:
-    return {"offset": self._reader.tell(), "index": self._reader.index}
-
-  def set_state(self, state: dict[str, int]) -> None:
-    self._reader.close()
-    self._reader = TFRecordReader(self._reader.path, state["offset"], state["index"])
-
-
-class TFRecordIterDataset(grain.IterDataset):
-  """A grain IterDataset over one TFRecord file with CRC checks and checkpointable state."""
-
-  def __init__(self, path: str):
-    super().__init__()
-    self._path = path
-
-  def __iter__(self) -> grain.DatasetIterator:
-    return _TFRecordIterator(self._path)
-
-
 class _ShardChainIterator(grain.DatasetIterator):
   """Reads the files one after another in a seeded order per epoch; the state is the epoch, the
   position in that epoch's order and the byte offset (and record number) in the current file."""
