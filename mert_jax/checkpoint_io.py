@@ -88,7 +88,7 @@ def load_model(ckpt_dir: str | os.PathLike, *, step: int | None = None, **config
     if workdir:      # the train state: restore its params subtree only
       meta = ckptr.metadata(params_path)
       full = jax.tree.map(lambda m: ocp.utils.to_shape_dtype_struct(m) if hasattr(m, "shape") else m,
-                          meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree)
+                          meta.item_metadata.tree)
       full["params"] = target
       restored = ckptr.restore(params_path, full)["params"]
     else:

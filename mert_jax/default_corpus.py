@@ -13,10 +13,15 @@ from data_pipeline import prepare as prepare_lib
 from mert_jax import example_audio
 
 
+def corpus_dir(directory: str, num_codebooks: int, codebook_size: int) -> str:
+  """Where ``ensure_default_corpus`` puts the prepared data for this teacher shape."""
+  return os.path.join(directory, f"default_{num_codebooks}x{codebook_size}")
+
+
 def ensure_default_corpus(directory: str, *, num_codebooks: int, codebook_size: int, minutes: float,
                           seed: int = 0) -> str:
   """Prepare (once) and return the data folder; reused when its manifest matches."""
-  out = os.path.join(directory, f"default_{num_codebooks}x{codebook_size}")
+  out = corpus_dir(directory, num_codebooks, codebook_size)
   manifest = os.path.join(out, prepare_lib.MANIFEST)
   if os.path.exists(manifest):
     m = json.load(open(manifest))

@@ -120,14 +120,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # ############################################################ input
   data_dir = config.data.dir
   if not data_dir:
-    data_dir = os.path.join(workdir, "data")
+    data_dir = default_corpus.corpus_dir(os.path.join(workdir, "data"), mcfg.num_codebooks, mcfg.codebook_size)
     if process == 0:
-      data_dir = default_corpus.ensure_default_corpus(
-          data_dir, num_codebooks=mcfg.num_codebooks, codebook_size=mcfg.codebook_size,
+      default_corpus.ensure_default_corpus(
+          os.path.join(workdir, "data"), num_codebooks=mcfg.num_codebooks, codebook_size=mcfg.codebook_size,
           minutes=config.data.default_minutes, seed=config.seed)
     if num_processes > 1:
       multihost_utils.sync_global_devices("default corpus prepared")
-      data_dir = os.path.join(workdir, "data", f"default_{mcfg.num_codebooks}x{mcfg.codebook_size}")
   manifest = reader_lib.load_manifest(data_dir)
   if (manifest["num_codebooks"], manifest["codebook_size"]) != (mcfg.num_codebooks, mcfg.codebook_size):
     raise ValueError(f"{data_dir}: the teacher has {manifest['num_codebooks']} codebooks of "
@@ -226,8 +225,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise RuntimeError(f"{config.max_nonfinite_steps} consecutive non-finite steps at step {step}: stopping; "
                            f"the last checkpoint ({mngr.latest_step()}) holds the last good parameters")
     if config.eval_every and (step % config.eval_every == 0 or is_last) and "valid" in manifest["splits"]:
-      writer.write(step, _evaluate(eval_step, state["params"], data_dir, rcfg, config, accum, mesh, mcfg.cqt_bins),
-                   prefix="eval_")
+      writer.write(step, _evaluate(eval_step, state["params"], data_dir, manifest, rcfg, config, accum, mesh,
+                                   mcfg.cqt_bins), prefix="eval_")
     stop = preempted.agreed()
     if step % config.checkpoint_every == 0 or is_last or stop:
       mngr.save(step, args=ocp.args.Composite(
@@ -254,10 +253,10 @@ def _saved_processes(workdir: str, step: int) -> str:
     return "an unknown number of"
 
 
-def _evaluate(eval_step, params, data_dir, rcfg, config, accum, mesh, cqt_bins) -> dict[str, float]:
+def _evaluate(eval_step, params, data_dir, manifest, rcfg, config, accum, mesh, cqt_bins) -> dict[str, float]:
   """Loss on the first ``eval_batches`` batches of the valid split (fixed crops, masks and mixup).
   Each process reads a share of the valid shards (all of them when there are fewer shards)."""
-  paths = reader_lib.shard_paths(data_dir, reader_lib.load_manifest(data_dir), "valid")
+  paths = reader_lib.shard_paths(data_dir, manifest, "valid")
   readers = min(jax.process_count(), len(paths))
   ecfg = rcfg.__class__(**{**rcfg.__dict__, "shuffle_window": 1, "seed": 0,
                            "batch_size": config.batch_size // jax.process_count()})
