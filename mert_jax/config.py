@@ -51,6 +51,7 @@ class ModelConfig:
   # --- numerics / performance ---
   dtype: str = "bfloat16"              # compute dtype; parameters are always float32 (master weights)
   attention_impl: str = "auto"         # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual"
+  pos_conv_impl: str = "auto"          # positional-conv kernel gradient: "auto" | "einsum" | "xla" (pos_conv.py)
   remat: bool = False                  # rematerialise each encoder layer in the backward pass
 
   @property
@@ -86,6 +87,8 @@ class ModelConfig:
       raise ValueError(f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
     if self.attention_impl not in ("auto", "xla", "cudnn", "manual"):
       raise ValueError(f"model.attention_impl must be auto/xla/cudnn/manual, got {self.attention_impl!r}")
+    if self.pos_conv_impl not in ("auto", "einsum", "xla"):
+      raise ValueError(f"model.pos_conv_impl must be auto/einsum/xla, got {self.pos_conv_impl!r}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype must be float32/bfloat16/float16, got {self.dtype!r}")
 

@@ -99,17 +99,21 @@ class Encoder(nnx.Module):
       x = self.layer_norm(x)
     x = layers.dropout(x, self.dropout, keys(), deterministic)
     hidden = [x] if output_hidden_states else None
+    def run(lyr: EncoderLayer, h: jax.Array, k: jax.Array | None) -> jax.Array:
+      return lyr(h, frame_padding, deterministic=deterministic, key=k)
+    if self.remat:
+      run = nnx.remat(run)
+    skip_layers = not deterministic and self.layerdrop > 0
     for layer in self.layers:
       layer_key = keys()
-      if self.remat:
-        y = nnx.remat(lambda lyr, h, k: lyr(h, frame_padding, deterministic=deterministic, key=k))(layer, x, layer_key)
-      else:
-        y = layer(x, frame_padding, deterministic=deterministic, key=layer_key)
-      if not deterministic and self.layerdrop > 0:
+      if skip_layers:
         # One draw per layer per forward pass; the whole layer is skipped for the whole batch.
+        # lax.cond runs only the taken branch (forward and backward), so a dropped layer costs
+        # nothing; a select (jnp.where) would compute it and throw it away.
         skip = jax.random.uniform(keys(), ()) < self.layerdrop
-        y = jnp.where(skip, x, y)
-      x = y
+        x = nnx.cond(skip, lambda lyr, h, k: h, run, layer, x, layer_key)
+      else:
+        x = run(layer, x, layer_key)
       if hidden is not None:
         hidden.append(x)
     if self.pre_ln:

@@ -4,9 +4,19 @@ x + GELU(trim(conv(x))): a grouped Conv1d over time (kernel 128, 16 groups, padd
 the trailing output frame dropped for even kernels, whose weight is ``g * v / ||v||`` with the
 norm taken per kernel tap over all output and in-group input channels jointly (PyTorch
 ``weight_norm(dim=2)``). ``g`` and ``v`` are the trained parameters, as in the reference.
+
+The forward is XLA's grouped convolution. Its kernel gradient is a convolution with
+``batch_group_count`` = groups, which XLA:CPU lowers very slowly (measured on the project's CPU,
+95M, 2 x 5 s clips, bf16: forward 47 ms, forward + backward 3.3 s, ~37 % of the whole training
+step). ``grouped_conv`` with ``weight_grad="einsum"`` keeps the forward and the input gradient and
+computes the kernel gradient as chunked per-tap einsums instead (forward + backward 0.32 s, equal
+to fp32 rounding; benchmarks/README.md). ``model.pos_conv_impl`` picks it ("auto": einsum on CPU,
+XLA's own gradient on GPU/TPU, where neither has been measured yet).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +34,55 @@ def weight_norm_kernel(g: jax.Array, v: jax.Array) -> jax.Array:
   return g[:, None, None] * v / norm
 
 
+# Kernel taps per einsum in the kernel gradient: the backward materialises (B, T, TAP_CHUNK, D)
+# windows of the input one chunk at a time (16 taps: 16x the activations, transient).
+TAP_CHUNK = 16
+
+
+def _conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+  """Grouped "same" convolution over time: x (B, T, D), kernel (k, D/groups, D) -> (B, T + 1 - k % 2, D)."""
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=(1,), padding=[(pad, pad)],
+                                      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def grouped_conv_einsum_grad(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+  """``_conv`` with the kernel gradient computed as per-tap einsums (see the module docstring)."""
+  return _conv(x, kernel, groups)
+
+
+def _fwd(x, kernel, groups):
+  return _conv(x, kernel, groups), (x, kernel)
+
+
+def _bwd(groups, res, dy):
+  x, kernel = res
+  dx = jax.vjp(lambda x_: _conv(x_, kernel, groups), x)[1](dy)[0]     # a grouped conv: fast everywhere
+  k, cin, d = kernel.shape
+  b, t_out = dy.shape[:2]
+  pad = k // 2
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0))).reshape(b, -1, groups, cin)
+  dyg = dy.reshape(b, t_out, groups, d // groups)
+  parts = []
+  for j0 in range(0, k, TAP_CHUNK):   # dK[j, g, c, o] = sum_{b,t} xp[b, t + j, g, c] dy[b, t, g, o]
+    taps = range(j0, min(j0 + TAP_CHUNK, k))
+    win = jnp.stack([xp[:, j:j + t_out] for j in taps], axis=2)          # (B, T, taps, G, cin)
+    parts.append(jnp.einsum("btjgc,btgo->jgco", win, dyg, preferred_element_type=jnp.float32))
+  dk = jnp.concatenate(parts, axis=0).transpose(0, 2, 1, 3).reshape(k, cin, d)
+  return dx, dk.astype(kernel.dtype)
+
+
+grouped_conv_einsum_grad.defvjp(_fwd, _bwd)
+
+
+def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
+  """The positional convolution with the configured kernel-gradient implementation."""
+  if impl == "auto":
+    impl = "einsum" if jax.default_backend() == "cpu" else "xla"
+  return grouped_conv_einsum_grad(x, kernel, groups) if impl == "einsum" else _conv(x, kernel, groups)
+
+
 class PosConv(nnx.Module):
   """HF name ``encoder.pos_conv_embed.conv`` with parameters ``g`` (k,), ``v`` (k, D/G, D), ``bias``."""
 
@@ -37,14 +96,12 @@ class PosConv(nnx.Module):
     self.kernel_size = k
     self.groups = groups
     self.dtype = jnp.dtype(cfg.dtype)
+    self.impl = cfg.pos_conv_impl
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """x (B, T, D) -> GELU(conv(x)) (B, T, D); the caller adds it to x."""
     kernel = weight_norm_kernel(self.g[...], self.v[...]).astype(self.dtype)
-    pad = self.kernel_size // 2
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel, window_strides=(1,), padding=[(pad, pad)],
-        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=self.groups)
+    y = grouped_conv(x.astype(self.dtype), kernel, self.groups, self.impl)
     if self.kernel_size % 2 == 0:                    # "same pad" for even kernels: drop the last frame
       y = y[:, :-1]
     y = y + self.bias[...].astype(self.dtype)
