@@ -71,6 +71,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000           # steps between (async) checkpoints; one is also written at the end
   c.keep_last = 3                     # checkpoints kept ...
   c.keep_every = 50_000               # ... plus every checkpoint at a multiple of this step (0 = none)
+  c.preemption_check_every = 10       # multi-process: steps between SIGTERM agreements (each is a host sync)
   c.max_nonfinite_steps = 20          # consecutive non-finite steps (skipped updates) before stopping
   c.debug_sigkill_after_step = -1     # testing aid: SIGKILL this process after saving at this step
   if variant == "330m":

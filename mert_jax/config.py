@@ -17,6 +17,10 @@ MERT_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
     ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2)
 
 
+# What a rematerialised encoder layer keeps from its forward pass (jax.checkpoint policies by name).
+REMAT_POLICIES = ("full", "dots")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The MERT network: HuBERT backbone plus the pretraining heads."""
@@ -53,6 +57,7 @@ class ModelConfig:
   attention_impl: str = "auto"         # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual"
   pos_conv_impl: str = "auto"          # positional-conv kernel gradient: "auto" | "einsum" | "xla" (pos_conv.py)
   remat: bool = False                  # rematerialise each encoder layer in the backward pass
+  remat_policy: str = "full"           # with remat: "full" (recompute the layer) | "dots" (keep matmul outputs, recompute the rest)
 
   @property
   def head_dim(self) -> int:
@@ -89,6 +94,8 @@ class ModelConfig:
       raise ValueError(f"model.attention_impl must be auto/xla/cudnn/manual, got {self.attention_impl!r}")
     if self.pos_conv_impl not in ("auto", "einsum", "xla"):
       raise ValueError(f"model.pos_conv_impl must be auto/einsum/xla, got {self.pos_conv_impl!r}")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"model.remat_policy must be one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype must be float32/bfloat16/float16, got {self.dtype!r}")
 

@@ -74,6 +74,13 @@ class EncoderLayer(nnx.Module):
     return self.final_layer_norm(x + drop(ffn(x)))
 
 
+def _remat_policy(name: str):
+  """The jax.checkpoint policy of ``model.remat_policy``: "full" saves nothing (recompute the whole
+  layer: least memory); "dots" saves the outputs of matmuls without batch dimensions (projections
+  and FFN), so the backward recomputes only the cheap elementwise work and attention."""
+  return {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[name]
+
+
 class Encoder(nnx.Module):
   """HF name ``encoder``: ``pos_conv_embed.conv``, ``layer_norm``, ``layers[n]``."""
 
@@ -86,6 +93,7 @@ class Encoder(nnx.Module):
     self.dropout = cfg.dropout
     self.layerdrop = cfg.layerdrop
     self.remat = cfg.remat
+    self.remat_policy = cfg.remat_policy
 
   def __call__(self, x: jax.Array, frame_padding: jax.Array | None, *, deterministic: bool,
                key: jax.Array | None, output_hidden_states: bool = False
@@ -102,7 +110,7 @@ class Encoder(nnx.Module):
     def run(lyr: EncoderLayer, h: jax.Array, k: jax.Array | None) -> jax.Array:
       return lyr(h, frame_padding, deterministic=deterministic, key=k)
     if self.remat:
-      run = nnx.remat(run)
+      run = nnx.remat(run, policy=_remat_policy(self.remat_policy))
     skip_layers = not deterministic and self.layerdrop > 0
     for layer in self.layers:
       layer_key = keys()

@@ -56,10 +56,16 @@ class Preempted:
     del signum, frame
     self.flag = True
 
-  def agreed(self) -> bool:
-    """True when any process got the signal (all processes must stop at the same step)."""
+  def agreed(self, step: int, every: int) -> bool:
+    """True when any process got the signal (all processes must stop at the same step).
+
+    With several processes the agreement is an all-gather, which blocks the host until the devices
+    have finished the queued step; done every step it would stop the host from preparing the next
+    batch while the current step runs, so it happens every ``every`` steps only."""
     if jax.process_count() == 1:
       return self.flag
+    if step % max(every, 1):
+      return False
     return bool(np.any(multihost_utils.process_allgather(np.array([self.flag]))))
 
 
@@ -96,7 +102,8 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train state}."""
+  """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train state,
+  "train_step_compiles": how many times the step was compiled (1 unless shapes or shardings changed)}."""
   # ############################################################ processes, workdir, logging
   process, num_processes = jax.process_index(), jax.process_count()
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -227,7 +234,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.eval_every and (step % config.eval_every == 0 or is_last) and "valid" in manifest["splits"]:
       writer.write(step, _evaluate(eval_step, state["params"], data_dir, manifest, rcfg, config, accum, mesh,
                                    mcfg.cqt_bins), prefix="eval_")
-    stop = preempted.agreed()
+    stop = preempted.agreed(step, config.preemption_check_every)
     if step % config.checkpoint_every == 0 or is_last or stop:
       mngr.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
@@ -242,7 +249,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mngr.wait_until_finished()
   mngr.close()
   writer.close()
-  return {"metrics": last, "state": state}
+  # Static shapes and fixed shardings: the step compiles once. More means a shape, dtype or sharding
+  # changed between steps (each recompile costs minutes at scale).
+  compiles = train_step._cache_size()
+  if compiles > 1:
+    logging.warning("the train step was compiled %d times; expected once", compiles)
+  return {"metrics": last, "state": state, "train_step_compiles": compiles}
 
 
 def _saved_processes(workdir: str, step: int) -> str:

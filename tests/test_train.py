@@ -199,7 +199,8 @@ def test_loss_goes_down_and_matches_pre_optimisation_curve(data_dir, tmp_path):
 
 def test_restore_onto_another_mesh(data_dir, tmp_path):
   f32 = {"model.dtype": "float32"}
-  train.train(tiny(data_dir, total_steps=3, mesh=[8, 1, 1], **f32), str(tmp_path / "straight"))
+  straight = train.train(tiny(data_dir, total_steps=3, mesh=[8, 1, 1], **f32), str(tmp_path / "straight"))
+  assert straight["train_step_compiles"] == 1                    # no recompiles between steps
   wd = str(tmp_path / "moved")
   train.train(tiny(data_dir, total_steps=2, mesh=[8, 1, 1], **f32), wd)
   out = train.train(tiny(data_dir, total_steps=3, mesh=[2, 2, 2], **f32), wd)      # resume on (2, 2, 2)
