@@ -19,7 +19,7 @@ from mert_jax.flops import train_flops_per_clip
 
 
 def plan(size: str, chips: int, chips_per_host: int, peak_tflops: float, mfu: float,
-         reader_clips_per_core: float) -> dict:
+         reader_clips_per_core: float, record_seconds: float) -> dict:
   c = get_config(size)
   cfg = ModelConfig.from_dict(c.model.to_dict())
   flops_clip = train_flops_per_clip(cfg, c.crop_samples)
@@ -34,7 +34,8 @@ def plan(size: str, chips: int, chips_per_host: int, peak_tflops: float, mfu: fl
       "gflop_per_clip": flops_clip / 1e9, "mfu": mfu, "update_s": step_s, "clips_per_s": clips_s,
       "hours": c.total_steps * step_s / 3600, "total_steps": c.total_steps,
       "host_clips_per_s": host_clips_s,
-      "host_read_mb_per_s": host_clips_s * (c.crop_samples * 2 + 8 * 400 * 2) / 1e6,   # int16 audio + codes
+      # The reader takes one crop per record, so storage serves whole records: int16 audio + int16 codes.
+      "host_read_mb_per_s": host_clips_s * record_seconds * (cfg.sample_rate * 2 + 75 * 8 * 2) / 1e6,
       "host_reader_cores": host_clips_s / reader_clips_per_core,
       "host_to_device_mb_per_s": host_clips_s * c.crop_samples * 4 / 1e6,            # float32 audio
   }
@@ -48,13 +49,16 @@ def main() -> None:
   p.add_argument("--peak-tflops", type=float, default=275.0, help="dense bf16 peak per chip (TPU v4: 275)")
   p.add_argument("--mfu", default="0.30,0.40,0.50")
   p.add_argument("--reader-clips-per-core", type=float, default=2090.0)
+  p.add_argument("--record-seconds", type=float, default=30.0,
+                  help="record length in the prepared shards (data_pipeline.prepare --segment-seconds)")
   args = p.parse_args()
   print("| size | global batch (accum) | per-chip micro-batch | GFLOP/clip | MFU | update time | clips/s (pod) "
-        "| recipe wall time (steps) | per host: clips/s, storage MB/s, reader cores, host->device MB/s |")
+        "| recipe wall time (steps) | per host: clips/s, storage read MB/s, reader cores, host->device MB/s |")
   print("|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     for mfu in (float(m) for m in args.mfu.split(",")):
-      r = plan(size, args.chips, args.chips_per_host, args.peak_tflops, mfu, args.reader_clips_per_core)
+      r = plan(size, args.chips, args.chips_per_host, args.peak_tflops, mfu, args.reader_clips_per_core,
+               args.record_seconds)
       print(f"| {size} | {r['global_batch']} ({r['accum']}) | {r['per_chip_micro_batch']:g} | {r['gflop_per_clip']:.1f} "
             f"| {mfu:.0%} | {r['update_s'] * 1000:.0f} ms | {r['clips_per_s']:,.0f} | {r['hours']:.1f} h ({r['total_steps'] // 1000}k) "
             f"| {r['host_clips_per_s']:,.0f}, {r['host_read_mb_per_s']:.0f}, {r['host_reader_cores']:.2f}, "
