@@ -7,7 +7,7 @@ corpus (real music, 8 x 64 k-means codes; prepared under --data when missing) an
 logged losses every 10 steps. The file committed under tests/data was written by the code *before*
 the issue-7 optimisations (git 5bb8aa4), run as
 ``PYTHONPATH=<checkout of 5bb8aa4> python benchmarks/loss_curve.py``; tests/test_train.py trains
-the same run with today's code and compares (``test_loss_curve_matches_pre_optimisation``).
+the same run with today's code and compares (``test_loss_goes_down_and_matches_pre_optimisation_curve``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ def plan(size: str, chips: int, chips_per_host: int, peak_tflops: float, mfu: fl
       "hours": c.total_steps * step_s / 3600, "total_steps": c.total_steps,
       "host_clips_per_s": host_clips_s,
       # The reader takes one crop per record, so storage serves whole records: int16 audio + int16 codes.
-      "host_read_mb_per_s": host_clips_s * record_seconds * (cfg.sample_rate * 2 + 75 * 8 * 2) / 1e6,
+      "host_read_mb_per_s": host_clips_s * record_seconds * 2 * (
+          cfg.sample_rate + cfg.sample_rate / cfg.frame_stride * cfg.num_codebooks) / 1e6,
       "host_reader_cores": host_clips_s / reader_clips_per_core,
       "host_to_device_mb_per_s": host_clips_s * c.crop_samples * 4 / 1e6,            # float32 audio
   }

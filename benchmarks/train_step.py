@@ -56,16 +56,11 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
   from mert_jax.model import create_model
   from mert_jax.objective import pretraining_loss
   from mert_jax.optim import make_optimizer
+  from mert_jax.sweep import apply_overrides
   from mert_jax.train_step import init_state, make_train_step
 
   c = get_config(size)
-  for s in sets:
-    key, value = s.split("=", 1)
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = _parse_value(value)
+  apply_overrides(c, {key: _parse_value(value) for key, value in (s.split("=", 1) for s in sets)})
   cfg = ModelConfig.from_dict(c.model.to_dict())
   obj = ObjectiveConfig(**c.objective.to_dict())
   length = int(round(seconds * cfg.sample_rate))
@@ -130,7 +125,7 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
       "step_s": med, "step_min_s": min(times), "steps": steps,
       "clips_per_s": b / med, "gflop_per_clip": flops / b / 1e9, "tflops": flops / med / 1e12,
       "mfu": (flops / med / peak) if peak else None,
-      "peak_memory_gib": (stats or {}).get("peak_bytes_in_use", 0) / 2**30 if stats else None,
+      "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
       "planned_memory_gib": planned / 2**30 if planned is not None else None,
       "loss": float(loss_of(out)),
   }
