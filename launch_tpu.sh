@@ -58,7 +58,7 @@ if [ "$LOCAL" != 0 ]; then
   pids=()
   for ((i = 0; i < LOCAL; i++)); do
     cmd=(env JAX_PLATFORMS=cpu "XLA_FLAGS=--xla_force_host_platform_device_count=$LOCAL_DEVICES"
-         python3 -m mert_jax.train --config="$CONFIG" --workdir="$WORKDIR"
+         python3 -m mert_jax.cli.train --config="$CONFIG" --workdir="$WORKDIR"
          --coordinator_address="127.0.0.1:$PORT" --num_processes="$LOCAL" --process_id="$i"
          "${PASS[@]+"${PASS[@]}"}")
     printf '+'; printf ' %q' "${cmd[@]}"; printf '\n'
@@ -108,6 +108,6 @@ SETUP='rm -rf ~/mert-jax && mkdir -p ~/mert-jax && tar xzf ~/mert-jax.tar.gz -C 
 run gcloud compute tpus tpu-vm ssh "$NAME" "${G[@]}" --worker=all --command="$SETUP"
 
 # 4. Train on all workers (background; one log per worker).
-TRAIN="cd ~/mert-jax && nohup ~/mert-venv/bin/python -m mert_jax.train $(train_args)> ~/mert-train.log 2>&1 &"
+TRAIN="cd ~/mert-jax && nohup ~/mert-venv/bin/python -m mert_jax.cli.train $(train_args)> ~/mert-train.log 2>&1 &"
 run gcloud compute tpus tpu-vm ssh "$NAME" "${G[@]}" --worker=all --command="$TRAIN"
 echo "started $NAME; logs: $0 --name=$NAME --project=$PROJECT --zone=$ZONE --logs; delete: ... --delete"

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mert_jax.cqt import _plan, cqt
+from mert_jax.objective.cqt import _plan, cqt
 
 SR, HOP, FMIN, BINS, BPO = 24000, 320, 32.7, 336, 48
 

@@ -23,8 +23,8 @@ LOG_EVERY = 10
 
 def curve_config(data_dir: str):
   """The curve's training config (tiny variant, short warm-up, one log row per 10 steps)."""
-  from configs import mert as mert_configs
-  c = mert_configs.get_config("tiny")
+  from mert_jax import recipe
+  c = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
   c.data.dir = data_dir
   c.data.shuffle_window = 16
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = STEPS, LOG_EVERY, 0, 10_000
@@ -34,8 +34,8 @@ def curve_config(data_dir: str):
 
 def run_curve(data_dir: str, workdir: str) -> dict[str, dict[str, float]]:
   """Train and return {step: {loss, loss_codes, loss_cqt}} from the logged rows."""
-  from mert_jax import train
-  train.train(curve_config(data_dir), workdir)
+  from mert_jax.train.loop import train
+  train(curve_config(data_dir), workdir)
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   return {str(r["step"]): {k: r[k] for k in ("loss", "loss_codes", "loss_cqt")} for r in rows if "loss" in r}
 
@@ -49,7 +49,7 @@ def main() -> None:
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
-  from mert_jax import default_corpus
+  from data_pipeline import default_corpus
   import mert_jax
   assert jax.device_count() == 8, jax.devices()
   data = default_corpus.ensure_default_corpus(args.data, num_codebooks=8, codebook_size=64, minutes=6.0)

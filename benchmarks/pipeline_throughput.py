@@ -24,7 +24,7 @@ import soundfile as sf
 
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.reader import ReaderConfig, make_dataset
-from mert_jax import example_audio
+from data_pipeline import example_audio
 
 
 def corpus(dir_: str, minutes: float) -> float:
@@ -68,7 +68,7 @@ def main() -> None:
       out_kmeans = out
       from data_pipeline import teachers
       import numpy as np
-      from data_pipeline.decode import decode_file
+      from data_pipeline.audio import decode_file
       audios = [decode_file(os.path.join(inp, f), 24000, 1).astype(np.float32) / 32768 for f in sorted(os.listdir(inp))]
       t0 = time.perf_counter()
       teachers.KMeansTeacher.fit(audios, config=teachers.KMeansConfig(max_fit_frames=50_000), seed=0)

@@ -4,7 +4,7 @@ of the recipe, and the data-loader load per host. Writes the table used in docs/
   python benchmarks/scaling.py --chips=32 --chips-per-host=4 --peak-tflops=275 --mfu=0.30,0.40,0.50
 
 Inputs are the recipe (configs/mert.py: global batch, accumulation, crop, steps) and the analytic
-FLOPs (mert_jax/flops.py). The MFU column is an assumption to be replaced by a measurement
+FLOPs (mert_jax/model/flops.py). The MFU column is an assumption to be replaced by a measurement
 (benchmarks/train_step.py on the target chip); the reader rate is the one measured in
 benchmarks/README.md (clips/s per CPU core) and is passed with --reader-clips-per-core.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from configs.mert import get_config
-from mert_jax.config import ModelConfig
-from mert_jax.flops import train_flops_per_clip
+from mert_jax import recipe
+from mert_jax.model.flops import train_flops_per_clip
 
 
 def plan(size: str, chips: int, chips_per_host: int, peak_tflops: float, mfu: float,
          reader_clips_per_core: float, record_seconds: float) -> dict:
-  c = get_config(size)
-  cfg = ModelConfig.from_dict(c.model.to_dict())
+  c = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:{size}")
+  cfg = recipe.model_config_from(c)
   flops_clip = train_flops_per_clip(cfg, c.crop_samples)
   per_chip_update = c.batch_size / chips
   step_s = per_chip_update * flops_clip / (peak_tflops * 1e12 * mfu)

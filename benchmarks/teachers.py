@@ -24,7 +24,7 @@ import time
 
 
 from data_pipeline.teachers import EncodecTeacher, EncodecTeacherConfig, KMeansConfig, KMeansTeacher, frame_features
-from mert_jax import example_audio
+from data_pipeline import example_audio
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

@@ -6,11 +6,11 @@
   python benchmarks/train_step.py --sizes=95m --max-batch                       # largest batch that fits
   python benchmarks/train_step.py --sizes=95m --batches=2 --set=model.remat=true   # config overrides
 
-``full`` times the trainer's own jitted step (mert_jax/train_step.py) with the state donated:
+``full`` times the trainer's own jitted step (mert_jax/train/state.py, train/step.py) with the state donated:
 masking, mixup, CQT targets (the configured method), forward, loss, backward, clipping and the
 AdamW update, on random audio and labels in 5 s clips. ``fwd_bwd`` times
 ``value_and_grad(pretraining_loss)`` with the CQT target replaced by zeros. FLOPs are analytic
-(mert_jax/flops.py); MFU uses the device's dense bf16 peak (mert_jax/metrics.py). Peak memory is
+(mert_jax/model/flops.py); MFU uses the device's dense bf16 peak (mert_jax/train/metrics.py). Peak memory is
 the device allocator's peak on accelerators and XLA's buffer plan (arguments + outputs + temporaries
 - aliased) on CPU, which has no allocator statistics. Each (size, batch) runs in its own process so
 peaks and compile caches do not leak between rows. ``--json=FILE`` appends one JSON row per run
@@ -28,18 +28,6 @@ import sys
 import time
 
 
-def _parse_value(v: str):
-  low = v.lower()
-  if low in ("true", "false"):
-    return low == "true"
-  for cast in (int, float):
-    try:
-      return cast(v)
-    except ValueError:
-      pass
-  return v
-
-
 def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: list[str],
             profile: str) -> dict:
   """Compile and time one configuration in this process; returns the result row."""
@@ -48,21 +36,18 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
   import numpy as np
   from flax import nnx
 
-  from configs.mert import get_config
-  from mert_jax.config import ModelConfig, ObjectiveConfig
-  from mert_jax.conv_extractor import num_frames
-  from mert_jax.flops import train_flops_per_clip
-  from mert_jax.metrics import peak_flops_per_device
-  from mert_jax.model import create_model
-  from mert_jax.objective import pretraining_loss
-  from mert_jax.optim import make_optimizer
-  from mert_jax.sweep import apply_overrides
-  from mert_jax.train_step import init_state, make_train_step
+  from mert_jax import recipe
+  from mert_jax.model.conv_extractor import num_frames
+  from mert_jax.model.flops import train_flops_per_clip
+  from mert_jax.model.mert import create_model
+  from mert_jax.objective.loss import pretraining_loss
+  from mert_jax.train import state as state_lib
+  from mert_jax.train.metrics import peak_flops_per_device
 
-  c = get_config(size)
-  apply_overrides(c, {key: _parse_value(value) for key, value in (s.split("=", 1) for s in sets)})
-  cfg = ModelConfig.from_dict(c.model.to_dict())
-  obj = ObjectiveConfig(**c.objective.to_dict())
+  c = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:{size}")
+  recipe.apply_overrides(c, recipe.parse_assignments(sets))
+  c.optimizer.grad_accum_steps, c.mesh = 1, [1, 1, 1]        # one micro-batch per update, one device
+  cfg, obj = recipe.model_config_from(c), recipe.objective_config_from(c)
   length = int(round(seconds * cfg.sample_rate))
   t = num_frames(length, cfg.conv_layers)
   rng = np.random.RandomState(0)
@@ -70,11 +55,10 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
            "labels": jnp.asarray(rng.randint(0, cfg.codebook_size, (batch, cfg.num_codebooks, t + 1)))}
   b = batch["audio"].shape[0]
   if mode == "full":
-    tx, schedule = make_optimizer(c.optimizer, c.total_steps)
-    graphdef, template = nnx.split(create_model(cfg), nnx.Param)
-    state = init_state(nnx.to_pure_dict(template), tx)
-    step = jax.jit(make_train_step(graphdef, template, tx, schedule, obj, cfg.cqt_bins), donate_argnums=0)
-    batch = jax.tree.map(lambda x: x[None], batch)          # one micro-batch per update
+    setup = state_lib.build(c, devices=jax.devices()[:1])    # the trainer's own state and jitted step
+    state = setup.init()
+    step = setup.train_step
+    batch = jax.device_put(jax.tree.map(lambda x: x[None], batch), setup.batch_shardings)
     loss_of = lambda out: out[1]["loss"]
   else:
     graphdef, state = nnx.split(create_model(cfg))

@@ -1,6 +1,6 @@
 """MERT pretraining recipes as ml_collections configs: ``configs/mert.py:VARIANT``.
 
-  python -m mert_jax.train --config=configs/mert.py:95m --workdir=DIR      (trainer: issue 5)
+  python -m mert_jax.cli.train --config=configs/mert.py:95m --workdir=DIR
 
 Variants: ``tiny`` (CPU tests), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
@@ -13,19 +13,12 @@ holds only what a recipe changes. Recipes at a glance (spec §4):
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 
-from mert_jax.config import MODEL_SIZES, ModelConfig, ObjectiveConfig
+from data_pipeline.audio_format import SAMPLE_RATE
+from mert_jax.config import MODEL_SIZES, ObjectiveConfig
+from mert_jax.recipe import dataclass_to_config_dict as _dict
 from mert_jax.sharding import DEFAULT_RULES
-
-
-def _dict(dc) -> ml_collections.ConfigDict:
-  d = dataclasses.asdict(dc)
-  if "conv_layers" in d:
-    d["conv_layers"] = [list(layer) for layer in d["conv_layers"]]
-  return ml_collections.ConfigDict(d)
 
 
 def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
@@ -48,7 +41,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.optimizer.weight_decay_on = "all"  # "all" (the reference) or "matrices" (ndim >= 2 only)
   c.total_steps = 400_000
   c.batch_size = 1024                 # global clips per update (95M YAML: 16 x 64 GPUs)
-  c.crop_samples = 120_000            # 5 s at 24 kHz
+  c.crop_samples = 5 * SAMPLE_RATE    # 5 s (120,000 samples)
   # --- devices ---
   c.mesh = [-1, 1, 1]                 # (data, fsdp, tensor); -1 = the remaining devices
   c.num_devices = 0                   # use the first N devices (0 = all); tests compare meshes in one process
@@ -73,25 +66,24 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.keep_every = 50_000               # ... plus every checkpoint at a multiple of this step (0 = none)
   c.preemption_check_every = 10       # multi-process: steps between SIGTERM agreements (each is a host sync)
   c.max_nonfinite_steps = 20          # consecutive non-finite steps (skipped updates) before stopping
-  c.debug_sigkill_after_step = -1     # testing aid: SIGKILL this process after saving at this step
   if variant == "330m":
     c.optimizer.lr = 1.5e-3
     c.optimizer.clip_norm = 1.0
     c.optimizer.grad_accum_steps = 8
     c.batch_size = 3584               # 7 x 64 GPUs x 8 accumulation steps
-    c.crop_samples = 122_880
-    c.objective.mixup_max_len = 36_000
+    c.crop_samples = 512 * SAMPLE_RATE // 100   # 5.12 s (122,880 samples)
+    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2   # 1.5 s
   elif variant == "1b":
     c.optimizer.lr = 1e-3             # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
     c.optimizer.clip_norm = 1.0
     c.optimizer.grad_accum_steps = 8
     c.batch_size = 3584
-    c.crop_samples = 122_880
-    c.objective.mixup_max_len = 36_000
+    c.crop_samples = 512 * SAMPLE_RATE // 100   # 5.12 s (122,880 samples)
+    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2   # 1.5 s
   elif variant == "tiny":
     c.total_steps = 200
     c.batch_size = 8
-    c.crop_samples = 48_000           # 2 s (the CQT needs >= 1.05 s)
+    c.crop_samples = 2 * SAMPLE_RATE  # 2 s (the CQT needs >= 1.05 s)
     c.optimizer.warmup_steps = 20
     c.optimizer.lr = 2e-3
     c.model.codebook_size = 64        # the embedded k-means teacher fits 64 codes in seconds on CPU
@@ -99,16 +91,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     c.eval_every = 50
     c.eval_batches = 2
     c.checkpoint_every = 50
-    c.objective.mixup_min_len = 2_400
-    c.objective.mixup_max_len = 4_800
+    c.objective.mixup_min_len = SAMPLE_RATE // 10      # 0.1 s
+    c.objective.mixup_max_len = SAMPLE_RATE // 5       # 0.2 s
   return c
 
-
-def model_config_from(c: ml_collections.ConfigDict) -> ModelConfig:
-  cfg = ModelConfig.from_dict(c.model.to_dict())
-  cfg.validate()
-  return cfg
-
-
-def objective_config_from(c: ml_collections.ConfigDict) -> ObjectiveConfig:
-  return ObjectiveConfig(**c.objective.to_dict())

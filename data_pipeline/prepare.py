@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.decode import AUDIO_EXTENSIONS, BadAudioError, decode_file
+from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
 from data_pipeline.records import encode_example
 from data_pipeline.tfrecord import TFRecordWriter
 

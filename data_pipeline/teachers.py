@@ -29,8 +29,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-HOP = 320                              # samples per token (EnCodec's total stride)
-SAMPLE_RATE = 24000                    # Hz; label rate SAMPLE_RATE / HOP = 75 Hz
+from data_pipeline.audio_format import HOP, SAMPLE_RATE
+
 TEACHER_JSON = "teacher.json"
 KMEANS_ARRAYS = "kmeans_arrays.npz"
 FORMAT_VERSION = 1

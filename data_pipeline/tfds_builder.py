@@ -29,7 +29,7 @@ from absl import logging
 
 from data_pipeline import prepare as prepare_lib
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.decode import BadAudioError, decode_file
+from data_pipeline.audio import BadAudioError, decode_file
 from data_pipeline.records import encode_example
 from data_pipeline.tfrecord import TFRecordWriter
 

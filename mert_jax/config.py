@@ -2,7 +2,9 @@
 
 The numbers here are MERT's (``../shared/spec/MERT.md`` §1.1, §2.4, §2.6, §1.10); the size table
 ``MODEL_SIZES`` holds the per-size differences. ``configs/mert.py`` turns these into
-ml_collections ConfigDicts for the command line; code receives these dataclasses.
+ml_collections ConfigDicts for the command line (``mert_jax/recipe.py`` converts back); code
+receives these dataclasses. The audio contract (24 kHz, a label every 320 samples) is the data
+pipeline's (``data_pipeline/audio.py``), and the model's defaults are taken from it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import dataclasses
 import json
 from typing import Any
 
-# (out_channels, kernel, stride) of the 7-layer waveform extractor: total stride 320 samples,
-# receptive field 400 samples, 75 Hz frames at 24 kHz (spec §1.2).
+from data_pipeline.audio_format import SAMPLE_RATE
+
+# (out_channels, kernel, stride) of the 7-layer waveform extractor: total stride 320 samples
+# (data_pipeline.audio.HOP, checked in tests), receptive field 400 samples, 75 Hz frames at
+# 24 kHz (spec §1.2).
 MERT_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
     ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2)
 
@@ -29,7 +34,7 @@ class ModelConfig:
   extractor_mode: str = "default"      # "default": GroupNorm(C groups) on layer 0 only; "layer_norm": LN on every layer
   conv_bias: bool = False
   feature_grad_mult: float = 0.1       # gradient into the extractor is multiplied by this (95M 0.1, 330M 1.0)
-  sample_rate: int = 24000             # Hz; the model's label rate is sample_rate / prod(strides) = 75 Hz
+  sample_rate: int = SAMPLE_RATE       # Hz; the model's label rate is sample_rate / prod(strides) = 75 Hz
   # --- transformer (spec §1.4-1.5) ---
   hidden_size: int = 768               # D
   num_layers: int = 12                 # N
@@ -104,14 +109,10 @@ class ModelConfig:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
     d = dict(d)
     if "conv_layers" in d:
       d["conv_layers"] = tuple(tuple(int(v) for v in layer) for layer in d["conv_layers"])
-    return cls(**d)
+    return _from_dict(cls, d, "model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +127,8 @@ class ObjectiveConfig:
   # In-batch noise mixup. The reference mixes when U[0,1) > mixture_prob (an inverted test); this field
   # is the probability that a clip IS mixed, which equals 1 - mixture_prob = 0.5 for both released models.
   mixup_prob: float = 0.5
-  mixup_min_len: int = 12000           # samples (0.5 s); segment lengths drawn uniformly in [min, max]
-  mixup_max_len: int = 24000           # samples (95M 1.0 s, 330M 1.5 s = 36000)
+  mixup_min_len: int = SAMPLE_RATE // 2  # samples (0.5 s); segment lengths drawn uniformly in [min, max]
+  mixup_max_len: int = SAMPLE_RATE     # samples (95M 1.0 s, 330M 1.5 s = 36000)
   mixup_max_segments: int = 3          # 1..this many segments per mixed clip
   mixup_volume: float = 1.0            # segments are added at this gain, no rescaling or clipping
   # CQT regression target (spec §3.1): nnAudio CQT1992v2 settings; bins = model.cqt_bins,
@@ -138,6 +139,19 @@ class ObjectiveConfig:
 
   def replace(self, **kw: Any) -> "ObjectiveConfig":
     return dataclasses.replace(self, **kw)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "ObjectiveConfig":
+    return _from_dict(cls, d, "objective")
+
+
+def _from_dict(cls: type, d: dict[str, Any], block: str) -> Any:
+  """``cls(**d)``, refusing unknown fields with a message that names them and the known ones."""
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(d) - known
+  if unknown:
+    raise ValueError(f"unknown {block} config fields {sorted(unknown)}; known: {sorted(known)}")
+  return cls(**d)
 
 
 def _sizes() -> dict[str, ModelConfig]:

@@ -8,12 +8,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mert_jax import example_audio  # noqa: E402
+from data_pipeline import example_audio  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def music() -> np.ndarray:
-  """About 8 s of real music (24 kHz mono float32); see mert_jax/example_audio.py."""
+  """About 8 s of real music (24 kHz mono float32); see data_pipeline/example_audio.py."""
   return example_audio.music_clip(seconds=8.0)
 
 
@@ -26,6 +26,6 @@ def music_file(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def default_data(tmp_path_factory) -> str:
   """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per session."""
-  from mert_jax import default_corpus
+  from data_pipeline import default_corpus
   return default_corpus.ensure_default_corpus(str(tmp_path_factory.mktemp("corpus")), num_codebooks=8,
                                               codebook_size=64, minutes=6.0)

@@ -1,4 +1,4 @@
-"""Small real-music corpora for the data-pipeline tests (see mert_jax/example_audio.py)."""
+"""Small real-music corpora for the data-pipeline tests (see data_pipeline/example_audio.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mert_jax import example_audio
+from data_pipeline import example_audio
 
 
 def make_corpus(root: str, seconds: tuple[float, ...] = (23.0, 17.5, 31.0, 12.25)) -> list[str]:

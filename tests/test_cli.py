@@ -10,10 +10,10 @@ import soundfile as sf
 import torch
 from transformers import HubertModel
 
-from mert_jax import checkpoint_io
-from mert_jax.audio_io import load_audio
+from mert_jax.train import checkpoints
+from data_pipeline.audio import load_audio
 from mert_jax.config import model_config
-from mert_jax.model import create_model
+from mert_jax.model.mert import create_model
 
 
 def run(*args, ok=True):
@@ -36,13 +36,13 @@ def short_music_file(tmp_path_factory, music):
 def test_convert_and_extract_roundtrip(tmp_path, short_music_file):
   cfg = model_config("tiny")
   ckpt, hf_dir, ckpt2 = tmp_path / "ckpt", tmp_path / "hf", tmp_path / "ckpt2"
-  checkpoint_io.save_model(ckpt, create_model(cfg, seed=11))
-  run("mert_jax.convert", "jax-to-hf", f"--checkpoint={ckpt}", f"--output={hf_dir}")
-  run("mert_jax.convert", "hf-to-jax", f"--hf={hf_dir}", f"--output={ckpt2}")
+  checkpoints.save_model(ckpt, create_model(cfg, seed=11))
+  run("mert_jax.cli.convert", "jax-to-hf", f"--checkpoint={ckpt}", f"--output={hf_dir}")
+  run("mert_jax.cli.convert", "hf-to-jax", f"--hf={hf_dir}", f"--output={ckpt2}")
   out1, out2, out3 = (tmp_path / f"f{i}.npy" for i in range(3))
-  run("mert_jax.extract", f"--checkpoint={ckpt}", f"--audio={short_music_file}", f"--output={out1}")
-  run("mert_jax.extract", f"--checkpoint={ckpt2}", f"--audio={short_music_file}", f"--output={out2}")
-  run("mert_jax.extract", f"--hf={hf_dir}", f"--audio={short_music_file}", f"--output={out3}")
+  run("mert_jax.cli.extract", f"--checkpoint={ckpt}", f"--audio={short_music_file}", f"--output={out1}")
+  run("mert_jax.cli.extract", f"--checkpoint={ckpt2}", f"--audio={short_music_file}", f"--output={out2}")
+  run("mert_jax.cli.extract", f"--hf={hf_dir}", f"--audio={short_music_file}", f"--output={out3}")
   feats = np.load(out1)
   audio = load_audio(short_music_file, 24000)
   hf = HubertModel.from_pretrained(hf_dir).eval()
@@ -59,7 +59,7 @@ def test_convert_and_extract_roundtrip(tmp_path, short_music_file):
 
 def test_extract_bad_audio_messages(tmp_path):
   ckpt = tmp_path / "ckpt"
-  checkpoint_io.save_model(ckpt, create_model(model_config("tiny")))
+  checkpoints.save_model(ckpt, create_model(model_config("tiny")))
   nan_wav = tmp_path / "nan.wav"
   x = np.zeros(24000, np.float32)
   x[100] = np.nan
@@ -70,7 +70,7 @@ def test_extract_bad_audio_messages(tmp_path):
   not_audio.write_text("hello")
   for path, msg in [(nan_wav, "NaN/inf"), (short_wav, "has 200 samples; the model needs at least 400"),
                     (not_audio, "cannot decode audio"), (tmp_path / "missing.wav", "no such audio file")]:
-    proc = run("mert_jax.extract", f"--checkpoint={ckpt}", f"--audio={path}", f"--output={tmp_path / 'o.npy'}", ok=False)
+    proc = run("mert_jax.cli.extract", f"--checkpoint={ckpt}", f"--audio={path}", f"--output={tmp_path / 'o.npy'}", ok=False)
     assert proc.returncode != 0
     assert msg in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert str(path) in proc.stderr
@@ -78,6 +78,6 @@ def test_extract_bad_audio_messages(tmp_path):
 
 
 def test_convert_missing_checkpoint_message(tmp_path):
-  proc = run("mert_jax.convert", "jax-to-hf", f"--checkpoint={tmp_path}/nope", f"--output={tmp_path}/hf", ok=False)
+  proc = run("mert_jax.cli.convert", "jax-to-hf", f"--checkpoint={tmp_path}/nope", f"--output={tmp_path}/hf", ok=False)
   assert proc.returncode != 0 and "is not a model checkpoint written by mert_jax" in proc.stderr
   assert "Traceback" not in proc.stderr

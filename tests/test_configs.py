@@ -3,15 +3,16 @@
 import pytest
 
 from configs import mert as mert_config
-from mert_jax.model import abstract_model, count_params
+from mert_jax import recipe
+from mert_jax.model.mert import abstract_model, count_params
 
 
 @pytest.mark.parametrize("variant,backbone", [("tiny", None), ("95m", 94_371_712), ("330m", 315_428_992),
                                               ("1b", 962_487_680)])
 def test_variant_builds(variant, backbone):
   c = mert_config.get_config(variant)
-  cfg = mert_config.model_config_from(c)
-  mert_config.objective_config_from(c)
+  cfg = recipe.model_config_from(c)
+  recipe.objective_config_from(c)
   if backbone is not None:
     assert count_params(abstract_model(cfg).backbone) == backbone
 

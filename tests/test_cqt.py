@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mert_jax import cqt as cqt_lib
-from mert_jax.cqt import cqt
+from mert_jax.objective import cqt as cqt_lib
+from mert_jax.objective.cqt import cqt
 
 SR, HOP, BINS, BPO, FMIN = 24000, 320, 336, 48, 32.7
 FREQS = FMIN * 2.0 ** (np.arange(BINS) / BPO)

@@ -16,11 +16,11 @@ import soundfile as sf
 
 from data_pipeline import prepare as prepare_lib
 from data_pipeline import teachers
-from data_pipeline.decode import decode_file
+from data_pipeline.audio import decode_file
 from data_pipeline.reader import ReaderConfig, make_dataset
 from data_pipeline.records import parse_example
 from data_pipeline.tfrecord import CorruptRecordError, TFRecordWriter, read_records
-from mert_jax import example_audio
+from data_pipeline import example_audio
 from tests.data_fixtures import make_corpus
 
 HOP = 320

@@ -16,10 +16,10 @@ import pytest
 import torch
 from transformers import AutoModel, HubertConfig, HubertModel
 
-from mert_jax import convert
+from mert_jax.hf import convert
 from mert_jax.config import model_config
-from mert_jax.extract import hidden_states
-from mert_jax.model import count_params, create_model
+from mert_jax.model.features import hidden_states
+from mert_jax.model.mert import count_params, create_model
 
 TOL = 1e-4
 
@@ -129,7 +129,7 @@ def test_backbone_count_equals_hubert(size, expected):
 
 
 def create_abstract(cfg):
-  from mert_jax.model import abstract_model
+  from mert_jax.model.mert import abstract_model
   return abstract_model(cfg)
 
 

@@ -9,9 +9,11 @@ import sys
 import numpy as np
 
 from configs import mert as mert_configs
-from mert_jax import checkpoint_io, train
-from mert_jax.conv_extractor import num_frames
-from mert_jax.extract import hidden_states, windowed_hidden_states
+from mert_jax import recipe
+from mert_jax.train import checkpoints
+from mert_jax.train.loop import train
+from mert_jax.model.conv_extractor import num_frames
+from mert_jax.model.features import hidden_states, windowed_hidden_states
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +32,7 @@ def test_dry_run_prints_the_v4_32_commands():
   assert lines[3].startswith("+ gcloud compute tpus tpu-vm ssh mert-95m " + g + " --worker=all --command=")
   assert "pip\\ install" in lines[3] and "\\[tpu\\]" in lines[3]
   assert lines[4].startswith("+ gcloud compute tpus tpu-vm ssh mert-95m " + g + " --worker=all --command=")
-  assert "mert_jax.train\\ --config=configs/mert.py:95m\\ --workdir=gs://bkt/runs/95m\\ --config.optimizer.lr=4e-4" in lines[4]
+  assert "mert_jax.cli.train\\ --config=configs/mert.py:95m\\ --workdir=gs://bkt/runs/95m\\ --config.optimizer.lr=4e-4" in lines[4]
   queued = subprocess.run(
       [os.path.join(ROOT, "launch_tpu.sh"), "--project=proj", "--zone=z", "--accelerator-type=v4-32", "--name=n",
        "--config=c", "--workdir=w", "--queued", "--dry-run"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
@@ -57,7 +59,7 @@ def test_local_two_processes_train_checkpoint_and_resume(default_data, tmp_path)
 
 
 def test_tiny_sweep_writes_its_summary(default_data, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "mert_jax.sweep", "--sweep=configs/sweeps/model_size.py:tiny",
+  proc = subprocess.run([sys.executable, "-m", "mert_jax.cli.sweep", "--sweep=configs/sweeps/model_size.py:tiny",
                          f"--workdir={tmp_path}", f"--set=data.dir={default_data}"],
                         capture_output=True, text=True, cwd=ROOT, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,9 +75,9 @@ def test_export_and_extract_from_a_training_workdir(default_data, tmp_path, musi
   c.data.dir, c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = default_data, 2, 1, 0, 1
   c.data.shuffle_window = 16
   wd = str(tmp_path / "run")
-  state = train.train(c, wd)["state"]
-  latest = checkpoint_io.load_model(wd)
-  first = checkpoint_io.load_model(wd, step=1)
+  state = train(c, wd)["state"]
+  latest = checkpoints.load_model(wd)
+  first = checkpoints.load_model(wd, step=1)
   from flax import nnx
   p_latest = nnx.to_pure_dict(nnx.state(latest, nnx.Param))
   import jax
@@ -85,7 +87,7 @@ def test_export_and_extract_from_a_training_workdir(default_data, tmp_path, musi
   assert any(not np.array_equal(np.asarray(a), np.asarray(b))
              for a, b in zip(jax.tree.leaves(p_first), jax.tree.leaves(p_latest)))
   hf = tmp_path / "hf"
-  proc = subprocess.run([sys.executable, "-m", "mert_jax.convert", "jax-to-hf", f"--checkpoint={wd}", "--step=1",
+  proc = subprocess.run([sys.executable, "-m", "mert_jax.cli.convert", "jax-to-hf", f"--checkpoint={wd}", "--step=1",
                          f"--output={hf}"], capture_output=True, text=True, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-2000:]
   # Folder extraction with windows: every file gets the whole file's frame count.
@@ -95,11 +97,11 @@ def test_export_and_extract_from_a_training_workdir(default_data, tmp_path, musi
   sf.write(audio_dir / "a.wav", music[:5 * 24000], 24000)
   sf.write(audio_dir / "b.flac", music[24000:3 * 24000 + 777], 24000)
   out = tmp_path / "feats"
-  proc = subprocess.run([sys.executable, "-m", "mert_jax.extract", f"--checkpoint={wd}", f"--audio={audio_dir}",
+  proc = subprocess.run([sys.executable, "-m", "mert_jax.cli.extract", f"--checkpoint={wd}", f"--audio={audio_dir}",
                          f"--output={out}", "--window-seconds=1.5"], capture_output=True, text=True, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert np.load(out / "a.wav.npy").shape == (3, num_frames(5 * 24000, latest.cfg.conv_layers), 32)
   assert np.load(out / "b.flac.npy").shape == (3, num_frames(2 * 24000 + 777, latest.cfg.conv_layers), 32)
   # A window longer than the clip is the whole-file computation.
-  f32 = checkpoint_io.load_model(wd, dtype="float32").backbone
+  f32 = checkpoints.load_model(wd, dtype="float32").backbone
   np.testing.assert_array_equal(windowed_hidden_states(f32, music[:30000], 10.0), hidden_states(f32, music[:30000]))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mert_jax.masking import compute_mask
+from mert_jax.objective.masking import compute_mask
 
 PROB, SPAN, MIN_MASKS = 0.8, 5, 2
 

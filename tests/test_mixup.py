@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mert_jax import conv_extractor
+from mert_jax.model import conv_extractor
 from mert_jax.config import ObjectiveConfig, model_config
-from mert_jax.mixup import apply_mixup, mixup, pool_source, sample_plan
-from mert_jax.model import create_model
-from mert_jax.objective import pretraining_loss
+from mert_jax.objective.mixup import apply_mixup, mixup, pool_source, sample_plan
+from mert_jax.model.mert import create_model
+from mert_jax.objective.loss import pretraining_loss
 
 CFG = ObjectiveConfig(mixup_min_len=500, mixup_max_len=1500)
 

@@ -8,9 +8,10 @@ import pytest
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from mert_jax import model as model_lib
+from mert_jax.cli import params as params_cli
+from mert_jax.model import mert as model_lib
 from mert_jax.config import MODEL_SIZES, model_config
-from mert_jax.conv_extractor import num_frames, receptive_field
+from mert_jax.model.conv_extractor import num_frames, receptive_field
 from mert_jax.sharding import DEFAULT_RULES
 
 
@@ -112,10 +113,10 @@ def test_dropout_needs_key_and_eval_is_deterministic(music):
 
 
 def test_param_table_cli(capsys):
-  model_lib.main(["--size=95m"])
+  params_cli.main(["--size=95m"])
   out = capsys.readouterr().out
   assert "94,371,712" in out and "95,550,160" in out
-  model_lib.main(["--size=330m"])
+  params_cli.main(["--size=330m"])
   out = capsys.readouterr().out
   assert "315,428,992" in out and "317,875,664" in out
 
@@ -123,7 +124,7 @@ def test_param_table_cli(capsys):
 def test_layerdrop_cond_equals_select_reference_and_skips_gradients():
   """Layerdrop runs a layer under lax.cond; it must equal the plain "compute the layer, then select
   the input where skipped" reference (restated here) for every draw, in value and gradient."""
-  from mert_jax import layers as layers_lib
+  from mert_jax.model import layers as layers_lib
   cfg = model_config("tiny", dtype="float32", num_layers=4, layerdrop=0.5, dropout=0.1, attention_dropout=0.0)
   enc = model_lib.create_model(cfg).backbone.encoder
   x = jnp.asarray(np.random.RandomState(0).randn(2, 40, cfg.hidden_size).astype(np.float32))

@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 
 from mert_jax.config import ObjectiveConfig, model_config
-from mert_jax.model import check_finite, create_model
-from mert_jax.objective import check_label_values, codebook_losses, pretraining_loss
+from mert_jax.model.mert import check_finite, create_model
+from mert_jax.objective.loss import check_label_values, codebook_losses, pretraining_loss
 
 OBJ = ObjectiveConfig(mixup_min_len=1000, mixup_max_len=3000)
 

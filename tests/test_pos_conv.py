@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mert_jax.pos_conv import TAP_CHUNK, grouped_conv
+from mert_jax.model.pos_conv import TAP_CHUNK, grouped_conv
 
 
 @pytest.mark.parametrize("kernel_size,groups,dim", [(128, 16, 64), (16, 4, 32), (7, 2, 8), (TAP_CHUNK + 3, 1, 4)])

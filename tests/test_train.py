@@ -15,7 +15,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import mert as mert_configs
-from mert_jax import train
+from mert_jax import recipe
+from mert_jax.train.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,11 @@ def losses(workdir):
 @pytest.mark.parametrize("heads,meshes", [(4, [(8, 1, 1), (2, 4, 1), (2, 2, 2)]), (8, [(1, 1, 8)])])
 def test_meshes_give_single_device_losses(data_dir, tmp_path, heads, meshes):
   f32 = {"model.num_heads": heads, "model.dtype": "float32"}     # fp32 compute: compare at fp32 tolerance
-  train.train(tiny(data_dir, num_devices=1, mesh=[1, 1, 1], **f32), str(tmp_path / "one"))
+  train(tiny(data_dir, num_devices=1, mesh=[1, 1, 1], **f32), str(tmp_path / "one"))
   ref_losses = losses(tmp_path / "one")
   for mesh in meshes:
     wd = tmp_path / "x".join(map(str, mesh))
-    out = train.train(tiny(data_dir, mesh=list(mesh), **f32), str(wd))
+    out = train(tiny(data_dir, mesh=list(mesh), **f32), str(wd))
     got = losses(wd)
     print(mesh, ref_losses, got)
     np.testing.assert_allclose([got[s] for s in sorted(got)], [ref_losses[s] for s in sorted(ref_losses)], rtol=2e-5)
@@ -66,7 +67,7 @@ def test_meshes_give_single_device_losses(data_dir, tmp_path, heads, meshes):
 
 
 def _run(workdir, data_dir, *flags, check=True, env=None):
-  cmd = [sys.executable, "-m", "mert_jax.train", "--config=configs/mert.py:tiny", f"--workdir={workdir}",
+  cmd = [sys.executable, "-m", "mert_jax.cli.train", "--config=configs/mert.py:tiny", f"--workdir={workdir}",
          f"--config.data.dir={data_dir}", "--config.log_every=1", "--config.eval_every=0",
          "--config.data.shuffle_window=16", *flags]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
@@ -105,7 +106,7 @@ def test_exact_resume_after_sigkill(data_dir, tmp_path):
 
 def test_sigterm_checkpoints_and_resumes(data_dir, tmp_path):
   wd = tmp_path / "run"
-  cmd = [sys.executable, "-m", "mert_jax.train", "--config=configs/mert.py:tiny", f"--workdir={wd}",
+  cmd = [sys.executable, "-m", "mert_jax.cli.train", "--config=configs/mert.py:tiny", f"--workdir={wd}",
          f"--config.data.dir={data_dir}", "--config.log_every=1", "--config.eval_every=0",
          "--config.total_steps=1000", "--config.checkpoint_every=1000", "--config.data.shuffle_window=16"]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,7 +130,8 @@ jax.config.update("jax_num_cpu_devices", 4)
 pid, port = int(sys.argv[1]), sys.argv[2]
 jax.distributed.initialize(f"127.0.0.1:{port}", 2, pid, initialization_timeout=120)
 from configs import mert as mert_configs
-from mert_jax import train
+from mert_jax import recipe
+from mert_jax.train.loop import train
 import json
 c = json.loads(sys.argv[3])
 cfg = mert_configs.get_config("tiny")
@@ -137,14 +139,14 @@ cfg.data.dir = c["data_dir"]
 cfg.total_steps, cfg.log_every, cfg.eval_every, cfg.checkpoint_every = c["steps"], 1, 0, 2
 cfg.data.shuffle_window, cfg.data.groups, cfg.mesh = 16, 2, [8, 1, 1]
 cfg.model.dtype = "float32"
-train.train(cfg, c["workdir"])
+train(cfg, c["workdir"])
 """
 
 
 def test_two_processes_match_one_process(data_dir, tmp_path):
   import portpicker
   one = tmp_path / "one"
-  train.train(tiny(data_dir, total_steps=4, **{"data.groups": 2, "model.dtype": "float32"}), str(one))  # 1 process
+  train(tiny(data_dir, total_steps=4, **{"data.groups": 2, "model.dtype": "float32"}), str(one))  # 1 process
   script = tmp_path / "dist.py"
   script.write_text(DIST)
   wd = tmp_path / "two"
@@ -185,7 +187,7 @@ def test_loss_goes_down_and_matches_pre_optimisation_curve(data_dir, tmp_path):
   assert last["loss_cqt"] < 0.5 * first["loss_cqt"]
   assert sorted(curve, key=int) == [str(s) for s in range(10, 201, 10)]
 
-  from mert_jax import example_audio
+  from data_pipeline import example_audio
   if not example_audio.real_music_files():
     pytest.skip("the reference curve was recorded on the real-music corpus (singularity-music), not installed here")
   ref = json.load(open(os.path.join(os.path.dirname(__file__), "data", "tiny_loss_curve_200.json")))["curve"]
@@ -199,11 +201,11 @@ def test_loss_goes_down_and_matches_pre_optimisation_curve(data_dir, tmp_path):
 
 def test_restore_onto_another_mesh(data_dir, tmp_path):
   f32 = {"model.dtype": "float32"}
-  straight = train.train(tiny(data_dir, total_steps=3, mesh=[8, 1, 1], **f32), str(tmp_path / "straight"))
+  straight = train(tiny(data_dir, total_steps=3, mesh=[8, 1, 1], **f32), str(tmp_path / "straight"))
   assert straight["train_step_compiles"] == 1                    # no recompiles between steps
   wd = str(tmp_path / "moved")
-  train.train(tiny(data_dir, total_steps=2, mesh=[8, 1, 1], **f32), wd)
-  out = train.train(tiny(data_dir, total_steps=3, mesh=[2, 2, 2], **f32), wd)      # resume on (2, 2, 2)
+  train(tiny(data_dir, total_steps=2, mesh=[8, 1, 1], **f32), wd)
+  out = train(tiny(data_dir, total_steps=3, mesh=[2, 2, 2], **f32), wd)      # resume on (2, 2, 2)
   q = out["state"]["params"]["backbone"]["encoder"]["layers"][0]["attention"]["q_proj"]["kernel"]
   assert q.sharding.spec == P("fsdp", "tensor", None)
   np.testing.assert_allclose(losses(wd)[3], losses(tmp_path / "straight")[3], rtol=2e-5)
@@ -211,21 +213,21 @@ def test_restore_onto_another_mesh(data_dir, tmp_path):
 
 def test_data_state_mismatch_is_explained_and_restart_fallback(data_dir, tmp_path):
   wd = str(tmp_path / "run")
-  train.train(tiny(data_dir, total_steps=2, **{"data.groups": 2}), wd)
+  train(tiny(data_dir, total_steps=2, **{"data.groups": 2}), wd)
   with pytest.raises(RuntimeError, match=r"data-iterator state cannot be restored.*data.groups=1.*on_state_mismatch=restart"):
-    train.train(tiny(data_dir, total_steps=3, **{"data.groups": 1}), wd)
-  out = train.train(tiny(data_dir, total_steps=3, **{"data.groups": 1, "data.on_state_mismatch": "restart"}), wd)
+    train(tiny(data_dir, total_steps=3, **{"data.groups": 1}), wd)
+  out = train(tiny(data_dir, total_steps=3, **{"data.groups": 1, "data.on_state_mismatch": "restart"}), wd)
   assert out["metrics"]["step"] == 3
 
 
 def test_nonfinite_step_applies_no_update(data_dir):
   import jax.numpy as jnp
   from flax import nnx
-  from mert_jax.model import create_model
-  from mert_jax.optim import make_optimizer
-  from mert_jax.train_step import init_state, make_train_step
+  from mert_jax.model.mert import create_model
+  from mert_jax.train.optim import make_optimizer
+  from mert_jax.train.step import init_state, make_train_step
   c = tiny(data_dir)
-  mcfg, ocfg = mert_configs.model_config_from(c), mert_configs.objective_config_from(c)
+  mcfg, ocfg = recipe.model_config_from(c), recipe.objective_config_from(c)
   graphdef, template = nnx.split(create_model(mcfg), nnx.Param)
   tx, schedule = make_optimizer(c.optimizer, c.total_steps)
   step = jax.jit(make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins))

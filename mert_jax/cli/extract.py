@@ -1,8 +1,8 @@
 """Frame-level features of every layer, for downstream probes.
 
-  python -m mert_jax.extract --checkpoint=CKPT_DIR --audio=FILE --output=OUT.npy
-  python -m mert_jax.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR [--window-seconds=30]
-  python -m mert_jax.extract --hf=HF_DIR --audio=FILE --output=OUT.npy
+  python -m mert_jax.cli.extract --checkpoint=CKPT_DIR --audio=FILE --output=OUT.npy
+  python -m mert_jax.cli.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR [--window-seconds=30]
+  python -m mert_jax.cli.extract --hf=HF_DIR --audio=FILE --output=OUT.npy
 
 Decodes each file, downmixes and resamples to the model's rate (24 kHz), runs the backbone in
 float32 and saves (num_layers + 1, frames, hidden) float32: entry for entry the quantities of
@@ -24,37 +24,14 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from mert_jax.audio_io import load_audio
-from mert_jax.conv_extractor import num_frames, receptive_field
-from mert_jax.model import Backbone, check_audio, check_finite
-
-
-def hidden_states(backbone: Backbone, audio: np.ndarray) -> np.ndarray:
-  """(samples,) float audio -> (N + 1, T, D) float32 hidden states (deterministic, no masking)."""
-  audio = np.asarray(audio)
-  batch = audio[None] if audio.ndim == 1 else audio
-  check_audio(batch, backbone.cfg)
-  check_finite(batch)
-  out = backbone(jnp.asarray(batch, jnp.float32), output_hidden_states=True)
-  return np.stack([np.asarray(h[0], np.float32) for h in out.hidden_states])
-
-
-def windowed_hidden_states(backbone: Backbone, audio: np.ndarray, window_seconds: float) -> np.ndarray:
-  """hidden_states over frame-aligned windows, concatenated: the same frame count as one pass."""
-  cfg = backbone.cfg
-  stride, field = cfg.frame_stride, receptive_field(cfg.conv_layers)
-  frames_per_window = max(1, int(window_seconds * cfg.sample_rate - (field - stride)) // stride)
-  total = num_frames(len(audio), cfg.conv_layers)
-  parts = []
-  for first in range(0, total, frames_per_window):
-    n = min(frames_per_window, total - first)
-    start = first * stride
-    end = len(audio) if first + n == total else start + (n - 1) * stride + field   # last window: to the end
-    parts.append(hidden_states(backbone, audio[start:end]))
-  return np.concatenate(parts, axis=1)
+from data_pipeline.audio import load_audio
+from data_pipeline.audio_format import AUDIO_EXTENSIONS
+from mert_jax.hf.convert import import_hf
+from mert_jax.model.features import hidden_states, windowed_hidden_states
+from mert_jax.model.mert import Backbone
+from mert_jax.train import checkpoints
 
 
 def save_npy_atomic(path: str, array: np.ndarray) -> None:
@@ -81,8 +58,6 @@ def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float)
 
 
 def main(argv: list[str] | None = None) -> int:
-  from data_pipeline.decode import AUDIO_EXTENSIONS  # pylint: disable=g-import-not-at-top
-  from mert_jax import checkpoint_io, convert  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description="Save every layer's frame-level features of audio files.")
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--checkpoint", help="mert_jax model checkpoint directory or training workdir")
@@ -93,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--window-seconds", type=float, default=0.0, help="process in windows of ~S s (0: whole file)")
   args = parser.parse_args(argv)
   if args.checkpoint:
-    model = checkpoint_io.load_model(args.checkpoint, step=args.step, dtype="float32")
+    model = checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32")
   else:
-    model, _ = convert.import_hf(args.hf, dtype="float32")
+    model, _ = import_hf(args.hf, dtype="float32")
   backbone = model.backbone
   if not os.path.isdir(args.audio):
     shape = _extract_one(backbone, args.audio, args.output, args.window_seconds)

@@ -23,10 +23,9 @@ import optax
 from flax import nnx
 
 from mert_jax.config import ObjectiveConfig
-from mert_jax.model import MERTModel
-from mert_jax.objective import pretraining_loss
-
-SUMMED = ("loss_sum", "num_masked", "ce_sum", "correct", "cqt_sq_sum")
+from mert_jax.model.mert import MERTModel
+from mert_jax.objective.loss import pretraining_loss
+from mert_jax.train.metrics import SUMMED, normalise_sums
 
 
 def bind(graphdef: nnx.GraphDef, template: nnx.State, params: dict) -> MERTModel:
@@ -42,14 +41,11 @@ def init_state(params: dict, tx: optax.GradientTransformation) -> dict[str, Any]
           "nonfinite_total": zero(), "nonfinite_run": zero()}
 
 
-def _summarise(sums: dict[str, jax.Array], pen_weighted: jax.Array, cqt_bins: int) -> dict[str, jax.Array]:
-  n = jnp.maximum(sums["num_masked"], 1.0)
-  return {"loss": sums["loss_sum"] / n,
-          "loss_codes": jnp.sum(sums["ce_sum"]) / n,
-          "loss_cqt": sums["cqt_sq_sum"] / (n * cqt_bins),
-          "features_pen": pen_weighted / n,
-          "accuracy": sums["correct"] / n,             # (K,) per codebook, on masked frames
-          "num_masked": sums["num_masked"]}
+def _sums(m: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The additive quantities of one loss evaluation (the feature penalty weighted by masked frames)."""
+  out = {k: m[k] for k in SUMMED if k != "pen_weighted"}
+  out["pen_weighted"] = m["features_pen"] * m["num_masked"]
+  return out
 
 
 def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.GradientTransformation,
@@ -60,27 +56,24 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
       _, m = pretraining_loss(bind(graphdef, template, p), batch, key, cfg=ocfg)
       return m["loss_sum"], m
     (_, m), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
-    sums = {k: m[k] for k in SUMMED}
-    return grads, sums, m["features_pen"] * m["num_masked"]
+    return grads, _sums(m)
 
   def train_step(state, batch, seed_key):
     key = jax.random.fold_in(seed_key, state["step"])
     params = state["params"]
     accum = batch["audio"].shape[0]
     if accum == 1:
-      grads, sums, pen = micro(params, jax.tree.map(lambda x: x[0], batch), jax.random.fold_in(key, 0))
+      grads, sums = micro(params, jax.tree.map(lambda x: x[0], batch), jax.random.fold_in(key, 0))
     else:
       def body(carry, xs):
-        g_acc, s_acc, p_acc = carry
+        g_acc, s_acc = carry
         mb, i = xs
-        g, s, p = micro(params, mb, jax.random.fold_in(key, i))
-        return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s), p_acc + p), None
+        g, s = micro(params, mb, jax.random.fold_in(key, i))
+        return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
       zeros_g = jax.tree.map(jnp.zeros_like, params)
-      zeros_s = {"loss_sum": 0.0, "num_masked": 0.0, "ce_sum": jnp.zeros(batch["labels"].shape[2]),
-                 "correct": jnp.zeros(batch["labels"].shape[2]), "cqt_sq_sum": 0.0}
-      zeros_s = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), zeros_s)
-      (grads, sums, pen), _ = jax.lax.scan(body, (zeros_g, zeros_s, jnp.zeros((), jnp.float32)),
-                                           (batch, jnp.arange(accum)))
+      k = batch["labels"].shape[2]
+      zeros_s = {name: jnp.zeros((k,) if name in ("ce_sum", "correct") else (), jnp.float32) for name in SUMMED}
+      (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), (batch, jnp.arange(accum)))
     n = jnp.maximum(sums["num_masked"], 1.0)
     grads = jax.tree.map(lambda g: g / n, grads)
     grad_norm = optax.global_norm(grads)
@@ -88,7 +81,7 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
     updates, new_opt = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    metrics = _summarise(sums, pen, cqt_bins)
+    metrics = normalise_sums(sums, cqt_bins)
     metrics.update(grad_norm=grad_norm, lr=schedule(state["updates"]), finite=finite)
     new_state = {
         "params": keep(new_params, params),
@@ -109,5 +102,5 @@ def make_eval_step(graphdef: nnx.GraphDef, template: nnx.State, ocfg: ObjectiveC
   def eval_step(params, batch, key):
     mb = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
     _, m = pretraining_loss(bind(graphdef, template, params), mb, key, cfg=ocfg, deterministic=True)
-    return {**{k: m[k] for k in SUMMED}, "pen_weighted": m["features_pen"] * m["num_masked"]}
+    return _sums(m)
   return eval_step

@@ -1,10 +1,10 @@
 """The main job on the embedded default, end to end on CPU:
 
-  python -m mert_jax.demo --workdir=runs/demo [--steps=300]
+  python -m mert_jax.cli.demo --workdir=runs/demo [--steps=300]
 
 1. prepares the embedded default corpus (real music from the Debian soundtrack packages, or
-   synthesised music) with a k-means teacher (mert_jax/default_corpus.py);
-2. trains the tiny MERT model on it with the real trainer (mert_jax/train.py: checkpoints,
+   synthesised music) with a k-means teacher (data_pipeline/default_corpus.py);
+2. trains the tiny MERT model on it with the real trainer (mert_jax/train/loop.py: checkpoints,
    TensorBoard events, metrics.jsonl, evaluation on the held-out split);
 3. exports the trained workdir to a Hugging Face folder, reloads it with
    ``transformers.AutoModel`` (when the torch extra is installed) and compares every hidden state
@@ -21,9 +21,15 @@ import time
 import numpy as np
 from absl import logging
 
-from configs import mert as mert_configs
-from mert_jax import checkpoint_io, convert, example_audio, extract, train
-from mert_jax.audio_io import load_audio
+from data_pipeline import example_audio
+from data_pipeline.audio import load_audio
+from data_pipeline.audio_format import SAMPLE_RATE
+from mert_jax import recipe
+from mert_jax.cli.extract import save_npy_atomic
+from mert_jax.hf.convert import export_hf
+from mert_jax.model.features import hidden_states, windowed_hidden_states
+from mert_jax.train import checkpoints
+from mert_jax.train.loop import train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,21 +44,21 @@ def main(argv: list[str] | None = None) -> None:
   files = example_audio.real_music_files()
   print(f"[1/4] corpus: {files[0] if files else 'synthesised music (no Debian music package installed)'} ...")
 
-  config = mert_configs.get_config("tiny")
+  config = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
   config.total_steps, config.seed = args.steps, args.seed
   config.log_every, config.eval_every, config.checkpoint_every = 25, 100, 100
   print(f"[2/4] training tiny MERT for {args.steps} steps (batch {config.batch_size} x "
-        f"{config.crop_samples / 24000:g} s) in {workdir}")
-  metrics = train.train(config, workdir)["metrics"]
+        f"{config.crop_samples / SAMPLE_RATE:g} s) in {workdir}")
+  metrics = train(config, workdir)["metrics"]
   print(f"      last step {metrics['step']}: loss {metrics['loss']:.3f} (codes {metrics['loss_codes']:.3f}, "
         f"CQT {metrics['loss_cqt']:.3f}), {metrics['clips_per_s']:.1f} clips/s")
 
   hf_dir = os.path.join(workdir, "hf")
-  model = checkpoint_io.load_model(workdir, dtype="float32")
-  convert.export_hf(model, hf_dir)
+  model = checkpoints.load_model(workdir, dtype="float32")
+  export_hf(model, hf_dir)
   print(f"[3/4] Hugging Face folder: {hf_dir}")
   clip = example_audio.music_clip(seconds=4.0)
-  ref = extract.hidden_states(model.backbone, clip)
+  ref = hidden_states(model.backbone, clip)
   try:
     import torch  # pylint: disable=g-import-not-at-top
     from transformers import AutoModel  # pylint: disable=g-import-not-at-top
@@ -70,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
 
   feat_path = os.path.join(workdir, "features.npy")
   audio_file = example_audio.music_file(workdir)
-  feats = extract.windowed_hidden_states(model.backbone, load_audio(audio_file)[:60 * 24000], 30.0)
-  extract.save_npy_atomic(feat_path, feats)
+  feats = windowed_hidden_states(model.backbone, load_audio(audio_file)[:60 * SAMPLE_RATE], 30.0)
+  save_npy_atomic(feat_path, feats)
   print(f"[4/4] features of {audio_file} (first 60 s, 30 s windows): {feat_path} {feats.shape}")
   print(f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, TensorBoard: {workdir}/tb, "
         f"metrics: {workdir}/metrics.jsonl")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax import layers
+from mert_jax.model import layers
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
 

@@ -1,5 +1,5 @@
-"""Training metrics: metrics.jsonl, TensorBoard event files and a console line (process 0 only),
-and the peak FLOP/s per device kind used for MFU."""
+"""Training metrics: the loss terms from summed counts, metrics.jsonl, TensorBoard event files and
+a console line (process 0 only), and the peak FLOP/s per device kind used for MFU."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from etils import epath
 
@@ -26,6 +28,25 @@ PEAK_BF16_FLOPS = {
 }
 
 
+# What a step sums over its micro-batches (or an evaluation over its batches) before normalising.
+SUMMED = ("loss_sum", "num_masked", "ce_sum", "correct", "cqt_sq_sum", "pen_weighted")
+
+
+def normalise_sums(sums: dict[str, Any], cqt_bins: int) -> dict[str, Any]:
+  """Per-masked-frame loss terms from sums over masked frames: the one place they are normalised.
+
+  Works on jax arrays (inside the jitted step) and on numpy float64 (evaluation on the host).
+  loss_codes sums the K codebooks' cross-entropies; loss_cqt is per CQT bin; accuracy is (K,)."""
+  xp = jnp if any(isinstance(v, jax.Array) for v in sums.values()) else np
+  n = xp.maximum(sums["num_masked"], 1.0)
+  return {"loss": sums["loss_sum"] / n,
+          "loss_codes": xp.sum(sums["ce_sum"]) / n,
+          "loss_cqt": sums["cqt_sq_sum"] / (n * cqt_bins),
+          "features_pen": sums["pen_weighted"] / n,
+          "accuracy": sums["correct"] / n,
+          "num_masked": sums["num_masked"]}
+
+
 def peak_flops_per_device(device: jax.Device) -> float | None:
   return PEAK_BF16_FLOPS.get(device.device_kind)
 
@@ -40,10 +61,6 @@ class MetricWriter:
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(self.dir / "tb"))
-
-  def config(self, config: Any) -> None:
-    if self.enabled:
-      (self.dir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
     if not self.enabled:

@@ -3,12 +3,11 @@ pretraining heads. Module and parameter names mirror HF so the conversion table 
 
 Shapes: B batch, L samples (24 kHz), T frames (75 Hz), C conv channels, D width, K codebooks.
 
-  python -m mert_jax.model --size=95m      # parameter count per module and in total
+Parameter counts per module: ``python -m mert_jax.cli.params --size=95m``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any
 
@@ -17,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax import layers
+from mert_jax.model import layers
 from mert_jax import sharding as ax
-from mert_jax.config import MODEL_SIZES, ModelConfig, model_config
-from mert_jax.conv_extractor import ConvFeatureExtractor, num_frames, receptive_field
-from mert_jax.encoder import Encoder
+from mert_jax.config import ModelConfig
+from mert_jax.model.conv_extractor import ConvFeatureExtractor, num_frames, receptive_field
+from mert_jax.model.encoder import Encoder
 
 
 @dataclasses.dataclass
@@ -219,18 +218,3 @@ def param_table(cfg: ModelConfig) -> list[tuple[str, int]]:
   ]
   return rows
 
-
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description="Print MERT parameter counts per module.")
-  parser.add_argument("--size", default="95m", choices=sorted(MODEL_SIZES))
-  args = parser.parse_args(argv)
-  cfg = model_config(args.size)
-  print(f"MERT {args.size}: D={cfg.hidden_size} N={cfg.num_layers} H={cfg.num_heads} F={cfg.ffn_size} "
-        f"{'pre' if cfg.layer_norm_first else 'post'}-LN, K={cfg.num_codebooks} x {cfg.num_labels} labels, "
-        f"final_dim={cfg.final_dim}, cqt_bins={cfg.cqt_bins}")
-  for name, n in param_table(cfg):
-    print(f"  {name:<60s} {n:>14,d}")
-
-
-if __name__ == "__main__":
-  main()

@@ -1,5 +1,5 @@
 """The embedded default corpus: a few minutes of real music (Debian soundtrack packages, see
-mert_jax/example_audio.py) or, without them, synthesised music, prepared with a k-means teacher
+data_pipeline/example_audio.py) or, without them, synthesised music, prepared with a k-means teacher
 whose codebooks match the model config. Used when ``config.data.dir`` is unset."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 import soundfile as sf
 
 from data_pipeline import prepare as prepare_lib
-from mert_jax import example_audio
+from data_pipeline.audio_format import SAMPLE_RATE
+from data_pipeline import example_audio
 
 
 def corpus_dir(directory: str, num_codebooks: int, codebook_size: int) -> str:
@@ -41,7 +42,7 @@ def ensure_default_corpus(directory: str, *, num_codebooks: int, codebook_size: 
       total += sf.info(path).duration
   else:
     for i in range(max(1, int(minutes))):
-      sf.write(os.path.join(music, f"synth_{i:03d}.wav"), example_audio.synth_music(60.0, seed=i), 24000)
+      sf.write(os.path.join(music, f"synth_{i:03d}.wav"), example_audio.synth_music(60.0, seed=i), SAMPLE_RATE)
   cfg = prepare_lib.PrepareConfig(
       input=music, output=out, teacher="kmeans", seed=seed, segment_seconds=10.0, shard_seconds=60.0,
       valid_fraction=0.1, kmeans_codebooks=num_codebooks, kmeans_codebook_size=codebook_size,

@@ -1,7 +1,5 @@
-"""Weight interchange with Hugging Face ``transformers`` (HubertModel / MERT folders).
-
-  python -m mert_jax.convert jax-to-hf --checkpoint=CKPT_DIR --output=HF_DIR
-  python -m mert_jax.convert hf-to-jax --hf=HF_DIR --output=CKPT_DIR
+"""Weight interchange with Hugging Face ``transformers`` (HubertModel / MERT folders); the command
+line is ``python -m mert_jax.cli.convert``.
 
 The JAX modules are named like HF's, so the mapping is a rule per parameter kind (one table,
 ``_hf_key`` / ``_to_hf`` / ``_from_hf``) rather than a list of names:
@@ -26,10 +24,8 @@ Weights are only ever read from safetensors, or from ``pytorch_model.bin`` throu
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -38,7 +34,7 @@ from etils import epath
 from flax import nnx
 
 from mert_jax.config import ModelConfig
-from mert_jax.model import MERTModel, create_model
+from mert_jax.model.mert import MERTModel, create_model
 
 HF_WEIGHTS = "model.safetensors"
 HF_BIN = "pytorch_model.bin"
@@ -329,33 +325,3 @@ def import_hf(hf_dir: str | os.PathLike, *, seed: int = 0, **config_overrides) -
     load_heads_state_dict(model, read_weights(d / HEADS_FILE), source=str(d / HEADS_FILE))
   return model, heads_loaded
 
-
-def main(argv: list[str] | None = None) -> None:
-  from mert_jax import checkpoint_io  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="cmd", required=True)
-  a = sub.add_parser("hf-to-jax", help="HF Hubert/MERT folder -> mert_jax checkpoint")
-  a.add_argument("--hf", required=True)
-  a.add_argument("--output", required=True)
-  a.add_argument("--seed", type=int, default=0, help="init seed for heads absent from the folder")
-  b = sub.add_parser("jax-to-hf", help="mert_jax checkpoint -> HF folder")
-  b.add_argument("--checkpoint", required=True, help="model checkpoint or training workdir")
-  b.add_argument("--step", type=int, default=None, help="workdir step (default: the latest complete one)")
-  b.add_argument("--output", required=True)
-  args = parser.parse_args(argv)
-  if args.cmd == "hf-to-jax":
-    model, heads = import_hf(args.hf, seed=args.seed)
-    checkpoint_io.save_model(args.output, model)
-    print(f"wrote {args.output} ({'heads from ' + HEADS_FILE if heads else 'backbone imported; heads freshly initialised'})")
-  else:
-    model = checkpoint_io.load_model(args.checkpoint, step=args.step)
-    export_hf(model, args.output)
-    print(f"wrote {args.output}: config.json, {HF_WEIGHTS} (HubertModel), {HEADS_FILE}, {MERT_CONFIG_FILE}")
-
-
-if __name__ == "__main__":
-  try:
-    main()
-  except (ValueError, FileNotFoundError, ImportError) as err:
-    sys.exit(f"error: {err}")

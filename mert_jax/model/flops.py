@@ -13,7 +13,7 @@ reference uses (~331).
 from __future__ import annotations
 
 from mert_jax.config import ModelConfig
-from mert_jax.conv_extractor import num_frames
+from mert_jax.model.conv_extractor import num_frames
 
 
 def forward_flops_per_clip(cfg: ModelConfig, num_samples: int) -> dict[str, float]:

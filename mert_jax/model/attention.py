@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mert_jax import layers
+from mert_jax.model import layers
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
 

@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mert_jax import cqt as cqt_lib
+from mert_jax.objective import cqt as cqt_lib
 from mert_jax.config import ModelConfig, ObjectiveConfig
-from mert_jax.conv_extractor import num_frames
-from mert_jax.masking import compute_mask
-from mert_jax.mixup import mixup
-from mert_jax.model import MERTModel, check_audio
+from mert_jax.model.conv_extractor import num_frames
+from mert_jax.objective.masking import compute_mask
+from mert_jax.objective.mixup import mixup
+from mert_jax.model.mert import MERTModel, check_audio
 
 CqtFn = Callable[[jax.Array], jax.Array]   # (B, L) audio -> (B, T_cqt >= T, bins) magnitudes
 

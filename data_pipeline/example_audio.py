@@ -15,9 +15,9 @@ import warnings
 import numpy as np
 import soundfile as sf
 
-from mert_jax.audio_io import load_audio
+from data_pipeline.audio import load_audio
+from data_pipeline.audio_format import SAMPLE_RATE
 
-SAMPLE_RATE = 24000
 MUSIC_GLOBS = (
     "/usr/share/games/singularity/music/*.ogg",
     "/usr/share/games/wesnoth/*/data/core/music/*.ogg",

@@ -1,7 +1,7 @@
 """Run a sweep of training runs and collect a summary table.
 
-  python -m mert_jax.sweep --sweep=configs/sweeps/model_size.py:tiny --workdir=runs/sweep [--set=FIELD=VALUE ...]
-  python -m mert_jax.sweep --sweep=configs/sweeps/model_size.py:full --workdir=gs://B/sweep --tpu \
+  python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:tiny --workdir=runs/sweep [--set=FIELD=VALUE ...]
+  python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:full --workdir=gs://B/sweep --tpu \
       --project=P --zone=Z --accelerator-type=v4-64 [--dry-run]
 
 Locally the runs go one after another in this process, each in ``WORKDIR/<run>``; with ``--tpu``
@@ -13,32 +13,23 @@ final loss terms, clips/s, MFU (when known) and the final step.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from typing import Any
 
-from configs import mert as mert_configs
-from mert_jax.model import abstract_model, count_params
+from mert_jax import recipe
+from mert_jax.model.mert import abstract_model, count_params
+
+RECIPE = recipe.DEFAULT_RECIPE      # each run's variant is a variant of this recipe file
+LAUNCHER = os.path.join(recipe.REPO_ROOT, "launch_tpu.sh")
 
 
 def load_sweep(spec: str) -> list[tuple[str, str, dict]]:
+  """``FILE.py:NAME`` -> [(run name, recipe variant, {field: value})]."""
   path, _, name = spec.partition(":")
-  mod_spec = importlib.util.spec_from_file_location("sweep_def", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  return mod.get_sweep(name or "full")
-
-
-def apply_overrides(config, overrides: dict[str, Any]) -> None:
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value) if node[leaf] is not None and isinstance(value, str) else value
+  return recipe.load_module(path, "sweep_def").get_sweep(name or "full")
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
@@ -65,27 +56,26 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--prefix", default="mert")
   p.add_argument("--dry-run", action="store_true")
   args = p.parse_args(argv)
-  common = dict(kv.split("=", 1) for kv in args.set)
+  common = recipe.parse_assignments(args.set)
   runs = load_sweep(args.sweep)
   if args.tpu:
-    launcher = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch_tpu.sh")
     for run, variant, overrides in runs:
-      cmd = [launcher, f"--project={args.project}", f"--zone={args.zone}", f"--accelerator-type={args.accelerator_type}",
-             f"--name={args.prefix}-{run}", f"--config=configs/mert.py:{variant}",
+      cmd = [LAUNCHER, f"--project={args.project}", f"--zone={args.zone}", f"--accelerator-type={args.accelerator_type}",
+             f"--name={args.prefix}-{run}", f"--config={RECIPE}:{variant}",
              f"--workdir={args.workdir.rstrip('/')}/{run}",
              *[f"--config.{k}={v}" for k, v in {**overrides, **common}.items()]]
       if args.dry_run:
         cmd.append("--dry-run")
       subprocess.run(cmd, check=True)
     return 0
-  from mert_jax import train  # pylint: disable=g-import-not-at-top
+  from mert_jax.train.loop import train  # pylint: disable=g-import-not-at-top
   rows = []
   for run, variant, overrides in runs:
-    config = mert_configs.get_config(variant)
-    apply_overrides(config, {**overrides, **common})
+    config = recipe.load_config(f"{RECIPE}:{variant}")
+    recipe.apply_overrides(config, {**overrides, **common})
     print(f"=== {run} ({variant}, {overrides})", flush=True)
-    last = train.train(config, os.path.join(args.workdir, run))["metrics"]
-    params = count_params(abstract_model(mert_configs.model_config_from(config)))
+    last = train(config, os.path.join(args.workdir, run))["metrics"]
+    params = count_params(abstract_model(recipe.model_config_from(config)))
     rows.append({"run": run, "variant": variant, "params": params, **{k: last.get(k) for k in
                  ("step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu")}})
   os.makedirs(args.workdir, exist_ok=True)

@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mert_jax import layers
+from mert_jax.model import layers
 from mert_jax import sharding as ax
-from mert_jax.attention import SelfAttention
+from mert_jax.model.attention import SelfAttention
 from mert_jax.config import ModelConfig
-from mert_jax.pos_conv import PosConv
+from mert_jax.model.pos_conv import PosConv
 
 
 class FeedForward(nnx.Module):

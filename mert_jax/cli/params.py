@@ -1,0 +1,27 @@
+"""Parameter counts of a MERT size, per module and in total.
+
+  python -m mert_jax.cli.params --size=95m        # tiny | 95m | 330m | 1b
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mert_jax.config import MODEL_SIZES, model_config
+from mert_jax.model.mert import param_table
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description="Print MERT parameter counts per module.")
+  parser.add_argument("--size", default="95m", choices=sorted(MODEL_SIZES))
+  args = parser.parse_args(argv)
+  cfg = model_config(args.size)
+  print(f"MERT {args.size}: D={cfg.hidden_size} N={cfg.num_layers} H={cfg.num_heads} F={cfg.ffn_size} "
+        f"{'pre' if cfg.layer_norm_first else 'post'}-LN, K={cfg.num_codebooks} x {cfg.num_labels} labels, "
+        f"final_dim={cfg.final_dim}, cqt_bins={cfg.cqt_bins}")
+  for name, n in param_table(cfg):
+    print(f"  {name:<60s} {n:>14,d}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,1 @@
+"""Interchange with Hugging Face transformers (HubertModel folders, published MERT weights)."""

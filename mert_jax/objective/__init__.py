@@ -1,0 +1,1 @@
+"""MERT's masked-prediction objective: span masking, in-batch mixup, the CQT target, the loss."""

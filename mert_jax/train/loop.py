@@ -1,0 +1,126 @@
+"""MERT pretraining: one code path from a laptop CPU to a TPU pod (command line: mert_jax/cli/train.py).
+
+``train(config, workdir)`` reads top to bottom in data-flow order: workdir and logging -> step
+functions and sharded state (state.py) -> input (input.py) -> restore (checkpoints.py) -> the loop:
+step, log, evaluate, checkpoint, stop on preemption. Re-running the same call resumes from the
+workdir's latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from data_pipeline import reader as reader_lib
+from mert_jax import sharding
+from mert_jax.model.flops import train_flops_per_clip
+from mert_jax.objective.loss import check_label_values
+from mert_jax.train import checkpoints, distributed, evaluate, input as input_lib, state as state_lib
+from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train state,
+  "train_step_compiles": how many times the step was compiled (1 unless shapes or shardings changed)}."""
+  # ############################################################ workdir, logging
+  process = jax.process_index()
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  writer = MetricWriter(workdir, enabled=process == 0)
+  if process == 0:
+    checkpoints.write_workdir_config(workdir, config)
+  preempted = distributed.Preempted()
+
+  # ############################################################ mesh, shardings, jitted steps
+  setup = state_lib.build(config)
+  mcfg, mesh, accum = setup.mcfg, setup.mesh, setup.grad_accum_steps
+  groups = config.data.groups or jax.process_count()
+  state_lib.check_batch_layout(config, mesh, groups)
+  if process == 0:
+    logging.info("mesh %s; parameter shardings:\n%s", dict(mesh.shape),
+                 "\n".join(sharding.describe(setup.param_shardings)))
+
+  # ############################################################ input
+  data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
+  manifest = reader_lib.load_manifest(data_dir)
+  input_lib.check_manifest(manifest, mcfg, data_dir)
+  rcfg = input_lib.reader_config(config, groups)
+  dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
+  data_iter = iter(dataset)
+
+  # ############################################################ state: restore or initialise
+  mngr = checkpoints.checkpoint_manager(workdir, keep_last=config.keep_last, keep_every=config.keep_every)
+  start = mngr.latest_step()       # orbax lists only finalised checkpoints
+  if start is None:
+    state = setup.init()
+  else:
+    state = checkpoints.restore_state(mngr, start, setup.abstract_state, setup.state_shardings)
+    try:
+      checkpoints.restore_data_iter(mngr, start, data_iter, data_groups=groups)
+    except checkpoints.DataStateMismatch as e:
+      if config.data.on_state_mismatch != "restart":
+        raise RuntimeError(f"{e} Re-run with the same number of processes, or pass "
+                           "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
+                           "(no exact resume).") from e
+      logging.warning("%s Continuing with a fresh data stream seeded with (seed, step).", e)
+      rcfg = dataclasses.replace(rcfg, seed=input_lib.restart_seed(config.seed, start))
+      dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
+      data_iter = iter(dataset)
+    logging.info("resumed from step %d", start)
+  step = int(start or 0)
+  seed_key = jax.random.key(config.seed)
+
+  # ############################################################ loop
+  flops_per_step = train_flops_per_clip(mcfg, config.crop_samples) * config.batch_size
+  peak = peak_flops_per_device(setup.devices[0])
+  peak = peak * len(setup.devices) if peak else None
+  last_log_time, last_log_step, last = time.perf_counter(), step, {}
+  while step < config.total_steps:
+    local = next(data_iter)
+    check_label_values(local["labels"], mcfg)
+    state, metrics = setup.train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
+    step += 1
+    is_last = step == config.total_steps
+
+    if step % config.log_every == 0 or is_last:
+      now = time.perf_counter()
+      dt = (now - last_log_time) / max(step - last_log_step, 1)
+      last_log_time, last_log_step = now, step
+      last = {"step": step, **{k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()},
+              "clips_per_s": config.batch_size / dt, "step_time_s": dt,
+              "nonfinite_total": int(jax.device_get(state["nonfinite_total"])),
+              "dropped_short_records": sum(d.dropped_records for d in dropped)}
+      if peak:
+        last["mfu"] = flops_per_step / dt / peak
+      writer.write(step, last)
+      if int(jax.device_get(state["nonfinite_run"])) >= config.max_nonfinite_steps:
+        mngr.wait_until_finished()
+        raise RuntimeError(f"{config.max_nonfinite_steps} consecutive non-finite steps at step {step}: stopping; "
+                           f"the last checkpoint ({mngr.latest_step()}) holds the last good parameters")
+
+    if config.eval_every and (step % config.eval_every == 0 or is_last) and "valid" in manifest["splits"]:
+      scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
+      writer.write(step, jax.tree.map(lambda v: np.asarray(v).tolist(), scores), prefix="eval_")
+
+    stop = preempted.agreed(step, config.preemption_check_every)
+    if step % config.checkpoint_every == 0 or is_last or stop:
+      checkpoints.save(mngr, step, state, data_iter, data_groups=groups)
+    if stop:
+      logging.warning("SIGTERM: checkpoint %d written; exiting", step)
+      break
+
+  mngr.wait_until_finished()
+  mngr.close()
+  writer.close()
+  # Static shapes and fixed shardings: the step compiles once. More means a shape, dtype or sharding
+  # changed between steps (each recompile costs minutes at scale).
+  compiles = setup.train_step._cache_size()  # pylint: disable=protected-access
+  if compiles > 1:
+    logging.warning("the train step was compiled %d times; expected once", compiles)
+  return {"metrics": last, "state": state, "train_step_compiles": compiles}

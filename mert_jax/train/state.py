@@ -1,0 +1,111 @@
+"""Everything the step runs on, built once and shared by the trainer, the benchmarks and the tests:
+mesh -> logical rules -> shardings -> sharded-at-birth train state -> jitted train and eval steps.
+
+``build(config)`` returns a ``TrainSetup``; ``setup.init()`` creates the train state with every
+parameter and optimizer moment born on its shards (no host copy of the full model), and
+``setup.train_step(state, batch, seed_key)`` is the jitted, donated update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from mert_jax import sharding
+from mert_jax.config import ModelConfig, ObjectiveConfig
+from mert_jax.model.mert import MERTModel, abstract_model
+from mert_jax.recipe import model_config_from, objective_config_from
+from mert_jax.train.optim import make_optimizer
+from mert_jax.train.step import init_state, make_eval_step, make_train_step
+
+
+@dataclasses.dataclass
+class TrainSetup:
+  """The compiled-to-be pieces of one run (see the module docstring)."""
+  config: ml_collections.ConfigDict
+  mcfg: ModelConfig
+  ocfg: ObjectiveConfig
+  mesh: Mesh
+  devices: list[jax.Device]
+  rules: list[tuple[str, Any]]
+  graphdef: nnx.GraphDef
+  template: nnx.State
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract_state: dict[str, Any]           # ShapeDtypeStructs of the train state
+  state_shardings: dict[str, Any]
+  param_shardings: dict[str, Any]
+  batch_shardings: dict[str, NamedSharding]
+  train_step: Callable[[dict, dict, jax.Array], tuple[dict, dict]]   # jitted; donates the state
+  eval_step: Callable[[dict, dict, jax.Array], dict]                # jitted
+
+  def init(self) -> dict[str, Any]:
+    """The initial train state (seeded by ``config.seed``), each array created on its shards."""
+    mcfg, tx, seed = self.mcfg, self.tx, self.config.seed
+
+    def init_fn():
+      with nnx.use_eager_sharding(False):
+        model = MERTModel(mcfg, nnx.Rngs(seed))
+      return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx)
+
+    with jax.set_mesh(self.mesh):
+      return jax.jit(init_fn, out_shardings=self.state_shardings)()
+
+  @property
+  def grad_accum_steps(self) -> int:
+    return self.config.optimizer.grad_accum_steps
+
+
+def rules_from_config(rules: Sequence[Sequence[Any]]) -> list[tuple[str, Any]]:
+  """ConfigDict rules (lists) -> (logical axis, mesh axis | tuple of mesh axes | None) pairs."""
+  return [(r[0], tuple(r[1]) if isinstance(r[1], (list, tuple)) else r[1]) for r in rules]
+
+
+def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: int) -> None:
+  """The global batch must split into data groups x micro-batches, each divisible by the batch shards."""
+  accum = config.optimizer.grad_accum_steps
+  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.batch_size % (groups * accum) or (config.batch_size // accum) % batch_shards:
+    raise ValueError(f"batch_size={config.batch_size} must split into data.groups={groups} x "
+                     f"{accum} micro-batches, each micro-batch divisible by data x fsdp = {batch_shards}")
+
+
+def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> TrainSetup:
+  """The mesh, shardings and jitted steps of ``config`` on ``devices`` (default: the first
+  ``config.num_devices`` devices, or all)."""
+  mcfg, ocfg = model_config_from(config), objective_config_from(config)
+  if devices is None:
+    devices = jax.devices()[:config.num_devices] if config.num_devices else jax.devices()
+  devices = list(devices)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rules = rules_from_config(config.rules)
+
+  graphdef, template = nnx.split(abstract_model(mcfg), nnx.Param)
+  param_shardings = sharding.param_shardings(template, mesh, rules)
+  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(template))
+  abstract_state = jax.eval_shape(lambda p: init_state(p, tx), abstract_params)
+  rep = sharding.replicated(mesh)
+  state_shardings = {k: rep for k in abstract_state}
+  state_shardings["params"] = param_shardings
+  state_shardings["opt_state"] = optax.tree_map_params(
+      tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep)
+
+  # Batches are (micro-batches, clips, ...): the clip axis is split over data x fsdp.
+  batch_sh = {"audio": sharding.batch_sharding(mesh, 3, 1), "labels": sharding.batch_sharding(mesh, 4, 1)}
+  train_step = jax.jit(make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins),
+                       in_shardings=(state_shardings, batch_sh, rep), out_shardings=(state_shardings, rep),
+                       donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef, template, ocfg, mcfg.cqt_bins),
+                      in_shardings=(param_shardings, batch_sh, rep), out_shardings=rep)
+  return TrainSetup(config=config, mcfg=mcfg, ocfg=ocfg, mesh=mesh, devices=devices, rules=rules,
+                    graphdef=graphdef, template=template, tx=tx, schedule=schedule,
+                    abstract_state=abstract_state, state_shardings=state_shardings,
+                    param_shardings=param_shardings, batch_shardings=batch_sh,
+                    train_step=train_step, eval_step=eval_step)
