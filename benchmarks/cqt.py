@@ -1,4 +1,4 @@
-"""Throughput of the CQT target (mert_jax/cqt.py), both methods, and nnAudio CQT1992v2 on the same device.
+"""Throughput of the CQT target (mert_jax/objective/cqt.py), both methods, and nnAudio CQT1992v2 on the same device.
 
   python benchmarks/cqt.py                                   # batch 64 x 5 s (the issue's setting)
   python benchmarks/cqt.py --batch=8 --steps=3               # on a small CPU

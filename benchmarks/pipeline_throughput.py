@@ -22,9 +22,12 @@ import time
 
 import soundfile as sf
 
+from data_pipeline import example_audio, teachers
 from data_pipeline import prepare as prepare_lib
+from data_pipeline.audio import decode_file
+from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.reader import ReaderConfig, make_dataset
-from data_pipeline import example_audio
+from data_pipeline.records import from_int16
 
 
 def corpus(dir_: str, minutes: float) -> float:
@@ -47,7 +50,10 @@ def main() -> None:
   p.add_argument("--teachers", default="kmeans,encodec")
   p.add_argument("--reader-batches", type=int, default=40)
   args = p.parse_args()
-  print(f"{datetime.date.today()} {platform.machine()} {os.cpu_count()} cores, python {sys.version.split()[0]}")
+  print(
+    f"{datetime.date.today()} {platform.machine()} {os.cpu_count()} cores, "
+    f"python {sys.version.split()[0]}"
+  )
   tmp = tempfile.mkdtemp()
   inp = os.path.join(tmp, "in")
   os.makedirs(inp)
@@ -56,36 +62,53 @@ def main() -> None:
   out_kmeans = None
   for teacher in args.teachers.split(","):
     out = os.path.join(tmp, f"out_{teacher}")
-    cfg = prepare_lib.PrepareConfig(input=inp, output=out, teacher=teacher, workers=args.workers,
-                                    encodec="random-init" if teacher == "encodec" else None,
-                                    kmeans_max_fit_frames=50_000, valid_fraction=0.0)
+    cfg = prepare_lib.PrepareConfig(
+      input=inp,
+      output=out,
+      teacher=teacher,
+      workers=args.workers,
+      encodec="random-init" if teacher == "encodec" else None,
+      kmeans_max_fit_frames=50_000,
+      valid_fraction=0.0,
+    )
     t0 = time.perf_counter()
     prepare_lib.prepare(cfg, progress=False)
     wall = time.perf_counter() - t0
-    print(f"prepare teacher={teacher} workers={args.workers}: {wall:.1f} s wall for {seconds / 3600:.3f} h -> "
-          f"{seconds / wall / args.workers:.1f} h of audio per hour per core (all stages)")
+    print(
+      f"prepare teacher={teacher} workers={args.workers}: {wall:.1f} s wall for "
+      f"{seconds / 3600:.3f} h -> "
+      f"{seconds / wall / args.workers:.1f} h of audio per hour per core (all stages)"
+    )
     if teacher == "kmeans":
       out_kmeans = out
-      from data_pipeline import teachers
-      import numpy as np
-      from data_pipeline.audio import decode_file
-      audios = [decode_file(os.path.join(inp, f), 24000, 1).astype(np.float32) / 32768 for f in sorted(os.listdir(inp))]
+      audios = [
+        from_int16(decode_file(os.path.join(inp, f), SAMPLE_RATE, 1))
+        for f in sorted(os.listdir(inp))
+      ]
       t0 = time.perf_counter()
-      teachers.KMeansTeacher.fit(audios, config=teachers.KMeansConfig(max_fit_frames=50_000), seed=0)
+      teachers.make_teacher(
+        "kmeans", audios=audios, config=teachers.KMeansConfig(max_fit_frames=50_000), seed=0
+      )
       fit = time.perf_counter() - t0
-      print(f"  of which the one-off k-means fit (8 x 1024 codes, 50,000 frames, 1 thread) takes about {fit:.1f} s; "
-            f"without it: {seconds / max(wall - fit, 1e-9) / args.workers:.0f} h of audio per hour per core")
+      print(
+        f"  of which the one-off k-means fit (8 x 1024 codes, 50,000 frames, 1 thread) takes "
+        f"about {fit:.1f} s; without it: {seconds / max(wall - fit, 1e-9) / args.workers:.0f} h "
+        f"of audio per hour per core"
+      )
   if out_kmeans:
-    cfg = ReaderConfig(crop_samples=120_000, batch_size=64, shuffle_window=1024)
+    cfg = ReaderConfig(crop_samples=5 * SAMPLE_RATE, batch_size=64, shuffle_window=1024)
     ds, _ = make_dataset(out_kmeans, cfg)
     it = iter(ds)
-    for _ in range(1024 // 64 + 2):                       # fill the shuffle window
+    for _ in range(1024 // 64 + 2):  # fill the shuffle window
       next(it)
     t0 = time.perf_counter()
     for _ in range(args.reader_batches):
       next(it)
     dt = time.perf_counter() - t0
-    print(f"reader: {args.reader_batches * 64 / dt:.0f} clips/s (5 s clips, batch 64, window 1024, one process)")
+    print(
+      f"reader: {args.reader_batches * 64 / dt:.0f} clips/s (5 s clips, batch 64, window 1024, "
+      f"one process)"
+    )
   shutil.rmtree(tmp, ignore_errors=True)
 
 

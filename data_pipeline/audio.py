@@ -6,7 +6,8 @@ MERT's loader does) and soxr resamples (HQ). Two modes:
 * lenient (``load_audio``, feature extraction and examples): librosa's audioread fallback covers
   what libsndfile cannot when an ffmpeg/gstreamer backend is installed;
 * strict (``decode_file``, dataset preparation): truncated files, silence, too-short files and
-  non-finite samples are rejected with a ``BadAudioError`` whose message is the reason a user acts on.
+  non-finite samples are rejected with a ``BadAudioError`` whose message is the reason a user acts
+  on.
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def _read_strict(path: str) -> tuple[np.ndarray, int]:
   # data size in its log, e.g. "data : 96000 (should be 47978)".
   short = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", extra, re.M)
   if short:
-    raise BadAudioError(f"truncated: the header declares {short.group(1)} data bytes but the file "
-                        f"holds {short.group(2)}")
+    raise BadAudioError(
+      f"truncated: the header declares {short.group(1)} data bytes but the file "
+      f"holds {short.group(2)}"
+    )
   if 0 < declared and x.shape[0] < declared:
-    raise BadAudioError(f"truncated: the header declares {declared} frames but only {x.shape[0]} decode")
+    raise BadAudioError(
+      f"truncated: the header declares {declared} frames but only {x.shape[0]} decode"
+    )
   return x, sr
 
 
@@ -64,15 +69,18 @@ def _read_lenient(path: str) -> tuple[np.ndarray, int]:
   except (sf.LibsndfileError, RuntimeError, TypeError) as sf_err:
     try:
       import librosa  # pylint: disable=g-import-not-at-top
+
       y, sr = librosa.load(path, sr=None, mono=False)
     except Exception as e:  # audioread raises several unrelated types
-      raise ValueError(f"{path}: cannot decode audio ({sf_err}; fallback: {e}). Convert it to "
-                       f"wav/flac/ogg first.") from e
-    return np.atleast_2d(np.asarray(y, np.float32)).T, sr      # (samples, channels)
+      raise ValueError(
+        f"{path}: cannot decode audio ({sf_err}; fallback: {e}). Convert it to wav/flac/ogg first."
+      ) from e
+    return np.atleast_2d(np.asarray(y, np.float32)).T, sr  # (samples, channels)
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, *, strict: bool = False
-               ) -> np.ndarray:
+def read_audio(
+  path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, *, strict: bool = False
+) -> np.ndarray:
   """(samples,) float32 mono audio at ``sample_rate``.
 
   strict: raises ``BadAudioError`` (reason only; the caller names the file). Lenient: raises
@@ -83,8 +91,11 @@ def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, *, stric
     raise ValueError(f"{path}: the file holds no audio samples")
   bad = ~np.isfinite(x)
   if bad.any():
-    raise BadAudioError(f"{int(bad.sum())} non-finite (NaN/inf) samples" if strict else
-                        f"{path}: decoded audio contains NaN/inf samples")
+    raise BadAudioError(
+      f"{int(bad.sum())} non-finite (NaN/inf) samples"
+      if strict
+      else f"{path}: decoded audio contains NaN/inf samples"
+    )
   mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
   del x
   if sr != sample_rate:
@@ -102,8 +113,10 @@ def decode_file(path: str, sample_rate: int, min_samples: int) -> np.ndarray:
   least ``min_samples`` long and not silent."""
   mono = read_audio(path, sample_rate, strict=True)
   if mono.shape[0] < min_samples:
-    raise BadAudioError(f"too short: {mono.shape[0] / sample_rate:.2f} s < the minimum "
-                        f"{min_samples / sample_rate:.2f} s (--min-seconds)")
+    raise BadAudioError(
+      f"too short: {mono.shape[0] / sample_rate:.2f} s < the minimum "
+      f"{min_samples / sample_rate:.2f} s (--min-seconds)"
+    )
   pcm = to_int16(mono)
   if not np.any(pcm):
     raise BadAudioError("silent: every sample is zero")

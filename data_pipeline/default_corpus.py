@@ -4,14 +4,14 @@ whose codebooks match the model config. Used when ``config.data.dir`` is unset."
 
 from __future__ import annotations
 
-import json
 import os
 
 import soundfile as sf
 
+from data_pipeline import example_audio
+from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.audio_format import SAMPLE_RATE
-from data_pipeline import example_audio
 
 
 def corpus_dir(directory: str, num_codebooks: int, codebook_size: int) -> str:
@@ -19,15 +19,28 @@ def corpus_dir(directory: str, num_codebooks: int, codebook_size: int) -> str:
   return os.path.join(directory, f"default_{num_codebooks}x{codebook_size}")
 
 
-def ensure_default_corpus(directory: str, *, num_codebooks: int, codebook_size: int, minutes: float,
-                          seed: int = 0) -> str:
+def _is_prepared(out: str, num_codebooks: int, codebook_size: int) -> bool:
+  """Whether ``out`` holds a finished corpus for this teacher shape; refuses one for another."""
+  try:
+    m = manifest_lib.load_manifest(out)
+  except FileNotFoundError:
+    return False
+  if (m["num_codebooks"], m["codebook_size"]) != (num_codebooks, codebook_size):
+    raise ValueError(
+      f"{out} holds a corpus prepared for a {m['num_codebooks']} x "
+      f"{m['codebook_size']} teacher, not {num_codebooks} x {codebook_size}; "
+      f"delete it to prepare it again"
+    )
+  return True
+
+
+def ensure_default_corpus(
+  directory: str, *, num_codebooks: int, codebook_size: int, minutes: float, seed: int = 0
+) -> str:
   """Prepare (once) and return the data folder; reused when its manifest matches."""
   out = corpus_dir(directory, num_codebooks, codebook_size)
-  manifest = os.path.join(out, prepare_lib.MANIFEST)
-  if os.path.exists(manifest):
-    m = json.load(open(manifest))
-    if (m["num_codebooks"], m["codebook_size"]) == (num_codebooks, codebook_size):
-      return out
+  if _is_prepared(out, num_codebooks, codebook_size):
+    return out
   music = os.path.join(directory, "default_music")
   os.makedirs(music, exist_ok=True)
   files = example_audio.real_music_files()
@@ -42,10 +55,22 @@ def ensure_default_corpus(directory: str, *, num_codebooks: int, codebook_size: 
       total += sf.info(path).duration
   else:
     for i in range(max(1, int(minutes))):
-      sf.write(os.path.join(music, f"synth_{i:03d}.wav"), example_audio.synth_music(60.0, seed=i), SAMPLE_RATE)
+      sf.write(
+        os.path.join(music, f"synth_{i:03d}.wav"),
+        example_audio.synth_music(60.0, seed=i),
+        SAMPLE_RATE,
+      )
   cfg = prepare_lib.PrepareConfig(
-      input=music, output=out, teacher="kmeans", seed=seed, segment_seconds=10.0, shard_seconds=60.0,
-      valid_fraction=0.1, kmeans_codebooks=num_codebooks, kmeans_codebook_size=codebook_size,
-      kmeans_max_fit_frames=max(20 * codebook_size, 5000))
+    input=music,
+    output=out,
+    teacher="kmeans",
+    seed=seed,
+    segment_seconds=10.0,
+    shard_seconds=60.0,
+    valid_fraction=0.1,
+    kmeans_codebooks=num_codebooks,
+    kmeans_codebook_size=codebook_size,
+    kmeans_max_fit_frames=max(20 * codebook_size, 5000),
+  )
   prepare_lib.prepare(cfg)
   return out

@@ -19,9 +19,9 @@ from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
 
 MUSIC_GLOBS = (
-    "/usr/share/games/singularity/music/*.ogg",
-    "/usr/share/games/wesnoth/*/data/core/music/*.ogg",
-    "/usr/share/games/warzone2100/music/*.opus",
+  "/usr/share/games/singularity/music/*.ogg",
+  "/usr/share/games/wesnoth/*/data/core/music/*.ogg",
+  "/usr/share/games/warzone2100/music/*.opus",
 )
 
 
@@ -53,12 +53,14 @@ def synth_music(seconds: float, seed: int = 0) -> np.ndarray:
 def music_clip(seconds: float = 8.0, offset_seconds: float = 20.0, index: int = 0) -> np.ndarray:
   files = real_music_files()
   if not files:
-    warnings.warn("no Debian music package installed (apt-get install singularity-music); "
-                  "tests use synthesised music instead")
+    warnings.warn(
+      "no Debian music package installed (apt-get install singularity-music); "
+      "tests use synthesised music instead"
+    )
     return synth_music(seconds, seed=index)
   x = load_audio(files[index % len(files)], SAMPLE_RATE)
   start = min(int(offset_seconds * SAMPLE_RATE), max(0, len(x) - int(seconds * SAMPLE_RATE)))
-  return np.ascontiguousarray(x[start:start + int(seconds * SAMPLE_RATE)])
+  return np.ascontiguousarray(x[start : start + int(seconds * SAMPLE_RATE)])
 
 
 def music_file(tmp_dir: str | os.PathLike) -> str:

@@ -5,20 +5,24 @@ sharded TFRecord files + manifest.json.
       [--encodec=PATH_OR_HUB_ID] [--workers=N] [--seed=S]
 
 Stages (each parallel over files or shards, each restartable: its outputs are written to a
-temporary name and renamed when complete, and an interrupted run skips what is finished):
+temporary name and renamed when complete (data_pipeline/atomic.py), and an interrupted run skips
+what is finished):
 
 1. scan     every file under --input; audio extensions are inputs, other files are listed in
             ignored.jsonl;
 2. decode   decode, downmix, resample to 24 kHz, int16 (cached in OUTPUT/.work/); bad files go to
             skipped.jsonl with the reason (truncated, empty, undecodable, unreadable, NaN, silent,
             too short);
-3. teacher  k-means: fitted on the training files (OUTPUT/teacher/); encodec: the model you name;
+3. teacher  k-means: fitted on the training files; encodec: the model you name (saved in
+            OUTPUT/teacher/, and reused by a resumed run);
 4. tokens   teacher tokens for each whole file (cached);
 5. shards   files are cut into segments of --segment-seconds on hop boundaries, segments are
-            shuffled (seeded) and written as `{split}-NNNNN-of-NNNNN.tfrecord` (data_pipeline/records.py
-            has the record format); a small seeded fraction of files forms the `valid` split;
-6. manifest manifest.json: shards, record counts, hours, sample rate, teacher config, codebook
-            sizes, label rate and a content hash (sha256 over the shards and the teacher config).
+            shuffled (seeded) and written as `{split}-NNNNN-of-NNNNN.tfrecord`
+            (data_pipeline/records.py has the record format); a small seeded fraction of files
+            forms the `valid` split;
+6. manifest manifest.json (data_pipeline/manifest.py): shards, record counts, hours, sample rate,
+            teacher config, codebook sizes, label rate and a content hash (sha256 over the shards
+            and the teacher config).
 
 Exit status: 0 when every input file was used, 3 when it finished but skipped files, 1 on failure.
 The result is deterministic given the input files, the options and --seed.
@@ -36,20 +40,21 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
+from data_pipeline import manifest as manifest_lib
 from data_pipeline import teachers as teachers_lib
+from data_pipeline.atomic import atomic_open, atomic_write_text
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
-from data_pipeline.records import encode_example
+from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from data_pipeline.records import encode_example, from_int16
 from data_pipeline.tfrecord import TFRecordWriter
 
-MANIFEST = "manifest.json"
 SKIPPED = "skipped.jsonl"
 IGNORED = "ignored.jsonl"
-FORMAT = "mert-jax-tfrecord-v1"
 EXIT_SKIPPED = 3
 
 
@@ -57,33 +62,29 @@ EXIT_SKIPPED = 3
 class PrepareConfig:
   input: str
   output: str
-  teacher: str = "kmeans"              # "kmeans" (fitted on the corpus) | "encodec"
-  encodec: str | None = None           # EnCodec weights: local folder or hub id; "random-init" (tests only)
-  workers: int = 0                     # processes; 0 = all cores
-  seed: int = 0                        # shuffling, valid split and k-means
-  sample_rate: int = 24000             # Hz
-  hop: int = 320                       # samples per label frame (75 Hz)
-  segment_seconds: float = 30.0        # files are cut into records of this length (hop-aligned)
-  min_seconds: float = 3.0             # shorter files are skipped (the reference's min_sample_size)
-  shard_seconds: float = 3600.0        # audio per shard (one hour of int16 audio is ~173 MB)
-  valid_fraction: float = 0.02         # fraction of files held out as the `valid` split
-  kmeans_codebooks: int = 8            # k-means teacher: residual codebooks
-  kmeans_codebook_size: int = 1024     # k-means teacher: codes per codebook
-  kmeans_max_fit_frames: int = 200_000 # k-means teacher: frames sampled for fitting
-  keep_cache: bool = False             # keep OUTPUT/.work (decoded audio and tokens) afterwards
+  teacher: str = "kmeans"  # "kmeans" (fitted on the corpus) | "encodec"
+  encodec: str | None = None  # EnCodec weights: local folder or hub id; "random-init" (tests only)
+  workers: int = 0  # processes; 0 = all cores
+  seed: int = 0  # shuffling, valid split and k-means
+  sample_rate: int = SAMPLE_RATE  # Hz
+  hop: int = HOP  # samples per label frame (75 Hz)
+  segment_seconds: float = 30.0  # files are cut into records of this length (hop-aligned)
+  min_seconds: float = 3.0  # shorter files are skipped (the reference's min_sample_size)
+  shard_seconds: float = 3600.0  # audio per shard (one hour of int16 audio is ~173 MB)
+  valid_fraction: float = 0.02  # fraction of files held out as the `valid` split
+  kmeans_codebooks: int = 8  # k-means teacher: residual codebooks
+  kmeans_codebook_size: int = 1024  # k-means teacher: codes per codebook
+  kmeans_max_fit_frames: int = 200_000  # k-means teacher: frames sampled for fitting
+  keep_cache: bool = False  # keep OUTPUT/.work (decoded audio and tokens) afterwards
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+def _save_npy(path: str, array: np.ndarray) -> None:
+  with atomic_open(path, "wb") as f:
+    np.save(f, array)
 
 
-def _atomic_save_npy(path: str, array: np.ndarray) -> None:
-  tmp = path + ".tmp.npy"
-  np.save(tmp, array)
-  os.replace(tmp, path)
+def _write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
+  atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _cache_key(path: str, rel: str) -> str:
@@ -98,9 +99,10 @@ def _cache_key(path: str, rel: str) -> str:
 # ------------------------------------------------------------------------------------ workers
 # Top-level functions so that the process pool (spawn) can pickle them.
 
+
 def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> dict[str, Any]:
   status = cache + ".json"
-  if os.path.exists(status):                                   # finished in an earlier run
+  if os.path.exists(status):  # finished in an earlier run
     return json.loads(open(status).read())
   try:
     pcm = decode_file(path, sample_rate, min_samples)
@@ -109,9 +111,9 @@ def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> di
   except MemoryError:
     result = {"ok": False, "reason": "out of memory while decoding"}
   else:
-    _atomic_save_npy(cache + ".npy", pcm)
+    _save_npy(cache + ".npy", pcm)
     result = {"ok": True, "num_samples": int(pcm.shape[0])}
-  _atomic_write_bytes(status, json.dumps(result).encode())
+  atomic_write_text(status, json.dumps(result))
   return result
 
 
@@ -126,8 +128,8 @@ def _tokens_job(cache: str, teacher_dir: str) -> str:
   if _TEACHER is None:
     _TEACHER = teachers_lib.load_teacher(teacher_dir)
   pcm = np.load(cache + ".npy", mmap_mode="r")
-  tokens = _TEACHER.tokens(np.asarray(pcm, np.float32) / 32768.0)
-  _atomic_save_npy(out, np.asarray(tokens, np.int16))
+  tokens = _TEACHER.tokens(from_int16(pcm))
+  _save_npy(out, np.asarray(tokens, np.int16))
   return out
 
 
@@ -139,22 +141,19 @@ def _shard_job(path: str, segments: list[tuple[str, str, int, int]], hop: int) -
         pcm = np.load(cache + ".npy", mmap_mode="r")
         tokens = np.load(cache + ".tokens.npy", mmap_mode="r")
         t0, n_tok = start // hop, -(-length // hop)
-        writer.write(encode_example(np.asarray(pcm[start:start + length]), np.asarray(tokens[:, t0:t0 + n_tok]),
-                                    source_id, start))
-  return shard_info(path, [length for _, _, _, length in segments])
-
-
-def shard_info(path: str, lengths: list[int]) -> dict[str, Any]:
-  """The manifest entry of a finished shard: name, record count, samples and sha256."""
-  sha = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      sha.update(block)
-  return {"path": os.path.basename(path), "num_records": len(lengths), "num_samples": int(sum(lengths)),
-          "min_record_samples": int(min(lengths)), "sha256": sha.hexdigest()}
+        writer.write(
+          encode_example(
+            np.asarray(pcm[start : start + length]),
+            np.asarray(tokens[:, t0 : t0 + n_tok]),
+            source_id,
+            start,
+          )
+        )
+  return manifest_lib.shard_info(path, [length for _, _, _, length in segments])
 
 
 # ------------------------------------------------------------------------------------ planning
+
 
 def scan(input_dir: str) -> tuple[list[str], list[str]]:
   """(audio files, other files) as sorted paths relative to ``input_dir``."""
@@ -185,13 +184,16 @@ def valid_split(sources: list[str], fraction: float, seed: int) -> set[str]:
   and there are at least two files."""
   if fraction <= 0 or len(sources) < 2:
     return set()
-  score = {s: int(hashlib.sha256(f"{seed}|{s}".encode()).hexdigest()[:12], 16) / 16 ** 12 for s in sources}
+  score = {
+    s: int(hashlib.sha256(f"{seed}|{s}".encode()).hexdigest()[:12], 16) / 16**12 for s in sources
+  }
   chosen = {s for s in sources if score[s] < fraction}
   return chosen or {min(sources, key=score.get)}
 
 
-def plan_shards(segments: list[tuple[str, str, int, int]], shard_samples: int, seed: int
-                ) -> list[list[tuple[str, str, int, int]]]:
+def plan_shards(
+  segments: list[tuple[str, str, int, int]], shard_samples: int, seed: int
+) -> list[list[tuple[str, str, int, int]]]:
   """Seeded shuffle of the segments, then consecutive groups of about ``shard_samples`` samples."""
   order = np.random.default_rng(seed).permutation(len(segments))
   shards, current, size = [], [], 0
@@ -206,65 +208,44 @@ def plan_shards(segments: list[tuple[str, str, int, int]], shard_samples: int, s
   return shards
 
 
-# ------------------------------------------------------------------------------------ manifest
-
-def build_manifest(shards_by_split: dict[str, list[dict[str, Any]]], files_by_split: dict[str, int],
-                   teacher: teachers_lib.Teacher, *, sample_rate: int, hop: int, counts: dict[str, int],
-                   options: dict[str, Any]) -> dict[str, Any]:
-  """The dataset manifest; ``content_hash`` is a sha256 over the teacher config and every shard."""
-  splits = {}
-  for split, shards in shards_by_split.items():
-    n = sum(s["num_samples"] for s in shards)
-    splits[split] = {"shards": shards, "num_records": sum(s["num_records"] for s in shards), "num_samples": n,
-                     "hours": n / sample_rate / 3600, "num_files": files_by_split.get(split, 0)}
-  teacher_cfg = teacher.config()
-  content = hashlib.sha256(json.dumps(teacher_cfg, sort_keys=True).encode())
-  for split in sorted(splits):
-    for s in splits[split]["shards"]:
-      content.update(f"{split}/{s['path']}:{s['sha256']}".encode())
-  return {"format": FORMAT, "sample_rate": sample_rate, "hop": hop, "label_rate": sample_rate / hop,
-          "audio_dtype": "int16", "teacher": teacher_cfg, "num_codebooks": teacher.num_codebooks,
-          "codebook_size": teacher.codebook_size, "splits": splits,
-          "total_hours": sum(s["hours"] for s in splits.values()), **counts,
-          "content_hash": content.hexdigest(), "options": options}
-
-
-def write_manifest(output: str, manifest: dict[str, Any]) -> None:
-  _atomic_write_bytes(os.path.join(output, MANIFEST), json.dumps(manifest, indent=2).encode())
-
-
 # ------------------------------------------------------------------------------------ main
 
-def _make_teacher(cfg: PrepareConfig, teacher_dir: str, train_caches: list[str]) -> teachers_lib.Teacher:
-  if os.path.exists(os.path.join(teacher_dir, "teacher.json")):
-    return teachers_lib.load_teacher(teacher_dir)                  # resumed run: same teacher
+
+def _cached_audios(caches: list[str]) -> Iterator[np.ndarray]:
+  """The decoded files as float32, one at a time (the k-means fit streams them)."""
+  for cache in caches:
+    yield from_int16(np.load(cache + ".npy", mmap_mode="r"))
+
+
+def teacher_request(cfg: PrepareConfig, audios: Iterable[np.ndarray]) -> tuple[str, dict[str, Any]]:
+  """``teachers.make_teacher``'s arguments for the --teacher options (``audios``: k-means fit)."""
   if cfg.teacher == "kmeans":
-    kcfg = teachers_lib.KMeansConfig(num_codebooks=cfg.kmeans_codebooks, codebook_size=cfg.kmeans_codebook_size,
-                                     max_fit_frames=cfg.kmeans_max_fit_frames)
-    audios = (np.load(c + ".npy", mmap_mode="r").astype(np.float32) / 32768.0 for c in train_caches)
-    teacher = teachers_lib.KMeansTeacher.fit(audios, config=kcfg, seed=cfg.seed)
-  elif cfg.teacher == "encodec":
+    kcfg = teachers_lib.KMeansConfig(
+      num_codebooks=cfg.kmeans_codebooks,
+      codebook_size=cfg.kmeans_codebook_size,
+      max_fit_frames=cfg.kmeans_max_fit_frames,
+    )
+    return "kmeans", {"audios": audios, "config": kcfg, "seed": cfg.seed}
+  if cfg.teacher == "encodec":
     if not cfg.encodec:
-      raise ValueError("--teacher=encodec needs --encodec=PATH_OR_HUB_ID (a local EnCodec 24 kHz folder)")
+      raise ValueError(
+        "--teacher=encodec needs --encodec=PATH_OR_HUB_ID (a local EnCodec 24 kHz folder)"
+      )
     if cfg.encodec.startswith("random-init"):
-      teacher = teachers_lib.EncodecTeacher.random_init(seed=cfg.seed)
-    else:
-      teacher = teachers_lib.EncodecTeacher.from_pretrained(cfg.encodec)
-  else:
-    raise ValueError(f"--teacher must be kmeans or encodec, got {cfg.teacher!r}")
-  tmp = teacher_dir + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  teacher.save(tmp)
-  os.replace(tmp, teacher_dir)
-  return teacher
+      return "encodec", {"seed": cfg.seed}
+    return "encodec", {"source": cfg.encodec}
+  raise ValueError(f"--teacher must be kmeans or encodec, got {cfg.teacher!r}")
 
 
 def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
   if not os.path.isdir(cfg.input):
     raise ValueError(f"--input={cfg.input} is not a directory")
+  teacher_request(cfg, ())  # bad teacher options fail before hours of decoding
   if cfg.segment_seconds * cfg.sample_rate % cfg.hop:
-    raise ValueError(f"--segment-seconds={cfg.segment_seconds} is not a whole number of {cfg.hop}-sample frames")
+    raise ValueError(
+      f"--segment-seconds={cfg.segment_seconds} is not a whole number of {cfg.hop}-sample frames"
+    )
   t_start = time.time()
   out = cfg.output
   work = os.path.join(out, ".work")
@@ -274,55 +255,81 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
   audio_files, other = scan(cfg.input)
-  _atomic_write_bytes(os.path.join(out, IGNORED),
-                      "".join(json.dumps({"path": p, "reason": "not an audio file extension"}) + "\n"
-                              for p in other).encode())
+  _write_jsonl(
+    os.path.join(out, IGNORED),
+    ({"path": p, "reason": "not an audio file extension"} for p in other),
+  )
   if not audio_files:
     raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {cfg.input}")
-  say(f"prepare: {len(audio_files)} audio files under {cfg.input} ({len(other)} other files ignored), "
-      f"{workers} workers")
-  caches = {rel: os.path.join(work, _cache_key(os.path.join(cfg.input, rel), rel)) for rel in audio_files}
+  say(
+    f"prepare: {len(audio_files)} audio files under {cfg.input} ({len(other)} other files "
+    f"ignored), {workers} workers"
+  )
+  caches = {
+    rel: os.path.join(work, _cache_key(os.path.join(cfg.input, rel), rel)) for rel in audio_files
+  }
   min_samples = int(cfg.min_seconds * cfg.sample_rate)
 
   with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-    futs = {pool.submit(_decode_job, os.path.join(cfg.input, rel), caches[rel], cfg.sample_rate, min_samples): rel
-            for rel in audio_files}
+    futs = {
+      pool.submit(
+        _decode_job, os.path.join(cfg.input, rel), caches[rel], cfg.sample_rate, min_samples
+      ): rel
+      for rel in audio_files
+    }
     decoded = {}
     for fut in tqdm(cf.as_completed(futs), total=len(futs), desc="decode", disable=not progress):
       decoded[futs[fut]] = fut.result()
-  skipped = [{"path": rel, "reason": decoded[rel]["reason"]} for rel in audio_files if not decoded[rel]["ok"]]
+  skipped = [
+    {"path": rel, "reason": decoded[rel]["reason"]} for rel in audio_files if not decoded[rel]["ok"]
+  ]
   good = [rel for rel in audio_files if decoded[rel]["ok"]]
-  _atomic_write_bytes(os.path.join(out, SKIPPED), "".join(json.dumps(s) + "\n" for s in skipped).encode())
+  _write_jsonl(os.path.join(out, SKIPPED), skipped)
   for s in skipped:
     say(f"  skipped {s['path']}: {s['reason']}")
   if not good:
-    raise ValueError(f"none of the {len(audio_files)} audio files could be used; see {os.path.join(out, SKIPPED)}")
+    raise ValueError(
+      f"none of the {len(audio_files)} audio files could be used; see {os.path.join(out, SKIPPED)}"
+    )
 
   valid = valid_split(good, cfg.valid_fraction, cfg.seed)
   train_files = [rel for rel in good if rel not in valid]
   teacher_dir = os.path.join(out, "teacher")
   say(f"teacher: {cfg.teacher}")
-  teacher = _make_teacher(cfg, teacher_dir, [caches[rel] for rel in train_files])
+  name, kwargs = teacher_request(cfg, _cached_audios([caches[rel] for rel in train_files]))
+  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
   if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
-    raise ValueError(f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
-                     f"{cfg.sample_rate} Hz / {cfg.hop}")
+    raise ValueError(
+      f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
+      f"{cfg.sample_rate} Hz / {cfg.hop}"
+    )
 
   segment = int(cfg.segment_seconds * cfg.sample_rate)
   shard_samples = int(cfg.shard_seconds * cfg.sample_rate)
   split_plans = {}
   for split, files in (("train", train_files), ("valid", sorted(valid))):
-    segs = [(caches[rel], rel, start, length) for rel in files
-            for start, length in segment_bounds(decoded[rel]["num_samples"], segment, min_samples)]
+    segs = [
+      (caches[rel], rel, start, length)
+      for rel in files
+      for start, length in segment_bounds(decoded[rel]["num_samples"], segment, min_samples)
+    ]
     if segs:
       split_plans[split] = plan_shards(segs, shard_samples, cfg.seed)
-  plan_hash = hashlib.sha256(json.dumps(
-      {s: [[(src, st, ln) for _, src, st, ln in shard] for shard in p] for s, p in split_plans.items()}
-  ).encode()).hexdigest()
+  plan_hash = hashlib.sha256(
+    json.dumps(
+      {
+        s: [[(src, st, ln) for _, src, st, ln in shard] for shard in p]
+        for s, p in split_plans.items()
+      }
+    ).encode()
+  ).hexdigest()
   plan_path = os.path.join(work, "plan.json")
   if os.path.exists(plan_path) and json.loads(open(plan_path).read())["plan"] != plan_hash:
-    raise ValueError(f"{out} holds an unfinished run over different inputs or options; use a new --output "
-                     f"or delete {out}")
-  _atomic_write_bytes(plan_path, json.dumps({"plan": plan_hash}).encode())
+    raise ValueError(
+      f"{out} holds an unfinished run over different inputs or options; use a new --output "
+      f"or delete {out}"
+    )
+  atomic_write_text(plan_path, json.dumps({"plan": plan_hash}))
 
   with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
     futs = [pool.submit(_tokens_job, caches[rel], teacher_dir) for rel in good]
@@ -331,33 +338,53 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     shard_futs = {}
     for split, shards in split_plans.items():
       for i, shard in enumerate(shards):
-        path = os.path.join(out, f"{split}-{i:05d}-of-{len(shards):05d}.tfrecord")
+        path = os.path.join(out, manifest_lib.shard_name(split, i, len(shards)))
         shard_futs[pool.submit(_shard_job, path, shard, cfg.hop)] = (split, i)
     results: dict[str, dict[int, Any]] = {s: {} for s in split_plans}
-    for fut in tqdm(cf.as_completed(shard_futs), total=len(shard_futs), desc="shards", disable=not progress):
+    for fut in tqdm(
+      cf.as_completed(shard_futs), total=len(shard_futs), desc="shards", disable=not progress
+    ):
       split, i = shard_futs[fut]
       results[split][i] = fut.result()
 
-  shards_by_split = {split: [by_index[i] for i in sorted(by_index)] for split, by_index in results.items()}
+  shards_by_split = {
+    split: [by_index[i] for i in sorted(by_index)] for split, by_index in results.items()
+  }
   files_by_split = {"train": len(train_files), "valid": len(valid)}
-  manifest = build_manifest(
-      shards_by_split, files_by_split, teacher, sample_rate=cfg.sample_rate, hop=cfg.hop,
-      counts={"num_input_files": len(audio_files), "num_used_files": len(good),
-              "num_skipped_files": len(skipped), "num_ignored_files": len(other)},
-      options={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input", "output", "workers")})
+  manifest = manifest_lib.build_manifest(
+    shards_by_split,
+    files_by_split,
+    teacher.config(),
+    sample_rate=cfg.sample_rate,
+    hop=cfg.hop,
+    counts={
+      "num_input_files": len(audio_files),
+      "num_used_files": len(good),
+      "num_skipped_files": len(skipped),
+      "num_ignored_files": len(other),
+    },
+    options={
+      k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input", "output", "workers")
+    },
+  )
   splits = manifest["splits"]
-  write_manifest(out, manifest)
+  manifest_lib.write_manifest(out, manifest)
   if not cfg.keep_cache:
     shutil.rmtree(work, ignore_errors=True)
-  say(f"done in {time.time() - t_start:.1f} s: {manifest['total_hours']:.3f} h in "
-      f"{sum(len(s['shards']) for s in splits.values())} shards; {len(skipped)} files skipped "
-      f"(see {SKIPPED}); manifest {os.path.join(out, MANIFEST)}")
+  say(
+    f"done in {time.time() - t_start:.1f} s: {manifest['total_hours']:.3f} h in "
+    f"{sum(len(s['shards']) for s in splits.values())} shards; {len(skipped)} files skipped "
+    f"(see {SKIPPED}); manifest {manifest_lib.manifest_path(out)}"
+  )
   return manifest
 
 
 def parse_args(argv: list[str] | None) -> PrepareConfig:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n\n", 1)[1])
+  p = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog=__doc__.split("\n\n", 1)[1],
+  )
   defaults = PrepareConfig(input="", output="")
   p.add_argument("--input", required=True)
   p.add_argument("--output", required=True)

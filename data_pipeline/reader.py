@@ -21,54 +21,36 @@ Paths may be local or remote (``gs://`` with gcsfs, ``memory://``), opened throu
 from __future__ import annotations
 
 import dataclasses
-import json
-import posixpath
 from typing import Any
 
-import fsspec
 import grain
 import numpy as np
 
-from data_pipeline.records import parse_example
+from data_pipeline.audio_format import SAMPLE_RATE
+from data_pipeline.manifest import load_manifest, shard_paths  # also the trainer's, via reader
+from data_pipeline.records import from_int16, parse_example
 from data_pipeline.tfrecord import ShardChainIterDataset
 
 
 @dataclasses.dataclass(frozen=True)
 class ReaderConfig:
-  crop_samples: int = 120_000          # samples per training clip (5 s at 24 kHz)
-  batch_size: int = 8                  # clips per batch in THIS process (global batch / process count)
-  shuffle_window: int = 1024           # crops in the window shuffle buffer (int16: 240 kB per 5 s crop);
-                                       # grain's window shuffle costs ~2.5 ms per element below ~64
-  num_epochs: int | None = None        # None: repeat forever
-  seed: int = 0                        # file order, window shuffle and crop positions
-  drop_remainder: bool = True          # static batch shapes
-
-
-def load_manifest(data_dir: str) -> dict[str, Any]:
-  path = posixpath.join(data_dir, "manifest.json")
-  try:
-    with fsspec.open(path, "r") as f:
-      manifest = json.load(f)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"{path} not found: {data_dir} is not a folder written by "
-                            f"`python -m data_pipeline.prepare` (or it did not finish).") from e
-  if manifest.get("format") != "mert-jax-tfrecord-v1":
-    raise ValueError(f"{path}: unknown dataset format {manifest.get('format')!r}")
-  return manifest
-
-
-def shard_paths(data_dir: str, manifest: dict[str, Any], split: str) -> list[str]:
-  if split not in manifest["splits"]:
-    raise ValueError(f"{data_dir} has no {split!r} split (it has {sorted(manifest['splits'])})")
-  return [posixpath.join(data_dir, s["path"]) for s in manifest["splits"][split]["shards"]]
+  crop_samples: int = 5 * SAMPLE_RATE  # samples per training clip (5 s)
+  batch_size: int = 8  # clips per batch in THIS process (global batch / process count)
+  shuffle_window: int = 1024  # crops in the window shuffle buffer (int16: 240 kB per 5 s crop);
+  # grain's window shuffle costs ~2.5 ms per element below ~64
+  num_epochs: int | None = None  # None: repeat forever
+  seed: int = 0  # file order, window shuffle and crop positions
+  drop_remainder: bool = True  # static batch shapes
 
 
 def process_files(paths: list[str], process_index: int, process_count: int) -> list[str]:
   """This process's disjoint share of the shards (together they cover all of them)."""
   mine = paths[process_index::process_count]
   if not mine:
-    raise ValueError(f"{len(paths)} shards cannot feed {process_count} processes: prepare the data with a "
-                     f"smaller --shard-seconds so there is at least one shard per process")
+    raise ValueError(
+      f"{len(paths)} shards cannot feed {process_count} processes: prepare the data with a "
+      f"smaller --shard-seconds so there is at least one shard per process"
+    )
   return mine
 
 
@@ -100,17 +82,24 @@ class CropToLabels(grain.transforms.RandomMap):
     n = element["num_samples"]
     j = int(rng.integers(0, (n - self.crop) // self.hop + 1))
     start = j * self.hop
-    return {"audio": element["audio"][start:start + self.crop].copy(),
-            "labels": element["tokens"][:, j:j + self.num_labels].copy()}
+    return {
+      "audio": element["audio"][start : start + self.crop].copy(),
+      "labels": element["tokens"][:, j : j + self.num_labels].copy(),
+    }
 
 
 def _to_model_dtypes(element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {"audio": element["audio"].astype(np.float32) * np.float32(1 / 32768),
-          "labels": element["labels"].astype(np.int32)}
+  return {"audio": from_int16(element["audio"]), "labels": element["labels"].astype(np.int32)}
 
 
-def make_dataset(data_dir: str, cfg: ReaderConfig, *, split: str = "train", process_index: int = 0,
-                 process_count: int = 1) -> tuple[grain.IterDataset, DropShort]:
+def make_dataset(
+  data_dir: str,
+  cfg: ReaderConfig,
+  *,
+  split: str = "train",
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tuple[grain.IterDataset, DropShort]:
   """The grain dataset of this process and its short-record counter."""
   manifest = load_manifest(data_dir)
   files = process_files(shard_paths(data_dir, manifest, split), process_index, process_count)
@@ -118,13 +107,18 @@ def make_dataset(data_dir: str, cfg: ReaderConfig, *, split: str = "train", proc
   return _pipeline(files, cfg, manifest["hop"], drop, salt=0), drop
 
 
-def _pipeline(files: list[str], cfg: ReaderConfig, hop: int, drop: DropShort, salt: int) -> grain.IterDataset:
-  """chain -> parse -> drop short -> crop -> window shuffle -> float32 -> batch (seeds offset by ``salt``)."""
+def _pipeline(
+  files: list[str], cfg: ReaderConfig, hop: int, drop: DropShort, salt: int
+) -> grain.IterDataset:
+  """chain -> parse -> drop short -> crop -> window shuffle -> float32 -> batch (seeds offset by
+  ``salt``)."""
   ds = ShardChainIterDataset(files, seed=cfg.seed + salt, num_epochs=cfg.num_epochs)
   ds = ds.map(parse_example).filter(drop)
   ds = ds.random_map(CropToLabels(cfg.crop_samples, hop), seed=cfg.seed + 1 + salt)
   if cfg.shuffle_window > 1:
-    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=cfg.shuffle_window, seed=cfg.seed + 2 + salt)
+    ds = grain.experimental.WindowShuffleIterDataset(
+      ds, window_size=cfg.shuffle_window, seed=cfg.seed + 2 + salt
+    )
   return ds.map(_to_model_dtypes).batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
 
 
@@ -142,7 +136,10 @@ class _GroupsIterator(grain.DatasetIterator):
 
   def set_state(self, state: dict[str, Any]) -> None:
     if len(state["groups"]) != len(self._its):
-      raise ValueError(f"data-iterator state holds {len(state['groups'])} groups, this process reads {len(self._its)}")
+      raise ValueError(
+        f"data-iterator state holds {len(state['groups'])} groups, this process reads "
+        f"{len(self._its)}"
+      )
     for it, s in zip(self._its, state["groups"]):
       it.set_state(s)
 
@@ -156,17 +153,27 @@ class _GroupsDataset(grain.IterDataset):
     return _GroupsIterator(self._datasets)
 
 
-def make_grouped_dataset(data_dir: str, cfg: ReaderConfig, *, groups: int, split: str = "train",
-                         process_index: int = 0, process_count: int = 1) -> tuple[grain.IterDataset, list[DropShort]]:
+def make_grouped_dataset(
+  data_dir: str,
+  cfg: ReaderConfig,
+  *,
+  groups: int,
+  split: str = "train",
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tuple[grain.IterDataset, list[DropShort]]:
   """The trainer's input: the global batch is made of ``groups`` fixed data groups (group g reads
-  shards g, g + groups, ...), each contributing ``cfg.batch_size`` clips per step; this process reads
-  groups [p * groups / P, (p + 1) * groups / P). Elements are (groups / P, cfg.batch_size, ...).
+  shards g, g + groups, ...), each contributing ``cfg.batch_size`` clips per step; this process
+  reads groups [p * groups / P, (p + 1) * groups / P). Elements are (groups / P, cfg.batch_size,
+  ...).
 
   Because the groups do not depend on the process count, the global batch of every step is the
   same whether 1 or ``groups`` processes read it (and a one-process run can reproduce a
   multi-process run exactly)."""
   if groups % process_count:
-    raise ValueError(f"data groups ({groups}) must be a multiple of the process count ({process_count})")
+    raise ValueError(
+      f"data groups ({groups}) must be a multiple of the process count ({process_count})"
+    )
   manifest = load_manifest(data_dir)
   paths = shard_paths(data_dir, manifest, split)
   per = groups // process_count

@@ -25,7 +25,14 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
   return np.clip(np.round(np.asarray(audio, np.float64) * 32768.0), -32768, 32767).astype("<i2")
 
 
-def encode_example(audio_int16: np.ndarray, tokens: np.ndarray, source_id: str, offset: int) -> bytes:
+def from_int16(pcm: np.ndarray) -> np.ndarray:
+  """int16 PCM -> float32 audio in [-1, 1): the inverse of ``to_int16`` up to its rounding."""
+  return np.asarray(pcm).astype(np.float32) * np.float32(1 / 32768)
+
+
+def encode_example(
+  audio_int16: np.ndarray, tokens: np.ndarray, source_id: str, offset: int
+) -> bytes:
   audio_int16 = np.asarray(audio_int16)
   tokens = np.asarray(tokens)
   if audio_int16.dtype != np.int16 or audio_int16.ndim != 1:
@@ -35,27 +42,39 @@ def encode_example(audio_int16: np.ndarray, tokens: np.ndarray, source_id: str, 
   b = lambda v: tf_feature.Feature(bytes_list=tf_feature.BytesList(value=[v]))
   i = lambda v: tf_feature.Feature(int64_list=tf_feature.Int64List(value=[int(v)]))
   feats = {
-      "audio": b(audio_int16.astype("<i2").tobytes()),
-      "tokens": b(tokens.astype("<i2").tobytes()),
-      "source_id": b(source_id.encode("utf-8")),
-      "offset": i(offset),
-      "num_samples": i(audio_int16.shape[0]),
-      "num_tokens": i(tokens.shape[1]),
-      "num_codebooks": i(tokens.shape[0]),
+    "audio": b(audio_int16.astype("<i2").tobytes()),
+    "tokens": b(tokens.astype("<i2").tobytes()),
+    "source_id": b(source_id.encode("utf-8")),
+    "offset": i(offset),
+    "num_samples": i(audio_int16.shape[0]),
+    "num_tokens": i(tokens.shape[1]),
+    "num_codebooks": i(tokens.shape[0]),
   }
   example = tf_example_pb2.Example(features=tf_feature.Features(feature=feats))
-  return example.SerializeToString(deterministic=True)   # map keys sorted: byte-identical shards
+  return example.SerializeToString(deterministic=True)  # map keys sorted: byte-identical shards
 
 
 def parse_example(payload: bytes) -> dict[str, Any]:
-  """-> {"audio": int16 (num_samples,), "tokens": int16 (K, num_tokens), "source_id", "offset", ...}."""
+  """-> {"audio": int16 (num_samples,), "tokens": int16 (K, num_tokens), "source_id", "offset",
+  ...}."""
   f = dict(tf_example_pb2.Example.FromString(payload).features.feature)
-  n, k, t, offset = (f[name].int64_list.value[0] for name in ("num_samples", "num_codebooks", "num_tokens", "offset"))
+  n, k, t, offset = (
+    f[name].int64_list.value[0] for name in ("num_samples", "num_codebooks", "num_tokens", "offset")
+  )
   source_id = f["source_id"].bytes_list.value[0].decode("utf-8")
   audio = np.frombuffer(f["audio"].bytes_list.value[0], "<i2")
   tokens = np.frombuffer(f["tokens"].bytes_list.value[0], "<i2")
   if audio.shape[0] != n or tokens.shape[0] != k * t:
-    raise ValueError(f"record of {source_id!r}: audio/tokens sizes ({audio.shape[0]}, {tokens.shape[0]}) "
-                     f"disagree with its header ({n}, {k}x{t})")
-  return {"audio": audio, "tokens": tokens.reshape(k, t), "source_id": source_id, "offset": offset,
-          "num_samples": n, "num_tokens": t, "num_codebooks": k}
+    raise ValueError(
+      f"record of {source_id!r}: audio/tokens sizes ({audio.shape[0]}, {tokens.shape[0]}) "
+      f"disagree with its header ({n}, {k}x{t})"
+    )
+  return {
+    "audio": audio,
+    "tokens": tokens.reshape(k, t),
+    "source_id": source_id,
+    "offset": offset,
+    "num_samples": n,
+    "num_tokens": t,
+    "num_codebooks": k,
+  }

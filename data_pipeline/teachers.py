@@ -1,4 +1,5 @@
-"""Acoustic teachers: audio (24 kHz mono) -> K streams of discrete tokens at 75 Hz (spec §2.3, §2.7).
+"""Acoustic teachers: audio (24 kHz mono) -> K streams of discrete tokens at 75 Hz (spec §2.3,
+§2.7).
 
 Every teacher maps ``L`` samples to ``num_tokens(L) = ceil(L / 320)`` tokens per codebook; token t
 describes samples ``[320 t, 320 t + 320)``. Two teachers:
@@ -29,6 +30,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from data_pipeline.atomic import atomic_dir, atomic_open, atomic_write_text
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 
 TEACHER_JSON = "teacher.json"
@@ -54,10 +56,14 @@ def _as_audio(audio: np.ndarray) -> np.ndarray:
   return x
 
 
-def _check_tokens(codes: np.ndarray, num_codebooks: int, codebook_size: int, frames: int) -> np.ndarray:
+def _check_tokens(
+  codes: np.ndarray, num_codebooks: int, codebook_size: int, frames: int
+) -> np.ndarray:
   """Assert the output contract: (K, frames) int16 with values in [0, codebook_size)."""
   if codes.shape != (num_codebooks, frames):
-    raise AssertionError(f"teacher produced shape {codes.shape}, expected {(num_codebooks, frames)}")
+    raise AssertionError(
+      f"teacher produced shape {codes.shape}, expected {(num_codebooks, frames)}"
+    )
   if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
     raise AssertionError(f"teacher produced codes outside [0, {codebook_size})")
   return codes.astype(np.int16, copy=False)
@@ -65,11 +71,9 @@ def _check_tokens(codes: np.ndarray, num_codebooks: int, codebook_size: int, fra
 
 def _write_json(directory: str | os.PathLike, payload: dict[str, Any]) -> None:
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, TEACHER_JSON)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  atomic_write_text(
+    os.path.join(directory, TEACHER_JSON), json.dumps(payload, indent=2, sort_keys=True)
+  )
 
 
 def read_teacher_json(directory: str | os.PathLike) -> dict[str, Any]:
@@ -80,17 +84,20 @@ def read_teacher_json(directory: str | os.PathLike) -> dict[str, Any]:
   with open(path) as f:
     d = json.load(f)
   if d.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{path}: format_version {d.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+    raise ValueError(
+      f"{path}: format_version {d.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+    )
   return d
 
 
 class Teacher(abc.ABC):
   """Audio -> (num_codebooks, num_tokens(len)) int16 codes at ``sample_rate / hop`` Hz."""
-  name: str                            # "kmeans" | "encodec"
-  num_codebooks: int                   # K
-  codebook_size: int                   # codes per codebook
-  sample_rate: int                     # Hz of the input audio
-  hop: int                             # samples per token
+
+  name: str  # "kmeans" | "encodec"
+  num_codebooks: int  # K
+  codebook_size: int  # codes per codebook
+  sample_rate: int  # Hz of the input audio
+  hop: int  # samples per token
 
   @property
   def label_rate(self) -> float:
@@ -122,37 +129,44 @@ class Teacher(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class KMeansConfig:
-  """Features and residual k-means of the embedded teacher (defaults: 8 x 1024 like EnCodec 6 kbps)."""
+  """Features and residual k-means of the embedded teacher (defaults: 8 x 1024 like EnCodec at
+  6 kbps)."""
+
   # --- token layout ---
-  num_codebooks: int = 8               # K residual codebooks
-  codebook_size: int = 1024            # centroids per codebook
-  sample_rate: int = SAMPLE_RATE       # Hz of the input audio
-  hop: int = HOP                       # samples per token; frame t is centred on sample hop*t + hop//2
+  num_codebooks: int = 8  # K residual codebooks
+  codebook_size: int = 1024  # centroids per codebook
+  sample_rate: int = SAMPLE_RATE  # Hz of the input audio
+  hop: int = HOP  # samples per token; frame t is centred on sample hop*t + hop//2
   # --- features: MFCC of log-mel + chroma, from one power STFT ---
-  n_fft: int = 1024                    # Hann window / FFT length in samples (42.7 ms); sets edge_margin
-  n_mels: int = 64                     # mel bands (Slaney mel filters, as librosa.filters.mel)
-  fmin: float = 0.0                    # Hz, lowest mel band edge
-  fmax: float = 12000.0                # Hz, highest mel band edge (Nyquist at 24 kHz)
-  n_mfcc: int = 20                     # DCT-II (ortho) coefficients of the dB log-mel, c0 included
-  log_amin: float = 1e-10              # power floor before 10*log10 (as librosa.power_to_db, no top_db)
-  n_chroma: int = 12                   # chroma bins, tuning fixed at 0 (no per-file tuning estimate)
-  deltas: bool = False                 # append (f[t+1] - f[t-1]) / 2 of each feature: 2x width, +1 margin frame
-  std_floor: float = 1e-5              # standardisation divides by max(std, std_floor)
+  n_fft: int = 1024  # Hann window / FFT length in samples (42.7 ms); sets edge_margin
+  n_mels: int = 64  # mel bands (Slaney mel filters, as librosa.filters.mel)
+  fmin: float = 0.0  # Hz, lowest mel band edge
+  fmax: float = 12000.0  # Hz, highest mel band edge (Nyquist at 24 kHz)
+  n_mfcc: int = 20  # DCT-II (ortho) coefficients of the dB log-mel, c0 included
+  log_amin: float = 1e-10  # power floor before 10*log10 (as librosa.power_to_db, no top_db)
+  n_chroma: int = 12  # chroma bins, tuning fixed at 0 (no per-file tuning estimate)
+  deltas: bool = False  # append (f[t+1] - f[t-1]) / 2 of each feature: 2x width, +1 margin frame
+  std_floor: float = 1e-5  # standardisation divides by max(std, std_floor)
   # --- fitting (MiniBatchKMeans, after HuBERT's simple_kmeans) ---
-  max_fit_frames: int = 200_000        # uniform seeded subsample of the frames given to fit (~44 min of audio)
-  n_init: int = 3                      # k-means++ restarts (HuBERT: 20; fewer for CPU time)
-  max_iter: int = 100                  # passes over the fit frames
-  batch_size: int = 10_000             # mini-batch size in frames
-  max_no_improvement: int = 100        # early stop after this many batches without inertia improvement
-  reassignment_ratio: float = 0.0      # no random reassignment of small clusters (HuBERT)
-  tol: float = 0.0                     # no center-change stopping rule (HuBERT)
+  max_fit_frames: int = (
+    200_000  # uniform seeded subsample of the frames given to fit (~44 min of audio)
+  )
+  n_init: int = 3  # k-means++ restarts (HuBERT: 20; fewer for CPU time)
+  max_iter: int = 100  # passes over the fit frames
+  batch_size: int = 10_000  # mini-batch size in frames
+  max_no_improvement: int = 100  # early stop after this many batches without inertia improvement
+  reassignment_ratio: float = 0.0  # no random reassignment of small clusters (HuBERT)
+  tol: float = 0.0  # no center-change stopping rule (HuBERT)
   # --- threads and memory bounds ---
-  # BLAS/OpenMP threads while fitting and assigning (threadpoolctl). MiniBatchKMeans' result depends on
-  # the thread count (order of its inertia sums), and oversubscribed OpenMP barriers are very slow when
-  # preparation workers share cores, so 1: parallelise over files instead. None: library default.
+  # BLAS/OpenMP threads while fitting and assigning (threadpoolctl). MiniBatchKMeans' result depends
+  # on the thread count (order of its inertia sums), and oversubscribed OpenMP barriers are very
+  # slow when preparation workers share cores, so 1: parallelise over files instead. None: library
+  # default.
   num_threads: int | None = 1
-  feature_chunk_frames: int = 4500     # frames per STFT chunk (60 s; ~120 MB of temporaries, whatever the length)
-  assign_chunk_frames: int = 8192      # frames per distance matrix (8192 x 1024 float32 = 32 MB)
+  feature_chunk_frames: int = (
+    4500  # frames per STFT chunk (60 s; ~120 MB of temporaries, whatever the length)
+  )
+  assign_chunk_frames: int = 8192  # frames per distance matrix (8192 x 1024 float32 = 32 MB)
 
   @property
   def feature_dim(self) -> int:
@@ -161,11 +175,12 @@ class KMeansConfig:
 
   @property
   def edge_margin(self) -> int:
-    """Frames at each edge of a hop-aligned clip whose window reaches past the clip (zero padding there).
+    """Frames at each edge of a hop-aligned clip whose window reaches past the clip (zero padding
+    there).
 
-    Frame t spans samples [hop*t + hop/2 - n_fft/2, hop*t + hop/2 + n_fft/2), so ceil((n_fft - hop) / (2 hop))
-    frames per edge (2 for 1024/320, = ceil(n_fft/2/hop)), plus 1 with deltas. A clip end that is not
-    on a hop boundary can add one more frame at the right edge.
+    Frame t spans samples [hop*t + hop/2 - n_fft/2, hop*t + hop/2 + n_fft/2), so
+    ceil((n_fft - hop) / (2 hop)) frames per edge (2 for 1024/320, = ceil(n_fft/2/hop)), plus 1
+    with deltas. A clip end that is not on a hop boundary can add one more frame at the right edge.
     """
     return math.ceil((self.n_fft - self.hop) / (2 * self.hop)) + (1 if self.deltas else 0)
 
@@ -177,7 +192,9 @@ class KMeansConfig:
     if self.n_mfcc > self.n_mels:
       raise ValueError(f"kmeans.n_mfcc={self.n_mfcc} cannot exceed n_mels={self.n_mels}")
     if self.max_fit_frames < self.codebook_size:
-      raise ValueError(f"kmeans.max_fit_frames={self.max_fit_frames} is below codebook_size={self.codebook_size}")
+      raise ValueError(
+        f"kmeans.max_fit_frames={self.max_fit_frames} is below codebook_size={self.codebook_size}"
+      )
     if self.num_codebooks < 1 or self.codebook_size < 2:
       raise ValueError("kmeans needs num_codebooks >= 1 and codebook_size >= 2")
     if self.codebook_size > np.iinfo(np.int16).max + 1:
@@ -192,11 +209,14 @@ def _filterbanks(cfg: KMeansConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]
   key = (cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, cfg.n_chroma)
   if key not in _FILTERBANKS:
     import librosa  # pylint: disable=g-import-not-at-top
+
     window = librosa.filters.get_window("hann", cfg.n_fft, fftbins=True).astype(np.float32)
-    mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
-                              fmax=cfg.fmax).astype(np.float32)
-    chroma = librosa.filters.chroma(sr=cfg.sample_rate, n_fft=cfg.n_fft, tuning=0.0,
-                                    n_chroma=cfg.n_chroma).astype(np.float32)
+    mel = librosa.filters.mel(
+      sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
+    ).astype(np.float32)
+    chroma = librosa.filters.chroma(
+      sr=cfg.sample_rate, n_fft=cfg.n_fft, tuning=0.0, n_chroma=cfg.n_chroma
+    ).astype(np.float32)
     _FILTERBANKS[key] = (window, mel, chroma)
   return _FILTERBANKS[key]
 
@@ -204,10 +224,14 @@ def _filterbanks(cfg: KMeansConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 _THREADPOOLS: list[Any] = []
 
 
-def _thread_limit(num_threads: int | None, *, fresh: bool = False) -> contextlib.AbstractContextManager[Any]:
-  """Context limiting BLAS/OpenMP threads to ``num_threads`` (no-op for None or without threadpoolctl).
+def _thread_limit(
+  num_threads: int | None, *, fresh: bool = False
+) -> contextlib.AbstractContextManager[Any]:
+  """Context limiting BLAS/OpenMP threads to ``num_threads`` (no-op for None or without
+  threadpoolctl).
 
-  The controller snapshots the libraries loaded when it is made; ``fresh`` re-scans (after sklearn loads).
+  The controller snapshots the libraries loaded when it is made; ``fresh`` re-scans (after sklearn
+  loads).
   """
   if num_threads is None:
     return contextlib.nullcontext()
@@ -225,7 +249,7 @@ def _padded_slice(x: np.ndarray, start: int, stop: int) -> np.ndarray:
   out = np.zeros(stop - start, np.float32)
   a, b = max(start, 0), min(stop, len(x))
   if b > a:
-    out[a - start:b - start] = x[a:b]
+    out[a - start : b - start] = x[a:b]
   return out
 
 
@@ -239,22 +263,28 @@ def _base_features(x: np.ndarray, start: int, stop: int, cfg: KMeansConfig) -> n
   chroma_stft(S=power, tuning=0) to float32 rounding.
   """
   import scipy.fft  # pylint: disable=g-import-not-at-top
+
   window, mel_fb, chroma_fb = _filterbanks(cfg)
   half = cfg.n_fft // 2
   first = cfg.hop * start + cfg.hop // 2 - half
   seg = _padded_slice(x, first, first + cfg.hop * (stop - start - 1) + cfg.n_fft)
-  frames = np.lib.stride_tricks.sliding_window_view(seg, cfg.n_fft)[::cfg.hop]   # (frames, n_fft)
+  frames = np.lib.stride_tricks.sliding_window_view(seg, cfg.n_fft)[:: cfg.hop]  # (frames, n_fft)
   power = np.abs(np.fft.rfft(frames * window, axis=-1)).astype(np.float32) ** 2  # (frames, bins)
   log_mel = 10.0 * np.log10(np.maximum(power @ mel_fb.T, cfg.log_amin))
-  mfcc = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=-1)[:, :cfg.n_mfcc]
+  mfcc = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=-1)[:, : cfg.n_mfcc]
   raw_chroma = power @ chroma_fb.T
   peak = raw_chroma.max(axis=-1, keepdims=True)
-  chroma = np.where(peak > np.finfo(np.float32).tiny, raw_chroma / np.maximum(peak, np.finfo(np.float32).tiny),
-                    raw_chroma)                                     # librosa.util.normalize(norm=inf)
+  chroma = np.where(
+    peak > np.finfo(np.float32).tiny,
+    raw_chroma / np.maximum(peak, np.finfo(np.float32).tiny),
+    raw_chroma,
+  )  # librosa.util.normalize(norm=inf)
   return np.concatenate([mfcc, chroma], axis=-1).astype(np.float32)
 
 
-def frame_features(audio: np.ndarray, cfg: KMeansConfig, start: int = 0, stop: int | None = None) -> np.ndarray:
+def frame_features(
+  audio: np.ndarray, cfg: KMeansConfig, start: int = 0, stop: int | None = None
+) -> np.ndarray:
   """(frames, cfg.feature_dim) float32 unstandardised features of tokens [start, stop) of ``audio``.
 
   Computed in chunks of ``cfg.feature_chunk_frames``; chunking does not change the result.
@@ -268,7 +298,7 @@ def frame_features(audio: np.ndarray, cfg: KMeansConfig, start: int = 0, stop: i
     f = _base_features(x, a - pad, b + pad, cfg)
     if cfg.deltas:
       f = np.concatenate([f[1:-1], 0.5 * (f[2:] - f[:-2])], axis=-1)
-    out[a - start:b - start] = f
+    out[a - start : b - start] = f
   return out
 
 
@@ -280,12 +310,14 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int) -> np.nda
   c_sq = np.einsum("kd,kd->k", centroids, centroids)
   out = np.empty(len(x), np.int64)
   for a in range(0, len(x), chunk):
-    d = c_sq[None, :] - 2.0 * (x[a:a + chunk] @ centroids.T)      # ||x||^2 omitted: same argmin
-    out[a:a + chunk] = np.argmin(d, axis=-1)
+    d = c_sq[None, :] - 2.0 * (x[a : a + chunk] @ centroids.T)  # ||x||^2 omitted: same argmin
+    out[a : a + chunk] = np.argmin(d, axis=-1)
   return out
 
 
-def _residual_quantize(z: np.ndarray, centroids: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+def _residual_quantize(
+  z: np.ndarray, centroids: np.ndarray, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Residual VQ of standardised features z (n, d) -> codes (K, n) int64, final residual (n, d)."""
   codes = np.empty((len(centroids), len(z)), np.int64)
   r = z.copy()
@@ -295,8 +327,9 @@ def _residual_quantize(z: np.ndarray, centroids: np.ndarray, chunk: int) -> tupl
   return codes, r
 
 
-def _subsample_frames(audios: Iterable[np.ndarray], cfg: KMeansConfig, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, int]:
+def _subsample_frames(
+  audios: Iterable[np.ndarray], cfg: KMeansConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
   """Uniform seeded subsample of at most max_fit_frames feature rows from a stream of clips.
 
   Every frame gets an i.i.d. U[0,1) key in stream order and the frames with the smallest keys are
@@ -305,17 +338,19 @@ def _subsample_frames(audios: Iterable[np.ndarray], cfg: KMeansConfig, rng: np.r
   """
   limit = cfg.max_fit_frames
   feats, keys, held, total, threshold = [], [], 0, 0, 1.0
+
   def compact() -> tuple[list[np.ndarray], list[np.ndarray]]:
     f, k = np.concatenate(feats), np.concatenate(keys)
     if len(k) > limit:
       sel = np.sort(np.argpartition(k, limit - 1)[:limit])
       f, k = f[sel], k[sel]
     return [f], [k]
+
   for audio in audios:
     f = frame_features(audio, cfg)
     k = rng.random(len(f))
     total += len(f)
-    keep = k < threshold                                           # cannot enter a full reservoir otherwise
+    keep = k < threshold  # cannot enter a full reservoir otherwise
     feats.append(f[keep])
     keys.append(k[keep])
     held += int(keep.sum())
@@ -331,24 +366,38 @@ def _check_fit_frames(frames: int, cfg: KMeansConfig) -> None:
   if frames < cfg.codebook_size:
     rate = cfg.sample_rate / cfg.hop
     raise ValueError(
-        f"k-means teacher: only {frames} feature frames to fit {cfg.codebook_size} centroids per codebook "
-        f"({frames / rate:.1f} s of audio at {rate:g} Hz); give at least {cfg.codebook_size} frames "
-        f"({cfg.codebook_size / rate:.1f} s), ideally ~100x more, or lower codebook_size")
+      f"k-means teacher: only {frames} feature frames to fit {cfg.codebook_size} centroids per "
+      f"codebook "
+      f"({frames / rate:.1f} s of audio at {rate:g} Hz); give at least {cfg.codebook_size} frames "
+      f"({cfg.codebook_size / rate:.1f} s), ideally ~100x more, or lower codebook_size"
+    )
 
 
-def _fit_residual_kmeans(z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence]) -> np.ndarray:
-  """(K, codebook_size, d) float32 centroids: codebook k+1 is fitted on the residual of codebooks 1..k.
+def _fit_residual_kmeans(
+  z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence]
+) -> np.ndarray:
+  """(K, codebook_size, d) float32 centroids: codebook k+1 is fitted on the residual of codebooks
+  1..k.
 
   z: (frames, d) standardised features; seeds: one SeedSequence per codebook.
   """
   from sklearn.cluster import MiniBatchKMeans  # pylint: disable=g-import-not-at-top
+
   r = np.array(z, np.float32)
   centroids = np.empty((cfg.num_codebooks, cfg.codebook_size, cfg.feature_dim), np.float32)
   for k, seq in enumerate(seeds):
-    km = MiniBatchKMeans(n_clusters=cfg.codebook_size, init="k-means++", n_init=cfg.n_init, max_iter=cfg.max_iter,
-                         batch_size=cfg.batch_size, tol=cfg.tol, max_no_improvement=cfg.max_no_improvement,
-                         reassignment_ratio=cfg.reassignment_ratio, compute_labels=False,
-                         random_state=int(seq.generate_state(1)[0]))
+    km = MiniBatchKMeans(
+      n_clusters=cfg.codebook_size,
+      init="k-means++",
+      n_init=cfg.n_init,
+      max_iter=cfg.max_iter,
+      batch_size=cfg.batch_size,
+      tol=cfg.tol,
+      max_no_improvement=cfg.max_no_improvement,
+      reassignment_ratio=cfg.reassignment_ratio,
+      compute_labels=False,
+      random_state=int(seq.generate_state(1)[0]),
+    )
     km.fit(r)
     centroids[k] = km.cluster_centers_
     r -= centroids[k][nearest_centroid(r, centroids[k], cfg.assign_chunk_frames)]
@@ -364,16 +413,29 @@ def _sha256(*arrays: np.ndarray) -> str:
 
 class KMeansTeacher(Teacher):
   """MFCC + chroma features at 75 Hz, standardised, quantised by residual k-means (K codebooks)."""
+
   name = "kmeans"
 
-  def __init__(self, cfg: KMeansConfig, mean: np.ndarray, std: np.ndarray, centroids: np.ndarray,
-               fit_info: dict[str, Any] | None = None):
+  def __init__(
+    self,
+    cfg: KMeansConfig,
+    mean: np.ndarray,
+    std: np.ndarray,
+    centroids: np.ndarray,
+    fit_info: dict[str, Any] | None = None,
+  ):
     """mean, std: (d,) fit-time feature statistics; centroids: (K, codebook_size, d)."""
     cfg.validate()
     d = cfg.feature_dim
-    if mean.shape != (d,) or std.shape != (d,) or centroids.shape != (cfg.num_codebooks, cfg.codebook_size, d):
-      raise ValueError(f"k-means arrays do not match the config: mean {mean.shape}, std {std.shape}, centroids "
-                       f"{centroids.shape}; expected ({d},), ({d},), {(cfg.num_codebooks, cfg.codebook_size, d)}")
+    if (
+      mean.shape != (d,)
+      or std.shape != (d,)
+      or centroids.shape != (cfg.num_codebooks, cfg.codebook_size, d)
+    ):
+      raise ValueError(
+        f"k-means arrays do not match the config: mean {mean.shape}, std {std.shape}, centroids "
+        f"{centroids.shape}; expected ({d},), ({d},), {(cfg.num_codebooks, cfg.codebook_size, d)}"
+      )
     self.cfg = cfg
     self.mean = np.asarray(mean, np.float32)
     self.std = np.asarray(std, np.float32)
@@ -385,14 +447,16 @@ class KMeansTeacher(Teacher):
     self.hop = cfg.hop
 
   @classmethod
-  def fit(cls, audios: Iterable[np.ndarray], *, config: KMeansConfig = KMeansConfig(), seed: int = 0
-          ) -> "KMeansTeacher":
-    """Fit on (a seeded subsample of) the frames of ``audios`` (each (samples,) float32 at 24 kHz)."""
+  def fit(
+    cls, audios: Iterable[np.ndarray], *, config: KMeansConfig = KMeansConfig(), seed: int = 0
+  ) -> "KMeansTeacher":
+    """Fit on (a seeded subsample of) the frames of ``audios`` (each (samples,) float32, 24 kHz)."""
     # Imported here so that its OpenMP runtime is loaded before the thread limit is taken.
     import sklearn.cluster  # pylint: disable=g-import-not-at-top
+
     config.validate()
     if isinstance(audios, np.ndarray) and audios.ndim == 1:
-      audios = [audios]                                            # one clip, not a stream of samples
+      audios = [audios]  # one clip, not a stream of samples
     sub_seq, *km_seqs = np.random.SeedSequence(seed).spawn(1 + config.num_codebooks)
     with _thread_limit(config.num_threads, fresh=True):
       feats, total = _subsample_frames(audios, config, np.random.default_rng(sub_seq))
@@ -400,12 +464,18 @@ class KMeansTeacher(Teacher):
       mean = feats.mean(axis=0, dtype=np.float64).astype(np.float32)
       std = np.maximum(feats.std(axis=0, dtype=np.float64), config.std_floor).astype(np.float32)
       centroids = _fit_residual_kmeans((feats - mean) / std, config, km_seqs)
-    info = {"seed": int(seed), "fit_frames": int(len(feats)), "frames_seen": int(total),
-            "sklearn_version": sklearn.__version__}
+    info = {
+      "seed": int(seed),
+      "fit_frames": int(len(feats)),
+      "frames_seen": int(total),
+      "sklearn_version": sklearn.__version__,
+    }
     return cls(config, mean, std, centroids, info)
 
-  def standardized_features(self, audio: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """(frames, d) float32 features of tokens [start, stop), standardised with the fit statistics."""
+  def standardized_features(
+    self, audio: np.ndarray, start: int = 0, stop: int | None = None
+  ) -> np.ndarray:
+    """(frames, d) float32 features of tokens [start, stop), standardised with the fit stats."""
     return (frame_features(audio, self.cfg, start, stop) - self.mean) / self.std
 
   def tokens(self, audio: np.ndarray) -> np.ndarray:
@@ -415,17 +485,19 @@ class KMeansTeacher(Teacher):
     with _thread_limit(self.cfg.num_threads):
       for a in range(0, n, self.cfg.feature_chunk_frames):
         b = min(a + self.cfg.feature_chunk_frames, n)
-        codes[:, a:b] = _residual_quantize(self.standardized_features(x, a, b), self.centroids,
-                                           self.cfg.assign_chunk_frames)[0]
+        codes[:, a:b] = _residual_quantize(
+          self.standardized_features(x, a, b), self.centroids, self.cfg.assign_chunk_frames
+        )[0]
     return _check_tokens(codes, self.num_codebooks, self.codebook_size, n)
 
   def quantization_errors(self, audio: np.ndarray) -> np.ndarray:
-    """(K + 1,) mean squared residual per feature dim after 0, 1, ..., K codebooks (standardised units)."""
+    """(K + 1,) mean squared residual per feature dim after 0, 1, ..., K codebooks (standardised
+    units)."""
     r = self.standardized_features(audio)
-    errs = [float(np.mean(r ** 2))]
+    errs = [float(np.mean(r**2))]
     for c in self.centroids:
       r = r - c[nearest_centroid(r, c, self.cfg.assign_chunk_frames)]
-      errs.append(float(np.mean(r ** 2)))
+      errs.append(float(np.mean(r**2)))
     return np.asarray(errs)
 
   @property
@@ -434,21 +506,30 @@ class KMeansTeacher(Teacher):
     return _sha256(self.mean, self.std, self.centroids)
 
   def config(self) -> dict[str, Any]:
-    return {"name": self.name, "num_codebooks": self.num_codebooks, "codebook_size": self.codebook_size,
-            "sample_rate": self.sample_rate, "hop": self.hop, "label_rate": self.label_rate,
-            "features": f"mfcc{self.cfg.n_mfcc}(log-mel{self.cfg.n_mels}) + chroma{self.cfg.n_chroma}"
-                        + (" + deltas" if self.cfg.deltas else "")
-                        + f", hann {self.cfg.n_fft} centred on hop*t + hop/2",
-            "feature_dim": self.cfg.feature_dim, "edge_margin_frames": self.cfg.edge_margin,
-            "settings": dataclasses.asdict(self.cfg), "fit": self.fit_info,
-            "centroids_sha256": self.centroids_sha256}
+    return {
+      "name": self.name,
+      "num_codebooks": self.num_codebooks,
+      "codebook_size": self.codebook_size,
+      "sample_rate": self.sample_rate,
+      "hop": self.hop,
+      "label_rate": self.label_rate,
+      "features": f"mfcc{self.cfg.n_mfcc}(log-mel{self.cfg.n_mels}) + chroma{self.cfg.n_chroma}"
+      + (" + deltas" if self.cfg.deltas else "")
+      + f", hann {self.cfg.n_fft} centred on hop*t + hop/2",
+      "feature_dim": self.cfg.feature_dim,
+      "edge_margin_frames": self.cfg.edge_margin,
+      "settings": dataclasses.asdict(self.cfg),
+      "fit": self.fit_info,
+      "centroids_sha256": self.centroids_sha256,
+    }
 
   def save(self, directory: str | os.PathLike) -> None:
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, KMEANS_ARRAYS + ".tmp.npz")
-    np.savez(tmp, mean=self.mean, std=self.std, centroids=self.centroids)
-    os.replace(tmp, os.path.join(directory, KMEANS_ARRAYS))
-    _write_json(directory, {"format_version": FORMAT_VERSION, "arrays": KMEANS_ARRAYS, **self.config()})
+    with atomic_open(os.path.join(directory, KMEANS_ARRAYS), "wb") as f:
+      np.savez(f, mean=self.mean, std=self.std, centroids=self.centroids)
+    _write_json(
+      directory, {"format_version": FORMAT_VERSION, "arrays": KMEANS_ARRAYS, **self.config()}
+    )
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "KMeansTeacher":
@@ -459,7 +540,10 @@ class KMeansTeacher(Teacher):
       mean, std, centroids = z["mean"], z["std"], z["centroids"]
     teacher = cls(KMeansConfig(**d["settings"]), mean, std, centroids, d.get("fit"))
     if teacher.centroids_sha256 != d["centroids_sha256"]:
-      raise ValueError(f"{directory}: {d['arrays']} does not match the sha256 in {TEACHER_JSON} (corrupt or replaced)")
+      raise ValueError(
+        f"{directory}: {d['arrays']} does not match the sha256 in {TEACHER_JSON} "
+        f"(corrupt or replaced)"
+      )
     return teacher
 
 
@@ -471,18 +555,22 @@ class KMeansTeacher(Teacher):
 @dataclasses.dataclass(frozen=True)
 class EncodecTeacherConfig:
   """How the EnCodec codec is run (MERT-v1: 24 kHz model, 6 kbps -> 8 codebooks x 1024)."""
-  bandwidth: float = 6.0               # kbps; 1.5/3/6/12/24 -> 2/4/8/16/32 codebooks
-  window_seconds: float = 30.0         # audio encoded per call, rounded to whole hops (bounds memory)
-  # Hop-aligned left context re-encoded before each window (warms up the causal convs and the LSTM);
-  # its codes are dropped. Without it ~15 frames after each window start differed from whole-file codes
-  # (untrained model, tests); with 1 s, only isolated near-tie flips (~0.5%).
+
+  bandwidth: float = 6.0  # kbps; 1.5/3/6/12/24 -> 2/4/8/16/32 codebooks
+  window_seconds: float = 30.0  # audio encoded per call, rounded to whole hops (bounds memory)
+  # Hop-aligned left context re-encoded before each window (warms up the causal convs and the
+  # LSTM); its codes are dropped. Without it ~15 frames after each window start differed from
+  # whole-file codes (untrained model, tests); with 1 s, only isolated near-tie flips (~0.5%).
   context_seconds: float = 1.0
-  device: str = "cpu"                  # torch device
-  num_threads: int | None = None       # torch intra-op threads while encoding (then restored); None: as set
-  # Random-init (test) models only: the untrained codebooks are all zeros, which maps every frame to code
-  # 0; codebook k is instead filled with residual frames of a seeded calibration signal plus jitter.
-  calibration_seconds: float = 4.0     # seeded noise bursts encoded to draw the random codebooks
-  calibration_jitter: float = 0.5      # Gaussian jitter, in units of the per-channel residual std
+  device: str = "cpu"  # torch device
+  num_threads: int | None = (
+    None  # torch intra-op threads while encoding (then restored); None: as set
+  )
+  # Random-init (test) models only: the untrained codebooks are all zeros, which maps every frame
+  # to code 0; codebook k is instead filled with residual frames of a seeded calibration signal
+  # plus jitter.
+  calibration_seconds: float = 4.0  # seeded noise bursts encoded to draw the random codebooks
+  calibration_jitter: float = 0.5  # Gaussian jitter, in units of the per-channel residual std
 
   @property
   def window_samples(self) -> int:
@@ -497,6 +585,7 @@ class EncodecTeacherConfig:
 def _torch_threads(num_threads: int | None):
   """Temporarily set torch's intra-op thread count (process-global) to ``num_threads``."""
   import torch  # pylint: disable=g-import-not-at-top
+
   before = torch.get_num_threads()
   if num_threads is not None:
     torch.set_num_threads(num_threads)
@@ -520,7 +609,8 @@ def _fit_length(codes: np.ndarray, frames: int) -> np.ndarray:
 
 
 def _calibration_signal(seconds: float, seed: int) -> np.ndarray:
-  """Seeded noise bursts with a random level per 0.25 s (float32, SAMPLE_RATE) for random codebooks."""
+  """Seeded noise bursts with a random level per 0.25 s (float32, SAMPLE_RATE) for random
+  codebooks."""
   rng = np.random.default_rng(seed)
   n = int(seconds * SAMPLE_RATE)
   block = SAMPLE_RATE // 4
@@ -529,12 +619,14 @@ def _calibration_signal(seconds: float, seed: int) -> np.ndarray:
 
 
 def _randomize_codebooks(model: Any, cfg: EncodecTeacherConfig, seed: int) -> None:
-  """Fill the zero codebooks of an untrained EncodecModel from a seeded calibration signal (in place)."""
+  """Fill the zero codebooks of an untrained EncodecModel from a seeded calibration signal (in
+  place)."""
   import torch  # pylint: disable=g-import-not-at-top
+
   gen = torch.Generator().manual_seed(seed)
   x = torch.from_numpy(_calibration_signal(cfg.calibration_seconds, seed))[None, None]
   with torch.inference_mode():
-    r = model.encoder(x)[0].T.float()                              # (frames, codebook_dim)
+    r = model.encoder(x)[0].T.float()  # (frames, codebook_dim)
   for layer in model.quantizer.layers:
     book = layer.codebook
     pick = torch.randint(0, len(r), (book.codebook_size,), generator=gen)
@@ -556,17 +648,26 @@ def _file_sha256(path: str) -> str:
 
 
 def _load_pretrained(source: str, revision: str | None) -> tuple[Any, str, str | None, str | None]:
-  """(EncodecModel, source, resolved revision, sha256 of a local model.safetensors); never unpickles."""
+  """(EncodecModel, source, resolved revision, sha256 of a local model.safetensors); never
+  unpickles."""
   from transformers import EncodecModel  # pylint: disable=g-import-not-at-top
+
   weights_sha256 = None
   if os.path.isdir(source):
     source = os.path.abspath(source)
     st = os.path.join(source, "model.safetensors")
     if not os.path.exists(st):
       has_bin = os.path.exists(os.path.join(source, "pytorch_model.bin"))
-      raise ValueError(f"{source}: no model.safetensors" + (
-          " (only pytorch_model.bin, which this code will not unpickle; convert it with safetensors.torch."
-          "save_file(torch.load(path, weights_only=True), 'model.safetensors'))" if has_bin else ""))
+      raise ValueError(
+        f"{source}: no model.safetensors"
+        + (
+          " (only pytorch_model.bin, which this code will not unpickle; convert it with "
+          "safetensors.torch.save_file(torch.load(path, weights_only=True), "
+          "'model.safetensors'))"
+          if has_bin
+          else ""
+        )
+      )
     weights_sha256 = _file_sha256(st)
   try:
     model = EncodecModel.from_pretrained(source, revision=revision, use_safetensors=True)
@@ -577,25 +678,45 @@ def _load_pretrained(source: str, revision: str | None) -> tuple[Any, str, str |
 
 class EncodecTeacher(Teacher):
   """EnCodec 24 kHz RVQ codes (MERT-v1's teacher) via transformers.EncodecModel, CPU by default."""
+
   name = "encodec"
 
-  def __init__(self, model: Any, *, source: str | None = None, seed: int | None = None,
-               revision: str | None = None, weights_sha256: str | None = None,
-               config: EncodecTeacherConfig = EncodecTeacherConfig()):
-    """``model``: a transformers EncodecModel (give ``source`` to record where it came from), or a folder
-    / hub id to load with safetensors (same as ``from_pretrained``). See also ``random_init``."""
+  def __init__(
+    self,
+    model: Any,
+    *,
+    source: str | None = None,
+    seed: int | None = None,
+    revision: str | None = None,
+    weights_sha256: str | None = None,
+    config: EncodecTeacherConfig = EncodecTeacherConfig(),
+  ):
+    """``model``: a transformers EncodecModel (give ``source`` to record where it came from), or a
+    folder / hub id to load with safetensors (same as ``from_pretrained``). See also
+    ``random_init``."""
     if isinstance(model, (str, os.PathLike)):
       model, source, revision, weights_sha256 = _load_pretrained(os.fspath(model), revision)
     if source is None:
-      raise ValueError("EncodecTeacher(model, source=...): name where the weights came from (saved in teacher.json)")
+      raise ValueError(
+        "EncodecTeacher(model, source=...): name where the weights came from (saved in "
+        "teacher.json)"
+      )
     mc = model.config
     if mc.sampling_rate != SAMPLE_RATE or int(np.prod(mc.upsampling_ratios)) != HOP:
-      raise ValueError(f"EnCodec model {source}: {mc.sampling_rate} Hz / hop {int(np.prod(mc.upsampling_ratios))}; "
-                       f"MERT needs the 24 kHz model (hop {HOP}, 75 Hz)")
+      raise ValueError(
+        f"EnCodec model {source}: {mc.sampling_rate} Hz / hop "
+        f"{int(np.prod(mc.upsampling_ratios))}; "
+        f"MERT needs the 24 kHz model (hop {HOP}, 75 Hz)"
+      )
     if mc.audio_channels != 1 or mc.chunk_length_s is not None or mc.normalize:
-      raise ValueError(f"EnCodec model {source}: expected the mono, unchunked, unnormalised 24 kHz model")
+      raise ValueError(
+        f"EnCodec model {source}: expected the mono, unchunked, unnormalised 24 kHz model"
+      )
     if config.bandwidth not in mc.target_bandwidths:
-      raise ValueError(f"bandwidth {config.bandwidth} not supported by {source}; choose from {mc.target_bandwidths}")
+      raise ValueError(
+        f"bandwidth {config.bandwidth} not supported by {source}; choose from "
+        f"{mc.target_bandwidths}"
+      )
     self.model = model.eval().to(config.device)
     self.cfg = config
     self.source = source
@@ -608,16 +729,25 @@ class EncodecTeacher(Teacher):
     self.hop = HOP
 
   @classmethod
-  def from_pretrained(cls, source: str, *, revision: str | None = None,
-                      config: EncodecTeacherConfig = EncodecTeacherConfig()) -> "EncodecTeacher":
-    """From a local folder (model.safetensors + config.json) or a hub id, e.g. "facebook/encodec_24khz"."""
+  def from_pretrained(
+    cls,
+    source: str,
+    *,
+    revision: str | None = None,
+    config: EncodecTeacherConfig = EncodecTeacherConfig(),
+  ) -> "EncodecTeacher":
+    """From a local folder (model.safetensors + config.json) or a hub id, e.g.
+    "facebook/encodec_24khz"."""
     return cls(source, revision=revision, config=config)
 
   @classmethod
-  def random_init(cls, seed: int = 0, *, config: EncodecTeacherConfig = EncodecTeacherConfig()) -> "EncodecTeacher":
-    """Untrained 24 kHz EnCodec (default EncodecConfig), deterministic in ``seed``; for tests only."""
+  def random_init(
+    cls, seed: int = 0, *, config: EncodecTeacherConfig = EncodecTeacherConfig()
+  ) -> "EncodecTeacher":
+    """Untrained 24 kHz EnCodec (default EncodecConfig), deterministic in ``seed``; tests only."""
     import torch  # pylint: disable=g-import-not-at-top
     from transformers import EncodecConfig, EncodecModel  # pylint: disable=g-import-not-at-top
+
     with torch.random.fork_rng(devices=[]), _torch_threads(config.num_threads):
       torch.manual_seed(seed)
       model = EncodecModel(EncodecConfig()).eval()
@@ -627,13 +757,15 @@ class EncodecTeacher(Teacher):
   def _encode(self, x: np.ndarray) -> np.ndarray:
     """(n,) float32 -> (K, frames) int64 codes of one window."""
     import torch  # pylint: disable=g-import-not-at-top
+
     with torch.inference_mode():
       inp = torch.from_numpy(x)[None, None].to(self.cfg.device)
       codes = self.model.encode(inp, bandwidth=self.cfg.bandwidth, return_dict=True).audio_codes
     return codes[0, 0].cpu().numpy()
 
   def tokens(self, audio: np.ndarray) -> np.ndarray:
-    """Windows of ``window_samples`` (hop-aligned), each encoded with ``context_samples`` of left context."""
+    """Windows of ``window_samples`` (hop-aligned), each encoded with ``context_samples`` of left
+    context."""
     x = _as_audio(audio)
     n = num_tokens(len(x), self.hop)
     codes = np.empty((self.num_codebooks, n), np.int16)
@@ -642,25 +774,37 @@ class EncodecTeacher(Teacher):
       for start in range(0, len(x), win):
         stop = min(start + win, len(x))
         first = max(0, start - ctx)
-        c = self._encode(x[first:stop])[:, (start - first) // self.hop:]
+        c = self._encode(x[first:stop])[:, (start - first) // self.hop :]
         t0, t1 = start // self.hop, num_tokens(stop, self.hop)
         codes[:, t0:t1] = _fit_length(c, t1 - t0)
     return _check_tokens(codes, self.num_codebooks, self.codebook_size, n)
 
   def config(self) -> dict[str, Any]:
     import transformers  # pylint: disable=g-import-not-at-top
-    return {"name": self.name, "num_codebooks": self.num_codebooks, "codebook_size": self.codebook_size,
-            "sample_rate": self.sample_rate, "hop": self.hop, "label_rate": self.label_rate,
-            "source": self.source, "seed": self.seed, "revision": self.revision,
-            "weights_sha256": self.weights_sha256, "bandwidth": self.cfg.bandwidth,
-            "settings": dataclasses.asdict(self.cfg), "transformers_version": transformers.__version__}
+
+    return {
+      "name": self.name,
+      "num_codebooks": self.num_codebooks,
+      "codebook_size": self.codebook_size,
+      "sample_rate": self.sample_rate,
+      "hop": self.hop,
+      "label_rate": self.label_rate,
+      "source": self.source,
+      "seed": self.seed,
+      "revision": self.revision,
+      "weights_sha256": self.weights_sha256,
+      "bandwidth": self.cfg.bandwidth,
+      "settings": dataclasses.asdict(self.cfg),
+      "transformers_version": transformers.__version__,
+    }
 
   def save(self, directory: str | os.PathLike) -> None:
     _write_json(directory, {"format_version": FORMAT_VERSION, **self.config()})
 
   @classmethod
   def load(cls, directory: str | os.PathLike, *, device: str | None = None) -> "EncodecTeacher":
-    """Rebuild from teacher.json (weights are re-read from ``source``; ``device`` overrides the saved one)."""
+    """Rebuild from teacher.json (weights are re-read from ``source``; ``device`` overrides the
+    saved one)."""
     d = read_teacher_json(directory)
     if d.get("name") != cls.name:
       raise ValueError(f"{directory}: saved teacher is {d.get('name')!r}, not {cls.name!r}")
@@ -671,12 +815,14 @@ class EncodecTeacher(Teacher):
       return cls.random_init(d["seed"], config=cfg)
     teacher = cls.from_pretrained(d["source"], revision=d.get("revision"), config=cfg)
     if d.get("weights_sha256") and teacher.weights_sha256 != d["weights_sha256"]:
-      raise ValueError(f"{d['source']}: model.safetensors changed since the teacher was saved (sha256 mismatch)")
+      raise ValueError(
+        f"{d['source']}: model.safetensors changed since the teacher was saved (sha256 mismatch)"
+      )
     return teacher
 
 
 # ----------------------------------------------------------------------------------------------
-# Factory
+# Factory: every teacher is built by make_teacher (load_or_make_teacher: built once, then loaded)
 # ----------------------------------------------------------------------------------------------
 
 TEACHERS: dict[str, type[Teacher]] = {"kmeans": KMeansTeacher, "encodec": EncodecTeacher}
@@ -685,23 +831,31 @@ TEACHERS: dict[str, type[Teacher]] = {"kmeans": KMeansTeacher, "encodec": Encode
 def make_teacher(name: str, **kwargs: Any) -> Teacher:
   """Build a teacher by name.
 
-  "kmeans": ``audios=`` (iterable of (samples,) float32), ``config=KMeansConfig(...)``, ``seed=`` -> fitted.
+  "kmeans": ``audios=`` (iterable of (samples,) float32), ``config=KMeansConfig(...)``,
+  ``seed=`` -> fitted.
   "encodec": ``source=`` folder or hub id (and ``revision=``), or ``seed=`` alone for an untrained
   model; ``config=EncodecTeacherConfig(...)``.
   """
   if name == "kmeans":
     if "audios" not in kwargs:
-      raise ValueError("the kmeans teacher must be fitted: make_teacher('kmeans', audios=..., config=..., seed=...)")
+      raise ValueError(
+        "the kmeans teacher must be fitted: make_teacher('kmeans', audios=..., config=..., "
+        "seed=...)"
+      )
     return KMeansTeacher.fit(kwargs.pop("audios"), **kwargs)
   if name == "encodec":
     source, seed = kwargs.pop("source", None), kwargs.pop("seed", None)
     if source is not None and seed is not None:
-      raise ValueError("make_teacher('encodec'): give source= (pretrained) or seed= (random init), not both")
+      raise ValueError(
+        "make_teacher('encodec'): give source= (pretrained) or seed= (random init), not both"
+      )
     if source is not None:
       return EncodecTeacher.from_pretrained(source, **kwargs)
     if seed is None:
-      raise ValueError("make_teacher('encodec') needs source= (a folder or hub id with safetensors weights), "
-                       "or seed= for an untrained test model")
+      raise ValueError(
+        "make_teacher('encodec') needs source= (a folder or hub id with safetensors weights), "
+        "or seed= for an untrained test model"
+      )
     return EncodecTeacher.random_init(seed, **kwargs)
   raise ValueError(f"unknown teacher {name!r}; choose from {sorted(TEACHERS)}")
 
@@ -712,3 +866,41 @@ def load_teacher(directory: str | os.PathLike) -> Teacher:
   if name not in TEACHERS:
     raise ValueError(f"{os.path.join(directory, TEACHER_JSON)}: unknown teacher {name!r}")
   return TEACHERS[name].load(directory)
+
+
+def _check_saved_matches(
+  teacher: Teacher, directory: str | os.PathLike, name: str, config: Any
+) -> None:
+  """Refuse a saved teacher that is not the one asked for (another name or k-means settings)."""
+  if teacher.name != name:
+    raise ValueError(
+      f"{directory} holds a saved {teacher.name!r} teacher, not the requested "
+      f"{name!r} one; use a new output folder or delete it"
+    )
+  if (
+    isinstance(teacher, KMeansTeacher)
+    and isinstance(config, KMeansConfig)
+    and (teacher.cfg != config)
+  ):
+    raise ValueError(
+      f"{directory} holds a k-means teacher fitted with other settings "
+      f"({teacher.num_codebooks} x {teacher.codebook_size}, asked for "
+      f"{config.num_codebooks} x {config.codebook_size}); use a new output folder "
+      f"or delete it"
+    )
+
+
+def load_or_make_teacher(directory: str | os.PathLike, name: str, **kwargs: Any) -> Teacher:
+  """The teacher saved in ``directory``; when there is none yet, ``make_teacher(name, **kwargs)``,
+  saved there atomically first. A resumed run thus tokenises with the teacher of the first one.
+
+  A saved teacher of another name (or, for k-means, other ``config=`` settings) is refused. Give
+  k-means ``audios=`` as a lazy iterable: it is only consumed when the teacher is fitted."""
+  if os.path.exists(os.path.join(directory, TEACHER_JSON)):
+    teacher = load_teacher(directory)
+    _check_saved_matches(teacher, directory, name, kwargs.get("config"))
+    return teacher
+  teacher = make_teacher(name, **kwargs)
+  with atomic_dir(directory) as tmp:
+    teacher.save(tmp)
+  return teacher

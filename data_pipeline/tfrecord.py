@@ -6,12 +6,14 @@ verifies the masked CRC-32C of every length header and payload (``google-crc32c`
 paths through ``fsspec`` (local paths, ``gs://`` with gcsfs, ``memory://`` in tests).
 
 Record framing (TFRecord): uint64 length, uint32 masked_crc(length bytes), payload,
-uint32 masked_crc(payload). ``TFRecordWriter`` writes ``<path>.tmp`` and renames it to ``<path>``
-only when closed without an exception, so a crash mid-write never leaves a shard that looks whole.
+uint32 masked_crc(payload). ``TFRecordWriter`` writes through ``atomic.atomic_open``: the shard
+appears under its name only when closed without an exception, so a crash mid-write never leaves a
+shard that looks whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from typing import Iterator, Sequence
@@ -20,6 +22,8 @@ import fsspec
 import google_crc32c
 import grain
 import numpy as np
+
+from data_pipeline.atomic import atomic_open
 
 _LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -41,14 +45,15 @@ def frame_record(payload: bytes) -> bytes:
 
 
 class TFRecordWriter:
-  """Context manager writing records to ``path`` atomically (via ``path + '.tmp'``)."""
+  """Context manager writing records to ``path`` atomically (``atomic.atomic_open``); creates the
+  folder if needed."""
 
   def __init__(self, path: str):
     self.path = path
-    self._tmp = path + ".tmp"
-    self._fs, self._fs_path = fsspec.core.url_to_fs(path)
-    self._fs.makedirs(os.path.dirname(self._fs_path) or ".", exist_ok=True)
-    self._file = self._fs.open(self._fs_path + ".tmp", "wb")
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    fs.makedirs(os.path.dirname(fs_path) or ".", exist_ok=True)
+    self._stack = contextlib.ExitStack()
+    self._file = self._stack.enter_context(atomic_open(path, "wb"))
     self.num_records = 0
 
   def write(self, payload: bytes) -> None:
@@ -58,12 +63,8 @@ class TFRecordWriter:
   def __enter__(self) -> "TFRecordWriter":
     return self
 
-  def __exit__(self, exc_type, exc, tb) -> None:
-    self._file.close()
-    if exc_type is None:
-      self._fs.mv(self._fs_path + ".tmp", self._fs_path)
-    else:
-      self._fs.rm(self._fs_path + ".tmp")
+  def __exit__(self, exc_type, exc, tb) -> bool:
+    return bool(self._stack.__exit__(exc_type, exc, tb))
 
 
 class TFRecordReader:
@@ -73,7 +74,7 @@ class TFRecordReader:
     self.path = path
     self._file = fsspec.open(path, "rb").open()
     self._file.seek(offset)
-    self.index = index          # number of the next record in the file (for error messages)
+    self.index = index  # number of the next record in the file (for error messages)
 
   def tell(self) -> int:
     return self._file.tell()
@@ -83,8 +84,9 @@ class TFRecordReader:
 
   def _fail(self, what: str, offset: int) -> CorruptRecordError:
     return CorruptRecordError(
-        f"corrupt shard {self.path}: record {self.index} (byte offset {offset}): {what}. "
-        f"Delete the shard and re-run data_pipeline.prepare on the same output folder to rewrite it.")
+      f"corrupt shard {self.path}: record {self.index} (byte offset {offset}): {what}. "
+      f"Delete the shard and re-run data_pipeline.prepare on the same output folder to rewrite it."
+    )
 
   def __iter__(self) -> Iterator[bytes]:
     return self
@@ -99,10 +101,12 @@ class TFRecordReader:
     (length,), (crc,) = _LEN.unpack(head[:8]), _CRC.unpack(head[8:])
     if masked_crc(head[:8]) != crc:
       raise self._fail("length CRC mismatch", offset)
-    payload = self._file.read(length)          # payload and CRC read separately: no slice copy
+    payload = self._file.read(length)  # payload and CRC read separately: no slice copy
     tail = self._file.read(_CRC.size)
     if len(payload) != length or len(tail) != _CRC.size:
-      raise self._fail(f"truncated payload ({len(payload) + len(tail)} of {length + 4} bytes)", offset)
+      raise self._fail(
+        f"truncated payload ({len(payload) + len(tail)} of {length + 4} bytes)", offset
+      )
     (crc,) = _CRC.unpack(tail)
     if masked_crc(payload) != crc:
       raise self._fail("data CRC mismatch", offset)

@@ -13,7 +13,8 @@ from mert_jax.hf.convert import HEADS_FILE, HF_WEIGHTS, MERT_CONFIG_FILE, export
 from mert_jax.train import checkpoints
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+  """Runs the command; a bad input is one ``error: ...`` line on stderr and exit status 1."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="cmd", required=True)
@@ -26,18 +27,22 @@ def main(argv: list[str] | None = None) -> None:
   b.add_argument("--step", type=int, default=None, help="workdir step (default: the latest complete one)")
   b.add_argument("--output", required=True)
   args = parser.parse_args(argv)
-  if args.cmd == "hf-to-jax":
-    model, heads = import_hf(args.hf, seed=args.seed)
-    checkpoints.save_model(args.output, model)
-    print(f"wrote {args.output} ({'heads from ' + HEADS_FILE if heads else 'backbone imported; heads freshly initialised'})")
-  else:
-    model = checkpoints.load_model(args.checkpoint, step=args.step)
-    export_hf(model, args.output)
-    print(f"wrote {args.output}: config.json, {HF_WEIGHTS} (HubertModel), {HEADS_FILE}, {MERT_CONFIG_FILE}")
+  try:
+    if args.cmd == "hf-to-jax":
+      model, heads = import_hf(args.hf, seed=args.seed)
+      checkpoints.save_model(args.output, model)
+      what = f"heads from {HEADS_FILE}" if heads else "backbone imported; heads freshly initialised"
+      print(f"wrote {args.output} ({what})")
+    else:
+      model = checkpoints.load_model(args.checkpoint, step=args.step)
+      export_hf(model, args.output)
+      print(f"wrote {args.output}: config.json, {HF_WEIGHTS} (HubertModel), {HEADS_FILE}, "
+            f"{MERT_CONFIG_FILE}")
+  except (ValueError, FileNotFoundError, ImportError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":
-  try:
-    main()
-  except (ValueError, FileNotFoundError, ImportError) as err:
-    sys.exit(f"error: {err}")
+  sys.exit(main())

@@ -25,7 +25,7 @@ from data_pipeline import example_audio
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
 from mert_jax import recipe
-from mert_jax.cli.extract import save_npy_atomic
+from mert_jax.cli.extract import save_npy
 from mert_jax.hf.convert import export_hf
 from mert_jax.model.features import hidden_states, windowed_hidden_states
 from mert_jax.train import checkpoints
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
   feat_path = os.path.join(workdir, "features.npy")
   audio_file = example_audio.music_file(workdir)
   feats = windowed_hidden_states(model.backbone, load_audio(audio_file)[:60 * SAMPLE_RATE], 30.0)
-  save_npy_atomic(feat_path, feats)
+  save_npy(feat_path, feats)
   print(f"[4/4] features of {audio_file} (first 60 s, 30 s windows): {feat_path} {feats.shape}")
   print(f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, TensorBoard: {workdir}/tb, "
         f"metrics: {workdir}/metrics.jsonl")

@@ -26,6 +26,7 @@ import sys
 import jax
 import numpy as np
 
+from data_pipeline.atomic import atomic_open
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
 from mert_jax.hf.convert import import_hf
@@ -34,12 +35,10 @@ from mert_jax.model.mert import Backbone
 from mert_jax.train import checkpoints
 
 
-def save_npy_atomic(path: str, array: np.ndarray) -> None:
-  """np.save to ``path`` via a temporary file, so a crash never leaves a truncated .npy."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+def save_npy(path: str, array: np.ndarray) -> None:
+  """np.save through a temporary file, so a crash never leaves a truncated .npy."""
+  with atomic_open(path, "wb") as f:
     np.save(f, array)
-  os.replace(tmp, path)
 
 
 def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float) -> tuple[int, ...]:
@@ -53,11 +52,13 @@ def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from e
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  save_npy_atomic(out, feats)
+  save_npy(out, feats)
   return feats.shape
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs the command: 0 when every file was written, 3 when some files of a folder were skipped,
+  1 (one ``error: ...`` line on stderr) when the model or a single input cannot be used."""
   parser = argparse.ArgumentParser(description="Save every layer's frame-level features of audio files.")
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--checkpoint", help="mert_jax model checkpoint directory or training workdir")
@@ -67,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--output", required=True, help="output .npy path (a folder when --audio is a folder)")
   parser.add_argument("--window-seconds", type=float, default=0.0, help="process in windows of ~S s (0: whole file)")
   args = parser.parse_args(argv)
+  try:
+    return _run(args)
+  except (ValueError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+  """Loads the model and extracts the file or folder; returns the exit status."""
   if args.checkpoint:
     model = checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32")
   else:
@@ -96,7 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  try:
-    sys.exit(main())
-  except (ValueError, FileNotFoundError) as err:
-    sys.exit(f"error: {err}")
+  sys.exit(main())

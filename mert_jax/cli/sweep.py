@@ -19,6 +19,8 @@ import subprocess
 import sys
 from typing import Any
 
+import ml_collections
+
 from mert_jax import recipe
 from mert_jax.model.mert import abstract_model, count_params
 
@@ -30,6 +32,15 @@ def load_sweep(spec: str) -> list[tuple[str, str, dict]]:
   """``FILE.py:NAME`` -> [(run name, recipe variant, {field: value})]."""
   path, _, name = spec.partition(":")
   return recipe.load_module(path, "sweep_def").get_sweep(name or "full")
+
+
+def run_config(variant: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The recipe variant's config with ``overrides`` applied (strings parsed by the field's type),
+  its model block validated."""
+  config = recipe.load_config(f"{RECIPE}:{variant}")
+  recipe.apply_overrides(config, overrides)
+  recipe.model_config_from(config)
+  return config
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
@@ -56,8 +67,13 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--prefix", default="mert")
   p.add_argument("--dry-run", action="store_true")
   args = p.parse_args(argv)
-  common = recipe.parse_assignments(args.set)
-  runs = load_sweep(args.sweep)
+  try:       # every run's overrides are checked before the first run starts
+    common = recipe.parse_assignments(args.set)
+    runs = load_sweep(args.sweep)
+    configs = [run_config(variant, {**overrides, **common}) for _, variant, overrides in runs]
+  except (ValueError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
   if args.tpu:
     for run, variant, overrides in runs:
       cmd = [LAUNCHER, f"--project={args.project}", f"--zone={args.zone}", f"--accelerator-type={args.accelerator_type}",
@@ -70,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   from mert_jax.train.loop import train  # pylint: disable=g-import-not-at-top
   rows = []
-  for run, variant, overrides in runs:
-    config = recipe.load_config(f"{RECIPE}:{variant}")
-    recipe.apply_overrides(config, {**overrides, **common})
+  for (run, variant, overrides), config in zip(runs, configs):
     print(f"=== {run} ({variant}, {overrides})", flush=True)
     last = train(config, os.path.join(args.workdir, run))["metrics"]
     params = count_params(abstract_model(recipe.model_config_from(config)))

@@ -33,6 +33,8 @@ import safetensors.numpy
 from etils import epath
 from flax import nnx
 
+from data_pipeline.atomic import atomic_write_bytes
+
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
 
@@ -296,11 +298,9 @@ def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
   """Write an HF folder (config.json, model.safetensors, mert_heads.safetensors, mert_jax_config.json)."""
   d = epath.Path(hf_dir)
   d.mkdir(parents=True, exist_ok=True)
-  # Write each file under a temporary name and rename, so a crash never leaves a whole-looking file.
+  # Each file is written under a temporary name and renamed, so a crash never leaves a whole-looking file.
   def write(name, data: bytes):
-    tmp = d / (name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(d / name)
+    atomic_write_bytes(d / name, data)
   write(HF_WEIGHTS, safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}))
   write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
   write(MERT_CONFIG_FILE, model.cfg.to_json().encode())

@@ -33,6 +33,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from data_pipeline.atomic import atomic_write_text
+
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
 
@@ -93,7 +95,7 @@ def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
 
 
 def write_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  (epath.Path(workdir) / WORKDIR_CONFIG).write_text(config.to_json_best_effort(indent=2))
+  atomic_write_text(epath.Path(workdir) / WORKDIR_CONFIG, config.to_json_best_effort(indent=2))
 
 
 # --------------------------------------------------------------------------- model checkpoints
@@ -106,7 +108,7 @@ def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path / PARAMS_DIR, params, force=overwrite)
-  (path / MODEL_CONFIG).write_text(model.cfg.to_json())
+  atomic_write_text(path / MODEL_CONFIG, model.cfg.to_json())
 
 
 def load_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:

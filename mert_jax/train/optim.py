@@ -1,7 +1,7 @@
 """The optimizer of spec §4: AdamW (betas 0.9/0.98, eps 1e-6, decoupled weight decay 0.01 on
 every parameter by default), linear warm-up then linear decay to 0 (fairseq polynomial_decay with
 power 1), global-norm clipping. Gradient accumulation and the non-finite guard live in the train
-step (mert_jax/train_step.py)."""
+step (mert_jax/train/step.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int) -> 
   def schedule(count):
     u = count + 1
     up = peak * u / warm
-    down = peak * (1.0 - (u - warm) / max(total_steps - warm, 1))
+    # (total - u) / (total - warm), not 1 - (u - warm) / (total - warm): XLA multiplies by the
+    # reciprocal of a constant divisor, and 1 - x would leave ~1e-8 * peak at u = total.
+    down = peak * (total_steps - u) / max(total_steps - warm, 1)
     return jax.numpy.clip(jax.numpy.where(u <= warm, up, down), 0.0, peak)
   return schedule
 

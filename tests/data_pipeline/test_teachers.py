@@ -15,11 +15,22 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline.teachers import (HOP, SAMPLE_RATE, EncodecTeacher, EncodecTeacherConfig, KMeansConfig,
-                                    KMeansTeacher, frame_features, load_teacher, make_teacher, num_tokens)
+from data_pipeline.teachers import (
+  HOP,
+  SAMPLE_RATE,
+  EncodecTeacher,
+  EncodecTeacherConfig,
+  KMeansConfig,
+  KMeansTeacher,
+  frame_features,
+  load_or_make_teacher,
+  load_teacher,
+  make_teacher,
+  num_tokens,
+)
 
 SMALL = KMeansConfig(num_codebooks=4, codebook_size=32)
-ONE_THREAD = EncodecTeacherConfig(num_threads=1)                  # other test runs share the 2 cores
+ONE_THREAD = EncodecTeacherConfig(num_threads=1)  # other test runs share the 2 cores
 
 
 def check_tokens(codes: np.ndarray, k: int, size: int, length: int) -> None:
@@ -58,7 +69,7 @@ def test_kmeans_token_layout(kmeans, music, length):
 
 def test_kmeans_uses_all_codes_on_music(kmeans, music):
   codes = kmeans.tokens(music)
-  assert all(len(np.unique(row)) >= 24 for row in codes)         # 32 centroids fitted on these 600 frames
+  assert all(len(np.unique(row)) >= 24 for row in codes)  # 32 centroids fitted on these 600 frames
 
 
 def test_kmeans_deterministic_in_seed(kmeans, music):
@@ -79,7 +90,9 @@ def test_kmeans_save_load_round_trip(kmeans, music, tmp_path):
   loaded = load_teacher(tmp_path)
   assert isinstance(loaded, KMeansTeacher) and loaded.config() == kmeans.config()
   np.testing.assert_array_equal(loaded.tokens(music), kmeans.tokens(music))
-  np.savez(tmp_path / meta["arrays"], mean=kmeans.mean, std=kmeans.std, centroids=kmeans.centroids + 1)
+  np.savez(
+    tmp_path / meta["arrays"], mean=kmeans.mean, std=kmeans.std, centroids=kmeans.centroids + 1
+  )
   with pytest.raises(ValueError, match="sha256"):
     load_teacher(tmp_path)
 
@@ -87,15 +100,20 @@ def test_kmeans_save_load_round_trip(kmeans, music, tmp_path):
 def test_features_match_librosa(music):
   """Frame t = Hann(1024) centred on sample 320 t + 160, zeros outside the clip."""
   librosa = pytest.importorskip("librosa")
-  x = music[:320 * 100 + 77]
+  x = music[: 320 * 100 + 77]
   n = num_tokens(len(x))
   left = SMALL.n_fft // 2 - HOP // 2
   padded = np.pad(x, (left, n * HOP + SMALL.n_fft - HOP - left - len(x)))
   power = np.abs(librosa.stft(padded, n_fft=SMALL.n_fft, hop_length=HOP, center=False)) ** 2
-  mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=SAMPLE_RATE, n_mels=64, fmax=12000.0),
-                               top_db=None)
-  ref = np.concatenate([librosa.feature.mfcc(S=mel_db, n_mfcc=20),
-                        librosa.feature.chroma_stft(S=power, sr=SAMPLE_RATE, tuning=0.0)]).T
+  mel_db = librosa.power_to_db(
+    librosa.feature.melspectrogram(S=power, sr=SAMPLE_RATE, n_mels=64, fmax=12000.0), top_db=None
+  )
+  ref = np.concatenate(
+    [
+      librosa.feature.mfcc(S=mel_db, n_mfcc=20),
+      librosa.feature.chroma_stft(S=power, sr=SAMPLE_RATE, tuning=0.0),
+    ]
+  ).T
   ours = frame_features(x, SMALL)
   assert ours.shape == ref.shape == (n, 32)
   np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-4)
@@ -110,14 +128,17 @@ def test_kmeans_alignment_at_hop_boundary(kmeans, music, deltas):
   The margin is ceil(n_fft / 2 / hop) = ceil(512 / 320) = 2 frames per edge (frame t's window
   spans samples [320 t - 352, 320 t + 672)), plus 1 with deltas.
   """
-  teacher = kmeans if not deltas else KMeansTeacher.fit(
-      [music], config=dataclasses.replace(SMALL, deltas=True), seed=0)
+  teacher = (
+    kmeans
+    if not deltas
+    else KMeansTeacher.fit([music], config=dataclasses.replace(SMALL, deltas=True), seed=0)
+  )
   margin = teacher.cfg.edge_margin
   assert margin == (3 if deltas else 2)
   whole = teacher.tokens(music)
   for m, end in [(150, 320 * 450), (211, 320 * 500 + 123)]:
-    part = teacher.tokens(music[320 * m:end])
-    ref = whole[:, m:m + part.shape[1]]
+    part = teacher.tokens(music[320 * m : end])
+    ref = whole[:, m : m + part.shape[1]]
     differs = np.nonzero((part != ref).any(axis=0))[0]
     inner = differs[(differs >= margin) & (differs < part.shape[1] - margin)]
     assert inner.size == 0, f"frames {inner} differ away from the edges"
@@ -126,14 +147,14 @@ def test_kmeans_alignment_at_hop_boundary(kmeans, music, deltas):
 def test_kmeans_residual_error_decreases(kmeans, music):
   errs = kmeans.quantization_errors(music)
   assert errs.shape == (5,)
-  np.testing.assert_allclose(errs[0], 1.0, rtol=1e-4)              # standardised on these very frames
+  np.testing.assert_allclose(errs[0], 1.0, rtol=1e-4)  # standardised on these very frames
   assert np.all(np.diff(errs) < 0), errs
   assert errs[-1] < 0.5 * errs[1]
 
 
 def test_kmeans_needs_enough_frames(music):
   with pytest.raises(ValueError, match=r"only 20 feature frames to fit 32 centroids"):
-    KMeansTeacher.fit([music[:HOP * 20]], config=SMALL, seed=0)
+    KMeansTeacher.fit([music[: HOP * 20]], config=SMALL, seed=0)
   with pytest.raises(ValueError, match="max_fit_frames"):
     KMeansTeacher.fit([music], config=dataclasses.replace(SMALL, max_fit_frames=16), seed=0)
   with pytest.raises(ValueError, match="must be fitted"):
@@ -141,8 +162,9 @@ def test_kmeans_needs_enough_frames(music):
 
 
 def test_kmeans_fit_subsample_bound(music):
-  """max_fit_frames caps the frames k-means sees, whatever the stream length; make_teacher dispatches."""
-  clips = [music[i * SAMPLE_RATE:(i + 1) * SAMPLE_RATE] for i in range(8)]
+  """max_fit_frames caps the frames k-means sees, whatever the stream length; make_teacher
+  dispatches."""
+  clips = [music[i * SAMPLE_RATE : (i + 1) * SAMPLE_RATE] for i in range(8)]
   cfg = dataclasses.replace(SMALL, num_codebooks=2, max_fit_frames=200)
   teacher = make_teacher("kmeans", audios=iter(clips), config=cfg, seed=3)
   assert teacher.fit_info["fit_frames"] == 200 and teacher.fit_info["frames_seen"] == 600
@@ -157,7 +179,7 @@ def test_kmeans_fit_subsample_bound(music):
 @pytest.mark.parametrize("length", [1, 319, 320, 321, 320 * 75, 320 * 75 + 1, 7999])
 def test_encodec_frame_counts(encodec, music, length):
   """transformers' EncodecModel.encode itself returns ceil(L / 320) frames (no pad/trim needed)."""
-  raw = encodec._encode(music[:length])                            # pylint: disable=protected-access
+  raw = encodec._encode(music[:length])  # pylint: disable=protected-access
   assert raw.shape == (8, math.ceil(length / HOP))
   check_tokens(encodec.tokens(music[:length]), 8, 1024, length)
 
@@ -166,23 +188,31 @@ def test_encodec_teacher_layout(encodec, music):
   assert (encodec.num_codebooks, encodec.codebook_size, encodec.label_rate) == (8, 1024, 75.0)
   codes = encodec.tokens(music)
   check_tokens(codes, 8, 1024, len(music))
-  assert all(len(np.unique(row)) > 50 for row in codes)             # random codebooks are not degenerate
+  assert all(len(np.unique(row)) > 50 for row in codes)  # random codebooks are not degenerate
   cfg = encodec.config()
   assert cfg["source"] == "random_init(0)" and cfg["bandwidth"] == 6.0
   check_tokens(encodec.tokens(music[:0]), 8, 1024, 0)
 
 
 def test_encodec_deterministic(encodec, music):
-  x = music[:3 * SAMPLE_RATE]
+  x = music[: 3 * SAMPLE_RATE]
   np.testing.assert_array_equal(encodec.tokens(x), encodec.tokens(x))
-  np.testing.assert_array_equal(EncodecTeacher.random_init(0, config=ONE_THREAD).tokens(x), encodec.tokens(x))
-  assert (make_teacher("encodec", seed=1, config=ONE_THREAD).tokens(x) != encodec.tokens(x)).mean() > 0.5
+  np.testing.assert_array_equal(
+    EncodecTeacher.random_init(0, config=ONE_THREAD).tokens(x), encodec.tokens(x)
+  )
+  assert (
+    make_teacher("encodec", seed=1, config=ONE_THREAD).tokens(x) != encodec.tokens(x)
+  ).mean() > 0.5
 
 
 def test_encodec_windows_match_whole_file(encodec, music):
   """2 s windows with 1 s of left context reproduce whole-file codes (up to near-tie flips)."""
-  windowed = EncodecTeacher(encodec.model, source=encodec.source, seed=0,
-                            config=dataclasses.replace(ONE_THREAD, window_seconds=2.0, context_seconds=1.0))
+  windowed = EncodecTeacher(
+    encodec.model,
+    source=encodec.source,
+    seed=0,
+    config=dataclasses.replace(ONE_THREAD, window_seconds=2.0, context_seconds=1.0),
+  )
   whole = encodec.tokens(music)
   parts = windowed.tokens(music)
   assert parts.shape == whole.shape
@@ -193,30 +223,34 @@ def test_encodec_alignment_at_hop_boundary(encodec, music):
   """Cut at 320 m, the codes match the whole file's from m on once the encoder has warmed up."""
   whole = encodec.tokens(music)
   m = 150
-  part = encodec.tokens(music[HOP * m:])
+  part = encodec.tokens(music[HOP * m :])
   assert part.shape == (8, whole.shape[1] - m)
-  assert (part[:, 25:] == whole[:, m + 25:]).mean() > 0.97
+  assert (part[:, 25:] == whole[:, m + 25 :]).mean() > 0.97
 
 
 def test_encodec_save_load_round_trip(encodec, music, tmp_path):
   encodec.save(tmp_path)
-  assert os.listdir(tmp_path) == ["teacher.json"]                  # a reference, never weights
+  assert os.listdir(tmp_path) == ["teacher.json"]  # a reference, never weights
   loaded = load_teacher(tmp_path)
   assert isinstance(loaded, EncodecTeacher) and loaded.config() == encodec.config()
-  x = music[:2 * SAMPLE_RATE]
+  x = music[: 2 * SAMPLE_RATE]
   np.testing.assert_array_equal(loaded.tokens(x), encodec.tokens(x))
 
 
 def test_encodec_from_local_safetensors(encodec, music, tmp_path):
   weights = tmp_path / "encodec"
-  encodec.model.save_pretrained(weights)                            # safetensors, codebooks included
+  encodec.model.save_pretrained(weights)  # safetensors, codebooks included
   teacher = make_teacher("encodec", source=str(weights), config=ONE_THREAD)
-  assert teacher.config()["source"] == str(weights) and len(teacher.config()["weights_sha256"]) == 64
-  x = music[:2 * SAMPLE_RATE]
+  assert (
+    teacher.config()["source"] == str(weights) and len(teacher.config()["weights_sha256"]) == 64
+  )
+  x = music[: 2 * SAMPLE_RATE]
   np.testing.assert_array_equal(teacher.tokens(x), encodec.tokens(x))
   teacher.save(tmp_path / "teacher")
   np.testing.assert_array_equal(load_teacher(tmp_path / "teacher").tokens(x), encodec.tokens(x))
-  assert EncodecTeacher(weights, config=ONE_THREAD).config() == teacher.config()   # a path also constructs
+  assert (
+    EncodecTeacher(weights, config=ONE_THREAD).config() == teacher.config()
+  )  # a path also constructs
 
 
 def test_encodec_refuses_pickled_weights(tmp_path):
@@ -227,3 +261,42 @@ def test_encodec_refuses_pickled_weights(tmp_path):
     make_teacher("encodec")
   with pytest.raises(ValueError, match="unknown teacher"):
     make_teacher("hubert")
+
+
+# ----------------------------------------------------------------------------------------------
+# load_or_make_teacher: the one construction path of prepare and tfds_builder
+# ----------------------------------------------------------------------------------------------
+
+
+def test_load_or_make_teacher_builds_once_then_loads(kmeans, music, tmp_path):
+  directory = tmp_path / "teacher"
+  made = load_or_make_teacher(directory, "kmeans", audios=iter([music]), config=SMALL, seed=0)
+  assert sorted(os.listdir(tmp_path)) == ["teacher"]  # no temporary folder left
+  assert made.config() == kmeans.config()
+
+  def never():
+    raise AssertionError("a saved teacher must not be fitted again")
+    yield
+
+  again = load_or_make_teacher(directory, "kmeans", audios=never(), config=SMALL, seed=0)
+  assert isinstance(again, KMeansTeacher) and again.config() == kmeans.config()
+
+
+def test_load_or_make_teacher_refuses_another_saved_teacher(kmeans, tmp_path):
+  kmeans.save(tmp_path)
+  with pytest.raises(
+    ValueError, match="holds a saved 'kmeans' teacher, not the requested 'encodec'"
+  ):
+    load_or_make_teacher(tmp_path, "encodec", seed=0)
+  with pytest.raises(ValueError, match=r"fitted with other settings \(4 x 32, asked for 4 x 64\)"):
+    load_or_make_teacher(
+      tmp_path, "kmeans", audios=(), config=dataclasses.replace(SMALL, codebook_size=64)
+    )
+
+
+def test_load_or_make_teacher_keeps_make_teachers_errors(tmp_path):
+  with pytest.raises(ValueError, match="must be fitted"):
+    load_or_make_teacher(tmp_path / "t", "kmeans")
+  with pytest.raises(ValueError, match="unknown teacher"):
+    load_or_make_teacher(tmp_path / "t", "hubert")
+  assert os.listdir(tmp_path) == []

@@ -1,0 +1,40 @@
+"""configs/mert.py: every variant builds, with the pinned parameter counts (tests/expected.py),
+the tiny variant's real shape, and the published recipes' numbers."""
+
+import pytest
+
+from configs import mert as mert_config
+from data_pipeline.audio_format import SAMPLE_RATE
+from mert_jax import recipe
+from mert_jax.model.mert import abstract_model, count_params
+from tests.expected import BACKBONE_PARAMS, TINY_RECIPE_TOTAL_PARAMS, TOTAL_PARAMS
+
+
+@pytest.mark.parametrize("variant", ["tiny", "95m", "330m", "1b"])
+def test_variant_builds(variant: str) -> None:
+  c = mert_config.get_config(variant)
+  cfg = recipe.model_config_from(c)
+  recipe.objective_config_from(c)
+  model = abstract_model(cfg)
+  assert count_params(model.backbone) == BACKBONE_PARAMS[variant]
+  total = TINY_RECIPE_TOTAL_PARAMS if variant == "tiny" else TOTAL_PARAMS[variant]
+  assert count_params(model) == total
+
+
+def test_tiny_shape() -> None:
+  c = mert_config.get_config("tiny")
+  cfg = recipe.model_config_from(c)
+  assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.ffn_size) == (32, 2, 4, 64)
+  assert (cfg.codebook_size, cfg.num_codebooks, cfg.final_dim) == (64, 8, 16)
+  assert c.crop_samples == 2 * SAMPLE_RATE == 48_000
+  assert (c.batch_size, c.total_steps) == (8, 200)
+
+
+def test_recipes() -> None:
+  c95, c330 = mert_config.get_config("95m"), mert_config.get_config("330m")
+  assert (c95.optimizer.lr, c95.optimizer.clip_norm, c95.crop_samples,
+          c95.model.layer_norm_first) == (5e-4, 10.0, 120_000, False)
+  assert (c330.optimizer.lr, c330.optimizer.clip_norm, c330.optimizer.grad_accum_steps,
+          c330.model.layer_norm_first, c330.model.attention_relax) == (1.5e-3, 1.0, 8, True, 32.0)
+  with pytest.raises(ValueError, match="unknown variant"):
+    mert_config.get_config("7b")

@@ -1,0 +1,165 @@
+"""The training loop: identical losses across meshes and process counts, restore onto another
+mesh, SIGTERM checkpoints, data-state mismatches, and gradient accumulation resuming exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from mert_jax.train.loop import train
+from tests.train.helpers import REPO_ROOT, cli_args, losses, run_cli, tiny
+
+
+@pytest.mark.parametrize("heads,meshes", [(4, [(8, 1, 1), (2, 4, 1), (2, 2, 2)]), (8, [(1, 1, 8)])])
+def test_meshes_give_single_device_losses(data_dir, tmp_path, heads, meshes):
+  f32 = {"model.num_heads": heads, "model.dtype": "float32"}  # fp32 compute: fp32 tolerance
+  train(tiny(data_dir, num_devices=1, mesh=[1, 1, 1], **f32), str(tmp_path / "one"))
+  ref_losses = losses(tmp_path / "one")
+  for mesh in meshes:
+    wd = tmp_path / "x".join(map(str, mesh))
+    out = train(tiny(data_dir, mesh=list(mesh), **f32), str(wd))
+    got = losses(wd)
+    print(mesh, ref_losses, got)
+    np.testing.assert_allclose(
+      [got[s] for s in sorted(got)], [ref_losses[s] for s in sorted(ref_losses)], rtol=2e-5
+    )
+    params, opt = out["state"]["params"], out["state"]["opt_state"]
+    layer = params["backbone"]["encoder"]["layers"][0]
+    q = layer["attention"]["q_proj"]["kernel"]
+    fc1 = layer["feed_forward"]["intermediate_dense"]["kernel"]
+    want_q = P("fsdp" if mesh[1] > 1 else None, "tensor" if mesh[2] > 1 else None, None)
+    assert q.sharding.spec == want_q, (mesh, q.sharding.spec)
+    assert fc1.sharding.spec == P(want_q[0], want_q[1])
+    mu = opt[1][0].mu["backbone"]["encoder"]["layers"][0]["attention"]["q_proj"]["kernel"]
+    assert mu.sharding.spec == want_q  # optimizer state sharded like the parameter
+    if mesh[1] > 1:
+      assert q.addressable_shards[0].data.shape[0] == q.shape[0] // mesh[1]
+
+
+@pytest.mark.multiprocess
+def test_sigterm_checkpoints_and_resumes(data_dir, tmp_path):
+  wd = tmp_path / "run"
+  cmd = [
+    sys.executable,
+    "-m",
+    "mert_jax.cli.train",
+    *cli_args(wd, data_dir, "--config.total_steps=1000", "--config.checkpoint_every=1000"),
+  ]
+  proc = subprocess.Popen(
+    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT
+  )
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if os.path.exists(wd / "metrics.jsonl") and len(losses(wd)) >= 3:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  stopped = ocp.CheckpointManager(str(wd / "checkpoints")).latest_step()
+  assert stopped is not None and 3 <= stopped < 1000
+  run_cli(wd, data_dir, f"--config.total_steps={stopped + 2}")
+  assert max(losses(wd)) == stopped + 2
+
+
+DIST = """
+import sys, jax
+jax.config.update("jax_num_cpu_devices", 4)
+pid, port = int(sys.argv[1]), sys.argv[2]
+jax.distributed.initialize(f"127.0.0.1:{port}", 2, pid, initialization_timeout=120)
+from configs import mert as mert_configs
+from mert_jax.train.loop import train
+import json
+c = json.loads(sys.argv[3])
+cfg = mert_configs.get_config("tiny")
+cfg.data.dir = c["data_dir"]
+cfg.total_steps, cfg.log_every, cfg.eval_every, cfg.checkpoint_every = c["steps"], 1, 0, 2
+cfg.data.shuffle_window, cfg.data.groups, cfg.mesh = 16, 2, [8, 1, 1]
+cfg.model.dtype = "float32"
+train(cfg, c["workdir"])
+"""
+
+
+@pytest.mark.multiprocess
+def test_two_processes_match_one_process(data_dir, tmp_path):
+  import portpicker
+
+  one = tmp_path / "one"
+  train(tiny(data_dir, total_steps=4, **{"data.groups": 2, "model.dtype": "float32"}), str(one))
+  script = tmp_path / "dist.py"
+  script.write_text(DIST)
+  wd = tmp_path / "two"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  for steps in (2, 4):  # train 2 steps, checkpoint, resume to 4
+    port = str(portpicker.pick_unused_port())
+    arg = json.dumps({"data_dir": data_dir, "workdir": str(wd), "steps": steps})
+    procs = [
+      subprocess.Popen(
+        [sys.executable, str(script), str(i), port, arg],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+      for i in range(2)
+    ]
+    for p in procs:
+      _, err = p.communicate(timeout=600)
+      assert p.returncode == 0, err[-3000:]
+  a, b = losses(one), losses(wd)
+  assert sorted(b) == [1, 2, 3, 4]
+  np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)], rtol=2e-5)
+
+
+def test_restore_onto_another_mesh(data_dir, tmp_path):
+  f32 = {"model.dtype": "float32"}
+  straight = train(tiny(data_dir, total_steps=3, mesh=[8, 1, 1], **f32), str(tmp_path / "straight"))
+  assert straight["train_step_compiles"] == 1  # no recompiles between steps
+  wd = str(tmp_path / "moved")
+  train(tiny(data_dir, total_steps=2, mesh=[8, 1, 1], **f32), wd)
+  out = train(tiny(data_dir, total_steps=3, mesh=[2, 2, 2], **f32), wd)  # resume on (2, 2, 2)
+  q = out["state"]["params"]["backbone"]["encoder"]["layers"][0]["attention"]["q_proj"]["kernel"]
+  assert q.sharding.spec == P("fsdp", "tensor", None)
+  np.testing.assert_allclose(losses(wd)[3], losses(tmp_path / "straight")[3], rtol=2e-5)
+
+
+def test_data_state_mismatch_is_explained_and_restart_fallback(data_dir, tmp_path):
+  wd = str(tmp_path / "run")
+  train(tiny(data_dir, total_steps=2, **{"data.groups": 2}), wd)
+  with pytest.raises(
+    RuntimeError,
+    match=r"data-iterator state cannot be restored.*data.groups=1"
+    r".*on_state_mismatch=restart",
+  ):
+    train(tiny(data_dir, total_steps=3, **{"data.groups": 1}), wd)
+  out = train(
+    tiny(data_dir, total_steps=3, **{"data.groups": 1, "data.on_state_mismatch": "restart"}), wd
+  )
+  assert out["metrics"]["step"] == 3
+
+
+def test_grad_accumulation_trains_and_resumes_exactly(data_dir, tmp_path):
+  """The 330M recipe's path: 2 micro-batches of 4 clips per update on a (2, 2, 2) mesh. A run of 4
+  steps equals 2 steps then a resume to 4: losses bit for bit, final parameters identical."""
+  accum = {"optimizer.grad_accum_steps": 2, "mesh": [2, 2, 2]}
+  straight = train(tiny(data_dir, total_steps=4, **accum), str(tmp_path / "straight"))
+  assert straight["train_step_compiles"] == 1
+  wd = str(tmp_path / "resumed")
+  first = train(tiny(data_dir, total_steps=2, **accum), wd)
+  assert first["metrics"]["step"] == 2
+  resumed = train(tiny(data_dir, total_steps=4, **accum), wd)
+  a, b = losses(tmp_path / "straight"), losses(wd)
+  assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+  assert all(np.isfinite(a[s]) for s in a)
+  assert [a[s] for s in range(1, 5)] == [b[s] for s in range(1, 5)]  # bit for bit
+  for x, y in zip(jax.tree.leaves(straight["state"]), jax.tree.leaves(resumed["state"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
