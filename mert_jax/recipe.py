@@ -113,6 +113,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
       current = node[leaf]
     except KeyError:
       raise ValueError(f"unknown config field {key!r}; see configs/mert.py for the fields") from None
+    if current is None and node.get_type(leaf) is str:
+      current = ""  # an unset string placeholder (data.dir): the text is the value, never a literal
     node[leaf] = parse_value(value, current, key) if isinstance(value, str) else value
 
 

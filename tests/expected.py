@@ -7,17 +7,17 @@ tests/hf/test_convert.py); ``TOTAL_PARAMS`` adds the pretraining heads of ``mode
 """
 
 BACKBONE_PARAMS: dict[str, int] = {
-    "tiny": 39_216,
-    "95m": 94_371_712,
-    "330m": 315_428_992,
-    "1b": 962_487_680,
+  "tiny": 39_216,
+  "95m": 94_371_712,
+  "330m": 315_428_992,
+  "1b": 962_487_680,
 }
 
 TOTAL_PARAMS: dict[str, int] = {
-    "tiny": 186_112,
-    "95m": 95_550_160,
-    "330m": 317_875_664,
-    "1b": 965_282_512,
+  "tiny": 186_112,
+  "95m": 95_550_160,
+  "330m": 317_875_664,
+  "1b": 965_282_512,
 }
 
 TINY_RECIPE_TOTAL_PARAMS = 63_232

@@ -20,20 +20,25 @@ def test_from_dict_refuses_unknown_fields() -> None:
 @pytest.mark.parametrize("size", sorted(MODEL_SIZES))
 def test_json_round_trip(size: str) -> None:
   cfg = MODEL_SIZES[size]
-  back = ModelConfig.from_dict(json.loads(cfg.to_json()))     # lists back to tuples of tuples
+  back = ModelConfig.from_dict(json.loads(cfg.to_json()))  # lists back to tuples of tuples
   assert back == cfg and isinstance(back.conv_layers[0], tuple)
 
 
-@pytest.mark.parametrize("overrides,msg", [
+@pytest.mark.parametrize(
+  "overrides,msg",
+  [
     (dict(hidden_size=30), "model.hidden_size=30 is not divisible by model.num_heads=4"),
-    (dict(pos_conv_groups=5, num_heads=2),
-     "model.hidden_size=32 is not divisible by model.pos_conv_groups=5"),
+    (
+      dict(pos_conv_groups=5, num_heads=2),
+      "model.hidden_size=32 is not divisible by model.pos_conv_groups=5",
+    ),
     (dict(extractor_mode="group_norm"), "model.extractor_mode must be 'default' or 'layer_norm'"),
     (dict(attention_impl="flash"), "model.attention_impl must be auto/xla/cudnn/manual"),
     (dict(pos_conv_impl="fft"), "model.pos_conv_impl must be auto/einsum/xla"),
     (dict(remat_policy="offload"), "model.remat_policy must be one of"),
     (dict(dtype="int8"), "model.dtype must be float32/bfloat16/float16"),
-])
+  ],
+)
 def test_validate_names_the_field(overrides: dict, msg: str) -> None:
   with pytest.raises(ValueError, match=msg):
     model_config("tiny", **overrides)

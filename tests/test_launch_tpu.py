@@ -14,14 +14,30 @@ LAUNCHER = os.path.join(ROOT, "launch_tpu.sh")
 @pytest.mark.multiprocess
 def test_dry_run_prints_the_v4_32_commands() -> None:
   out = subprocess.run(
-      [LAUNCHER, "--project=proj", "--zone=us-central2-b", "--accelerator-type=v4-32",
-       "--name=mert-95m", "--config=configs/mert.py:95m", "--workdir=gs://bkt/runs/95m", "--spot",
-       "--dry-run", "--config.optimizer.lr=4e-4"],
-      capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    [
+      LAUNCHER,
+      "--project=proj",
+      "--zone=us-central2-b",
+      "--accelerator-type=v4-32",
+      "--name=mert-95m",
+      "--config=configs/mert.py:95m",
+      "--workdir=gs://bkt/runs/95m",
+      "--spot",
+      "--dry-run",
+      "--config.optimizer.lr=4e-4",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=ROOT,
+  ).stdout
   lines = [l for l in out.splitlines() if l.startswith("+ ")]
   g = "--project=proj --zone=us-central2-b"
-  assert lines[0] == ("+ gcloud compute tpus tpu-vm create mert-95m " + g +
-                      " --accelerator-type=v4-32 --version=tpu-ubuntu2204-base --spot")
+  assert lines[0] == (
+    "+ gcloud compute tpus tpu-vm create mert-95m "
+    + g
+    + " --accelerator-type=v4-32 --version=tpu-ubuntu2204-base --spot"
+  )
   assert lines[1].startswith("+ git archive --format=tar.gz")
   ssh = "+ gcloud compute tpus tpu-vm ssh mert-95m " + g + " --worker=all --command="
   assert lines[2].startswith("+ gcloud compute tpus tpu-vm scp ")
@@ -29,14 +45,31 @@ def test_dry_run_prints_the_v4_32_commands() -> None:
   assert lines[3].startswith(ssh)
   assert "pip\\ install" in lines[3] and "\\[tpu\\]" in lines[3]
   assert lines[4].startswith(ssh)
-  assert ("mert_jax.cli.train\\ --config=configs/mert.py:95m\\ --workdir=gs://bkt/runs/95m\\ "
-          "--config.optimizer.lr=4e-4") in lines[4]
+  assert (
+    "mert_jax.cli.train\\ --config=configs/mert.py:95m\\ --workdir=gs://bkt/runs/95m\\ "
+    "--config.optimizer.lr=4e-4"
+  ) in lines[4]
   queued = subprocess.run(
-      [LAUNCHER, "--project=proj", "--zone=z", "--accelerator-type=v4-32", "--name=n",
-       "--config=c", "--workdir=w", "--queued", "--dry-run"],
-      capture_output=True, text=True, check=True, cwd=ROOT).stdout
-  assert ("+ gcloud compute tpus queued-resources create n --node-id=n --project=proj --zone=z "
-          "--accelerator-type=v4-32") in queued
+    [
+      LAUNCHER,
+      "--project=proj",
+      "--zone=z",
+      "--accelerator-type=v4-32",
+      "--name=n",
+      "--config=c",
+      "--workdir=w",
+      "--queued",
+      "--dry-run",
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=ROOT,
+  ).stdout
+  assert (
+    "+ gcloud compute tpus queued-resources create n --node-id=n --project=proj --zone=z "
+    "--accelerator-type=v4-32"
+  ) in queued
   bad = subprocess.run([LAUNCHER, "--name=n", "--dry-run"], capture_output=True, text=True)
   assert bad.returncode == 2 and "--project is required" in bad.stderr
 
@@ -44,17 +77,34 @@ def test_dry_run_prints_the_v4_32_commands() -> None:
 @pytest.mark.multiprocess
 def test_local_two_processes_train_checkpoint_and_resume(default_data: str, tmp_path) -> None:
   wd = str(tmp_path / "run")
-  base = [LAUNCHER, "--local=2", "--local-devices=2", "--config=configs/mert.py:tiny",
-          f"--workdir={wd}", f"--config.data.dir={default_data}", "--config.log_every=1",
-          "--config.eval_every=0", "--config.checkpoint_every=2", "--config.data.shuffle_window=16"]
+  base = [
+    LAUNCHER,
+    "--local=2",
+    "--local-devices=2",
+    "--config=configs/mert.py:tiny",
+    f"--workdir={wd}",
+    f"--config.data.dir={default_data}",
+    "--config.log_every=1",
+    "--config.eval_every=0",
+    "--config.checkpoint_every=2",
+    "--config.data.shuffle_window=16",
+  ]
   for steps in (2, 4):
-    proc = subprocess.run(base + [f"--config.total_steps={steps}"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=900)
+    proc = subprocess.run(
+      base + [f"--config.total_steps={steps}"],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      timeout=900,
+    )
     logs = "".join(open(f"{wd}.process{i}.log").read()[-1500:] for i in range(2))
     assert proc.returncode == 0, proc.stderr + logs
   steps = [json.loads(l)["step"] for l in open(os.path.join(wd, "metrics.jsonl")) if '"loss"' in l]
   assert steps == [1, 2, 3, 4]
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["2", "4"]
-  states = sorted(f for f in os.listdir(os.path.join(wd, "checkpoints", "4", "data_iter"))
-                  if f.startswith("process_"))
-  assert states == ["process_0-of-2.json", "process_1-of-2.json"]   # one data position per process
+  states = sorted(
+    f
+    for f in os.listdir(os.path.join(wd, "checkpoints", "4", "data_iter"))
+    if f.startswith("process_")
+  )
+  assert states == ["process_0-of-2.json", "process_1-of-2.json"]  # one data position per process

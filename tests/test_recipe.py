@@ -8,9 +8,21 @@ from mert_jax import recipe
 from mert_jax.config import MODEL_SIZES, ObjectiveConfig
 
 
-@pytest.mark.parametrize("text,want", [("false", False), ("False", False), ("0", False),
-                                       ("no", False), ("off", False), ("true", True),
-                                       ("TRUE", True), ("1", True), ("yes", True), (" on ", True)])
+@pytest.mark.parametrize(
+  "text,want",
+  [
+    ("false", False),
+    ("False", False),
+    ("0", False),
+    ("no", False),
+    ("off", False),
+    ("true", True),
+    ("TRUE", True),
+    ("1", True),
+    ("yes", True),
+    (" on ", True),
+  ],
+)
 def test_bool_text(text: str, want: bool) -> None:
   assert recipe.parse_value(text, True, "model.remat") is want
   assert recipe.parse_value(text, False, "model.remat") is want
@@ -27,25 +39,39 @@ def test_remat_false_is_false() -> None:
 
 def test_list_of_ints_int_to_float_strings_and_placeholders() -> None:
   c = recipe.load_config("configs/mert.py:tiny")
-  recipe.apply_overrides(c, {"mesh": "[2,1,1]", "optimizer.lr": "1", "model.dtype": "float32",
-                             "data.dir": "/data/prepared", "model.num_layers": "3",
-                             "model.feature_grad_mult": "1e-1"})
+  recipe.apply_overrides(
+    c,
+    {
+      "mesh": "[2,1,1]",
+      "optimizer.lr": "1",
+      "model.dtype": "float32",
+      "data.dir": "/data/prepared",
+      "model.num_layers": "3",
+      "model.feature_grad_mult": "1e-1",
+    },
+  )
   assert c.mesh == [2, 1, 1] and all(type(v) is int for v in c.mesh)
   assert type(c.optimizer.lr) is float and c.optimizer.lr == 1.0
   assert c.model.dtype == "float32" and c.data.dir == "/data/prepared"
   assert c.model.num_layers == 3 and c.model.feature_grad_mult == 0.1
-  recipe.apply_overrides(c, {"model.num_layers": 4, "mesh": [1, 2, 1]})     # values, not text
+  recipe.apply_overrides(c, {"model.num_layers": 4, "mesh": [1, 2, 1]})  # values, not text
   assert c.model.num_layers == 4 and c.mesh == [1, 2, 1]
+  fresh = recipe.load_config("configs/mert.py:tiny")  # data.dir: an unset str placeholder
+  recipe.apply_overrides(fresh, {"data.dir": "123"})
+  assert fresh.data.dir == "123"  # a path that reads as a literal stays text
 
 
-@pytest.mark.parametrize("key,text,msg", [
+@pytest.mark.parametrize(
+  "key,text,msg",
+  [
     ("model.nope", "1", "unknown config field 'model.nope'"),
     ("nope.num_layers", "1", "unknown config field 'nope.num_layers'"),
     ("model.remat", "maybe", "model.remat: 'maybe' is not a boolean"),
     ("model.num_layers", "2.5", "model.num_layers: '2.5' is not a int"),
     ("model.num_layers", "two", "model.num_layers: cannot parse 'two' as int"),
     ("mesh", "3", "mesh: '3' is not a list"),
-])
+  ],
+)
 def test_bad_override_names_the_field(key: str, text: str, msg: str) -> None:
   c = recipe.load_config("configs/mert.py:tiny")
   with pytest.raises(ValueError, match=msg):
@@ -63,7 +89,7 @@ def test_load_config_from_another_directory(tmp_path, monkeypatch) -> None:
   monkeypatch.chdir(tmp_path)
   c = recipe.load_config("configs/mert.py:tiny")
   assert c.variant == "tiny" and c.model.hidden_size == 32
-  assert recipe.load_config("330m").variant == "330m"          # configs/mert.py by default
+  assert recipe.load_config("330m").variant == "330m"  # configs/mert.py by default
   assert recipe.load_module("configs/sweeps/model_size.py").get_sweep("full")[0][0] == "95m"
   with pytest.raises(FileNotFoundError, match="configs/nope.py: no such config file"):
     recipe.load_config("configs/nope.py:tiny")
@@ -72,8 +98,12 @@ def test_load_config_from_another_directory(tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize("size", sorted(MODEL_SIZES))
 def test_dataclasses_round_trip_through_config_dicts(size: str) -> None:
   cfg = MODEL_SIZES[size]
-  c = ml_collections.ConfigDict({"model": recipe.dataclass_to_config_dict(cfg),
-                                 "objective": recipe.dataclass_to_config_dict(ObjectiveConfig())})
-  assert isinstance(c.model.conv_layers, list)                # ConfigDicts store lists
+  c = ml_collections.ConfigDict(
+    {
+      "model": recipe.dataclass_to_config_dict(cfg),
+      "objective": recipe.dataclass_to_config_dict(ObjectiveConfig()),
+    }
+  )
+  assert isinstance(c.model.conv_layers, list)  # ConfigDicts store lists
   assert recipe.model_config_from(c) == cfg
   assert recipe.objective_config_from(c) == ObjectiveConfig()

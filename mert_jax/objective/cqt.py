@@ -64,7 +64,7 @@ frequency domain with FFT kernels sparsified by dropping 1 % of each kernel's L1
 (``sparsity=0.01``), resamples between octaves with soxr (``res_type="soxr_hq"``) and downsamples
 early when the top octave is far below Nyquist. Both scale L1-normalised filters by sqrt(length)
 (librosa's ``scale=True``, nnAudio's "librosa" normalisation) and zero-pad, so magnitudes are close
-but not equal. Measured (tests/test_cqt.py): a pure tone peaks in the same bin, 0.25-0.35 % higher
+but not equal. Measured (tests/objective/test_cqt.py): a pure tone peaks in the same bin, 0.25-0.35 % higher
 in librosa; on real music max|librosa - exact| / max|exact| = 0.6-1.3 % per 3 s clip, with the
 median per-bin energy ratio within 0.05 % of 1. Use nnAudio, not librosa, as the reference.
 

@@ -35,7 +35,7 @@ def test_round_trip_is_bit_identical(tiny_checkpoint: str, tmp_path, capsys) -> 
   assert f"wrote {ckpt2} (heads from mert_heads.safetensors)" in capsys.readouterr().out
   original, back = checkpoints.load_model(tiny_checkpoint), checkpoints.load_model(ckpt2)
   assert back.cfg == original.cfg
-  assert_same_params(params_of(back), params_of(original))          # heads included
+  assert_same_params(params_of(back), params_of(original))  # heads included
 
 
 def test_export_a_training_workdir_step(trained_workdir, tmp_path, capsys) -> None:
@@ -46,17 +46,23 @@ def test_export_a_training_workdir_step(trained_workdir, tmp_path, capsys) -> No
   hf = tmp_path / "hf"
   assert convert_cli.main(["jax-to-hf", f"--checkpoint={wd}", "--step=1", f"--output={hf}"]) == 0
   capsys.readouterr()
-  assert_same_params(params_of(import_hf(hf)[0]), params_of(first))   # step 1, not the latest
+  assert_same_params(params_of(import_hf(hf)[0]), params_of(first))  # step 1, not the latest
 
 
 def test_bad_paths_are_one_error_line(tiny_checkpoint: str, tmp_path, capsys) -> None:
   for argv, msg in [
-      (["jax-to-hf", f"--checkpoint={tmp_path}/nope", f"--output={tmp_path}/hf"],
-       "is not a model checkpoint written by mert_jax"),
-      (["jax-to-hf", f"--checkpoint={tiny_checkpoint}", "--step=3", f"--output={tmp_path}/hf"],
-       "--step applies to training workdirs"),
-      (["hf-to-jax", f"--hf={tmp_path}/nope", f"--output={tmp_path}/ckpt"],
-       "config.json not found; is this a Hugging Face model folder?"),
+    (
+      ["jax-to-hf", f"--checkpoint={tmp_path}/nope", f"--output={tmp_path}/hf"],
+      "is not a model checkpoint written by mert_jax",
+    ),
+    (
+      ["jax-to-hf", f"--checkpoint={tiny_checkpoint}", "--step=3", f"--output={tmp_path}/hf"],
+      "--step applies to training workdirs",
+    ),
+    (
+      ["hf-to-jax", f"--hf={tmp_path}/nope", f"--output={tmp_path}/ckpt"],
+      "config.json not found; is this a Hugging Face model folder?",
+    ),
   ]:
     assert convert_cli.main(argv) == 1
     err = capsys.readouterr().err
@@ -66,9 +72,19 @@ def test_bad_paths_are_one_error_line(tiny_checkpoint: str, tmp_path, capsys) ->
 
 @pytest.mark.multiprocess
 def test_python_m_prints_one_line_and_no_traceback(tmp_path) -> None:
-  proc = subprocess.run([sys.executable, "-m", "mert_jax.cli.convert", "jax-to-hf",
-                         f"--checkpoint={tmp_path}/nope", f"--output={tmp_path}/hf"],
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mert_jax.cli.convert",
+      "jax-to-hf",
+      f"--checkpoint={tmp_path}/nope",
+      f"--output={tmp_path}/hf",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr
   lines = proc.stderr.strip().splitlines()

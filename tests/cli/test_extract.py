@@ -23,8 +23,9 @@ from mert_jax.model.conv_extractor import num_frames
 def short_music_file(tmp_path_factory, music: np.ndarray) -> str:
   """4 s of real music, written as FLAC at 44.1 kHz stereo (exercises decode, downmix, resample)."""
   import soxr
+
   path = tmp_path_factory.mktemp("audio") / "clip.flac"
-  x = soxr.resample(music[:4 * 24000], 24000, 44100)
+  x = soxr.resample(music[: 4 * 24000], 24000, 44100)
   sf.write(path, np.stack([x, 0.5 * x], axis=1), 44100)
   return str(path)
 
@@ -47,8 +48,9 @@ def hf_dir(tiny_checkpoint: str, tmp_path_factory) -> str:
 
 
 @pytest.mark.torch
-def test_checkpoint_features_equal_hubert_model(features: np.ndarray, hf_dir: str,
-                                                short_music_file: str) -> None:
+def test_checkpoint_features_equal_hubert_model(
+  features: np.ndarray, hf_dir: str, short_music_file: str
+) -> None:
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   cfg = model_config("tiny")
@@ -64,9 +66,9 @@ def test_checkpoint_features_equal_hubert_model(features: np.ndarray, hf_dir: st
   assert err < 1e-4
 
 
-def test_hf_folder_features_equal_checkpoint_features(features: np.ndarray, hf_dir: str,
-                                                      short_music_file: str, tmp_path,
-                                                      capsys) -> None:
+def test_hf_folder_features_equal_checkpoint_features(
+  features: np.ndarray, hf_dir: str, short_music_file: str, tmp_path, capsys
+) -> None:
   out = tmp_path / "f.npy"
   capsys.readouterr()
   assert extract_cli.main([f"--hf={hf_dir}", f"--audio={short_music_file}", f"--output={out}"]) == 0
@@ -75,14 +77,15 @@ def test_hf_folder_features_equal_checkpoint_features(features: np.ndarray, hf_d
   np.testing.assert_allclose(np.load(out), features, atol=1e-6)
 
 
-def test_folder_of_a_training_workdir_in_windows(trained_workdir, music: np.ndarray, tmp_path,
-                                                 capsys) -> None:
+def test_folder_of_a_training_workdir_in_windows(
+  trained_workdir, music: np.ndarray, tmp_path, capsys
+) -> None:
   """Every file gets the whole file's frame count; outputs mirror the folder."""
   wd, _ = trained_workdir
   audio_dir = tmp_path / "audio"
   (audio_dir / "sub").mkdir(parents=True)
-  sf.write(audio_dir / "a.wav", music[:5 * 24000], 24000)
-  sf.write(audio_dir / "sub" / "b.flac", music[24000:3 * 24000 + 777], 24000)
+  sf.write(audio_dir / "a.wav", music[: 5 * 24000], 24000)
+  sf.write(audio_dir / "sub" / "b.flac", music[24000 : 3 * 24000 + 777], 24000)
   (audio_dir / "notes.txt").write_text("not audio: not an audio extension, so not visited")
   out = tmp_path / "feats"
   argv = [f"--checkpoint={wd}", f"--audio={audio_dir}", f"--output={out}", "--window-seconds=1.5"]
@@ -94,22 +97,24 @@ def test_folder_of_a_training_workdir_in_windows(trained_workdir, music: np.ndar
   assert "skipped" not in capsys.readouterr().err
 
 
-def test_folder_skips_bad_files_and_exits_3(tiny_checkpoint: str, music: np.ndarray, tmp_path,
-                                            capsys) -> None:
+def test_folder_skips_bad_files_and_exits_3(
+  tiny_checkpoint: str, music: np.ndarray, tmp_path, capsys
+) -> None:
   audio_dir = tmp_path / "audio"
   audio_dir.mkdir()
   sf.write(audio_dir / "good.wav", music[:24000], 24000)
   sf.write(audio_dir / "short.wav", np.zeros(200, np.float32), 24000)
   out = tmp_path / "feats"
-  assert extract_cli.main([f"--checkpoint={tiny_checkpoint}", f"--audio={audio_dir}",
-                           f"--output={out}"]) == 3
+  argv = [f"--checkpoint={tiny_checkpoint}", f"--audio={audio_dir}", f"--output={out}"]
+  assert extract_cli.main(argv) == 3
   err = capsys.readouterr().err
   assert f"skipped {audio_dir / 'short.wav'}" in err and "1 files could not be processed" in err
   assert (out / "good.wav.npy").exists() and not (out / "short.wav.npy").exists()
 
 
-def test_bad_audio_is_one_error_line_naming_the_file(tiny_checkpoint: str, tmp_path,
-                                                     capsys) -> None:
+def test_bad_audio_is_one_error_line_naming_the_file(
+  tiny_checkpoint: str, tmp_path, capsys
+) -> None:
   nan_wav = tmp_path / "nan.wav"
   x = np.zeros(24000, np.float32)
   x[100] = np.nan
@@ -118,17 +123,19 @@ def test_bad_audio_is_one_error_line_naming_the_file(tiny_checkpoint: str, tmp_p
   sf.write(short_wav, np.zeros(200, np.float32), 24000)
   not_audio = tmp_path / "notes.txt"
   not_audio.write_text("hello")
-  for path, msg in [(nan_wav, "NaN/inf"),
-                    (short_wav, "has 200 samples; the model needs at least 400"),
-                    (not_audio, "cannot decode audio"),
-                    (tmp_path / "missing.wav", "no such audio file")]:
+  for path, msg in [
+    (nan_wav, "NaN/inf"),
+    (short_wav, "has 200 samples; the model needs at least 400"),
+    (not_audio, "cannot decode audio"),
+    (tmp_path / "missing.wav", "no such audio file"),
+  ]:
     argv = [f"--checkpoint={tiny_checkpoint}", f"--audio={path}", f"--output={tmp_path / 'o.npy'}"]
     assert extract_cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert msg in err and str(path) in err, err
-  assert extract_cli.main([f"--checkpoint={tmp_path}/nope", f"--audio={nan_wav}",
-                           f"--output={tmp_path / 'o.npy'}"]) == 1
+  argv = [f"--checkpoint={tmp_path}/nope", f"--audio={nan_wav}", f"--output={tmp_path / 'o.npy'}"]
+  assert extract_cli.main(argv) == 1
   assert "is not a model checkpoint written by mert_jax" in capsys.readouterr().err
   assert not (tmp_path / "o.npy").exists()
 
@@ -136,10 +143,19 @@ def test_bad_audio_is_one_error_line_naming_the_file(tiny_checkpoint: str, tmp_p
 @pytest.mark.multiprocess
 def test_python_m_prints_one_line_and_no_traceback(tiny_checkpoint: str, tmp_path) -> None:
   missing = tmp_path / "missing.wav"
-  proc = subprocess.run([sys.executable, "-m", "mert_jax.cli.extract",
-                         f"--checkpoint={tiny_checkpoint}", f"--audio={missing}",
-                         f"--output={tmp_path / 'o.npy'}"],
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mert_jax.cli.extract",
+      f"--checkpoint={tiny_checkpoint}",
+      f"--audio={missing}",
+      f"--output={tmp_path / 'o.npy'}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr
   lines = proc.stderr.strip().splitlines()

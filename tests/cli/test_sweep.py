@@ -16,8 +16,9 @@ from mert_jax.train import loop
 
 
 def test_tiny_sweep_writes_its_summary(default_data: str, tmp_path, capsys) -> None:
-  assert sweep_cli.main(["--sweep=configs/sweeps/model_size.py:tiny", f"--workdir={tmp_path}",
-                         f"--set=data.dir={default_data}", "--set=model.remat=false"]) == 0
+  sweep = "--sweep=configs/sweeps/model_size.py:tiny"
+  sets = [f"--set=data.dir={default_data}", "--set=model.remat=false"]
+  assert sweep_cli.main([sweep, f"--workdir={tmp_path}", *sets]) == 0
   rows = json.load(open(tmp_path / "summary.json"))
   assert [r["run"] for r in rows] == ["tiny-2x32", "tiny-4x32", "tiny-2x64"]
   assert rows[0]["params"] < rows[1]["params"] < rows[2]["params"]
@@ -25,35 +26,38 @@ def test_tiny_sweep_writes_its_summary(default_data: str, tmp_path, capsys) -> N
   assert "| tiny-4x32 |" in open(tmp_path / "summary.md").read()
   assert "| tiny-4x32 |" in capsys.readouterr().out
   configs = {r["run"]: json.load(open(tmp_path / r["run"] / "config.json")) for r in rows}
-  assert all(c["model"]["remat"] is False and c["data"]["dir"] == default_data
-             for c in configs.values())
+  assert all(
+    c["model"]["remat"] is False and c["data"]["dir"] == default_data for c in configs.values()
+  )
   assert configs["tiny-4x32"]["model"]["num_layers"] == 4
   assert configs["tiny-2x64"]["model"]["hidden_size"] == 64
 
 
-SWEEP = '''
+SWEEP = """
 def get_sweep(name):
   return [("a", "tiny", {"model.remat": True, "total_steps": 6}),
           ("b", "tiny", {"model.num_layers": 3})]
-'''
+"""
 
 
 @pytest.fixture
 def fake_train(monkeypatch) -> list[tuple[Any, str]]:
   """Replaces the trainer: records (config, workdir) and returns fixed metrics."""
   calls = []
+
   def train(config, workdir):
     calls.append((config, workdir))
     return {"metrics": {"step": config.total_steps, "loss": 1.5, "clips_per_s": 2.0}}
+
   monkeypatch.setattr(loop, "train", train)
   return calls
 
 
 def test_set_is_typed_and_wins_over_the_sweep(fake_train, tmp_path, capsys) -> None:
   (tmp_path / "sweep.py").write_text(SWEEP)
-  assert sweep_cli.main([f"--sweep={tmp_path / 'sweep.py'}:x", f"--workdir={tmp_path / 'w'}",
-                         "--set=model.remat=false", "--set=mesh=[2,1,1]", "--set=optimizer.lr=1",
-                         "--set=data.dir=/data/x"]) == 0
+  sets = ["model.remat=false", "mesh=[2,1,1]", "optimizer.lr=1", "data.dir=/data/x"]
+  argv = [f"--sweep={tmp_path / 'sweep.py'}:x", f"--workdir={tmp_path / 'w'}"]
+  assert sweep_cli.main(argv + [f"--set={s}" for s in sets]) == 0
   (a, wd_a), (b, wd_b) = fake_train
   assert (wd_a, wd_b) == (str(tmp_path / "w" / "a"), str(tmp_path / "w" / "b"))
   assert a.model.remat is False and b.model.remat is False
@@ -65,16 +69,20 @@ def test_set_is_typed_and_wins_over_the_sweep(fake_train, tmp_path, capsys) -> N
   capsys.readouterr()
 
 
-@pytest.mark.parametrize("assignment,msg", [
+@pytest.mark.parametrize(
+  "assignment,msg",
+  [
     ("model.nope=1", "unknown config field 'model.nope'"),
     ("model.remat=maybe", "model.remat: 'maybe' is not a boolean"),
     ("model.num_heads=5", "model.hidden_size=32 is not divisible by model.num_heads=5"),
     ("model.remat", "'model.remat': overrides are FIELD=VALUE"),
-])
-def test_bad_set_is_one_error_line_before_any_run(fake_train, assignment: str, msg: str,
-                                                  tmp_path, capsys) -> None:
-  assert sweep_cli.main(["--sweep=configs/sweeps/model_size.py:tiny", f"--workdir={tmp_path}",
-                         f"--set={assignment}"]) == 1
+  ],
+)
+def test_bad_set_is_one_error_line_before_any_run(
+  fake_train, assignment: str, msg: str, tmp_path, capsys
+) -> None:
+  argv = ["--sweep=configs/sweeps/model_size.py:tiny", f"--workdir={tmp_path}"]
+  assert sweep_cli.main(argv + [f"--set={assignment}"]) == 1
   err = capsys.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1 and msg in err, err
   assert not fake_train and not os.listdir(tmp_path)
@@ -82,22 +90,35 @@ def test_bad_set_is_one_error_line_before_any_run(fake_train, assignment: str, m
 
 @pytest.mark.multiprocess
 def test_tpu_dry_run_launches_one_slice_per_run(capfd) -> None:
-  assert sweep_cli.main(["--sweep=configs/sweeps/model_size.py:full", "--workdir=gs://b/sweep/",
-                         "--tpu", "--project=p", "--zone=z", "--accelerator-type=v4-64",
-                         "--dry-run", "--set=model.remat=false"]) == 0
+  tpu = ["--tpu", "--project=p", "--zone=z", "--accelerator-type=v4-64", "--dry-run"]
+  argv = ["--sweep=configs/sweeps/model_size.py:full", "--workdir=gs://b/sweep/", *tpu]
+  assert sweep_cli.main(argv + ["--set=model.remat=false"]) == 0
   out = capfd.readouterr().out
   for run in ("95m", "330m", "1b"):
-    assert (f"+ gcloud compute tpus tpu-vm create mert-{run} --project=p --zone=z "
-            f"--accelerator-type=v4-64") in out
-    assert (f"--config=configs/mert.py:{run}\\ --workdir=gs://b/sweep/{run}\\ "
-            f"--config.model.remat=false") in out
+    assert (
+      f"+ gcloud compute tpus tpu-vm create mert-{run} --project=p --zone=z "
+      f"--accelerator-type=v4-64"
+    ) in out
+    assert (
+      f"--config=configs/mert.py:{run}\\ --workdir=gs://b/sweep/{run}\\ --config.model.remat=false"
+    ) in out
 
 
 @pytest.mark.multiprocess
 def test_python_m_prints_one_line_and_no_traceback(tmp_path) -> None:
-  proc = subprocess.run([sys.executable, "-m", "mert_jax.cli.sweep",
-                         "--sweep=configs/sweeps/model_size.py:tiny", f"--workdir={tmp_path}",
-                         "--set=model.nope=1"], capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mert_jax.cli.sweep",
+      "--sweep=configs/sweeps/model_size.py:tiny",
+      f"--workdir={tmp_path}",
+      "--set=model.nope=1",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr
   lines = proc.stderr.strip().splitlines()

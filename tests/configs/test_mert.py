@@ -32,9 +32,18 @@ def test_tiny_shape() -> None:
 
 def test_recipes() -> None:
   c95, c330 = mert_config.get_config("95m"), mert_config.get_config("330m")
-  assert (c95.optimizer.lr, c95.optimizer.clip_norm, c95.crop_samples,
-          c95.model.layer_norm_first) == (5e-4, 10.0, 120_000, False)
-  assert (c330.optimizer.lr, c330.optimizer.clip_norm, c330.optimizer.grad_accum_steps,
-          c330.model.layer_norm_first, c330.model.attention_relax) == (1.5e-3, 1.0, 8, True, 32.0)
+  assert (
+    c95.optimizer.lr,
+    c95.optimizer.clip_norm,
+    c95.crop_samples,
+    c95.model.layer_norm_first,
+  ) == (5e-4, 10.0, 120_000, False)
+  assert (
+    c330.optimizer.lr,
+    c330.optimizer.clip_norm,
+    c330.optimizer.grad_accum_steps,
+    c330.model.layer_norm_first,
+    c330.model.attention_relax,
+  ) == (1.5e-3, 1.0, 8, True, 32.0)
   with pytest.raises(ValueError, match="unknown variant"):
     mert_config.get_config("7b")

@@ -22,8 +22,11 @@ from tests.expected import BACKBONE_PARAMS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-AutoModel, HubertConfig, HubertModel = (transformers.AutoModel, transformers.HubertConfig,
-                                        transformers.HubertModel)
+AutoModel, HubertConfig, HubertModel = (
+  transformers.AutoModel,
+  transformers.HubertConfig,
+  transformers.HubertModel,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -63,9 +66,12 @@ def max_errors(jax_hs, jax_last, hf_hs, hf_last):
   return per_layer, float(np.max(np.abs(jax_last - hf_last)))
 
 
-CASES = [("tiny", dict(layer_norm_first=False)), ("tiny", dict(layer_norm_first=True)),
-         ("tiny", dict(extractor_mode="layer_norm")),
-         ("tiny", dict(extractor_mode="layer_norm", layer_norm_first=True))]
+CASES = [
+  ("tiny", dict(layer_norm_first=False)),
+  ("tiny", dict(layer_norm_first=True)),
+  ("tiny", dict(extractor_mode="layer_norm")),
+  ("tiny", dict(extractor_mode="layer_norm", layer_norm_first=True)),
+]
 
 
 @pytest.mark.parametrize("size,overrides", CASES)
@@ -96,13 +102,16 @@ def test_export_to_hf(size, overrides, music, tmp_path):
   # And back: HF folder -> JAX gives bit-identical parameters, heads included.
   back, heads_loaded = convert.import_hf(tmp_path)
   assert heads_loaded
-  for a, b in zip(jax.tree.leaves(jax.tree.map(np.asarray, _params(model))),
-                  jax.tree.leaves(jax.tree.map(np.asarray, _params(back)))):
+  for a, b in zip(
+    jax.tree.leaves(jax.tree.map(np.asarray, _params(model))),
+    jax.tree.leaves(jax.tree.map(np.asarray, _params(back))),
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def _params(model):
   from flax import nnx
+
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
@@ -110,7 +119,7 @@ def _params(model):
 @pytest.mark.parametrize("size", ["95m", "330m"])
 def test_full_size_parity_both_directions(size, music, tmp_path):
   cfg = model_config(size, dtype="float32")
-  audio = music[:24000]                                # one second keeps the CPU cost small
+  audio = music[:24000]  # one second keeps the CPU cost small
   hf = random_hf_model(cfg)
   hf_hs, hf_last = hf_hidden_states(hf, audio)
   model = create_model(cfg, seed=1)
@@ -119,7 +128,7 @@ def test_full_size_parity_both_directions(size, music, tmp_path):
   print(f"{size} HF->JAX: hidden_states max-abs {max(per_layer):.2e}, last {last:.2e}")
   assert max(per_layer) < TOL and last < TOL
   del hf
-  convert.export_hf(model, tmp_path)                   # JAX -> HF with the same weights
+  convert.export_hf(model, tmp_path)  # JAX -> HF with the same weights
   hf2 = HubertModel.from_pretrained(tmp_path).eval()
   per_layer, last = max_errors(*jax_states(model, audio), *hf_hidden_states(hf2, audio))
   print(f"{size} JAX->HF: hidden_states max-abs {max(per_layer):.2e}, last {last:.2e}")
@@ -191,6 +200,7 @@ def test_import_rejects_mismatched_weights(tmp_path):
   old_name = "encoder.layers.1.fc2.bias"
   del sd[old_name if old_name in sd else "encoder.layers.1.feed_forward.output_dense.bias"]
   sd["encoder.extra.weight"] = np.zeros(3, np.float32)
-  with pytest.raises(ValueError,
-                     match="missing keys.*output_dense.bias.*unexpected keys.*encoder.extra"):
+  with pytest.raises(
+    ValueError, match="missing keys.*output_dense.bias.*unexpected keys.*encoder.extra"
+  ):
     convert.load_backbone_state_dict(create_model(cfg), sd, source="test")

@@ -11,7 +11,7 @@ from mert_jax.model.conv_extractor import num_frames
 
 
 def test_attention_paths_agree_and_relaxation_is_identity(music: np.ndarray) -> None:
-  audio = jnp.asarray(music[:2 * 6000].reshape(2, 6000))
+  audio = jnp.asarray(music[: 2 * 6000].reshape(2, 6000))
   pad = np.zeros((2, 6000), bool)
   pad[1, 4000:] = True
   outs = {}

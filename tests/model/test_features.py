@@ -22,7 +22,7 @@ def test_hidden_states_are_every_layer_in_float32(backbone, music: np.ndarray) -
   assert hs.dtype == np.float32
   assert hs.shape == (cfg.num_layers + 1, num_frames(9000, cfg.conv_layers), cfg.hidden_size)
   out = backbone(jnp.asarray(music[None, :9000]), output_hidden_states=True)
-  np.testing.assert_array_equal(hs[-1], np.asarray(out.last_hidden_state[0]))   # post-LN model
+  np.testing.assert_array_equal(hs[-1], np.asarray(out.last_hidden_state[0]))  # post-LN model
   bf16 = create_model(model_config("tiny", dtype="bfloat16")).backbone
   assert hidden_states(bf16, music[:9000]).dtype == np.float32
 
@@ -46,14 +46,16 @@ def test_windows_give_the_whole_file_frame_count(backbone, music: np.ndarray, le
 
 def test_window_is_hidden_states_of_its_samples(backbone, music: np.ndarray) -> None:
   """Window k starts on a frame boundary: its frames are hidden_states of its own samples."""
-  audio = music[:5 * 24000]
+  audio = music[: 5 * 24000]
   feats = windowed_hidden_states(backbone, audio, 1.5)
-  per_window = (int(1.5 * 24000) - 80) // 320                  # 112 frames of 320 samples + 80
-  second = hidden_states(backbone, audio[per_window * 320:2 * per_window * 320 + 80])
-  np.testing.assert_array_equal(feats[:, per_window:2 * per_window], second)
+  per_window = (int(1.5 * 24000) - 80) // 320  # 112 frames of 320 samples + 80
+  second = hidden_states(backbone, audio[per_window * 320 : 2 * per_window * 320 + 80])
+  np.testing.assert_array_equal(feats[:, per_window : 2 * per_window], second)
 
 
-def test_a_window_longer_than_the_clip_is_the_whole_file_computation(backbone,
-                                                                     music: np.ndarray) -> None:
-  np.testing.assert_array_equal(windowed_hidden_states(backbone, music[:30000], 10.0),
-                                hidden_states(backbone, music[:30000]))
+def test_a_window_longer_than_the_clip_is_the_whole_file_computation(
+  backbone, music: np.ndarray
+) -> None:
+  np.testing.assert_array_equal(
+    windowed_hidden_states(backbone, music[:30000], 10.0), hidden_states(backbone, music[:30000])
+  )

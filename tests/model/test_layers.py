@@ -15,8 +15,8 @@ def test_dropout_identity_when_off_and_inverted_when_on() -> None:
   with pytest.raises(ValueError, match="dropout needs a PRNG key"):
     layers.dropout(x, 0.3, None, False)
   y = np.asarray(layers.dropout(x, 0.3, jax.random.key(0), False))
-  np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.7], rtol=1e-6)      # kept values scaled up
-  assert abs((y == 0).mean() - 0.3) < 0.01                   # 16,384 draws: 4 standard errors
+  np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.7], rtol=1e-6)  # kept values scaled up
+  assert abs((y == 0).mean() - 0.3) < 0.01  # 16,384 draws: 4 standard errors
   z = np.asarray(layers.dropout(x, 0.3, jax.random.key(1), False))
   assert (y != z).any()
 

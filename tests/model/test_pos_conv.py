@@ -9,20 +9,23 @@ import pytest
 from mert_jax.model.pos_conv import TAP_CHUNK, grouped_conv
 
 
-@pytest.mark.parametrize("kernel_size,groups,dim",
-                         [(128, 16, 64), (16, 4, 32), (7, 2, 8), (TAP_CHUNK + 3, 1, 4)])
+@pytest.mark.parametrize(
+  "kernel_size,groups,dim", [(128, 16, 64), (16, 4, 32), (7, 2, 8), (TAP_CHUNK + 3, 1, 4)]
+)
 def test_einsum_kernel_gradient_equals_xla(kernel_size: int, groups: int, dim: int) -> None:
   rng = np.random.RandomState(kernel_size)
   x = jnp.asarray(rng.randn(2, 50, dim).astype(np.float32))
   kernel = jnp.asarray(0.1 * rng.randn(kernel_size, dim // groups, dim).astype(np.float32))
   # a random projection of the output
   r = jnp.asarray(rng.randn(2, 50 + 1 - kernel_size % 2, dim).astype(np.float32))
+
   def loss(impl):
     fn = lambda x, k: jnp.sum(grouped_conv(x, k, groups, impl) * r)
     return jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+
   (lx, (dx_x, dk_x)), (le, (dx_e, dk_e)) = loss("xla")(x, kernel), loss("einsum")(x, kernel)
-  assert float(lx) == float(le)                                   # same forward
-  np.testing.assert_array_equal(dx_e, dx_x)                       # same input gradient
+  assert float(lx) == float(le)  # same forward
+  np.testing.assert_array_equal(dx_e, dx_x)  # same input gradient
   np.testing.assert_allclose(dk_e, dk_x, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(dk_x))))
 
 
@@ -30,9 +33,11 @@ def test_einsum_gradient_in_bf16_is_close_to_fp32() -> None:
   rng = np.random.RandomState(0)
   x = jnp.asarray(rng.randn(2, 60, 32).astype(np.float32))
   kernel = jnp.asarray(0.1 * rng.randn(16, 8, 32).astype(np.float32))
+
   def grad(dt):
     conv = lambda k: grouped_conv(x.astype(dt), k.astype(dt), 4, "einsum").astype(jnp.float32)
     return jax.grad(lambda k: jnp.sum(jnp.square(conv(k))))(kernel)
+
   g32, g16 = grad(jnp.float32), grad(jnp.bfloat16)
   assert g16.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(g16 - g32)) / jnp.max(jnp.abs(g32))) < 2e-2

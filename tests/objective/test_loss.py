@@ -17,7 +17,7 @@ OBJ = ObjectiveConfig(mixup_min_len=1000, mixup_max_len=3000)
 def frame_cqt(audio, bins=336):
   """A stand-in CQT (the real one is tested in test_cqt.py): |rFFT| of 320-sample frames, tiled."""
   b, length = audio.shape
-  frames = audio[:, :length // 320 * 320].reshape(b, -1, 320)
+  frames = audio[:, : length // 320 * 320].reshape(b, -1, 320)
   spec = jnp.abs(jnp.fft.rfft(jnp.tile(frames, (1, 1, 3)), axis=-1))[..., :bins]
   return jnp.pad(spec, ((0, 0), (0, 2), (0, 0)))
 
@@ -40,15 +40,22 @@ def test_codebook_ce_matches_hand_computed_fairseq_construction():
   emb = rng.rand(k, c, d).astype(np.float32)
   targets = rng.randint(0, c, (b, t, k))
   weights = np.array([[1, 0, 1], [0, 1, 1]], np.float32)
-  ce, correct = codebook_losses(jnp.asarray(z), jnp.asarray(emb), jnp.asarray(targets),
-                                jnp.asarray(weights), 0.1)
+  ce, correct = codebook_losses(
+    jnp.asarray(z), jnp.asarray(emb), jnp.asarray(targets), jnp.asarray(weights), 0.1
+  )
   for kk in range(k):
-    want = sum(fairseq_ce(z[i, j, kk], emb[kk], targets[i, j, kk], 0.1)
-               for i in range(b) for j in range(t) if weights[i, j])
+    want = sum(
+      fairseq_ce(z[i, j, kk], emb[kk], targets[i, j, kk], 0.1)
+      for i in range(b)
+      for j in range(t)
+      if weights[i, j]
+    )
     np.testing.assert_allclose(float(ce[kk]), want, rtol=1e-5)
-    cos = np.einsum("btd,cd->btc",
-                    z[:, :, kk] / np.linalg.norm(z[:, :, kk], axis=-1, keepdims=True),
-                    emb[kk] / np.linalg.norm(emb[kk], axis=-1, keepdims=True))
+    cos = np.einsum(
+      "btd,cd->btc",
+      z[:, :, kk] / np.linalg.norm(z[:, :, kk], axis=-1, keepdims=True),
+      emb[kk] / np.linalg.norm(emb[kk], axis=-1, keepdims=True),
+    )
     assert float(correct[kk]) == ((cos.argmax(-1) == targets[:, :, kk]) * weights).sum()
   # One number by hand: z parallel to the target row, orthogonal to the only other row.
   z1 = jnp.array([[[[1.0, 0.0]]]])
@@ -60,7 +67,7 @@ def test_codebook_ce_matches_hand_computed_fairseq_construction():
 
 def _batch(music, cfg, b=4, seconds=1.0):
   length = int(seconds * 24000)
-  audio = jnp.asarray(music[:b * length].reshape(b, length))
+  audio = jnp.asarray(music[: b * length].reshape(b, length))
   t_lab = round(length / 320)
   codes = np.random.RandomState(1).randint(0, cfg.codebook_size, (b, cfg.num_codebooks, t_lab))
   labels = jnp.asarray(codes)
@@ -70,8 +77,9 @@ def _batch(music, cfg, b=4, seconds=1.0):
 def test_loss_assembly(music):
   cfg = model_config("tiny", dtype="float32")
   model = create_model(cfg)
-  loss, m = pretraining_loss(model, _batch(music, cfg), jax.random.key(0), cqt_fn=frame_cqt,
-                             cfg=OBJ)
+  loss, m = pretraining_loss(
+    model, _batch(music, cfg), jax.random.key(0), cqt_fn=frame_cqt, cfg=OBJ
+  )
   want = float(jnp.sum(m["ce"])) + 10.0 * float(m["features_pen"]) + float(m["cqt_mse"])
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   assert 0.4 < float(m["mask_fraction"]) < 0.7
@@ -80,14 +88,17 @@ def test_loss_assembly(music):
 
 def _grads(model, batch, key, deterministic):
   graphdef, state = nnx.split(model)
+
   def f(state):
-    return pretraining_loss(nnx.merge(graphdef, state), batch, key, cqt_fn=frame_cqt, cfg=OBJ,
-                            deterministic=deterministic)[0]
+    return pretraining_loss(
+      nnx.merge(graphdef, state), batch, key, cqt_fn=frame_cqt, cfg=OBJ, deterministic=deterministic
+    )[0]
+
   return jax.jit(jax.grad(f))(state)
 
 
 def test_grad_reaches_every_parameter(music):
-  cfg = model_config("tiny")                              # bf16 compute, dropout and layerdrop on
+  cfg = model_config("tiny")  # bf16 compute, dropout and layerdrop on
   model = create_model(cfg)
   grads = _grads(model, _batch(music, cfg), jax.random.key(0), deterministic=False)
   leaves = jax.tree_util.tree_leaves_with_path(grads)
@@ -100,19 +111,26 @@ def test_feature_grad_mult_scales_only_the_extractor(music):
   base = model_config("tiny", dtype="float32", feature_grad_mult=1.0)
   batch = _batch(music, base)
   g1 = _grads(create_model(base, seed=7), batch, jax.random.key(0), deterministic=True)
-  g01 = _grads(create_model(base.replace(feature_grad_mult=0.1), seed=7), batch, jax.random.key(0),
-               deterministic=True)
-  for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(g1),
-                               jax.tree_util.tree_leaves_with_path(g01)):
+  g01 = _grads(
+    create_model(base.replace(feature_grad_mult=0.1), seed=7),
+    batch,
+    jax.random.key(0),
+    deterministic=True,
+  )
+  for (path, a), (_, b) in zip(
+    jax.tree_util.tree_leaves_with_path(g1), jax.tree_util.tree_leaves_with_path(g01)
+  ):
     name = jax.tree_util.keystr(path)
     a, b = np.asarray(a), np.asarray(b)
     scale = 0.1 if "feature_extractor" in name else 1.0
     # Summation-order noise only: tolerance relative to the tensor's largest gradient.
-    np.testing.assert_allclose(b, scale * a, rtol=1e-4, atol=1e-5 * scale * np.abs(a).max(),
-                               err_msg=name)
+    np.testing.assert_allclose(
+      b, scale * a, rtol=1e-4, atol=1e-5 * scale * np.abs(a).max(), err_msg=name
+    )
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -120,30 +138,39 @@ def tiny():
 
 
 def _loss(model, audio, labels, cqt_fn=frame_cqt):
-  fn = jax.jit(lambda a, l: pretraining_loss(model, {"audio": a, "labels": l}, jax.random.key(0),
-                                               cqt_fn=cqt_fn, cfg=OBJ)[0])
+  fn = jax.jit(
+    lambda a, l: pretraining_loss(
+      model, {"audio": a, "labels": l}, jax.random.key(0), cqt_fn=cqt_fn, cfg=OBJ
+    )[0]
+  )
   return fn(audio, labels)
 
 
-@pytest.mark.parametrize("audio_shape,dtype,match", [
+@pytest.mark.parametrize(
+  "audio_shape,dtype,match",
+  [
     ((24000,), jnp.float32, r"must be a \(batch, samples\) array"),
     ((2, 1, 24000), jnp.float32, r"must be a \(batch, samples\) array"),
     ((2, 24000), jnp.int16, "must be floating point"),
     ((2, 300), jnp.float32, "has 300 samples; the model needs at least 400"),
-])
+  ],
+)
 def test_bad_audio_is_named(tiny, audio_shape, dtype, match):
   labels = jnp.zeros((2, 8, 75), jnp.int32)
   with pytest.raises(ValueError, match=match):
     _loss(tiny, jnp.zeros(audio_shape, dtype), labels)
 
 
-@pytest.mark.parametrize("label_shape,dtype,match", [
+@pytest.mark.parametrize(
+  "label_shape,dtype,match",
+  [
     ((2, 8, 60), jnp.int32, "labels have 60 frames but 24000 audio samples give 74 model frames"),
     ((2, 8, 80), jnp.int32, "labels have 80 frames"),
     ((2, 4, 75), jnp.int32, r"labels must have shape \(batch=2, codebooks=8, frames\)"),
     ((3, 8, 75), jnp.int32, r"labels must have shape \(batch=2"),
     ((2, 8, 75), jnp.float32, "labels must be integer codes"),
-])
+  ],
+)
 def test_bad_labels_are_named(tiny, label_shape, dtype, match):
   with pytest.raises(ValueError, match=match):
     _loss(tiny, jnp.zeros((2, 24000)), jnp.zeros(label_shape, dtype))
@@ -151,8 +178,12 @@ def test_bad_labels_are_named(tiny, label_shape, dtype, match):
 
 def test_bad_cqt_shape_is_named(tiny):
   with pytest.raises(ValueError, match=r"cqt_fn returned shape \(2, 10, 336\)"):
-    _loss(tiny, jnp.zeros((2, 24000)), jnp.zeros((2, 8, 75), jnp.int32),
-          cqt_fn=lambda a: jnp.zeros((a.shape[0], 10, 336)))
+    _loss(
+      tiny,
+      jnp.zeros((2, 24000)),
+      jnp.zeros((2, 8, 75), jnp.int32),
+      cqt_fn=lambda a: jnp.zeros((a.shape[0], 10, 336)),
+    )
 
 
 def test_label_range_host_check():

@@ -30,8 +30,9 @@ def fairseq_compute_mask_indices(shape, padding_mask, mask_prob, mask_length, mi
     if sz - min_len <= num_mask:
       min_len = sz - num_mask - 1
     mask_idc = rng.choice(sz - min_len, num_mask, replace=False)
-    mask_idc = np.asarray([mask_idc[j] + offset for j in range(len(mask_idc))
-                           for offset in range(lengths[j])])
+    mask_idc = np.asarray(
+      [mask_idc[j] + offset for j in range(len(mask_idc)) for offset in range(lengths[j])]
+    )
     mask_idcs.append(np.unique(mask_idc[mask_idc < sz]))
   min_len = min(len(m) for m in mask_idcs)
   for i, mask_idc in enumerate(mask_idcs):
@@ -44,15 +45,25 @@ def fairseq_compute_mask_indices(shape, padding_mask, mask_prob, mask_length, mi
 def numpy_masks(n, batch, frames, pad=None, seed=0):
   rng = np.random.default_rng(seed)
   pad = np.zeros((batch, frames), bool) if pad is None else pad
-  return np.stack([fairseq_compute_mask_indices((batch, frames), pad, PROB, SPAN, MIN_MASKS, rng)
-                   for _ in range(n)])
+  return np.stack(
+    [
+      fairseq_compute_mask_indices((batch, frames), pad, PROB, SPAN, MIN_MASKS, rng)
+      for _ in range(n)
+    ]
+  )
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _jax_masks(keys, batch, frames, with_pad, pad):
-  fn = lambda k: compute_mask(k, batch, frames, mask_prob=PROB, mask_length=SPAN,
-                              min_masks=MIN_MASKS,
-                              frame_padding=pad if with_pad else None)
+  fn = lambda k: compute_mask(
+    k,
+    batch,
+    frames,
+    mask_prob=PROB,
+    mask_length=SPAN,
+    min_masks=MIN_MASKS,
+    frame_padding=pad if with_pad else None,
+  )
   return jax.vmap(fn)(keys)
 
 
@@ -67,8 +78,10 @@ def test_masked_fraction_matches_fairseq(batch, frames):
   n = 600 if batch > 1 else 3000
   ref = numpy_masks(n, batch, frames).mean(axis=(1, 2))
   got = jax_masks(n, batch, frames).mean(axis=(1, 2))
-  print(f"B={batch} T={frames}: fairseq {ref.mean():.4f}±{ref.std():.4f}  "
-        f"jax {got.mean():.4f}±{got.std():.4f}")
+  print(
+    f"B={batch} T={frames}: fairseq {ref.mean():.4f}±{ref.std():.4f}  "
+    f"jax {got.mean():.4f}±{got.std():.4f}"
+  )
   se = np.sqrt(ref.var() / n + got.var() / n)
   assert abs(ref.mean() - got.mean()) < 4 * se + 1e-4
   assert 0.8 < got.std() / ref.std() < 1.25
@@ -88,17 +101,18 @@ def test_count_distribution_matches_fairseq_short_rows(frames):
   tv = 0.5 * np.abs(p - q).sum()
   print(f"T={frames}: total variation {tv:.3f}; min count fairseq {ref.min()} jax {got.min()}")
   assert tv < 0.05
-  assert got.min() >= SPAN + 1          # two distinct starts -> at least span + 1 frames
+  assert got.min() >= SPAN + 1  # two distinct starts -> at least span + 1 frames
 
 
 def test_rows_equal_count_last_frame_never_masked_and_keys():
   masks = jax_masks(200, 8, 120)
   counts = masks.sum(axis=-1)
-  assert (counts == counts[:, :1]).all()                 # require_same_masks
-  assert not masks[..., -1].any()                        # starts never exceed sz - 6
+  assert (counts == counts[:, :1]).all()  # require_same_masks
+  assert not masks[..., -1].any()  # starts never exceed sz - 6
   k = jax.random.key(3)
-  fn = lambda key: np.asarray(compute_mask(key, 4, 100, mask_prob=PROB, mask_length=SPAN,
-                                           min_masks=MIN_MASKS))
+  fn = lambda key: np.asarray(
+    compute_mask(key, 4, 100, mask_prob=PROB, mask_length=SPAN, min_masks=MIN_MASKS)
+  )
   np.testing.assert_array_equal(fn(k), fn(k))
   assert (fn(k) != fn(jax.random.key(4))).any()
 

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mert_jax.model import conv_extractor
 from mert_jax.config import ObjectiveConfig, model_config
-from mert_jax.objective.mixup import apply_mixup, mixup, pool_source, sample_plan
+from mert_jax.model import conv_extractor
 from mert_jax.model.mert import create_model
 from mert_jax.objective.loss import pretraining_loss
+from mert_jax.objective.mixup import apply_mixup, mixup, pool_source, sample_plan
 
 CFG = ObjectiveConfig(mixup_min_len=500, mixup_max_len=1500)
 
@@ -27,12 +27,12 @@ def reference_mix(clean: np.ndarray, plan) -> np.ndarray:
     pool = np.concatenate([clean[j] for j in range(b) if j != i])
     for q in range(int(plan.num_segments[i])):
       s, d, p = int(plan.pool_start[i, q]), int(plan.length[i, q]), int(plan.position[i, q])
-      out[i, p:p + d] += pool[s:s + d]
+      out[i, p : p + d] += pool[s : s + d]
   return out
 
 
 def test_jax_mixup_equals_reference_loop(music):
-  clean = music[:6 * 4000].reshape(6, 4000)
+  clean = music[: 6 * 4000].reshape(6, 4000)
   plan = jax.tree.map(np.asarray, sample_plan(jax.random.key(0), 6, 4000, CFG))
   assert plan.apply.any() and not plan.apply.all()
   got = np.asarray(apply_mixup(jnp.asarray(clean), jax.tree.map(jnp.asarray, plan), 1.0))
@@ -46,13 +46,13 @@ def test_jax_mixup_equals_reference_loop(music):
 def test_segments_come_from_other_clips():
   b, length = 5, 3000
   # Clip j is the constant 10**j: the added signal reveals which clips contributed.
-  clean = np.stack([np.full(length, 10.0 ** j, np.float32) for j in range(b)])
+  clean = np.stack([np.full(length, 10.0**j, np.float32) for j in range(b)])
   for seed in range(20):
     plan = sample_plan(jax.random.key(seed), b, length, CFG)
     added = np.asarray(apply_mixup(jnp.asarray(clean), plan, 1.0)) - clean
     for i in range(b):
       digits = np.round(added[i]).astype(np.int64)
-      own_digit = (digits // 10 ** i) % 10
+      own_digit = (digits // 10**i) % 10
       assert (own_digit == 0).all(), f"row {i} received its own audio (seed {seed})"
     rows = jnp.arange(b)[:, None]
     clips, _ = pool_source(plan.pool_start, rows, length)
@@ -83,18 +83,28 @@ def test_cqt_target_is_computed_from_clean_audio(music, monkeypatch):
   cfg = model_config("tiny", dtype="float32")
   model = create_model(cfg)
   b, length = 4, 12000
-  clean = jnp.asarray(music[:b * length].reshape(b, length))
+  clean = jnp.asarray(music[: b * length].reshape(b, length))
   labels = jnp.zeros((b, 8, 37), jnp.int32)
   seen = {}
+
   def cqt_fn(a):
     seen["cqt_input"] = np.asarray(a)
     return jnp.zeros((a.shape[0], 40, cfg.cqt_bins))
+
   original = conv_extractor.ConvFeatureExtractor.__call__
+
   def spy(self, audio):
     seen["model_input"] = np.asarray(audio)
     return original(self, audio)
+
   monkeypatch.setattr(conv_extractor.ConvFeatureExtractor, "__call__", spy)
-  pretraining_loss(model, {"audio": clean, "labels": labels}, jax.random.key(2), cqt_fn=cqt_fn,
-                   cfg=CFG.replace(mixup_prob=1.0), deterministic=True)
+  pretraining_loss(
+    model,
+    {"audio": clean, "labels": labels},
+    jax.random.key(2),
+    cqt_fn=cqt_fn,
+    cfg=CFG.replace(mixup_prob=1.0),
+    deterministic=True,
+  )
   np.testing.assert_array_equal(seen["cqt_input"], np.asarray(clean))
   assert (np.abs(seen["model_input"] - np.asarray(clean)).max(axis=-1) > 0).all()

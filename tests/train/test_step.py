@@ -58,13 +58,23 @@ def adam_mu(state: dict[str, Any]) -> Any:
   return state["opt_state"][1][0].mu
 
 
+def assert_grads_close(got: Any, want: Any, what: str) -> None:
+  """fp32 agreement of two gradient trees: per element, to 1e-5 of the largest entry of its
+  parameter, or 1e-7 of the largest entry overall (a gradient that is zero in exact arithmetic,
+  e.g. of the key bias, is pure rounding noise)."""
+  scale = max(float(np.max(np.abs(w))) for w in jax.tree.leaves(want))
+  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    atol = 1e-5 * float(np.max(np.abs(w))) + 1e-7 * scale
+    np.testing.assert_allclose(
+      g, w, rtol=1e-4, atol=atol, err_msg=f"gradient {jax.tree_util.keystr(path)}, {what}"
+    )
+
+
 def one_update(
   setup: state_lib.TrainSetup, batch: dict[str, jax.Array], seed_key: jax.Array
 ) -> tuple[dict[str, Any], dict[str, Any]]:
   """(state, metrics) on the host after one step from the initial state."""
-  import time; t0 = time.time()  # TMP
   state, metrics = setup.train_step(setup.init(), batch, seed_key)
-  print("TMP", batch["audio"].shape, time.time() - t0)  # TMP
   return jax.device_get(state), jax.device_get(metrics)
 
 
@@ -75,7 +85,8 @@ def test_grad_accumulation_layouts_give_the_same_update(data_dir, clips):
   l_c and its masked frames n_c = T do not depend on the key or on the other clips, so every
   layout's update is sum_c grad l_c / (8 T). (The feature penalty, a per-micro-batch mean times
   the micro-batch's masked frames, sums to the same total because micro-batches are equal.)
-  Only fp32 summation order differs."""
+  Only fp32 summation order differs. The price: with every frame masked the encoder sees no audio
+  (attention is uniform, q/k gradients ~0); the next test covers random masks."""
   setup = state_lib.build(tiny(data_dir, **EXACT, **KEY_FREE), devices=jax.devices()[:1])
   b1 = setup.config.optimizer.b1
   t = num_frames(clips["audio"].shape[-1], setup.mcfg.conv_layers)  # 149 model frames (150 labels)
@@ -91,14 +102,7 @@ def test_grad_accumulation_layouts_give_the_same_update(data_dir, clips):
       np.testing.assert_allclose(m[k], ref_m[k], rtol=1e-5, err_msg=f"{k}, {a} micro-batches")
     np.testing.assert_allclose(m["accuracy"], ref_m["accuracy"], rtol=1e-5)
     grads = jax.tree.map(lambda mu: mu / (1 - b1), adam_mu(state))
-    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)):
-      np.testing.assert_allclose(
-        g,
-        r,
-        rtol=1e-4,
-        atol=1e-5 * np.max(np.abs(r)) + 1e-12,
-        err_msg=f"gradient {jax.tree_util.keystr(path)}, {a} micro-batches",
-      )
+    assert_grads_close(grads, ref_grads, f"{a} micro-batches")
     for p, r in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(ref_state["params"])):
       np.testing.assert_allclose(p, r, rtol=1e-6, atol=1e-7)
 
@@ -134,15 +138,12 @@ def test_grad_accumulation_is_summed_micro_batch_gradients_over_all_masked_frame
     lambda *g: sum(np.asarray(x, np.float64) for x in g) / total, *[g for g, _ in parts]
   )
   got = jax.tree.map(lambda mu: mu / (1 - setup.config.optimizer.b1), adam_mu(state))
-  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(
-      g, w, rtol=1e-4, atol=1e-5 * np.max(np.abs(w)) + 1e-12, err_msg=jax.tree_util.keystr(path)
-    )
+  assert_grads_close(got, want, "2 micro-batches")
   assert m["num_masked"] == total
   np.testing.assert_allclose(
     m["loss"], sum(float(mm["loss_sum"]) for _, mm in parts) / total, rtol=1e-5
   )
-  np.testing.assert_allclose(m["grad_norm"], optax.global_norm(want), rtol=1e-5)
+  np.testing.assert_allclose(m["grad_norm"], optax.tree.norm(want), rtol=1e-5)
 
 
 def test_nonfinite_step_applies_no_update(data_dir):
