@@ -47,7 +47,9 @@ def main() -> None:
   for _ in range(args.repeats):
     results["old"].append(_run(os.path.abspath(args.old), args.old_set, args.bench_args))
     results["new"].append(_run(ROOT, args.new_set, args.bench_args))
-  print(f"old: {os.path.abspath(args.old)} {args.old_set}  new: {ROOT} {args.new_set}  ({args.repeats} alternating runs each)")
+  print(
+    f"old: {os.path.abspath(args.old)} {args.old_set}  new: {ROOT} {args.new_set}  ({args.repeats} alternating runs each)"
+  )
   for i, row in enumerate(results["new"][0]):
     old = [rep[i] for rep in results["old"]]
     new = [rep[i] for rep in results["new"]]
@@ -57,9 +59,11 @@ def main() -> None:
     mem = ""
     if row.get("planned_memory_gib") is not None and old[0].get("planned_memory_gib"):
       mem = f" | memory new/old {new[0]['planned_memory_gib'] / old[0]['planned_memory_gib']:.3f}"
-    print(f"{row['size']} batch {row['batch']} {row['mode']}: step old {so * 1000:.1f} ms, new {sn * 1000:.1f} ms, "
-          f"new/old {sn / so:.3f} (speed-up {so / sn:.2f}x) | compile new/old {cn / co:.2f}{mem} | "
-          f"loss old {old[0]['loss']:.4f} new {new[0]['loss']:.4f}")
+    print(
+      f"{row['size']} batch {row['batch']} {row['mode']}: step old {so * 1000:.1f} ms, new {sn * 1000:.1f} ms, "
+      f"new/old {sn / so:.3f} (speed-up {so / sn:.2f}x) | compile new/old {cn / co:.2f}{mem} | "
+      f"loss old {old[0]['loss']:.4f} new {new[0]['loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

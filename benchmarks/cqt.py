@@ -44,7 +44,7 @@ def flops_per_clip(method: str, length: int) -> float:
 
 
 def nnaudio_flops_per_clip(length: int) -> float:
-  return 2.0 * (length // HOP + 1) * 2 * BINS * 65536    # real + imaginary, 65,536-tap kernels
+  return 2.0 * (length // HOP + 1) * 2 * BINS * 65536  # real + imaginary, 65,536-tap kernels
 
 
 def time_fn(fn: Callable[[], object], steps: int) -> tuple[float, float]:
@@ -72,9 +72,11 @@ def main() -> None:
   audio_np = (0.1 * np.random.RandomState(0).randn(args.batch, length)).astype(np.float32)
   audio = jax.device_put(jnp.asarray(audio_np))
   dev = jax.devices()[0]
-  print(f"device={dev.device_kind} ({dev.platform}, {jax.device_count()} device(s)) jax={jax.__version__} "
-        f"batch={args.batch} clip={args.seconds}s ({length} samples, {length // HOP + 1} frames) "
-        f"steps={args.steps}")
+  print(
+    f"device={dev.device_kind} ({dev.platform}, {jax.device_count()} device(s)) jax={jax.__version__} "
+    f"batch={args.batch} clip={args.seconds}s ({length} samples, {length // HOP + 1} frames) "
+    f"steps={args.steps}"
+  )
   results = {}
   for method in ("fast", "exact"):
     if method not in args.methods:
@@ -83,8 +85,10 @@ def main() -> None:
     first, step = time_fn(lambda: jax.block_until_ready(fn(audio)), args.steps)
     results[method] = step
     flops = flops_per_clip(method, length)
-    print(f"{method:>7}: first call {first:.2f} s, step {step * 1000:.1f} ms, {args.batch / step:.1f} clips/s, "
-          f"{flops / 1e9:.3f} GFLOP/clip, {flops * args.batch / step / 1e12:.3f} TFLOP/s")
+    print(
+      f"{method:>7}: first call {first:.2f} s, step {step * 1000:.1f} ms, {args.batch / step:.1f} clips/s, "
+      f"{flops / 1e9:.3f} GFLOP/clip, {flops * args.batch / step / 1e12:.3f} TFLOP/s"
+    )
   if "nnaudio" in args.methods:
     try:
       import torch
@@ -93,9 +97,21 @@ def main() -> None:
       print(f"nnaudio: skipped ({e})")
     else:
       tdev = "cuda" if torch.cuda.is_available() else "cpu"
-      layer = CQT1992v2(sr=SR, hop_length=HOP, fmin=FMIN, n_bins=BINS, bins_per_octave=BPO, filter_scale=1,
-                        norm=1, window="hann", center=True, pad_mode="constant", trainable=False,
-                        output_format="Magnitude", verbose=False).to(tdev)
+      layer = CQT1992v2(
+        sr=SR,
+        hop_length=HOP,
+        fmin=FMIN,
+        n_bins=BINS,
+        bins_per_octave=BPO,
+        filter_scale=1,
+        norm=1,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        trainable=False,
+        output_format="Magnitude",
+        verbose=False,
+      ).to(tdev)
       x = torch.from_numpy(audio_np).to(tdev)
 
       def run():
@@ -107,10 +123,16 @@ def main() -> None:
       first, step = time_fn(run, args.steps)
       results["nnaudio"] = step
       flops = nnaudio_flops_per_clip(length)
-      name = torch.cuda.get_device_name() if tdev == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-      print(f"nnaudio: torch {torch.__version__} on {name}: first call {first:.2f} s, step {step * 1000:.1f} ms, "
-            f"{args.batch / step:.1f} clips/s, {flops / 1e9:.3f} GFLOP/clip, "
-            f"{flops * args.batch / step / 1e12:.3f} TFLOP/s")
+      name = (
+        torch.cuda.get_device_name()
+        if tdev == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+      )
+      print(
+        f"nnaudio: torch {torch.__version__} on {name}: first call {first:.2f} s, step {step * 1000:.1f} ms, "
+        f"{args.batch / step:.1f} clips/s, {flops / 1e9:.3f} GFLOP/clip, "
+        f"{flops * args.batch / step / 1e12:.3f} TFLOP/s"
+      )
   if "fast" in results and "exact" in results:
     print(f"speed ratio fast/exact: {results['exact'] / results['fast']:.1f}x")
   if "fast" in results and "nnaudio" in results:

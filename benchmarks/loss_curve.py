@@ -26,6 +26,7 @@ LOG_EVERY = 10
 def curve_config(data_dir: str):
   """The curve's training config (tiny variant, short warm-up, one log row per 10 steps)."""
   from mert_jax import recipe
+
   c = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
   c.data.dir = data_dir
   c.data.shuffle_window = 16
@@ -37,15 +38,21 @@ def curve_config(data_dir: str):
 def corpus_hash(data_dir: str) -> str:
   """The prepared corpus's content hash (teacher config and every shard's sha256)."""
   from data_pipeline.manifest import load_manifest
+
   return load_manifest(data_dir)["content_hash"]
 
 
 def run_curve(data_dir: str, workdir: str) -> dict[str, dict[str, float]]:
   """Train and return {step: {loss, loss_codes, loss_cqt}} from the logged rows."""
   from mert_jax.train.loop import train
+
   train(curve_config(data_dir), workdir)
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  return {str(r["step"]): {k: r[k] for k in ("loss", "loss_codes", "loss_cqt")} for r in rows if "loss" in r}
+  return {
+    str(r["step"]): {k: r[k] for k in ("loss", "loss_codes", "loss_cqt")}
+    for r in rows
+    if "loss" in r
+  }
 
 
 def main() -> None:
@@ -57,15 +64,23 @@ def main() -> None:
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
-  from data_pipeline import default_corpus
+
   import mert_jax
+  from data_pipeline import default_corpus
+
   assert jax.device_count() == 8, jax.devices()
-  data = default_corpus.ensure_default_corpus(args.data, num_codebooks=8, codebook_size=64, minutes=6.0)
+  data = default_corpus.ensure_default_corpus(
+    args.data, num_codebooks=8, codebook_size=64, minutes=6.0
+  )
   with tempfile.TemporaryDirectory() as wd:
     curve = run_curve(data, wd)
-  out = {"code": os.path.dirname(os.path.dirname(os.path.abspath(mert_jax.__file__))),
-         "jax": jax.__version__, "steps": STEPS, "corpus_content_hash": corpus_hash(data),
-         "curve": curve}
+  out = {
+    "code": os.path.dirname(os.path.dirname(os.path.abspath(mert_jax.__file__))),
+    "jax": jax.__version__,
+    "steps": STEPS,
+    "corpus_content_hash": corpus_hash(data),
+    "curve": curve,
+  }
   with open(args.out, "w") as f:
     json.dump(out, f, indent=1)
   print(json.dumps(curve[str(STEPS)]))

@@ -17,8 +17,15 @@ from mert_jax import recipe
 from mert_jax.model.flops import train_flops_per_clip
 
 
-def plan(size: str, chips: int, chips_per_host: int, peak_tflops: float, mfu: float,
-         reader_clips_per_core: float, record_seconds: float) -> dict:
+def plan(
+  size: str,
+  chips: int,
+  chips_per_host: int,
+  peak_tflops: float,
+  mfu: float,
+  reader_clips_per_core: float,
+  record_seconds: float,
+) -> dict:
   c = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:{size}")
   cfg = recipe.model_config_from(c)
   flops_clip = train_flops_per_clip(cfg, c.crop_samples)
@@ -28,16 +35,25 @@ def plan(size: str, chips: int, chips_per_host: int, peak_tflops: float, mfu: fl
   hosts = max(chips // chips_per_host, 1)
   host_clips_s = clips_s / hosts
   return {
-      "size": size, "global_batch": c.batch_size, "accum": c.optimizer.grad_accum_steps,
-      "per_chip_micro_batch": per_chip_update / c.optimizer.grad_accum_steps,
-      "gflop_per_clip": flops_clip / 1e9, "mfu": mfu, "update_s": step_s, "clips_per_s": clips_s,
-      "hours": c.total_steps * step_s / 3600, "total_steps": c.total_steps,
-      "host_clips_per_s": host_clips_s,
-      # The reader takes one crop per record, so storage serves whole records: int16 audio + int16 codes.
-      "host_read_mb_per_s": host_clips_s * record_seconds * 2 * (
-          cfg.sample_rate + cfg.sample_rate / cfg.frame_stride * cfg.num_codebooks) / 1e6,
-      "host_reader_cores": host_clips_s / reader_clips_per_core,
-      "host_to_device_mb_per_s": host_clips_s * c.crop_samples * 4 / 1e6,            # float32 audio
+    "size": size,
+    "global_batch": c.batch_size,
+    "accum": c.optimizer.grad_accum_steps,
+    "per_chip_micro_batch": per_chip_update / c.optimizer.grad_accum_steps,
+    "gflop_per_clip": flops_clip / 1e9,
+    "mfu": mfu,
+    "update_s": step_s,
+    "clips_per_s": clips_s,
+    "hours": c.total_steps * step_s / 3600,
+    "total_steps": c.total_steps,
+    "host_clips_per_s": host_clips_s,
+    # The reader takes one crop per record, so storage serves whole records: int16 audio + int16 codes.
+    "host_read_mb_per_s": host_clips_s
+    * record_seconds
+    * 2
+    * (cfg.sample_rate + cfg.sample_rate / cfg.frame_stride * cfg.num_codebooks)
+    / 1e6,
+    "host_reader_cores": host_clips_s / reader_clips_per_core,
+    "host_to_device_mb_per_s": host_clips_s * c.crop_samples * 4 / 1e6,  # float32 audio
   }
 
 
@@ -46,23 +62,40 @@ def main() -> None:
   p.add_argument("--sizes", default="95m,330m")
   p.add_argument("--chips", type=int, default=32, help="v4-64 = 32 chips")
   p.add_argument("--chips-per-host", type=int, default=4)
-  p.add_argument("--peak-tflops", type=float, default=275.0, help="dense bf16 peak per chip (TPU v4: 275)")
+  p.add_argument(
+    "--peak-tflops", type=float, default=275.0, help="dense bf16 peak per chip (TPU v4: 275)"
+  )
   p.add_argument("--mfu", default="0.30,0.40,0.50")
   p.add_argument("--reader-clips-per-core", type=float, default=2090.0)
-  p.add_argument("--record-seconds", type=float, default=30.0,
-                  help="record length in the prepared shards (data_pipeline.prepare --segment-seconds)")
+  p.add_argument(
+    "--record-seconds",
+    type=float,
+    default=30.0,
+    help="record length in the prepared shards (data_pipeline.prepare --segment-seconds)",
+  )
   args = p.parse_args()
-  print("| size | global batch (accum) | per-chip micro-batch | GFLOP/clip | MFU | update time | clips/s (pod) "
-        "| recipe wall time (steps) | per host: clips/s, storage read MB/s, reader cores, host->device MB/s |")
+  print(
+    "| size | global batch (accum) | per-chip micro-batch | GFLOP/clip | MFU | update time | clips/s (pod) "
+    "| recipe wall time (steps) | per host: clips/s, storage read MB/s, reader cores, host->device MB/s |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     for mfu in (float(m) for m in args.mfu.split(",")):
-      r = plan(size, args.chips, args.chips_per_host, args.peak_tflops, mfu, args.reader_clips_per_core,
-               args.record_seconds)
-      print(f"| {size} | {r['global_batch']} ({r['accum']}) | {r['per_chip_micro_batch']:g} | {r['gflop_per_clip']:.1f} "
-            f"| {mfu:.0%} | {r['update_s'] * 1000:.0f} ms | {r['clips_per_s']:,.0f} | {r['hours']:.1f} h ({r['total_steps'] // 1000}k) "
-            f"| {r['host_clips_per_s']:,.0f}, {r['host_read_mb_per_s']:.0f}, {r['host_reader_cores']:.2f}, "
-            f"{r['host_to_device_mb_per_s']:.0f} |")
+      r = plan(
+        size,
+        args.chips,
+        args.chips_per_host,
+        args.peak_tflops,
+        mfu,
+        args.reader_clips_per_core,
+        args.record_seconds,
+      )
+      print(
+        f"| {size} | {r['global_batch']} ({r['accum']}) | {r['per_chip_micro_batch']:g} | {r['gflop_per_clip']:.1f} "
+        f"| {mfu:.0%} | {r['update_s'] * 1000:.0f} ms | {r['clips_per_s']:,.0f} | {r['hours']:.1f} h ({r['total_steps'] // 1000}k) "
+        f"| {r['host_clips_per_s']:,.0f}, {r['host_read_mb_per_s']:.0f}, {r['host_reader_cores']:.2f}, "
+        f"{r['host_to_device_mb_per_s']:.0f} |"
+      )
 
 
 if __name__ == "__main__":

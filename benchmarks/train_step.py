@@ -28,8 +28,9 @@ import sys
 import time
 
 
-def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: list[str],
-            profile: str) -> dict:
+def run_one(
+  size: str, batch: int, seconds: float, steps: int, mode: str, sets: list[str], profile: str
+) -> dict:
   """Compile and time one configuration in this process; returns the result row."""
   import jax
   import jax.numpy as jnp
@@ -46,16 +47,18 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
 
   c = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:{size}")
   recipe.apply_overrides(c, recipe.parse_assignments(sets))
-  c.optimizer.grad_accum_steps, c.mesh = 1, [1, 1, 1]        # one micro-batch per update, one device
+  c.optimizer.grad_accum_steps, c.mesh = 1, [1, 1, 1]  # one micro-batch per update, one device
   cfg, obj = recipe.model_config_from(c), recipe.objective_config_from(c)
   length = int(round(seconds * cfg.sample_rate))
   t = num_frames(length, cfg.conv_layers)
   rng = np.random.RandomState(0)
-  batch = {"audio": jnp.asarray(0.1 * rng.randn(batch, length).astype(np.float32)),
-           "labels": jnp.asarray(rng.randint(0, cfg.codebook_size, (batch, cfg.num_codebooks, t + 1)))}
+  batch = {
+    "audio": jnp.asarray(0.1 * rng.randn(batch, length).astype(np.float32)),
+    "labels": jnp.asarray(rng.randint(0, cfg.codebook_size, (batch, cfg.num_codebooks, t + 1))),
+  }
   b = batch["audio"].shape[0]
   if mode == "full":
-    setup = state_lib.build(c, devices=jax.devices()[:1])    # the trainer's own state and jitted step
+    setup = state_lib.build(c, devices=jax.devices()[:1])  # the trainer's own state and jitted step
     state = setup.init()
     step = setup.train_step
     batch = jax.device_put(jax.tree.map(lambda x: x[None], batch), setup.batch_shardings)
@@ -67,7 +70,9 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
     def fwd_bwd(state, batch, key):
       def loss_fn(s):
         return pretraining_loss(nnx.merge(graphdef, s), batch, key, cqt_fn=zero_cqt, cfg=obj)[0]
+
       return jax.value_and_grad(loss_fn)(state)
+
     step = jax.jit(fwd_bwd)
     loss_of = lambda out: out[0]
 
@@ -77,8 +82,12 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
   mem = compiled.memory_analysis()
   planned = None
   if mem is not None:
-    planned = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-               - mem.alias_size_in_bytes)
+    planned = (
+      mem.argument_size_in_bytes
+      + mem.output_size_in_bytes
+      + mem.temp_size_in_bytes
+      - mem.alias_size_in_bytes
+    )
 
   def advance(state, i):
     out = compiled(state, batch, jax.random.key(i))
@@ -86,7 +95,7 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
     return (out[0] if mode == "full" else state), out
 
   t0 = time.perf_counter()
-  state, out = advance(state, 1)                          # warm-up (first execution)
+  state, out = advance(state, 1)  # warm-up (first execution)
   first_s = time.perf_counter() - t0
   times = []
   if profile:
@@ -103,31 +112,57 @@ def run_one(size: str, batch: int, seconds: float, steps: int, mode: str, sets: 
   peak = peak_flops_per_device(dev)
   stats = dev.memory_stats() if dev.platform != "cpu" else None
   return {
-      "size": size, "batch": b, "seconds": seconds, "frames": t, "mode": mode, "sets": sets,
-      "device": f"{dev.device_kind} ({dev.platform})", "jax": jax.__version__,
-      "compile_s": round(compile_s, 2), "first_step_s": round(first_s, 3),
-      "step_s": med, "step_min_s": min(times), "steps": steps,
-      "clips_per_s": b / med, "gflop_per_clip": flops / b / 1e9, "tflops": flops / med / 1e12,
-      "mfu": (flops / med / peak) if peak else None,
-      "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
-      "planned_memory_gib": planned / 2**30 if planned is not None else None,
-      "loss": float(loss_of(out)),
+    "size": size,
+    "batch": b,
+    "seconds": seconds,
+    "frames": t,
+    "mode": mode,
+    "sets": sets,
+    "device": f"{dev.device_kind} ({dev.platform})",
+    "jax": jax.__version__,
+    "compile_s": round(compile_s, 2),
+    "first_step_s": round(first_s, 3),
+    "step_s": med,
+    "step_min_s": min(times),
+    "steps": steps,
+    "clips_per_s": b / med,
+    "gflop_per_clip": flops / b / 1e9,
+    "tflops": flops / med / 1e12,
+    "mfu": (flops / med / peak) if peak else None,
+    "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
+    "planned_memory_gib": planned / 2**30 if planned is not None else None,
+    "loss": float(loss_of(out)),
   }
 
 
 def _fmt(r: dict) -> str:
   mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-  mem = (f"peak {r['peak_memory_gib']:.2f} GiB" if r["peak_memory_gib"] is not None
-         else f"XLA plan {r['planned_memory_gib']:.2f} GiB" if r["planned_memory_gib"] is not None else "mem n/a")
-  return (f"{r['size']:>5} batch {r['batch']:>4} | step {r['step_s'] * 1000:9.1f} ms | {r['clips_per_s']:8.2f} clips/s"
-          f" | {r['tflops']:7.3f} TFLOP/s | MFU {mfu:>6} | {mem} | compile {r['compile_s']:.1f} s"
-          f" | loss {r['loss']:.3f}")
+  mem = (
+    f"peak {r['peak_memory_gib']:.2f} GiB"
+    if r["peak_memory_gib"] is not None
+    else f"XLA plan {r['planned_memory_gib']:.2f} GiB"
+    if r["planned_memory_gib"] is not None
+    else "mem n/a"
+  )
+  return (
+    f"{r['size']:>5} batch {r['batch']:>4} | step {r['step_s'] * 1000:9.1f} ms | {r['clips_per_s']:8.2f} clips/s"
+    f" | {r['tflops']:7.3f} TFLOP/s | MFU {mfu:>6} | {mem} | compile {r['compile_s']:.1f} s"
+    f" | loss {r['loss']:.3f}"
+  )
 
 
 def _child(args, size: str, batch: int) -> dict | None:
   """Run one configuration in a fresh process; None when it ran out of memory."""
-  cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--sizes={size}", f"--batches={batch}",
-         f"--seconds={args.seconds}", f"--steps={args.steps}", f"--mode={args.mode}"]
+  cmd = [
+    sys.executable,
+    os.path.abspath(__file__),
+    "--child",
+    f"--sizes={size}",
+    f"--batches={batch}",
+    f"--seconds={args.seconds}",
+    f"--steps={args.steps}",
+    f"--mode={args.mode}",
+  ]
   cmd += [f"--set={s}" for s in args.set]
   if args.profile:
     cmd.append(f"--profile={os.path.join(args.profile, f'{size}_b{batch}')}")
@@ -147,16 +182,28 @@ def main() -> None:
   p.add_argument("--seconds", type=float, default=5.0, help="clip length")
   p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
   p.add_argument("--mode", choices=("full", "fwd_bwd"), default="full")
-  p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE, e.g. model.remat=true")
-  p.add_argument("--profile", default="", help="write jax.profiler traces of the timed steps under this folder")
+  p.add_argument(
+    "--set", action="append", default=[], help="config override KEY=VALUE, e.g. model.remat=true"
+  )
+  p.add_argument(
+    "--profile", default="", help="write jax.profiler traces of the timed steps under this folder"
+  )
   p.add_argument("--json", default="", help="append one JSON row per run to this file")
-  p.add_argument("--max-batch", action="store_true", help="double the batch from --batches until it no longer fits")
+  p.add_argument(
+    "--max-batch",
+    action="store_true",
+    help="double the batch from --batches until it no longer fits",
+  )
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args()
   sizes = args.sizes.split(",")
   batches = [int(b) for b in args.batches.split(",")]
   if args.child:
-    print(json.dumps(run_one(sizes[0], batches[0], args.seconds, args.steps, args.mode, args.set, args.profile)))
+    print(
+      json.dumps(
+        run_one(sizes[0], batches[0], args.seconds, args.steps, args.mode, args.set, args.profile)
+      )
+    )
     return
   rows = []
   for size in sizes:
@@ -175,8 +222,10 @@ def main() -> None:
         todo.append(batch * 2)
   if rows:
     r = rows[0]
-    print(f"device {r['device']}, jax {r['jax']}, {r['seconds']} s clips ({r['frames']} frames), mode {r['mode']}"
-          + (f", overrides {r['sets']}" if r["sets"] else ""))
+    print(
+      f"device {r['device']}, jax {r['jax']}, {r['seconds']} s clips ({r['frames']} frames), mode {r['mode']}"
+      + (f", overrides {r['sets']}" if r["sets"] else "")
+    )
   if args.json:
     with open(args.json, "a") as f:
       for r in rows:

@@ -27,71 +27,82 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(MODEL_SIZES)}")
   c = ml_collections.ConfigDict()
   c.variant = variant
-  c.seed = 1337                       # reference seed
+  c.seed = 1337  # reference seed
   c.model = _dict(MODEL_SIZES[variant])
   c.objective = _dict(ObjectiveConfig())
-  c.optimizer = ml_collections.ConfigDict(dict(
-      lr=5e-4,                        # peak learning rate
-      b1=0.9, b2=0.98, eps=1e-6,      # Adam betas / epsilon
-      weight_decay=0.01,              # decoupled, on every parameter (the reference's choice)
-      warmup_steps=32_000,            # linear warm-up, then linear decay to 0 at total_steps
-      clip_norm=10.0,                 # global-norm gradient clipping
-      grad_accum_steps=1,             # micro-batches per update
-  ))
+  c.optimizer = ml_collections.ConfigDict(
+    dict(
+      lr=5e-4,  # peak learning rate
+      b1=0.9,
+      b2=0.98,
+      eps=1e-6,  # Adam betas / epsilon
+      weight_decay=0.01,  # decoupled, on every parameter (the reference's choice)
+      warmup_steps=32_000,  # linear warm-up, then linear decay to 0 at total_steps
+      clip_norm=10.0,  # global-norm gradient clipping
+      grad_accum_steps=1,  # micro-batches per update
+    )
+  )
   c.optimizer.weight_decay_on = "all"  # "all" (the reference) or "matrices" (ndim >= 2 only)
   c.total_steps = 400_000
-  c.batch_size = 1024                 # global clips per update (95M YAML: 16 x 64 GPUs)
-  c.crop_samples = 5 * SAMPLE_RATE    # 5 s (120,000 samples)
+  c.batch_size = 1024  # global clips per update (95M YAML: 16 x 64 GPUs)
+  c.crop_samples = 5 * SAMPLE_RATE  # 5 s (120,000 samples)
   # --- devices ---
-  c.mesh = [-1, 1, 1]                 # (data, fsdp, tensor); -1 = the remaining devices
-  c.num_devices = 0                   # use the first N devices (0 = all); tests compare meshes in one process
-  c.rules = [list(r) for r in DEFAULT_RULES]   # logical axis -> mesh axes (mert_jax/sharding.py)
+  c.mesh = [-1, 1, 1]  # (data, fsdp, tensor); -1 = the remaining devices
+  c.num_devices = 0  # use the first N devices (0 = all); tests compare meshes in one process
+  c.rules = [list(r) for r in DEFAULT_RULES]  # logical axis -> mesh axes (mert_jax/sharding.py)
   # --- data ---
-  c.data = ml_collections.ConfigDict(dict(
-      dir=ml_collections.config_dict.placeholder(str),  # a data_pipeline.prepare folder (local or gs://);
-                                      # unset: the embedded default corpus is prepared under WORKDIR/data
-      shuffle_window=1024,            # crops in the reader's window shuffle
-      on_state_mismatch="error",      # data-iterator state not restorable (e.g. other process count):
-                                      # "error" stops; "restart" starts a fresh, differently seeded stream
-      default_minutes=8.0,            # embedded default corpus: minutes of music to prepare
-      groups=0,                       # fixed data groups making up each global batch (0 = process count);
-                                      # equal groups give the same global batches on any process count
-  ))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      dir=ml_collections.config_dict.placeholder(
+        str
+      ),  # a data_pipeline.prepare folder (local or gs://);
+      # unset: the embedded default corpus is prepared under WORKDIR/data
+      shuffle_window=1024,  # crops in the reader's window shuffle
+      on_state_mismatch="error",  # data-iterator state not restorable (e.g. other process count):
+      # "error" stops; "restart" starts a fresh, differently seeded stream
+      default_minutes=8.0,  # embedded default corpus: minutes of music to prepare
+      groups=0,  # fixed data groups making up each global batch (0 = process count);
+      # equal groups give the same global batches on any process count
+    )
+  )
   # --- loop ---
-  c.log_every = 50                    # steps between metric lines (metrics.jsonl, TensorBoard, console)
-  c.eval_every = 1000                 # steps between evaluations on the valid split (0 = never)
-  c.eval_batches = 8                  # batches per evaluation
-  c.checkpoint_every = 1000           # steps between (async) checkpoints; one is also written at the end
-  c.keep_last = 3                     # checkpoints kept ...
-  c.keep_every = 50_000               # ... plus every checkpoint at a multiple of this step (0 = none)
-  c.preemption_check_every = 10       # multi-process: steps between SIGTERM agreements (each is a host sync)
-  c.max_nonfinite_steps = 20          # consecutive non-finite steps (skipped updates) before stopping
+  c.log_every = 50  # steps between metric lines (metrics.jsonl, TensorBoard, console)
+  c.eval_every = 1000  # steps between evaluations on the valid split (0 = never)
+  c.eval_batches = 8  # batches per evaluation
+  c.checkpoint_every = 1000  # steps between (async) checkpoints; one is also written at the end
+  c.keep_last = 3  # checkpoints kept ...
+  c.keep_every = 50_000  # ... plus every checkpoint at a multiple of this step (0 = none)
+  c.preemption_check_every = (
+    10  # multi-process: steps between SIGTERM agreements (each is a host sync)
+  )
+  c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
   if variant == "330m":
     c.optimizer.lr = 1.5e-3
     c.optimizer.clip_norm = 1.0
     c.optimizer.grad_accum_steps = 8
-    c.batch_size = 3584               # 7 x 64 GPUs x 8 accumulation steps
-    c.crop_samples = 512 * SAMPLE_RATE // 100   # 5.12 s (122,880 samples)
-    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2   # 1.5 s
+    c.batch_size = 3584  # 7 x 64 GPUs x 8 accumulation steps
+    c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
+    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
   elif variant == "1b":
-    c.optimizer.lr = 1e-3             # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
+    c.optimizer.lr = (
+      1e-3  # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
+    )
     c.optimizer.clip_norm = 1.0
     c.optimizer.grad_accum_steps = 8
     c.batch_size = 3584
-    c.crop_samples = 512 * SAMPLE_RATE // 100   # 5.12 s (122,880 samples)
-    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2   # 1.5 s
+    c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
+    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
   elif variant == "tiny":
     c.total_steps = 200
     c.batch_size = 8
     c.crop_samples = 2 * SAMPLE_RATE  # 2 s (the CQT needs >= 1.05 s)
     c.optimizer.warmup_steps = 20
     c.optimizer.lr = 2e-3
-    c.model.codebook_size = 64        # the embedded k-means teacher fits 64 codes in seconds on CPU
+    c.model.codebook_size = 64  # the embedded k-means teacher fits 64 codes in seconds on CPU
     c.log_every = 10
     c.eval_every = 50
     c.eval_batches = 2
     c.checkpoint_every = 50
-    c.objective.mixup_min_len = SAMPLE_RATE // 10      # 0.1 s
-    c.objective.mixup_max_len = SAMPLE_RATE // 5       # 0.2 s
+    c.objective.mixup_min_len = SAMPLE_RATE // 10  # 0.1 s
+    c.objective.mixup_max_len = SAMPLE_RATE // 5  # 0.2 s
   return c
-

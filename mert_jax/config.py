@@ -19,7 +19,8 @@ from data_pipeline.audio_format import SAMPLE_RATE
 # (data_pipeline.audio.HOP, checked in tests), receptive field 400 samples, 75 Hz frames at
 # 24 kHz (spec §1.2).
 MERT_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
-    ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2)
+  ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+)
 
 
 # What a rematerialised encoder layer keeps from its forward pass (jax.checkpoint policies by name).
@@ -29,40 +30,53 @@ REMAT_POLICIES = ("full", "dots")
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The MERT network: HuBERT backbone plus the pretraining heads."""
+
   # --- waveform front end (spec §1.2) ---
   conv_layers: tuple[tuple[int, int, int], ...] = MERT_CONV_LAYERS
-  extractor_mode: str = "default"      # "default": GroupNorm(C groups) on layer 0 only; "layer_norm": LN on every layer
+  extractor_mode: str = (
+    "default"  # "default": GroupNorm(C groups) on layer 0 only; "layer_norm": LN on every layer
+  )
   conv_bias: bool = False
-  feature_grad_mult: float = 0.1       # gradient into the extractor is multiplied by this (95M 0.1, 330M 1.0)
-  sample_rate: int = SAMPLE_RATE       # Hz; the model's label rate is sample_rate / prod(strides) = 75 Hz
+  feature_grad_mult: float = (
+    0.1  # gradient into the extractor is multiplied by this (95M 0.1, 330M 1.0)
+  )
+  sample_rate: int = (
+    SAMPLE_RATE  # Hz; the model's label rate is sample_rate / prod(strides) = 75 Hz
+  )
   # --- transformer (spec §1.4-1.5) ---
-  hidden_size: int = 768               # D
-  num_layers: int = 12                 # N
-  num_heads: int = 12                  # H (head dim D/H)
-  ffn_size: int = 3072                 # F
-  layer_norm_first: bool = False       # False: post-LN (95M); True: pre-LN (330M)
-  pos_conv_kernel: int = 128           # convolutional positional embedding kernel (frames)
+  hidden_size: int = 768  # D
+  num_layers: int = 12  # N
+  num_heads: int = 12  # H (head dim D/H)
+  ffn_size: int = 3072  # F
+  layer_norm_first: bool = False  # False: post-LN (95M); True: pre-LN (330M)
+  pos_conv_kernel: int = 128  # convolutional positional embedding kernel (frames)
   pos_conv_groups: int = 16
-  layer_norm_eps: float = 1e-5         # every LayerNorm and the extractor GroupNorm
-  attention_relax: float = -1.0        # >0 enables the 330M "relaxation" formula; identical softmax (see attention.py)
+  layer_norm_eps: float = 1e-5  # every LayerNorm and the extractor GroupNorm
+  attention_relax: float = (
+    -1.0
+  )  # >0 enables the 330M "relaxation" formula; identical softmax (see attention.py)
   # --- regularisation (spec §1.1) ---
-  dropout: float = 0.1                 # residual-branch dropout and dropout after the pos-conv
-  attention_dropout: float = 0.1       # on attention probabilities
-  activation_dropout: float = 0.0      # after the FFN GELU
-  dropout_input: float = 0.1           # on the projected features, before masking
-  layerdrop: float = 0.05              # probability of skipping a whole encoder layer in training
+  dropout: float = 0.1  # residual-branch dropout and dropout after the pos-conv
+  attention_dropout: float = 0.1  # on attention probabilities
+  activation_dropout: float = 0.0  # after the FFN GELU
+  dropout_input: float = 0.1  # on the projected features, before masking
+  layerdrop: float = 0.05  # probability of skipping a whole encoder layer in training
   # --- pretraining heads (spec §1.8-1.9) ---
-  num_codebooks: int = 8               # K RVQ codebooks of the acoustic teacher
-  codebook_size: int = 1024            # codes per codebook
-  num_special_labels: int = 4          # fairseq dictionary specials (<s>,<pad>,</s>,<unk>); label = code + 4 [U in spec]
-  final_dim: int = 64                  # per-codebook projection width (95M 64, 330M 128)
-  cqt_bins: int = 336                  # CQT regression head width
+  num_codebooks: int = 8  # K RVQ codebooks of the acoustic teacher
+  codebook_size: int = 1024  # codes per codebook
+  num_special_labels: int = (
+    4  # fairseq dictionary specials (<s>,<pad>,</s>,<unk>); label = code + 4 [U in spec]
+  )
+  final_dim: int = 64  # per-codebook projection width (95M 64, 330M 128)
+  cqt_bins: int = 336  # CQT regression head width
   # --- numerics / performance ---
-  dtype: str = "bfloat16"              # compute dtype; parameters are always float32 (master weights)
-  attention_impl: str = "auto"         # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual"
-  pos_conv_impl: str = "auto"          # positional-conv kernel gradient: "auto" | "einsum" | "xla" (pos_conv.py)
-  remat: bool = False                  # rematerialise each encoder layer in the backward pass
-  remat_policy: str = "full"           # with remat: "full" (recompute the layer) | "dots" (keep matmul outputs, recompute the rest)
+  dtype: str = "bfloat16"  # compute dtype; parameters are always float32 (master weights)
+  attention_impl: str = "auto"  # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual"
+  pos_conv_impl: str = (
+    "auto"  # positional-conv kernel gradient: "auto" | "einsum" | "xla" (pos_conv.py)
+  )
+  remat: bool = False  # rematerialise each encoder layer in the backward pass
+  remat_policy: str = "full"  # with remat: "full" (recompute the layer) | "dots" (keep matmul outputs, recompute the rest)
 
   @property
   def head_dim(self) -> int:
@@ -90,17 +104,27 @@ class ModelConfig:
 
   def validate(self) -> None:
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
+      raise ValueError(
+        f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+      )
     if self.hidden_size % self.pos_conv_groups:
-      raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by model.pos_conv_groups={self.pos_conv_groups}")
+      raise ValueError(
+        f"model.hidden_size={self.hidden_size} is not divisible by model.pos_conv_groups={self.pos_conv_groups}"
+      )
     if self.extractor_mode not in ("default", "layer_norm"):
-      raise ValueError(f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
+      raise ValueError(
+        f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}"
+      )
     if self.attention_impl not in ("auto", "xla", "cudnn", "manual"):
-      raise ValueError(f"model.attention_impl must be auto/xla/cudnn/manual, got {self.attention_impl!r}")
+      raise ValueError(
+        f"model.attention_impl must be auto/xla/cudnn/manual, got {self.attention_impl!r}"
+      )
     if self.pos_conv_impl not in ("auto", "einsum", "xla"):
       raise ValueError(f"model.pos_conv_impl must be auto/einsum/xla, got {self.pos_conv_impl!r}")
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"model.remat_policy must be one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}")
+      raise ValueError(
+        f"model.remat_policy must be one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}"
+      )
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype must be float32/bfloat16/float16, got {self.dtype!r}")
 
@@ -118,24 +142,27 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
   """MERT's masked-prediction objective (spec §1.8-1.10, §2.4, §2.6)."""
-  mask_prob: float = 0.8               # expected fraction of frames covered by span starts x length
-  mask_length: int = 5                 # span length in frames ("static" spans)
-  min_masks: int = 2                   # at least this many spans per row
-  logit_temp: float = 0.1              # cosine logits are divided by this
-  feature_pen_weight: float = 10.0     # loss_weights[0]: weight of mean(features^2)
-  cqt_weight: float = 1.0              # loss_weights[1]: weight of the CQT MSE
+
+  mask_prob: float = 0.8  # expected fraction of frames covered by span starts x length
+  mask_length: int = 5  # span length in frames ("static" spans)
+  min_masks: int = 2  # at least this many spans per row
+  logit_temp: float = 0.1  # cosine logits are divided by this
+  feature_pen_weight: float = 10.0  # loss_weights[0]: weight of mean(features^2)
+  cqt_weight: float = 1.0  # loss_weights[1]: weight of the CQT MSE
   # In-batch noise mixup. The reference mixes when U[0,1) > mixture_prob (an inverted test); this field
   # is the probability that a clip IS mixed, which equals 1 - mixture_prob = 0.5 for both released models.
   mixup_prob: float = 0.5
-  mixup_min_len: int = SAMPLE_RATE // 2  # samples (0.5 s); segment lengths drawn uniformly in [min, max]
-  mixup_max_len: int = SAMPLE_RATE     # samples (95M 1.0 s, 330M 1.5 s = 36000)
-  mixup_max_segments: int = 3          # 1..this many segments per mixed clip
-  mixup_volume: float = 1.0            # segments are added at this gain, no rescaling or clipping
+  mixup_min_len: int = (
+    SAMPLE_RATE // 2
+  )  # samples (0.5 s); segment lengths drawn uniformly in [min, max]
+  mixup_max_len: int = SAMPLE_RATE  # samples (95M 1.0 s, 330M 1.5 s = 36000)
+  mixup_max_segments: int = 3  # 1..this many segments per mixed clip
+  mixup_volume: float = 1.0  # segments are added at this gain, no rescaling or clipping
   # CQT regression target (spec §3.1): nnAudio CQT1992v2 settings; bins = model.cqt_bins,
   # hop = the model's frame stride (320), sample rate = model.sample_rate.
-  cqt_method: str = "fast"             # "fast" (multirate, ~1e-6 from exact) | "exact" (nnAudio's transform)
-  cqt_fmin: float = 32.7               # Hz, lowest bin (C1)
-  cqt_bins_per_octave: int = 48        # 336 bins = 7 octaves
+  cqt_method: str = "fast"  # "fast" (multirate, ~1e-6 from exact) | "exact" (nnAudio's transform)
+  cqt_fmin: float = 32.7  # Hz, lowest bin (C1)
+  cqt_bins_per_octave: int = 48  # 336 bins = 7 octaves
 
   def replace(self, **kw: Any) -> "ObjectiveConfig":
     return dataclasses.replace(self, **kw)
@@ -157,25 +184,52 @@ def _from_dict(cls: type, d: dict[str, Any], block: str) -> Any:
 def _sizes() -> dict[str, ModelConfig]:
   base = ModelConfig()
   return {
-      # Test size: the real conv strides (75 Hz frames) with narrow channels; 2 tiny layers.
-      "tiny": base.replace(conv_layers=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2,
-                           hidden_size=32, num_layers=2, num_heads=4, ffn_size=64,
-                           pos_conv_kernel=16, pos_conv_groups=4, final_dim=16),
-      # MERT-v1-95M (spec §1.1): post-LN.
-      "95m": base,
-      # MERT-v1-330M: pre-LN, no dropout, feature_grad_mult 1, attention relaxation flag (a no-op).
-      "330m": base.replace(hidden_size=1024, num_layers=24, num_heads=16, ffn_size=4096,
-                           layer_norm_first=True, dropout=0.0, attention_dropout=0.0,
-                           dropout_input=0.0, layerdrop=0.0, feature_grad_mult=1.0,
-                           attention_relax=32.0, final_dim=128),
-      # ~1B: the HuBERT X-Large shape (48 x 1280, FFN 5120, 16 heads of 80), the proven 1B point of
-      # this architecture family, trained with the 330M's stability choices (pre-LN, no dropout,
-      # feature_grad_mult 1). Backbone 962,487,680 parameters (= HubertModel with this config,
-      # checked in tests); 965.3M with the heads.
-      "1b": base.replace(hidden_size=1280, num_layers=48, num_heads=16, ffn_size=5120,
-                         layer_norm_first=True, dropout=0.0, attention_dropout=0.0,
-                         dropout_input=0.0, layerdrop=0.0, feature_grad_mult=1.0,
-                         final_dim=128, remat=True),
+    # Test size: the real conv strides (75 Hz frames) with narrow channels; 2 tiny layers.
+    "tiny": base.replace(
+      conv_layers=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2,
+      hidden_size=32,
+      num_layers=2,
+      num_heads=4,
+      ffn_size=64,
+      pos_conv_kernel=16,
+      pos_conv_groups=4,
+      final_dim=16,
+    ),
+    # MERT-v1-95M (spec §1.1): post-LN.
+    "95m": base,
+    # MERT-v1-330M: pre-LN, no dropout, feature_grad_mult 1, attention relaxation flag (a no-op).
+    "330m": base.replace(
+      hidden_size=1024,
+      num_layers=24,
+      num_heads=16,
+      ffn_size=4096,
+      layer_norm_first=True,
+      dropout=0.0,
+      attention_dropout=0.0,
+      dropout_input=0.0,
+      layerdrop=0.0,
+      feature_grad_mult=1.0,
+      attention_relax=32.0,
+      final_dim=128,
+    ),
+    # ~1B: the HuBERT X-Large shape (48 x 1280, FFN 5120, 16 heads of 80), the proven 1B point of
+    # this architecture family, trained with the 330M's stability choices (pre-LN, no dropout,
+    # feature_grad_mult 1). Backbone 962,487,680 parameters (= HubertModel with this config,
+    # checked in tests); 965.3M with the heads.
+    "1b": base.replace(
+      hidden_size=1280,
+      num_layers=48,
+      num_heads=16,
+      ffn_size=5120,
+      layer_norm_first=True,
+      dropout=0.0,
+      attention_dropout=0.0,
+      dropout_input=0.0,
+      layerdrop=0.0,
+      feature_grad_mult=1.0,
+      final_dim=128,
+      remat=True,
+    ),
   }
 
 

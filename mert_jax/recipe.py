@@ -52,8 +52,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 def dataclass_to_config_dict(dc: Any) -> ml_collections.ConfigDict:
   """A config dataclass as a ConfigDict (tuples of tuples become lists, as ConfigDict stores them)."""
+
   def listify(v):
     return [listify(x) for x in v] if isinstance(v, (tuple, list)) else v
+
   return ml_collections.ConfigDict({k: listify(v) for k, v in dataclasses.asdict(dc).items()})
 
 
@@ -112,7 +114,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
         node = node[p]
       current = node[leaf]
     except KeyError:
-      raise ValueError(f"unknown config field {key!r}; see configs/mert.py for the fields") from None
+      raise ValueError(
+        f"unknown config field {key!r}; see configs/mert.py for the fields"
+      ) from None
     if current is None and node.get_type(leaf) is str:
       current = ""  # an unset string placeholder (data.dir): the text is the value, never a literal
     node[leaf] = parse_value(value, current, key) if isinstance(value, str) else value

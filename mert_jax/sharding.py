@@ -12,45 +12,46 @@ from typing import Sequence
 
 import jax
 from flax import nnx
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # Logical axes used by parameters and activations.
-BATCH = "batch"          # activations: the batch axis
-LENGTH = "length"        # activations: time frames / samples
-EMBED = "embed"          # model width D
-MLP = "mlp"              # FFN width F
-HEADS = "heads"          # attention heads
-KV = "kv"                # per-head width
-CONV_IN = "conv_in"      # extractor conv input channels
-CONV_OUT = "conv_out"    # extractor conv output channels
+BATCH = "batch"  # activations: the batch axis
+LENGTH = "length"  # activations: time frames / samples
+EMBED = "embed"  # model width D
+MLP = "mlp"  # FFN width F
+HEADS = "heads"  # attention heads
+KV = "kv"  # per-head width
+CONV_IN = "conv_in"  # extractor conv input channels
+CONV_OUT = "conv_out"  # extractor conv output channels
 CONV_KERNEL = "conv_kernel"  # conv taps (never sharded)
 FINAL_DIM = "final_dim"  # per-codebook projection width
-VOCAB = "vocab"          # label-embedding rows (codebooks x labels)
-CQT_BINS = "cqt_bins"    # CQT head outputs
+VOCAB = "vocab"  # label-embedding rows (codebooks x labels)
+CQT_BINS = "cqt_bins"  # CQT head outputs
 
 AxisRules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
 # FSDP shards the model width of every matrix; tensor parallelism splits heads and the MLP.
 DEFAULT_RULES: AxisRules = (
-    (BATCH, ("data", "fsdp")),
-    (EMBED, "fsdp"),
-    (MLP, "tensor"),
-    (HEADS, "tensor"),
-    (KV, None),
-    (CONV_IN, None),
-    (CONV_OUT, None),      # the extractor is 4.2M parameters: replicated (its cost is activations)
-    (CONV_KERNEL, None),
-    (FINAL_DIM, None),
-    (VOCAB, None),
-    (CQT_BINS, None),
-    (LENGTH, None),
+  (BATCH, ("data", "fsdp")),
+  (EMBED, "fsdp"),
+  (MLP, "tensor"),
+  (HEADS, "tensor"),
+  (KV, None),
+  (CONV_IN, None),
+  (CONV_OUT, None),  # the extractor is 4.2M parameters: replicated (its cost is activations)
+  (CONV_KERNEL, None),
+  (FINAL_DIM, None),
+  (VOCAB, None),
+  (CQT_BINS, None),
+  (LENGTH, None),
 )
 
 
 # ----------------------------------------------------------------------------- mesh and shardings
 
 MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_MESH_AXES = ("data", "fsdp")      # the batch is split over both data-parallel axes
+BATCH_MESH_AXES = ("data", "fsdp")  # the batch is split over both data-parallel axes
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -64,8 +65,10 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
       raise ValueError(f"mesh shape {shape} does not divide {num_devices} devices")
     shape[shape.index(-1)] = num_devices // known
   if math.prod(shape) != num_devices:
-    raise ValueError(f"mesh shape {tuple(shape)} uses {math.prod(shape)} devices but {num_devices} are present; "
-                     f"set config.mesh so the product is {num_devices} (or use -1 for one axis)")
+    raise ValueError(
+      f"mesh shape {tuple(shape)} uses {math.prod(shape)} devices but {num_devices} are present; "
+      f"set config.mesh so the product is {num_devices} (or use -1 for one axis)"
+    )
   return tuple(shape)
 
 
@@ -77,7 +80,9 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
   return jax.make_mesh(resolved, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
-def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: AxisRules) -> P:
+def logical_to_spec(
+  axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: AxisRules
+) -> P:
   """PartitionSpec for a parameter with logical ``axes``; a dimension the mesh axes do not divide
   stays replicated (a 4-head model on 8 tensor devices replicates its heads)."""
   table = dict(rules)
@@ -100,9 +105,11 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh
 
 def param_shardings(param_state: nnx.State, mesh: Mesh, rules: AxisRules) -> dict:
   """Pure-dict tree of NamedShardings for the parameters, from their logical axes."""
+
   def one(var):
     axes = var.get_metadata().get("out_sharding") or (None,) * len(var.shape)
     return NamedSharding(mesh, logical_to_spec(axes, var.shape, mesh, rules))
+
   specs = jax.tree.map(one, param_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
   return nnx.to_pure_dict(specs)
 
@@ -119,6 +126,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def describe(shardings: dict) -> list[str]:
   """One line per parameter: path and PartitionSpec (logged once at start)."""
-  flat = jax.tree_util.tree_leaves_with_path(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  flat = jax.tree_util.tree_leaves_with_path(
+    shardings, is_leaf=lambda x: isinstance(x, NamedSharding)
+  )
   return [f"{jax.tree_util.keystr(path)}: {s.spec}" for path, s in flat]
-

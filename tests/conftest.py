@@ -27,5 +27,7 @@ def music_file(tmp_path_factory) -> str:
 def default_data(tmp_path_factory) -> str:
   """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per session."""
   from data_pipeline import default_corpus
-  return default_corpus.ensure_default_corpus(str(tmp_path_factory.mktemp("corpus")), num_codebooks=8,
-                                              codebook_size=64, minutes=6.0)
+
+  return default_corpus.ensure_default_corpus(
+    str(tmp_path_factory.mktemp("corpus")), num_codebooks=8, codebook_size=64, minutes=6.0
+  )

@@ -42,16 +42,22 @@ def main(argv: list[str] | None = None) -> None:
   t_start = time.time()
   workdir = os.path.abspath(args.workdir)
   files = example_audio.real_music_files()
-  print(f"[1/4] corpus: {files[0] if files else 'synthesised music (no Debian music package installed)'} ...")
+  print(
+    f"[1/4] corpus: {files[0] if files else 'synthesised music (no Debian music package installed)'} ..."
+  )
 
   config = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
   config.total_steps, config.seed = args.steps, args.seed
   config.log_every, config.eval_every, config.checkpoint_every = 25, 100, 100
-  print(f"[2/4] training tiny MERT for {args.steps} steps (batch {config.batch_size} x "
-        f"{config.crop_samples / SAMPLE_RATE:g} s) in {workdir}")
+  print(
+    f"[2/4] training tiny MERT for {args.steps} steps (batch {config.batch_size} x "
+    f"{config.crop_samples / SAMPLE_RATE:g} s) in {workdir}"
+  )
   metrics = train(config, workdir)["metrics"]
-  print(f"      last step {metrics['step']}: loss {metrics['loss']:.3f} (codes {metrics['loss_codes']:.3f}, "
-        f"CQT {metrics['loss_cqt']:.3f}), {metrics['clips_per_s']:.1f} clips/s")
+  print(
+    f"      last step {metrics['step']}: loss {metrics['loss']:.3f} (codes {metrics['loss_codes']:.3f}, "
+    f"CQT {metrics['loss_cqt']:.3f}), {metrics['clips_per_s']:.1f} clips/s"
+  )
 
   hf_dir = os.path.join(workdir, "hf")
   model = checkpoints.load_model(workdir, dtype="float32")
@@ -69,18 +75,22 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
       hs = hf(torch.from_numpy(clip[None]), output_hidden_states=True).hidden_states
     err = max(float(np.abs(h[0].numpy() - r).max()) for h, r in zip(hs, ref))
-    print(f"      transformers.{type(hf).__name__} reloaded it: max |JAX - PyTorch| over {len(hs)} hidden "
-          f"states = {err:.2e}")
+    print(
+      f"      transformers.{type(hf).__name__} reloaded it: max |JAX - PyTorch| over {len(hs)} hidden "
+      f"states = {err:.2e}"
+    )
     if err > 1e-4:
       raise SystemExit(f"parity check failed: {err:.2e} > 1e-4")
 
   feat_path = os.path.join(workdir, "features.npy")
   audio_file = example_audio.music_file(workdir)
-  feats = windowed_hidden_states(model.backbone, load_audio(audio_file)[:60 * SAMPLE_RATE], 30.0)
+  feats = windowed_hidden_states(model.backbone, load_audio(audio_file)[: 60 * SAMPLE_RATE], 30.0)
   save_npy(feat_path, feats)
   print(f"[4/4] features of {audio_file} (first 60 s, 30 s windows): {feat_path} {feats.shape}")
-  print(f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, TensorBoard: {workdir}/tb, "
-        f"metrics: {workdir}/metrics.jsonl")
+  print(
+    f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, TensorBoard: {workdir}/tb, "
+    f"metrics: {workdir}/metrics.jsonl"
+  )
 
 
 if __name__ == "__main__":

@@ -59,14 +59,24 @@ def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float)
 def main(argv: list[str] | None = None) -> int:
   """Runs the command: 0 when every file was written, 3 when some files of a folder were skipped,
   1 (one ``error: ...`` line on stderr) when the model or a single input cannot be used."""
-  parser = argparse.ArgumentParser(description="Save every layer's frame-level features of audio files.")
+  parser = argparse.ArgumentParser(
+    description="Save every layer's frame-level features of audio files."
+  )
   src = parser.add_mutually_exclusive_group(required=True)
   src.add_argument("--checkpoint", help="mert_jax model checkpoint directory or training workdir")
   src.add_argument("--hf", help="Hugging Face Hubert/MERT folder")
-  parser.add_argument("--step", type=int, default=None, help="training workdir step (default: latest)")
-  parser.add_argument("--audio", required=True, help="audio file (wav, flac, ogg, opus, mp3, ...) or folder")
-  parser.add_argument("--output", required=True, help="output .npy path (a folder when --audio is a folder)")
-  parser.add_argument("--window-seconds", type=float, default=0.0, help="process in windows of ~S s (0: whole file)")
+  parser.add_argument(
+    "--step", type=int, default=None, help="training workdir step (default: latest)"
+  )
+  parser.add_argument(
+    "--audio", required=True, help="audio file (wav, flac, ogg, opus, mp3, ...) or folder"
+  )
+  parser.add_argument(
+    "--output", required=True, help="output .npy path (a folder when --audio is a folder)"
+  )
+  parser.add_argument(
+    "--window-seconds", type=float, default=0.0, help="process in windows of ~S s (0: whole file)"
+  )
   args = parser.parse_args(argv)
   try:
     return _run(args)

@@ -1,6 +1,6 @@
 """Parameter counts of a MERT size, per module and in total.
 
-  python -m mert_jax.cli.params --size=95m        # tiny | 95m | 330m | 1b
+python -m mert_jax.cli.params --size=95m        # tiny | 95m | 330m | 1b
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--size", default="95m", choices=sorted(MODEL_SIZES))
   args = parser.parse_args(argv)
   cfg = model_config(args.size)
-  print(f"MERT {args.size}: D={cfg.hidden_size} N={cfg.num_layers} H={cfg.num_heads} F={cfg.ffn_size} "
-        f"{'pre' if cfg.layer_norm_first else 'post'}-LN, K={cfg.num_codebooks} x {cfg.num_labels} labels, "
-        f"final_dim={cfg.final_dim}, cqt_bins={cfg.cqt_bins}")
+  print(
+    f"MERT {args.size}: D={cfg.hidden_size} N={cfg.num_layers} H={cfg.num_heads} F={cfg.ffn_size} "
+    f"{'pre' if cfg.layer_norm_first else 'post'}-LN, K={cfg.num_codebooks} x {cfg.num_labels} labels, "
+    f"final_dim={cfg.final_dim}, cqt_bins={cfg.cqt_bins}"
+  )
   for name, n in param_table(cfg):
     print(f"  {name:<60s} {n:>14,d}")
 

@@ -24,7 +24,7 @@ import ml_collections
 from mert_jax import recipe
 from mert_jax.model.mert import abstract_model, count_params
 
-RECIPE = recipe.DEFAULT_RECIPE      # each run's variant is a variant of this recipe file
+RECIPE = recipe.DEFAULT_RECIPE  # each run's variant is a variant of this recipe file
 LAUNCHER = os.path.join(recipe.REPO_ROOT, "launch_tpu.sh")
 
 
@@ -50,7 +50,15 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     cells = []
     for c in cols:
       v = r.get(c)
-      cells.append("" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:.4g}" if isinstance(v, float) else str(v))
+      cells.append(
+        ""
+        if v is None
+        else f"{v:,}"
+        if isinstance(v, int)
+        else f"{v:.4g}"
+        if isinstance(v, float)
+        else str(v)
+      )
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--prefix", default="mert")
   p.add_argument("--dry-run", action="store_true")
   args = p.parse_args(argv)
-  try:       # every run's overrides are checked before the first run starts
+  try:  # every run's overrides are checked before the first run starts
     common = recipe.parse_assignments(args.set)
     runs = load_sweep(args.sweep)
     configs = [run_config(variant, {**overrides, **common}) for _, variant, overrides in runs]
@@ -76,22 +84,37 @@ def main(argv: list[str] | None = None) -> int:
     return 1
   if args.tpu:
     for run, variant, overrides in runs:
-      cmd = [LAUNCHER, f"--project={args.project}", f"--zone={args.zone}", f"--accelerator-type={args.accelerator_type}",
-             f"--name={args.prefix}-{run}", f"--config={RECIPE}:{variant}",
-             f"--workdir={args.workdir.rstrip('/')}/{run}",
-             *[f"--config.{k}={v}" for k, v in {**overrides, **common}.items()]]
+      cmd = [
+        LAUNCHER,
+        f"--project={args.project}",
+        f"--zone={args.zone}",
+        f"--accelerator-type={args.accelerator_type}",
+        f"--name={args.prefix}-{run}",
+        f"--config={RECIPE}:{variant}",
+        f"--workdir={args.workdir.rstrip('/')}/{run}",
+        *[f"--config.{k}={v}" for k, v in {**overrides, **common}.items()],
+      ]
       if args.dry_run:
         cmd.append("--dry-run")
       subprocess.run(cmd, check=True)
     return 0
   from mert_jax.train.loop import train  # pylint: disable=g-import-not-at-top
+
   rows = []
   for (run, variant, overrides), config in zip(runs, configs):
     print(f"=== {run} ({variant}, {overrides})", flush=True)
     last = train(config, os.path.join(args.workdir, run))["metrics"]
     params = count_params(abstract_model(recipe.model_config_from(config)))
-    rows.append({"run": run, "variant": variant, "params": params, **{k: last.get(k) for k in
-                 ("step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu")}})
+    rows.append(
+      {
+        "run": run,
+        "variant": variant,
+        "params": params,
+        **{
+          k: last.get(k) for k in ("step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu")
+        },
+      }
+    )
   os.makedirs(args.workdir, exist_ok=True)
   with open(os.path.join(args.workdir, "summary.json"), "w") as f:
     json.dump(rows, f, indent=2)

@@ -15,9 +15,13 @@ from ml_collections import config_flags
 from mert_jax.train import distributed
 from mert_jax.train.loop import train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/mert.py:VARIANT", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "configs/mert.py:VARIANT", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and metrics.jsonl")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0")
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "multi-process: host:port of process 0"
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
 
@@ -25,7 +29,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-process: this proc
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)     # orbax is chatty at INFO; progress lines are printed
+    logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; progress lines are printed
   distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   train(_CONFIG.value, _WORKDIR.value)
 

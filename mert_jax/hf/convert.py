@@ -34,7 +34,6 @@ from etils import epath
 from flax import nnx
 
 from data_pipeline.atomic import atomic_write_bytes
-
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
 
@@ -49,6 +48,7 @@ class UnsafeCheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- name/layout rules
+
 
 def _hf_key(path: tuple[Any, ...]) -> str:
   parts = [str(p) for p in path]
@@ -109,7 +109,9 @@ def backbone_to_hf_state_dict(model: MERTModel) -> dict[str, np.ndarray]:
   """HF HubertModel state dict (float32 numpy, PyTorch layouts) of the backbone."""
   out = {}
   for path, var in nnx.to_flat_state(nnx.state(model.backbone, nnx.Param)):
-    out[_hf_key(path)] = np.ascontiguousarray(_to_hf(_kind(path), np.asarray(var.get_value(), np.float32)))
+    out[_hf_key(path)] = np.ascontiguousarray(
+      _to_hf(_kind(path), np.asarray(var.get_value(), np.float32))
+    )
   return out
 
 
@@ -117,9 +119,13 @@ def heads_to_state_dict(model: MERTModel) -> dict[str, np.ndarray]:
   """The pretraining heads in fairseq/PyTorch naming and layout."""
   h = model.heads
   f32 = lambda v: np.ascontiguousarray(np.asarray(v.get_value(), np.float32))
-  return {"final_proj.weight": f32(h.final_proj.kernel).T.copy(), "final_proj.bias": f32(h.final_proj.bias),
-          "label_embs_concat": f32(h.label_embs),
-          "cqt_head.weight": f32(h.cqt_head.kernel).T.copy(), "cqt_head.bias": f32(h.cqt_head.bias)}
+  return {
+    "final_proj.weight": f32(h.final_proj.kernel).T.copy(),
+    "final_proj.bias": f32(h.final_proj.bias),
+    "label_embs_concat": f32(h.label_embs),
+    "cqt_head.weight": f32(h.cqt_head.kernel).T.copy(),
+    "cqt_head.bias": f32(h.cqt_head.bias),
+  }
 
 
 def load_backbone_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, source: str) -> None:
@@ -154,61 +160,72 @@ def load_backbone_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, sou
 
 def load_heads_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, source: str) -> None:
   h = model.heads
-  want = {"final_proj.weight": (h.final_proj.kernel, True), "final_proj.bias": (h.final_proj.bias, False),
-          "label_embs_concat": (h.label_embs, False), "cqt_head.weight": (h.cqt_head.kernel, True),
-          "cqt_head.bias": (h.cqt_head.bias, False)}
+  want = {
+    "final_proj.weight": (h.final_proj.kernel, True),
+    "final_proj.bias": (h.final_proj.bias, False),
+    "label_embs_concat": (h.label_embs, False),
+    "cqt_head.weight": (h.cqt_head.kernel, True),
+    "cqt_head.bias": (h.cqt_head.bias, False),
+  }
   for key, (var, transpose) in want.items():
     if key not in sd:
       raise ValueError(f"{source}: missing head tensor {key!r}")
     x = np.asarray(sd[key], np.float32)
     x = x.T if transpose else x
     if x.shape != tuple(var.get_value().shape):
-      raise ValueError(f"{source}: {key} has shape {x.shape}, model expects {tuple(var.get_value().shape)}")
+      raise ValueError(
+        f"{source}: {key} has shape {x.shape}, model expects {tuple(var.get_value().shape)}"
+      )
     var.set_value(x)
 
 
 # --------------------------------------------------------------------------- configs
 
+
 def hf_config_dict(cfg: ModelConfig) -> dict[str, Any]:
   """A ``HubertConfig`` (model_type "hubert") equivalent to ``cfg``'s backbone (spec §5.4)."""
   return {
-      "model_type": "hubert",
-      "architectures": ["HubertModel"],
-      "hidden_size": cfg.hidden_size,
-      "num_hidden_layers": cfg.num_layers,
-      "num_attention_heads": cfg.num_heads,
-      "intermediate_size": cfg.ffn_size,
-      "hidden_act": "gelu",
-      "do_stable_layer_norm": cfg.layer_norm_first,
-      "feat_extract_norm": "group" if cfg.extractor_mode == "default" else "layer",
-      "feat_extract_activation": "gelu",
-      "conv_bias": cfg.conv_bias,
-      "conv_dim": [c for c, _, _ in cfg.conv_layers],
-      "conv_kernel": [k for _, k, _ in cfg.conv_layers],
-      "conv_stride": [s for _, _, s in cfg.conv_layers],
-      "feat_proj_layer_norm": True,
-      "conv_pos_batch_norm": False,
-      "num_conv_pos_embeddings": cfg.pos_conv_kernel,
-      "num_conv_pos_embedding_groups": cfg.pos_conv_groups,
-      "layer_norm_eps": cfg.layer_norm_eps,
-      "hidden_dropout": cfg.dropout,
-      "attention_dropout": cfg.attention_dropout,
-      "activation_dropout": cfg.activation_dropout,
-      "feat_proj_dropout": cfg.dropout_input,
-      "layerdrop": cfg.layerdrop,
-      "mask_time_prob": 0.05,            # > 0 keeps masked_spec_embed; masking is off in eval
-      "sample_rate": cfg.sample_rate,    # informational, as in MERT's configs
-      "attention_relax": cfg.attention_relax,
+    "model_type": "hubert",
+    "architectures": ["HubertModel"],
+    "hidden_size": cfg.hidden_size,
+    "num_hidden_layers": cfg.num_layers,
+    "num_attention_heads": cfg.num_heads,
+    "intermediate_size": cfg.ffn_size,
+    "hidden_act": "gelu",
+    "do_stable_layer_norm": cfg.layer_norm_first,
+    "feat_extract_norm": "group" if cfg.extractor_mode == "default" else "layer",
+    "feat_extract_activation": "gelu",
+    "conv_bias": cfg.conv_bias,
+    "conv_dim": [c for c, _, _ in cfg.conv_layers],
+    "conv_kernel": [k for _, k, _ in cfg.conv_layers],
+    "conv_stride": [s for _, _, s in cfg.conv_layers],
+    "feat_proj_layer_norm": True,
+    "conv_pos_batch_norm": False,
+    "num_conv_pos_embeddings": cfg.pos_conv_kernel,
+    "num_conv_pos_embedding_groups": cfg.pos_conv_groups,
+    "layer_norm_eps": cfg.layer_norm_eps,
+    "hidden_dropout": cfg.dropout,
+    "attention_dropout": cfg.attention_dropout,
+    "activation_dropout": cfg.activation_dropout,
+    "feat_proj_dropout": cfg.dropout_input,
+    "layerdrop": cfg.layerdrop,
+    "mask_time_prob": 0.05,  # > 0 keeps masked_spec_embed; masking is off in eval
+    "sample_rate": cfg.sample_rate,  # informational, as in MERT's configs
+    "attention_relax": cfg.attention_relax,
   }
 
 
-def model_config_from_hf(hf: dict[str, Any], *, source: str, base: ModelConfig | None = None) -> ModelConfig:
+def model_config_from_hf(
+  hf: dict[str, Any], *, source: str, base: ModelConfig | None = None
+) -> ModelConfig:
   """ModelConfig for an HF Hubert/MERT config.json (backbone fields; heads from ``base``)."""
+
   def need(field, allowed):
     v = hf.get(field, allowed[0])
     if v not in allowed:
       raise ValueError(f"{source}: {field}={v!r} is not supported (supported: {allowed})")
     return v
+
   need("hidden_act", ["gelu"])
   need("feat_extract_activation", ["gelu"])
   need("feat_proj_layer_norm", [True])
@@ -220,24 +237,29 @@ def model_config_from_hf(hf: dict[str, Any], *, source: str, base: ModelConfig |
     raise ValueError(f"{source}: model_type={hf.get('model_type')!r} is not a Hubert/MERT model")
   base = base or ModelConfig()
   cfg = base.replace(
-      conv_layers=tuple((int(c), int(k), int(s)) for c, k, s in
-                        zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])),
-      extractor_mode="default" if norm == "group" else "layer_norm",
-      conv_bias=bool(hf.get("conv_bias", False)),
-      hidden_size=int(hf["hidden_size"]), num_layers=int(hf["num_hidden_layers"]),
-      num_heads=int(hf["num_attention_heads"]), ffn_size=int(hf["intermediate_size"]),
-      layer_norm_first=bool(hf.get("do_stable_layer_norm", False)),
-      pos_conv_kernel=int(hf.get("num_conv_pos_embeddings", 128)),
-      pos_conv_groups=int(hf.get("num_conv_pos_embedding_groups", 16)),
-      layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
-      attention_relax=float(hf.get("attention_relax", -1.0)),
-      sample_rate=int(hf.get("sample_rate", base.sample_rate)),
+    conv_layers=tuple(
+      (int(c), int(k), int(s))
+      for c, k, s in zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])
+    ),
+    extractor_mode="default" if norm == "group" else "layer_norm",
+    conv_bias=bool(hf.get("conv_bias", False)),
+    hidden_size=int(hf["hidden_size"]),
+    num_layers=int(hf["num_hidden_layers"]),
+    num_heads=int(hf["num_attention_heads"]),
+    ffn_size=int(hf["intermediate_size"]),
+    layer_norm_first=bool(hf.get("do_stable_layer_norm", False)),
+    pos_conv_kernel=int(hf.get("num_conv_pos_embeddings", 128)),
+    pos_conv_groups=int(hf.get("num_conv_pos_embedding_groups", 16)),
+    layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+    attention_relax=float(hf.get("attention_relax", -1.0)),
+    sample_rate=int(hf.get("sample_rate", base.sample_rate)),
   )
   cfg.validate()
   return cfg
 
 
 # --------------------------------------------------------------------------- safe file reading
+
 
 def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Tensors of a ``.safetensors`` file, or of a PyTorch ``.bin`` via ``torch.load(weights_only=True)``.
@@ -248,17 +270,21 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError(f"{p} is a PyTorch pickle; reading it needs the torch extra "
-                      f"(pip install -e '.[torch]'), or convert it to safetensors.") from e
+    raise ImportError(
+      f"{p} is a PyTorch pickle; reading it needs the torch extra "
+      f"(pip install -e '.[torch]'), or convert it to safetensors."
+    ) from e
   import pickle  # pylint: disable=g-import-not-at-top
+
   try:
     with p.open("rb") as f:
       sd = torch.load(f, map_location="cpu", weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
     raise UnsafeCheckpointError(
-        f"{p}: refused. The file is not a plain tensor state dict: loading it would require "
-        f"unpickling arbitrary Python objects, which can run code. Re-save it as safetensors in an "
-        f"environment you trust. (torch said: {str(e).splitlines()[0][:200]})") from e
+      f"{p}: refused. The file is not a plain tensor state dict: loading it would require "
+      f"unpickling arbitrary Python objects, which can run code. Re-save it as safetensors in an "
+      f"environment you trust. (torch said: {str(e).splitlines()[0][:200]})"
+    ) from e
   if not isinstance(sd, dict):
     raise ValueError(f"{p}: expected a state dict, found {type(sd).__name__}")
   if "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -280,12 +306,14 @@ def read_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   elif (d / HF_BIN).exists():
     sd = read_weights(d / HF_BIN)
   else:
-    raise FileNotFoundError(f"{hf_dir}: no {HF_WEIGHTS}, sharded safetensors index or {HF_BIN} found")
+    raise FileNotFoundError(
+      f"{hf_dir}: no {HF_WEIGHTS}, sharded safetensors index or {HF_BIN} found"
+    )
   out = {}
   for k, v in sd.items():
     for prefix in ("hubert.", "model."):
       if k.startswith(prefix):
-        k = k[len(prefix):]
+        k = k[len(prefix) :]
     k = k.replace("conv.weight_g", "conv.parametrizations.weight.original0")
     k = k.replace("conv.weight_v", "conv.parametrizations.weight.original1")
     out[k] = v
@@ -294,26 +322,35 @@ def read_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- folder-level API
 
+
 def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
   """Write an HF folder (config.json, model.safetensors, mert_heads.safetensors, mert_jax_config.json)."""
   d = epath.Path(hf_dir)
   d.mkdir(parents=True, exist_ok=True)
+
   # Each file is written under a temporary name and renamed, so a crash never leaves a whole-looking file.
   def write(name, data: bytes):
     atomic_write_bytes(d / name, data)
-  write(HF_WEIGHTS, safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}))
+
+  write(
+    HF_WEIGHTS, safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"})
+  )
   write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
   write(MERT_CONFIG_FILE, model.cfg.to_json().encode())
   write("config.json", json.dumps(hf_config_dict(model.cfg), indent=2).encode())
 
 
-def import_hf(hf_dir: str | os.PathLike, *, seed: int = 0, **config_overrides) -> tuple[MERTModel, bool]:
+def import_hf(
+  hf_dir: str | os.PathLike, *, seed: int = 0, **config_overrides
+) -> tuple[MERTModel, bool]:
   """Load an HF Hubert/MERT folder. Returns (model, heads_loaded): heads come from
   ``mert_heads.safetensors`` when present, else they are freshly initialised with ``seed``."""
   d = epath.Path(hf_dir)
   cfg_path = d / "config.json"
   if not cfg_path.exists():
-    raise FileNotFoundError(f"{hf_dir}: config.json not found; is this a Hugging Face model folder?")
+    raise FileNotFoundError(
+      f"{hf_dir}: config.json not found; is this a Hugging Face model folder?"
+    )
   base = None
   if (d / MERT_CONFIG_FILE).exists():
     base = ModelConfig.from_dict(json.loads((d / MERT_CONFIG_FILE).read_text()))
@@ -324,4 +361,3 @@ def import_hf(hf_dir: str | os.PathLike, *, seed: int = 0, **config_overrides) -
   if heads_loaded:
     load_heads_state_dict(model, read_weights(d / HEADS_FILE), source=str(d / HEADS_FILE))
   return model, heads_loaded
-

@@ -17,13 +17,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mert_jax.model import layers
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
+from mert_jax.model import layers
 
 
-def _attention_manual(q, k, v, key_padding, *, relax: float, dropout_rate: float,
-                      dropout_key, deterministic: bool):
+def _attention_manual(
+  q, k, v, key_padding, *, relax: float, dropout_rate: float, dropout_key, deterministic: bool
+):
   """q, k, v (B, T, H, dh), already scaled; key_padding (B, T) True = pad or None."""
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   if key_padding is not None:
@@ -41,25 +42,38 @@ class SelfAttention(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, h, dh = cfg.hidden_size, cfg.num_heads, cfg.head_dim
-    init = layers.normal(0.02)                      # BERT init of every encoder Linear
+    init = layers.normal(0.02)  # BERT init of every encoder Linear
+
     def proj():
-      return nnx.Dict(kernel=layers.param(rngs, init, (d, h, dh), (ax.EMBED, ax.HEADS, ax.KV)),
-                      bias=layers.param(rngs, layers.zeros, (h, dh), (ax.HEADS, ax.KV)))
+      return nnx.Dict(
+        kernel=layers.param(rngs, init, (d, h, dh), (ax.EMBED, ax.HEADS, ax.KV)),
+        bias=layers.param(rngs, layers.zeros, (h, dh), (ax.HEADS, ax.KV)),
+      )
+
     self.q_proj, self.k_proj, self.v_proj = proj(), proj(), proj()
-    self.out_proj = nnx.Dict(kernel=layers.param(rngs, init, (h, dh, d), (ax.HEADS, ax.KV, ax.EMBED)),
-                             bias=layers.param(rngs, layers.zeros, (d,), (ax.EMBED,)))
-    self.scaling = dh ** -0.5
+    self.out_proj = nnx.Dict(
+      kernel=layers.param(rngs, init, (h, dh, d), (ax.HEADS, ax.KV, ax.EMBED)),
+      bias=layers.param(rngs, layers.zeros, (d,), (ax.EMBED,)),
+    )
+    self.scaling = dh**-0.5
     self.dropout_rate = cfg.attention_dropout
     self.relax = cfg.attention_relax
     self.impl = cfg.attention_impl
     self.dtype = jnp.dtype(cfg.dtype)
 
   def _project(self, p, x):
-    return (jnp.einsum("btd,dhk->bthk", x, p["kernel"][...].astype(self.dtype))
-            + p["bias"][...].astype(self.dtype))
+    return jnp.einsum("btd,dhk->bthk", x, p["kernel"][...].astype(self.dtype)) + p["bias"][
+      ...
+    ].astype(self.dtype)
 
-  def __call__(self, x: jax.Array, key_padding: jax.Array | None, *, deterministic: bool,
-               dropout_key: jax.Array | None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    key_padding: jax.Array | None,
+    *,
+    deterministic: bool,
+    dropout_key: jax.Array | None,
+  ) -> jax.Array:
     """x (B, T, D) -> (B, T, D); key_padding (B, T) bool, True = padded key, or None."""
     x = x.astype(self.dtype)
     q = self._project(self.q_proj, x) * jnp.asarray(self.scaling, self.dtype)
@@ -67,17 +81,28 @@ class SelfAttention(nnx.Module):
     v = self._project(self.v_proj, x)
     probs_dropout = (not deterministic) and self.dropout_rate > 0
     impl = self.impl
-    if impl == "auto":                               # None lets JAX pick cuDNN where it can, else XLA
+    if impl == "auto":  # None lets JAX pick cuDNN where it can, else XLA
       impl = "manual" if probs_dropout else None
     if impl == "manual":
-      o = _attention_manual(q, k, v, key_padding, relax=self.relax, dropout_rate=self.dropout_rate,
-                            dropout_key=dropout_key, deterministic=deterministic)
+      o = _attention_manual(
+        q,
+        k,
+        v,
+        key_padding,
+        relax=self.relax,
+        dropout_rate=self.dropout_rate,
+        dropout_key=dropout_key,
+        deterministic=deterministic,
+      )
     else:
       if probs_dropout:
-        raise ValueError(f"attention_impl={impl!r} has no attention dropout; use 'manual' or 'auto' "
-                         f"or set model.attention_dropout=0")
+        raise ValueError(
+          f"attention_impl={impl!r} has no attention dropout; use 'manual' or 'auto' "
+          f"or set model.attention_dropout=0"
+        )
       mask = None if key_padding is None else ~key_padding[:, None, None, :]
       # The query scaling is applied above (as fairseq does), so the kernel's own scale is 1.
       o = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0, implementation=impl)
-    return (jnp.einsum("bthk,hkd->btd", o.astype(self.dtype), self.out_proj["kernel"][...].astype(self.dtype))
-            + self.out_proj["bias"][...].astype(self.dtype))
+    return jnp.einsum(
+      "bthk,hkd->btd", o.astype(self.dtype), self.out_proj["kernel"][...].astype(self.dtype)
+    ) + self.out_proj["bias"][...].astype(self.dtype)

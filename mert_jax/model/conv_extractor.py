@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax.model import layers
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
+from mert_jax.model import layers
 
 
 def num_frames(num_samples: int, conv_layers: Sequence[tuple[int, int, int]]) -> int:
@@ -48,16 +48,33 @@ def group_norm_over_time(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: f
 class ConvLayer(nnx.Module):
   """conv -> [norm] -> GELU. HF names: ``conv`` (kernel (k, in, out)) and ``layer_norm``."""
 
-  def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, *, norm: str | None,
-               cfg: ModelConfig, rngs: nnx.Rngs):
-    std = float(np.sqrt(2.0 / (in_ch * kernel)))     # Kaiming-normal, fan_in, gain sqrt(2)
-    self.conv = nnx.Dict(kernel=layers.param(rngs, layers.normal(std), (kernel, in_ch, out_ch),
-                                             (ax.CONV_KERNEL, ax.CONV_IN, ax.CONV_OUT)))
+  def __init__(
+    self,
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    stride: int,
+    *,
+    norm: str | None,
+    cfg: ModelConfig,
+    rngs: nnx.Rngs,
+  ):
+    std = float(np.sqrt(2.0 / (in_ch * kernel)))  # Kaiming-normal, fan_in, gain sqrt(2)
+    self.conv = nnx.Dict(
+      kernel=layers.param(
+        rngs, layers.normal(std), (kernel, in_ch, out_ch), (ax.CONV_KERNEL, ax.CONV_IN, ax.CONV_OUT)
+      )
+    )
     if cfg.conv_bias:
       self.conv["bias"] = layers.param(rngs, layers.zeros, (out_ch,), (ax.CONV_OUT,))
-    self.layer_norm = (nnx.Dict(scale=layers.param(rngs, layers.ones, (out_ch,), (ax.CONV_OUT,)),
-                                bias=layers.param(rngs, layers.zeros, (out_ch,), (ax.CONV_OUT,)))
-                       if norm else None)
+    self.layer_norm = (
+      nnx.Dict(
+        scale=layers.param(rngs, layers.ones, (out_ch,), (ax.CONV_OUT,)),
+        bias=layers.param(rngs, layers.zeros, (out_ch,), (ax.CONV_OUT,)),
+      )
+      if norm
+      else None
+    )
     self.norm = norm
     self.stride = stride
     self.eps = cfg.layer_norm_eps
@@ -65,15 +82,22 @@ class ConvLayer(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), self.conv["kernel"][...].astype(self.dtype),
-        window_strides=(self.stride,), padding="VALID",
-        dimension_numbers=("NWC", "WIO", "NWC"))
+      x.astype(self.dtype),
+      self.conv["kernel"][...].astype(self.dtype),
+      window_strides=(self.stride,),
+      padding="VALID",
+      dimension_numbers=("NWC", "WIO", "NWC"),
+    )
     if "bias" in self.conv:
       y = y + self.conv["bias"][...].astype(self.dtype)
     if self.norm == "group":
-      y = group_norm_over_time(y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps)
+      y = group_norm_over_time(
+        y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps
+      )
     elif self.norm == "layer":
-      y = layers.layer_norm(y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps)
+      y = layers.layer_norm(
+        y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps
+      )
     return layers.gelu(y.astype(jnp.float32)).astype(self.dtype)
 
 

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mert_jax.model import layers
 from mert_jax import sharding as ax
-from mert_jax.model.attention import SelfAttention
 from mert_jax.config import ModelConfig
+from mert_jax.model import layers
+from mert_jax.model.attention import SelfAttention
 from mert_jax.model.pos_conv import PosConv
 
 
@@ -36,10 +36,12 @@ class FeedForward(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     dt = jnp.dtype(cfg.dtype)
     init = layers.normal(0.02)
-    self.intermediate_dense = layers.Dense(cfg.hidden_size, cfg.ffn_size, axes=(ax.EMBED, ax.MLP),
-                                           kernel_init=init, dtype=dt, rngs=rngs)
-    self.output_dense = layers.Dense(cfg.ffn_size, cfg.hidden_size, axes=(ax.MLP, ax.EMBED),
-                                     kernel_init=init, dtype=dt, rngs=rngs)
+    self.intermediate_dense = layers.Dense(
+      cfg.hidden_size, cfg.ffn_size, axes=(ax.EMBED, ax.MLP), kernel_init=init, dtype=dt, rngs=rngs
+    )
+    self.output_dense = layers.Dense(
+      cfg.ffn_size, cfg.hidden_size, axes=(ax.MLP, ax.EMBED), kernel_init=init, dtype=dt, rngs=rngs
+    )
     self.activation_dropout = cfg.activation_dropout
 
   def __call__(self, x, *, deterministic: bool, key: jax.Array | None) -> jax.Array:
@@ -55,17 +57,24 @@ class EncoderLayer(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     dt = jnp.dtype(cfg.dtype)
     self.attention = SelfAttention(cfg, rngs)
-    self.layer_norm = layers.LayerNorm(cfg.hidden_size, axis_name=ax.EMBED, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs)
+    self.layer_norm = layers.LayerNorm(
+      cfg.hidden_size, axis_name=ax.EMBED, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs
+    )
     self.feed_forward = FeedForward(cfg, rngs)
-    self.final_layer_norm = layers.LayerNorm(cfg.hidden_size, axis_name=ax.EMBED, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs)
+    self.final_layer_norm = layers.LayerNorm(
+      cfg.hidden_size, axis_name=ax.EMBED, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs
+    )
     self.pre_ln = cfg.layer_norm_first
     self.dropout = cfg.dropout
 
-  def __call__(self, x: jax.Array, key_padding: jax.Array | None, *, deterministic: bool,
-               key: jax.Array | None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, key_padding: jax.Array | None, *, deterministic: bool, key: jax.Array | None
+  ) -> jax.Array:
     keys = layers.KeySeq(key)
     drop = lambda h: layers.dropout(h, self.dropout, keys(), deterministic)
-    attend = lambda h: self.attention(h, key_padding, deterministic=deterministic, dropout_key=keys())
+    attend = lambda h: self.attention(
+      h, key_padding, deterministic=deterministic, dropout_key=keys()
+    )
     ffn = lambda h: self.feed_forward(h, deterministic=deterministic, key=keys())
     if self.pre_ln:
       x = x + drop(attend(self.layer_norm(x)))
@@ -87,7 +96,9 @@ class Encoder(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     dt = jnp.dtype(cfg.dtype)
     self.pos_conv_embed = nnx.Dict(conv=PosConv(cfg, rngs))
-    self.layer_norm = layers.LayerNorm(cfg.hidden_size, axis_name=ax.EMBED, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs)
+    self.layer_norm = layers.LayerNorm(
+      cfg.hidden_size, axis_name=ax.EMBED, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs
+    )
     self.layers = nnx.List([EncoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
     self.pre_ln = cfg.layer_norm_first
     self.dropout = cfg.dropout
@@ -95,9 +106,15 @@ class Encoder(nnx.Module):
     self.remat = cfg.remat
     self.remat_policy = cfg.remat_policy
 
-  def __call__(self, x: jax.Array, frame_padding: jax.Array | None, *, deterministic: bool,
-               key: jax.Array | None, output_hidden_states: bool = False
-               ) -> tuple[jax.Array, tuple[jax.Array, ...] | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    frame_padding: jax.Array | None,
+    *,
+    deterministic: bool,
+    key: jax.Array | None,
+    output_hidden_states: bool = False,
+  ) -> tuple[jax.Array, tuple[jax.Array, ...] | None]:
     """x (B, T, D) -> (last_hidden_state (B, T, D), hidden_states or None)."""
     keys = layers.KeySeq(key)
     if frame_padding is not None:
@@ -107,8 +124,10 @@ class Encoder(nnx.Module):
       x = self.layer_norm(x)
     x = layers.dropout(x, self.dropout, keys(), deterministic)
     hidden = [x] if output_hidden_states else None
+
     def run(lyr: EncoderLayer, h: jax.Array, k: jax.Array | None) -> jax.Array:
       return lyr(h, frame_padding, deterministic=deterministic, key=k)
+
     if self.remat:
       run = nnx.remat(run, policy=_remat_policy(self.remat_policy))
     skip_layers = not deterministic and self.layerdrop > 0

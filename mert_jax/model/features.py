@@ -12,8 +12,6 @@ window edges differ from a whole-file pass; memory stays bounded.
 
 from __future__ import annotations
 
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,7 +29,9 @@ def hidden_states(backbone: Backbone, audio: np.ndarray) -> np.ndarray:
   return np.stack([np.asarray(h[0], np.float32) for h in out.hidden_states])
 
 
-def windowed_hidden_states(backbone: Backbone, audio: np.ndarray, window_seconds: float) -> np.ndarray:
+def windowed_hidden_states(
+  backbone: Backbone, audio: np.ndarray, window_seconds: float
+) -> np.ndarray:
   """hidden_states over frame-aligned windows, concatenated: the same frame count as one pass."""
   cfg = backbone.cfg
   stride, field = cfg.frame_stride, receptive_field(cfg.conv_layers)
@@ -41,7 +41,8 @@ def windowed_hidden_states(backbone: Backbone, audio: np.ndarray, window_seconds
   for first in range(0, total, frames_per_window):
     n = min(frames_per_window, total - first)
     start = first * stride
-    end = len(audio) if first + n == total else start + (n - 1) * stride + field   # last window: to the end
+    end = (
+      len(audio) if first + n == total else start + (n - 1) * stride + field
+    )  # last window: to the end
     parts.append(hidden_states(backbone, audio[start:end]))
   return np.concatenate(parts, axis=1)
-

@@ -27,13 +27,15 @@ def forward_flops_per_clip(cfg: ModelConfig, num_samples: int) -> dict[str, floa
   d, f = cfg.hidden_size, cfg.ffn_size
   per_layer = 4 * 2.0 * t * d * d + 2 * 2.0 * t * t * d + 2 * 2.0 * t * d * f
   return {
-      "conv_extractor": conv,
-      "feature_projection": 2.0 * t * cfg.conv_dim * d,
-      "pos_conv": 2.0 * t * d * (d // cfg.pos_conv_groups) * cfg.pos_conv_kernel,
-      "encoder": cfg.num_layers * per_layer,
-      "heads": (2.0 * t * d * cfg.final_dim * cfg.num_codebooks
-                + 2.0 * t * cfg.num_codebooks * cfg.num_labels * cfg.final_dim
-                + 2.0 * t * d * cfg.cqt_bins),
+    "conv_extractor": conv,
+    "feature_projection": 2.0 * t * cfg.conv_dim * d,
+    "pos_conv": 2.0 * t * d * (d // cfg.pos_conv_groups) * cfg.pos_conv_kernel,
+    "encoder": cfg.num_layers * per_layer,
+    "heads": (
+      2.0 * t * d * cfg.final_dim * cfg.num_codebooks
+      + 2.0 * t * cfg.num_codebooks * cfg.num_labels * cfg.final_dim
+      + 2.0 * t * d * cfg.cqt_bins
+    ),
   }
 
 

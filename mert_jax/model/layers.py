@@ -19,7 +19,9 @@ from flax import nnx
 Initializer = Callable[[jax.Array, Sequence[int]], jax.Array]
 
 
-def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str | None]) -> nnx.Param:
+def param(
+  rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str | None]
+) -> nnx.Param:
   """A float32 parameter with logical sharding axes (one name or None per dimension)."""
   if len(axes) != len(shape):
     raise ValueError(f"axes {axes} do not match shape {shape}")
@@ -53,9 +55,18 @@ def torch_linear_init(fan_in: int) -> Initializer:
 class Dense(nnx.Module):
   """y = x @ kernel + bias; kernel (in, out) is stored float32 and cast to ``dtype`` for the matmul."""
 
-  def __init__(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
-               kernel_init: Initializer, bias_init: Initializer = zeros, use_bias: bool = True,
-               dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    *,
+    axes: tuple[str | None, str | None],
+    kernel_init: Initializer,
+    bias_init: Initializer = zeros,
+    use_bias: bool = True,
+    dtype: jnp.dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.kernel = param(rngs, kernel_init, (in_features, out_features), axes)
     self.bias = param(rngs, bias_init, (out_features,), (axes[1],)) if use_bias else None
     self.dtype = dtype
@@ -67,8 +78,13 @@ class Dense(nnx.Module):
     return y
 
 
-def layer_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, eps: float,
-               axes: int | tuple[int, ...] = -1) -> jax.Array:
+def layer_norm(
+  x: jax.Array,
+  scale: jax.Array | None,
+  bias: jax.Array | None,
+  eps: float,
+  axes: int | tuple[int, ...] = -1,
+) -> jax.Array:
   """LayerNorm with float32 statistics (biased variance); returns float32."""
   x = x.astype(jnp.float32)
   mean = jnp.mean(x, axis=axes, keepdims=True)
@@ -84,8 +100,15 @@ def layer_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, ep
 class LayerNorm(nnx.Module):
   """Affine LayerNorm over the last axis; statistics in float32, output in ``dtype``."""
 
-  def __init__(self, features: int, *, axis_name: str | None, eps: float,
-               dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    features: int,
+    *,
+    axis_name: str | None,
+    eps: float,
+    dtype: jnp.dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.scale = param(rngs, ones, (features,), (axis_name,))
     self.bias = param(rngs, zeros, (features,), (axis_name,))
     self.eps = eps

@@ -16,24 +16,26 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax.model import layers
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
+from mert_jax.model import layers
 from mert_jax.model.conv_extractor import ConvFeatureExtractor, num_frames, receptive_field
 from mert_jax.model.encoder import Encoder
 
 
 @dataclasses.dataclass
 class BackboneOutput:
-  last_hidden_state: jax.Array                  # (B, T, D)
-  hidden_states: tuple[jax.Array, ...] | None   # N + 1 entries of (B, T, D), HF semantics
-  features_pen: jax.Array                       # scalar float32: mean(conv features^2)
-  frame_padding: jax.Array | None               # (B, T) bool, True = padded frame
+  last_hidden_state: jax.Array  # (B, T, D)
+  hidden_states: tuple[jax.Array, ...] | None  # N + 1 entries of (B, T, D), HF semantics
+  features_pen: jax.Array  # scalar float32: mean(conv features^2)
+  frame_padding: jax.Array | None  # (B, T) bool, True = padded frame
 
 
 jax.tree_util.register_dataclass(
-    BackboneOutput, data_fields=["last_hidden_state", "hidden_states", "features_pen", "frame_padding"],
-    meta_fields=[])
+  BackboneOutput,
+  data_fields=["last_hidden_state", "hidden_states", "features_pen", "frame_padding"],
+  meta_fields=[],
+)
 
 
 def frames_padding(sample_padding: jax.Array, n_frames: int) -> jax.Array:
@@ -51,15 +53,21 @@ def check_audio(audio: Any, cfg: ModelConfig, *, name: str = "audio") -> None:
   shape = getattr(audio, "shape", None)
   dtype = getattr(audio, "dtype", None)
   if shape is None or len(shape) != 2:
-    raise ValueError(f"{name} must be a (batch, samples) array of mono {cfg.sample_rate} Hz audio; "
-                     f"got shape {shape}. Downmix and batch it first (mert_jax.audio_io.load_audio).")
+    raise ValueError(
+      f"{name} must be a (batch, samples) array of mono {cfg.sample_rate} Hz audio; "
+      f"got shape {shape}. Downmix and batch it first (mert_jax.audio_io.load_audio)."
+    )
   if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"{name} must be floating point in [-1, 1]; got dtype {dtype}. "
-                     f"Convert integer PCM with x / 32768.")
+    raise ValueError(
+      f"{name} must be floating point in [-1, 1]; got dtype {dtype}. "
+      f"Convert integer PCM with x / 32768."
+    )
   min_len = receptive_field(cfg.conv_layers)
   if shape[1] < min_len:
-    raise ValueError(f"{name} has {shape[1]} samples; the model needs at least {min_len} "
-                     f"({min_len / cfg.sample_rate * 1000:.1f} ms at {cfg.sample_rate} Hz) for one frame.")
+    raise ValueError(
+      f"{name} has {shape[1]} samples; the model needs at least {min_len} "
+      f"({min_len / cfg.sample_rate * 1000:.1f} ms at {cfg.sample_rate} Hz) for one frame."
+    )
 
 
 def check_finite(audio: np.ndarray, *, name: str = "audio") -> None:
@@ -67,8 +75,10 @@ def check_finite(audio: np.ndarray, *, name: str = "audio") -> None:
   bad = ~np.isfinite(np.asarray(audio))
   if bad.any():
     rows = sorted(set(np.nonzero(bad)[0].tolist())) if bad.ndim > 1 else [0]
-    raise ValueError(f"{name} contains {int(bad.sum())} non-finite samples (NaN or inf) in row(s) "
-                     f"{rows[:10]}; fix or drop those clips.")
+    raise ValueError(
+      f"{name} contains {int(bad.sum())} non-finite samples (NaN or inf) in row(s) "
+      f"{rows[:10]}; fix or drop those clips."
+    )
 
 
 class FeatureProjection(nnx.Module):
@@ -76,10 +86,18 @@ class FeatureProjection(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     c, dt = cfg.conv_dim, jnp.dtype(cfg.dtype)
-    self.layer_norm = layers.LayerNorm(c, axis_name=ax.CONV_OUT, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs)
-    self.projection = layers.Dense(c, cfg.hidden_size, axes=(ax.CONV_OUT, ax.EMBED),
-                                   kernel_init=layers.torch_linear_init(c),
-                                   bias_init=layers.torch_linear_init(c), dtype=dt, rngs=rngs)
+    self.layer_norm = layers.LayerNorm(
+      c, axis_name=ax.CONV_OUT, eps=cfg.layer_norm_eps, dtype=dt, rngs=rngs
+    )
+    self.projection = layers.Dense(
+      c,
+      cfg.hidden_size,
+      axes=(ax.CONV_OUT, ax.EMBED),
+      kernel_init=layers.torch_linear_init(c),
+      bias_init=layers.torch_linear_init(c),
+      dtype=dt,
+      rngs=rngs,
+    )
 
   def __call__(self, features: jax.Array) -> jax.Array:
     return self.projection(self.layer_norm(features))
@@ -93,15 +111,24 @@ class Backbone(nnx.Module):
     self.cfg = cfg
     self.feature_extractor = ConvFeatureExtractor(cfg, rngs)
     self.feature_projection = FeatureProjection(cfg, rngs)
-    self.masked_spec_embed = layers.param(rngs, layers.uniform(0.0, 1.0), (cfg.hidden_size,), (ax.EMBED,))
+    self.masked_spec_embed = layers.param(
+      rngs, layers.uniform(0.0, 1.0), (cfg.hidden_size,), (ax.EMBED,)
+    )
     self.encoder = Encoder(cfg, rngs)
 
   def num_frames(self, num_samples: int) -> int:
     return num_frames(num_samples, self.cfg.conv_layers)
 
-  def __call__(self, audio: jax.Array, *, mask: jax.Array | None = None,
-               padding_mask: jax.Array | None = None, deterministic: bool = True,
-               key: jax.Array | None = None, output_hidden_states: bool = False) -> BackboneOutput:
+  def __call__(
+    self,
+    audio: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    padding_mask: jax.Array | None = None,
+    deterministic: bool = True,
+    key: jax.Array | None = None,
+    output_hidden_states: bool = False,
+  ) -> BackboneOutput:
     """audio (B, L) float -> BackboneOutput.
 
     mask: (B, T) bool, frames replaced by ``masked_spec_embed`` (None: no masking).
@@ -113,24 +140,35 @@ class Backbone(nnx.Module):
     if not deterministic and key is None:
       raise ValueError("Backbone needs key= when deterministic=False (dropout and layerdrop)")
     keys = layers.KeySeq(key)
-    feats = self.feature_extractor(audio)                                  # (B, T, C)
-    feats = layers.grad_multiply(feats, cfg.feature_grad_mult) if cfg.feature_grad_mult != 1.0 else feats
+    feats = self.feature_extractor(audio)  # (B, T, C)
+    feats = (
+      layers.grad_multiply(feats, cfg.feature_grad_mult) if cfg.feature_grad_mult != 1.0 else feats
+    )
     features_pen = jnp.mean(jnp.square(feats.astype(jnp.float32)))
     t = feats.shape[1]
     if mask is not None and mask.shape != (audio.shape[0], t):
-      raise ValueError(f"mask has shape {mask.shape}; expected (batch, frames) = {(audio.shape[0], t)} "
-                       f"for {audio.shape[1]} samples")
+      raise ValueError(
+        f"mask has shape {mask.shape}; expected (batch, frames) = {(audio.shape[0], t)} "
+        f"for {audio.shape[1]} samples"
+      )
     frame_padding = None
     if padding_mask is not None:
       if padding_mask.shape != audio.shape:
-        raise ValueError(f"padding_mask has shape {padding_mask.shape}; expected the audio's {audio.shape}")
+        raise ValueError(
+          f"padding_mask has shape {padding_mask.shape}; expected the audio's {audio.shape}"
+        )
       frame_padding = frames_padding(padding_mask, t)
-    x = self.feature_projection(feats)                                     # (B, T, D)
+    x = self.feature_projection(feats)  # (B, T, D)
     x = layers.dropout(x, cfg.dropout_input, keys(), deterministic)
     if mask is not None:
       x = jnp.where(mask[..., None], self.masked_spec_embed[...].astype(x.dtype), x)
-    x, hidden = self.encoder(x, frame_padding, deterministic=deterministic, key=keys(),
-                             output_hidden_states=output_hidden_states)
+    x, hidden = self.encoder(
+      x,
+      frame_padding,
+      deterministic=deterministic,
+      key=keys(),
+      output_hidden_states=output_hidden_states,
+    )
     return BackboneOutput(x, hidden, features_pen, frame_padding)
 
 
@@ -141,14 +179,28 @@ class PretrainingHeads(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d = cfg.hidden_size
     # Heads run in float32: their matmuls are <1% of the FLOPs and feed fp32 cosine logits / MSE.
-    self.final_proj = layers.Dense(d, cfg.final_dim * cfg.num_codebooks, axes=(ax.EMBED, ax.FINAL_DIM),
-                                   kernel_init=layers.torch_linear_init(d),
-                                   bias_init=layers.torch_linear_init(d), rngs=rngs)
-    self.label_embs = layers.param(rngs, layers.uniform(0.0, 1.0),
-                                   (cfg.num_codebooks * cfg.num_labels, cfg.final_dim), (ax.VOCAB, ax.FINAL_DIM))
-    self.cqt_head = layers.Dense(d, cfg.cqt_bins, axes=(ax.EMBED, ax.CQT_BINS),
-                                 kernel_init=layers.torch_linear_init(d),
-                                 bias_init=layers.torch_linear_init(d), rngs=rngs)
+    self.final_proj = layers.Dense(
+      d,
+      cfg.final_dim * cfg.num_codebooks,
+      axes=(ax.EMBED, ax.FINAL_DIM),
+      kernel_init=layers.torch_linear_init(d),
+      bias_init=layers.torch_linear_init(d),
+      rngs=rngs,
+    )
+    self.label_embs = layers.param(
+      rngs,
+      layers.uniform(0.0, 1.0),
+      (cfg.num_codebooks * cfg.num_labels, cfg.final_dim),
+      (ax.VOCAB, ax.FINAL_DIM),
+    )
+    self.cqt_head = layers.Dense(
+      d,
+      cfg.cqt_bins,
+      axes=(ax.EMBED, ax.CQT_BINS),
+      kernel_init=layers.torch_linear_init(d),
+      bias_init=layers.torch_linear_init(d),
+      rngs=rngs,
+    )
     self.num_codebooks = cfg.num_codebooks
     self.num_labels = cfg.num_labels
 
@@ -202,19 +254,20 @@ def param_table(cfg: ModelConfig) -> list[tuple[str, int]]:
   b, h = m.backbone, m.heads
   enc = b.encoder
   rows = [
-      ("backbone.feature_extractor", count_params(b.feature_extractor)),
-      ("backbone.feature_projection", count_params(b.feature_projection)),
-      ("backbone.masked_spec_embed", int(np.prod(b.masked_spec_embed.shape))),
-      ("backbone.encoder.pos_conv_embed", count_params(enc.pos_conv_embed)),
-      ("backbone.encoder.layer_norm", count_params(enc.layer_norm)),
-      (f"backbone.encoder.layers (x{len(enc.layers)}, each {count_params(enc.layers[0])})",
-       count_params(enc.layers)),
-      ("backbone (= transformers.HubertModel)", count_params(b)),
-      ("heads.final_proj", count_params(h.final_proj)),
-      ("heads.label_embs", int(np.prod(h.label_embs.shape))),
-      ("heads.cqt_head", count_params(h.cqt_head)),
-      ("heads", count_params(h)),
-      ("total", count_params(m)),
+    ("backbone.feature_extractor", count_params(b.feature_extractor)),
+    ("backbone.feature_projection", count_params(b.feature_projection)),
+    ("backbone.masked_spec_embed", int(np.prod(b.masked_spec_embed.shape))),
+    ("backbone.encoder.pos_conv_embed", count_params(enc.pos_conv_embed)),
+    ("backbone.encoder.layer_norm", count_params(enc.layer_norm)),
+    (
+      f"backbone.encoder.layers (x{len(enc.layers)}, each {count_params(enc.layers[0])})",
+      count_params(enc.layers),
+    ),
+    ("backbone (= transformers.HubertModel)", count_params(b)),
+    ("heads.final_proj", count_params(h.final_proj)),
+    ("heads.label_embs", int(np.prod(h.label_embs.shape))),
+    ("heads.cqt_head", count_params(h.cqt_head)),
+    ("heads", count_params(h)),
+    ("total", count_params(m)),
   ]
   return rows
-

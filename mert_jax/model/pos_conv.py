@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax.model import layers
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
+from mert_jax.model import layers
 
 
 def weight_norm_kernel(g: jax.Array, v: jax.Array) -> jax.Array:
@@ -42,8 +42,14 @@ TAP_CHUNK = 16
 def _conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   """Grouped "same" convolution over time: x (B, T, D), kernel (k, D/groups, D) -> (B, T + 1 - k % 2, D)."""
   pad = kernel.shape[0] // 2
-  return jax.lax.conv_general_dilated(x, kernel, window_strides=(1,), padding=[(pad, pad)],
-                                      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+  return jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    window_strides=(1,),
+    padding=[(pad, pad)],
+    dimension_numbers=("NWC", "WIO", "NWC"),
+    feature_group_count=groups,
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -58,16 +64,16 @@ def _fwd(x, kernel, groups):
 
 def _bwd(groups, res, dy):
   x, kernel = res
-  dx = jax.vjp(lambda x_: _conv(x_, kernel, groups), x)[1](dy)[0]     # a grouped conv: fast everywhere
+  dx = jax.vjp(lambda x_: _conv(x_, kernel, groups), x)[1](dy)[0]  # a grouped conv: fast everywhere
   k, cin, d = kernel.shape
   b, t_out = dy.shape[:2]
   pad = k // 2
   xp = jnp.pad(x, ((0, 0), (pad, pad), (0, 0))).reshape(b, -1, groups, cin)
   dyg = dy.reshape(b, t_out, groups, d // groups)
   parts = []
-  for j0 in range(0, k, TAP_CHUNK):   # dK[j, g, c, o] = sum_{b,t} xp[b, t + j, g, c] dy[b, t, g, o]
+  for j0 in range(0, k, TAP_CHUNK):  # dK[j, g, c, o] = sum_{b,t} xp[b, t + j, g, c] dy[b, t, g, o]
     taps = range(j0, min(j0 + TAP_CHUNK, k))
-    win = jnp.stack([xp[:, j:j + t_out] for j in taps], axis=2)          # (B, T, taps, G, cin)
+    win = jnp.stack([xp[:, j : j + t_out] for j in taps], axis=2)  # (B, T, taps, G, cin)
     parts.append(jnp.einsum("btjgc,btgo->jgco", win, dyg, preferred_element_type=jnp.float32))
   dk = jnp.concatenate(parts, axis=0).transpose(0, 2, 1, 3).reshape(k, cin, d)
   return dx, dk.astype(kernel.dtype)
@@ -80,7 +86,9 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, impl: str = "auto
   """The positional convolution with the configured kernel-gradient implementation."""
   if impl == "auto":
     impl = "einsum" if jax.default_backend() == "cpu" else "xla"
-  return grouped_conv_einsum_grad(x, kernel, groups) if impl == "einsum" else _conv(x, kernel, groups)
+  return (
+    grouped_conv_einsum_grad(x, kernel, groups) if impl == "einsum" else _conv(x, kernel, groups)
+  )
 
 
 class PosConv(nnx.Module):
@@ -88,10 +96,12 @@ class PosConv(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, k, groups = cfg.hidden_size, cfg.pos_conv_kernel, cfg.pos_conv_groups
-    std = float(np.sqrt(4.0 / (k * d)))              # fairseq make_conv_pos init
+    std = float(np.sqrt(4.0 / (k * d)))  # fairseq make_conv_pos init
     w = std * jax.random.normal(rngs.params(), (k, d // groups, d), jnp.float32)
     self.v = nnx.Param(w, out_sharding=(ax.CONV_KERNEL, None, ax.EMBED))
-    self.g = nnx.Param(jnp.sqrt(jnp.sum(jnp.square(w), axis=(1, 2))), out_sharding=(ax.CONV_KERNEL,))
+    self.g = nnx.Param(
+      jnp.sqrt(jnp.sum(jnp.square(w), axis=(1, 2))), out_sharding=(ax.CONV_KERNEL,)
+    )
     self.bias = layers.param(rngs, layers.zeros, (d,), (ax.EMBED,))
     self.kernel_size = k
     self.groups = groups
@@ -102,7 +112,7 @@ class PosConv(nnx.Module):
     """x (B, T, D) -> GELU(conv(x)) (B, T, D); the caller adds it to x."""
     kernel = weight_norm_kernel(self.g[...], self.v[...]).astype(self.dtype)
     y = grouped_conv(x.astype(self.dtype), kernel, self.groups, self.impl)
-    if self.kernel_size % 2 == 0:                    # "same pad" for even kernels: drop the last frame
+    if self.kernel_size % 2 == 0:  # "same pad" for even kernels: drop the last frame
       y = y[:, :-1]
     y = y + self.bias[...].astype(self.dtype)
     return layers.gelu(y)

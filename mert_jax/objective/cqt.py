@@ -100,10 +100,10 @@ __all__ = ["cqt"]
 METHODS = ("exact", "fast")
 
 # Halving filter, as fractions of the rate it runs at (before taking every second sample).
-DECIMATION_PASSBAND = 0.11        # kernels of decimated octaves must lie below this
-DECIMATION_STOPBAND = 0.25        # = the new Nyquist frequency: nothing aliases
+DECIMATION_PASSBAND = 0.11  # kernels of decimated octaves must lie below this
+DECIMATION_STOPBAND = 0.25  # = the new Nyquist frequency: nothing aliases
 DECIMATION_ATTENUATION_DB = 140.0
-HALVING_BLOCK = 16                # outputs per block of the polyphase (block) form of a halving
+HALVING_BLOCK = 16  # outputs per block of the polyphase (block) form of a halving
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -113,6 +113,7 @@ class _Group:
   ``kernels`` (2 * half, 1, 2 * (hi - lo)) float32 in WIO layout: row m is tap n = 2^stage (m - half)
   of the full-rate kernels; output channels are the real parts then the negated imaginary parts,
   scaled by sqrt(l_k) (and 2^stage)."""
+
   lo: int
   hi: int
   stage: int
@@ -123,12 +124,13 @@ class _Group:
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Plan:
   """Everything ``cqt`` needs for one parameter set; hashed by identity (one per lru_cache entry)."""
+
   hop_length: int
   n_bins: int
   groups: tuple[_Group, ...]
-  decimation_filter: np.ndarray   # (taps,) float64, symmetric, DC gain 1
-  halving: np.ndarray             # its block form, (K, 2 p, p) float32, see ``halving_blocks``
-  longest_kernel: int             # l_0, taps of bin 0's full-rate kernel
+  decimation_filter: np.ndarray  # (taps,) float64, symmetric, DC gain 1
+  halving: np.ndarray  # its block form, (K, 2 p, p) float32, see ``halving_blocks``
+  longest_kernel: int  # l_0, taps of bin 0's full-rate kernel
   min_samples: int
 
 
@@ -148,7 +150,7 @@ def bin_kernel(freq: float, length: int, sample_rate: int) -> tuple[int, np.ndar
 
   taps = hann_periodic(l) * exp(i 2 pi f n / sr) / l, then divided by its L1 norm; n0 = floor(-l/2),
   so the phase centre n = 0 is tap -n0."""
-  n0 = -((length + 1) // 2)                       # floor(-l / 2)
+  n0 = -((length + 1) // 2)  # floor(-l / 2)
   n = np.arange(n0, n0 + length, dtype=np.float64)
   window = scipy.signal.get_window("hann", length, fftbins=True)
   sig = window * np.exp(n * 1j * 2 * np.pi * freq / sample_rate) / length
@@ -157,10 +159,10 @@ def bin_kernel(freq: float, length: int, sample_rate: int) -> tuple[int, np.ndar
 
 def decimation_filter() -> np.ndarray:
   """Zero-phase lowpass for one halving: odd-length symmetric Kaiser FIR, (67,) float64, DC gain 1."""
-  width = 2.0 * (DECIMATION_STOPBAND - DECIMATION_PASSBAND)      # in units of the Nyquist rate
+  width = 2.0 * (DECIMATION_STOPBAND - DECIMATION_PASSBAND)  # in units of the Nyquist rate
   taps, beta = scipy.signal.kaiserord(DECIMATION_ATTENUATION_DB, width)
-  taps |= 1                                                       # odd: integer group delay
-  cutoff = DECIMATION_PASSBAND + DECIMATION_STOPBAND              # midpoint, in units of Nyquist
+  taps |= 1  # odd: integer group delay
+  cutoff = DECIMATION_PASSBAND + DECIMATION_STOPBAND  # midpoint, in units of Nyquist
   return scipy.signal.firwin(taps, cutoff, window=("kaiser", beta), scale=True)
 
 
@@ -174,7 +176,7 @@ def halving_blocks(fir: np.ndarray, p: int = HALVING_BLOCK) -> np.ndarray:
   k = -(-(2 * (p - 1) + n) // (2 * p))
   kb = np.zeros((k * 2 * p, p), np.float64)
   for o in range(p):
-    kb[2 * o: 2 * o + n, o] = fir
+    kb[2 * o : 2 * o + n, o] = fir
   return kb.reshape(k, 2 * p, p).astype(np.float32)
 
 
@@ -192,8 +194,10 @@ def max_stage(top_freq: float, top_length: int, sample_rate: int, hop_length: in
   """Largest s with hop / 2^s integer and the top bin's main lobe, f + 2 sr / l, below the
   halving filter's passband edge at the rate sr / 2^(s-1) the last halving runs at."""
   s = 0
-  while (hop_length % 2 ** (s + 1) == 0
-         and top_freq + 2.0 * sample_rate / top_length <= DECIMATION_PASSBAND * sample_rate / 2 ** s):
+  while (
+    hop_length % 2 ** (s + 1) == 0
+    and top_freq + 2.0 * sample_rate / top_length <= DECIMATION_PASSBAND * sample_rate / 2**s
+  ):
     s += 1
   return s
 
@@ -206,42 +210,51 @@ def min_samples(longest_kernel: int) -> int:
   return (longest_kernel + 1) // 2
 
 
-def group_kernels(freqs: np.ndarray, lengths: np.ndarray, sample_rate: int,
-                  stage: int) -> tuple[int, np.ndarray]:
+def group_kernels(
+  freqs: np.ndarray, lengths: np.ndarray, sample_rate: int, stage: int
+) -> tuple[int, np.ndarray]:
   """Kernels of one group at rate sr / 2^stage: (half, (2 half, 1, 2 G) float32), see ``_Group``."""
-  d = 2 ** stage
+  d = 2**stage
   taps = [bin_kernel(f, int(l), sample_rate) for f, l in zip(freqs, lengths)]
-  spans = [(-(-n0 // d), (n0 + len(h) - 1) // d) for n0, h in taps]    # j range with n = d j
+  spans = [(-(-n0 // d), (n0 + len(h) - 1) // d) for n0, h in taps]  # j range with n = d j
   half = max(max(-lo, hi + 1) for lo, hi in spans)
   g = len(taps)
   out = np.zeros((2 * half, 2 * g), np.float64)
   for k, ((n0, h), (lo, hi)) in enumerate(zip(taps, spans)):
     sub = h[d * np.arange(lo, hi + 1) - n0] * (d * math.sqrt(lengths[k]))
-    out[half + lo: half + hi + 1, k] = sub.real
-    out[half + lo: half + hi + 1, g + k] = -sub.imag
+    out[half + lo : half + hi + 1, k] = sub.real
+    out[half + lo : half + hi + 1, g + k] = -sub.imag
   return half, out.astype(np.float32)[:, None, :]
 
 
-def _check_params(sample_rate: Any, hop_length: Any, fmin: Any, n_bins: Any, bins_per_octave: Any,
-                  method: Any) -> None:
+def _check_params(
+  sample_rate: Any, hop_length: Any, fmin: Any, n_bins: Any, bins_per_octave: Any, method: Any
+) -> None:
   if method not in METHODS:
     raise ValueError(f"unknown CQT method {method!r}; expected one of {METHODS}")
-  for name, v in (("sample_rate", sample_rate), ("hop_length", hop_length), ("n_bins", n_bins),
-                  ("bins_per_octave", bins_per_octave)):
+  for name, v in (
+    ("sample_rate", sample_rate),
+    ("hop_length", hop_length),
+    ("n_bins", n_bins),
+    ("bins_per_octave", bins_per_octave),
+  ):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
       raise ValueError(f"{name} must be a positive integer; got {v!r}")
   if not (isinstance(fmin, (int, float, np.number)) and math.isfinite(fmin) and fmin > 0):
     raise ValueError(f"fmin must be a positive frequency in Hz; got {fmin!r}")
   f_top = float(cqt_frequencies(fmin, n_bins, bins_per_octave)[-1])
   if f_top >= sample_rate / 2:
-    raise ValueError(f"the top CQT bin, fmin * 2^((n_bins - 1) / bins_per_octave) = {f_top:.1f} Hz "
-                     f"(fmin={fmin}, n_bins={n_bins}, bins_per_octave={bins_per_octave}), reaches the "
-                     f"Nyquist frequency {sample_rate / 2:g} Hz; lower fmin or n_bins")
+    raise ValueError(
+      f"the top CQT bin, fmin * 2^((n_bins - 1) / bins_per_octave) = {f_top:.1f} Hz "
+      f"(fmin={fmin}, n_bins={n_bins}, bins_per_octave={bins_per_octave}), reaches the "
+      f"Nyquist frequency {sample_rate / 2:g} Hz; lower fmin or n_bins"
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def _plan(sample_rate: int, hop_length: int, fmin: float, n_bins: int, bins_per_octave: int,
-          method: str) -> _Plan:
+def _plan(
+  sample_rate: int, hop_length: int, fmin: float, n_bins: int, bins_per_octave: int, method: str
+) -> _Plan:
   """Host-side (float64) construction of all kernels for one parameter set."""
   freqs = cqt_frequencies(fmin, n_bins, bins_per_octave)
   lengths = cqt_lengths(sample_rate, fmin, n_bins, bins_per_octave)
@@ -253,15 +266,27 @@ def _plan(sample_rate: int, hop_length: int, fmin: float, n_bins: int, bins_per_
     half, kernels = group_kernels(freqs[lo:hi], lengths[lo:hi], sample_rate, stage)
     groups.append(_Group(lo, hi, stage, half, kernels))
   fir = decimation_filter()
-  return _Plan(hop_length, n_bins, tuple(groups), fir, halving_blocks(fir), int(lengths.max()),
-               min_samples(int(lengths.max())))
+  return _Plan(
+    hop_length,
+    n_bins,
+    tuple(groups),
+    fir,
+    halving_blocks(fir),
+    int(lengths.max()),
+    min_samples(int(lengths.max())),
+  )
 
 
 def _conv(x: jax.Array, kernels: np.ndarray, stride: int) -> jax.Array:
   """x (B, n, C_in) with (W, C_in, C) kernels, valid strided cross-correlation -> (B, T, C) float32."""
-  return jax.lax.conv_general_dilated(x, jnp.asarray(kernels), (stride,), "VALID",
-                                      dimension_numbers=("NWC", "WIO", "NWC"),
-                                      precision=jax.lax.Precision.HIGHEST)
+  return jax.lax.conv_general_dilated(
+    x,
+    jnp.asarray(kernels),
+    (stride,),
+    "VALID",
+    dimension_numbers=("NWC", "WIO", "NWC"),
+    precision=jax.lax.Precision.HIGHEST,
+  )
 
 
 def _halve(x: jax.Array, start: int, fir: np.ndarray, blocks: np.ndarray) -> tuple[jax.Array, int]:
@@ -271,15 +296,15 @@ def _halve(x: jax.Array, start: int, fir: np.ndarray, blocks: np.ndarray) -> tup
   Returns (y, start') with y (B, n') the filtered signal at the even times 2 start', 2 start' + 2, ..
   i.e. times start', start' + 1, .. at half the rate."""
   k, two_p, p = blocks.shape
-  c = (len(fir) - 1) // 2                      # the centre tap: output time u is input time 2u
+  c = (len(fir) - 1) // 2  # the centre tap: output time u is input time 2u
   n = x.shape[1]
-  u0 = -(-(start - c) // 2)                    # first and last output touching the signal
+  u0 = -(-(start - c) // 2)  # first and last output touching the signal
   u1 = (start + n - 1 + c) // 2
   n_out = u1 - u0 + 1
   n_blocks = -(-n_out // p)
   left = start - (2 * u0 - c)
   x = jnp.pad(x, ((0, 0), (left, two_p * (n_blocks + k - 1) - n - left)))
-  y = _conv(x.reshape(x.shape[0], -1, two_p), blocks, 1)        # (B, n_blocks, p)
+  y = _conv(x.reshape(x.shape[0], -1, two_p), blocks, 1)  # (B, n_blocks, p)
   return y.reshape(x.shape[0], -1)[:, :n_out], u0
 
 
@@ -289,21 +314,21 @@ def _window(x: jax.Array, start: int, lo: int, size: int) -> jax.Array:
   n = x.shape[1]
   x = jnp.pad(x, ((0, 0), (max(0, -a), max(0, b - n))))
   a += max(0, -a)
-  return x[:, a:a + size]
+  return x[:, a : a + size]
 
 
 def _transform(audio: jax.Array, plan: _Plan) -> jax.Array:
   """(B, L) float32 -> (B, T, n_bins) float32 magnitudes; pure jnp, traced once per plan/shape."""
   frames = audio.shape[1] // plan.hop_length + 1
-  signals = {0: (audio, 0)}              # stage -> (signal at sr / 2^stage, time of its index 0)
+  signals = {0: (audio, 0)}  # stage -> (signal at sr / 2^stage, time of its index 0)
   for s in range(1, max(g.stage for g in plan.groups) + 1):
     signals[s] = _halve(*signals[s - 1], plan.decimation_filter, plan.halving)
   out = []
   for g in plan.groups:
     x, start = signals[g.stage]
-    hop = plan.hop_length // 2 ** g.stage
+    hop = plan.hop_length // 2**g.stage
     x = _window(x, start, -g.half, hop * (frames - 1) + 2 * g.half)
-    y = _conv(x[:, :, None], g.kernels, hop)           # (B, T, 2G): real, -imaginary
+    y = _conv(x[:, :, None], g.kernels, hop)  # (B, T, 2G): real, -imaginary
     re, im = jnp.split(y, 2, axis=-1)
     out.append(jnp.sqrt(re * re + im * im))
   return jnp.concatenate(out, axis=-1)
@@ -318,17 +343,21 @@ def _check_audio(audio: Any, plan: _Plan) -> Any:
     audio = np.asarray(audio)
   shape, dtype = audio.shape, audio.dtype
   if len(shape) != 2:
-    raise ValueError(f"audio must be a 2-D (batch, samples) array; got shape {tuple(shape)}. "
-                     f"Add a batch axis with audio[None] for a single clip.")
+    raise ValueError(
+      f"audio must be a 2-D (batch, samples) array; got shape {tuple(shape)}. "
+      f"Add a batch axis with audio[None] for a single clip."
+    )
   if not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"audio must be floating point (e.g. float32 in [-1, 1]); got dtype {dtype}")
   if shape[1] < plan.min_samples:
-    raise ValueError(f"audio has {shape[1]} samples, shorter than the CQT kernel support: the "
-                     f"longest kernel (bin 0, {plan.longest_kernel} taps) "
-                     f"needs at least {plan.min_samples} samples of audio, half its length, or every "
-                     f"frame of the lowest bins is mostly zero padding")
+    raise ValueError(
+      f"audio has {shape[1]} samples, shorter than the CQT kernel support: the "
+      f"longest kernel (bin 0, {plan.longest_kernel} taps) "
+      f"needs at least {plan.min_samples} samples of audio, half its length, or every "
+      f"frame of the lowest bins is mostly zero padding"
+    )
   if isinstance(audio, jax.core.Tracer):
-    return audio                          # inside jit/vmap: values unknown, cannot be checked
+    return audio  # inside jit/vmap: values unknown, cannot be checked
   if isinstance(audio, jax.Array) and not audio.is_fully_addressable:
     return audio
   # NumPy on the values (not jnp): a concrete array closed over inside a jit trace must not stage ops.
@@ -336,19 +365,31 @@ def _check_audio(audio: Any, plan: _Plan) -> Any:
   if not finite:
     bad = ~np.isfinite(np.asarray(audio))
     rows = sorted(set(np.nonzero(bad)[0].tolist()))
-    raise ValueError(f"audio contains {int(bad.sum())} non-finite samples (NaN or inf) in row(s) "
-                     f"{rows[:10]}; the CQT of such a clip is meaningless, fix or drop it")
+    raise ValueError(
+      f"audio contains {int(bad.sum())} non-finite samples (NaN or inf) in row(s) "
+      f"{rows[:10]}; the CQT of such a clip is meaningless, fix or drop it"
+    )
   return audio
 
 
-def cqt(audio: Any, *, sample_rate: int = 24000, hop_length: int = 320, fmin: float = 32.7,
-        n_bins: int = 336, bins_per_octave: int = 48, method: str = "fast") -> jax.Array:
+def cqt(
+  audio: Any,
+  *,
+  sample_rate: int = 24000,
+  hop_length: int = 320,
+  fmin: float = 32.7,
+  n_bins: int = 336,
+  bins_per_octave: int = 48,
+  method: str = "fast",
+) -> jax.Array:
   """CQT magnitudes of a batch: audio (B, L) float -> (B, floor(L / hop_length) + 1, n_bins) float32.
 
   nnAudio CQT1992v2 semantics (see the module docstring); ``method`` is "fast" (multirate) or
   "exact". Raises ValueError on bad parameters or input."""
   _check_params(sample_rate, hop_length, fmin, n_bins, bins_per_octave, method)
-  plan = _plan(int(sample_rate), int(hop_length), float(fmin), int(n_bins), int(bins_per_octave), method)
+  plan = _plan(
+    int(sample_rate), int(hop_length), float(fmin), int(n_bins), int(bins_per_octave), method
+  )
   audio = _check_audio(audio, plan)
   if isinstance(audio, np.ndarray):
     audio = audio.astype(np.float32, copy=False)

@@ -23,14 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mert_jax.objective import cqt as cqt_lib
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames
+from mert_jax.model.mert import MERTModel, check_audio
+from mert_jax.objective import cqt as cqt_lib
 from mert_jax.objective.masking import compute_mask
 from mert_jax.objective.mixup import mixup
-from mert_jax.model.mert import MERTModel, check_audio
 
-CqtFn = Callable[[jax.Array], jax.Array]   # (B, L) audio -> (B, T_cqt >= T, bins) magnitudes
+CqtFn = Callable[[jax.Array], jax.Array]  # (B, L) audio -> (B, T_cqt >= T, bins) magnitudes
 
 COSINE_EPS = 1e-8
 
@@ -41,21 +41,27 @@ def check_labels(labels: Any, audio_shape: tuple[int, int], cfg: ModelConfig) ->
   b, length = audio_shape
   t = num_frames(length, cfg.conv_layers)
   if shape is None or len(shape) != 3 or shape[0] != b or shape[1] != cfg.num_codebooks:
-    raise ValueError(f"labels must have shape (batch={b}, codebooks={cfg.num_codebooks}, frames); got {shape}")
+    raise ValueError(
+      f"labels must have shape (batch={b}, codebooks={cfg.num_codebooks}, frames); got {shape}"
+    )
   if not jnp.issubdtype(dtype, jnp.integer):
     raise ValueError(f"labels must be integer codes; got dtype {dtype}")
   if not t <= shape[2] <= t + 2:
-    raise ValueError(f"labels have {shape[2]} frames but {length} audio samples give {t} model frames "
-                     f"(75 Hz at 24 kHz); a crop of L samples needs round(L / {cfg.frame_stride}) labels, "
-                     f"between {t} and {t + 2}. Were the tokens computed at another rate or for another crop?")
+    raise ValueError(
+      f"labels have {shape[2]} frames but {length} audio samples give {t} model frames "
+      f"(75 Hz at 24 kHz); a crop of L samples needs round(L / {cfg.frame_stride}) labels, "
+      f"between {t} and {t + 2}. Were the tokens computed at another rate or for another crop?"
+    )
 
 
 def check_label_values(labels: np.ndarray, cfg: ModelConfig) -> None:
   """Host-side range check of label codes (call on numpy batches, never inside a step)."""
   lo, hi = int(np.min(labels)), int(np.max(labels))
   if lo < 0 or hi >= cfg.codebook_size:
-    raise ValueError(f"labels hold codes in [{lo}, {hi}]; expected [0, {cfg.codebook_size}) "
-                     f"(model.codebook_size). Wrong teacher or codebook size?")
+    raise ValueError(
+      f"labels hold codes in [{lo}, {hi}]; expected [0, {cfg.codebook_size}) "
+      f"(model.codebook_size). Wrong teacher or codebook size?"
+    )
 
 
 def cosine_logits(z: jax.Array, emb: jax.Array, temp: float) -> jax.Array:
@@ -67,37 +73,52 @@ def cosine_logits(z: jax.Array, emb: jax.Array, temp: float) -> jax.Array:
   return jnp.einsum("...d,cd->...c", zn, en, precision=jax.lax.Precision.HIGHEST) / temp
 
 
-def codebook_losses(z: jax.Array, emb: jax.Array, targets: jax.Array, weights: jax.Array,
-                    temp: float) -> tuple[jax.Array, jax.Array]:
+def codebook_losses(
+  z: jax.Array, emb: jax.Array, targets: jax.Array, weights: jax.Array, temp: float
+) -> tuple[jax.Array, jax.Array]:
   """Masked CE sums and correct counts per codebook.
 
   z (B, T, K, d) projections; emb (K, C, d); targets (B, T, K) label indices; weights (B, T) 0/1.
   Returns (ce_sum (K,), correct (K,)). Codebooks are processed one at a time under
   ``jax.checkpoint``, so only one codebook's (B, T, C) float32 logits are ever live.
   """
+
   @jax.checkpoint
   def one(args):
-    zk, ek, tk = args                                   # (B, T, d), (C, d), (B, T)
-    logits = cosine_logits(zk, ek, temp)                # (B, T, C) float32
+    zk, ek, tk = args  # (B, T, d), (C, d), (B, T)
+    logits = cosine_logits(zk, ek, temp)  # (B, T, C) float32
     lse = jax.nn.logsumexp(logits, axis=-1)
     true = jnp.take_along_axis(logits, tk[..., None], axis=-1)[..., 0]
     ce = jnp.sum((lse - true) * weights)
     correct = jnp.sum((jnp.argmax(logits, axis=-1) == tk) * weights)
     return ce, correct
+
   ce, correct = jax.lax.map(one, (jnp.moveaxis(z, 2, 0), emb, jnp.moveaxis(targets, 2, 0)))
   return ce, correct
 
 
 def cqt_target_fn(mcfg: ModelConfig, cfg: ObjectiveConfig) -> CqtFn:
   """The configured CQT (mert_jax.cqt) for this model: its bins, frame stride and sample rate."""
-  return functools.partial(cqt_lib.cqt, sample_rate=mcfg.sample_rate, hop_length=mcfg.frame_stride,
-                           fmin=cfg.cqt_fmin, n_bins=mcfg.cqt_bins,
-                           bins_per_octave=cfg.cqt_bins_per_octave, method=cfg.cqt_method)
+  return functools.partial(
+    cqt_lib.cqt,
+    sample_rate=mcfg.sample_rate,
+    hop_length=mcfg.frame_stride,
+    fmin=cfg.cqt_fmin,
+    n_bins=mcfg.cqt_bins,
+    bins_per_octave=cfg.cqt_bins_per_octave,
+    method=cfg.cqt_method,
+  )
 
 
-def pretraining_loss(model: MERTModel, batch: dict[str, jax.Array], key: jax.Array, *,
-                     cfg: ObjectiveConfig, cqt_fn: CqtFn | None = None, deterministic: bool = False
-                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def pretraining_loss(
+  model: MERTModel,
+  batch: dict[str, jax.Array],
+  key: jax.Array,
+  *,
+  cfg: ObjectiveConfig,
+  cqt_fn: CqtFn | None = None,
+  deterministic: bool = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The MERT loss for one batch and its metrics (sums, counts and per-term values).
 
   ``cqt_fn`` overrides the configured CQT target (``cqt_target_fn``), e.g. in tests."""
@@ -110,43 +131,48 @@ def pretraining_loss(model: MERTModel, batch: dict[str, jax.Array], key: jax.Arr
   t = num_frames(length, mcfg.conv_layers)
   k_mask, k_mix, k_drop = jax.random.split(key, 3)
 
-  cqt = jax.lax.stop_gradient(cqt_fn(audio)).astype(jnp.float32)     # clean audio, before mixup
+  cqt = jax.lax.stop_gradient(cqt_fn(audio)).astype(jnp.float32)  # clean audio, before mixup
   if cqt.ndim != 3 or cqt.shape[0] != b or cqt.shape[1] < t or cqt.shape[2] != mcfg.cqt_bins:
-    raise ValueError(f"cqt_fn returned shape {cqt.shape}; expected (batch={b}, frames>={t}, "
-                     f"bins={mcfg.cqt_bins})")
+    raise ValueError(
+      f"cqt_fn returned shape {cqt.shape}; expected (batch={b}, frames>={t}, bins={mcfg.cqt_bins})"
+    )
   cqt = cqt[:, :t]
   mixed = mixup(k_mix, audio, cfg)
-  mask = compute_mask(k_mask, b, t, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length,
-                      min_masks=cfg.min_masks)
+  mask = compute_mask(
+    k_mask, b, t, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks
+  )
   out = model(mixed, mask=mask, deterministic=deterministic, key=k_drop)
-  x = out.last_hidden_state                                          # (B, T, D)
+  x = out.last_hidden_state  # (B, T, D)
   weights = mask if out.frame_padding is None else mask & ~out.frame_padding
   weights = weights.astype(jnp.float32)
   n = jnp.sum(weights)
 
   targets = jnp.moveaxis(labels[:, :, :t], 1, 2).astype(jnp.int32) + mcfg.num_special_labels
-  z = model.heads.codebook_projections(x)                            # (B, T, K, d) float32
-  ce_sum, correct = codebook_losses(z, model.heads.label_embeddings(), targets, weights, cfg.logit_temp)
+  z = model.heads.codebook_projections(x)  # (B, T, K, d) float32
+  ce_sum, correct = codebook_losses(
+    z, model.heads.label_embeddings(), targets, weights, cfg.logit_temp
+  )
 
-  cqt_pred = model.heads.cqt(x)                                      # (B, T, bins) float32
+  cqt_pred = model.heads.cqt(x)  # (B, T, bins) float32
   cqt_sq_sum = jnp.sum(jnp.square(cqt_pred - cqt) * weights[..., None])
 
   pen = out.features_pen
-  total = (jnp.sum(ce_sum) + cfg.feature_pen_weight * pen * n
-           + cfg.cqt_weight * cqt_sq_sum / mcfg.cqt_bins)
+  total = (
+    jnp.sum(ce_sum) + cfg.feature_pen_weight * pen * n + cfg.cqt_weight * cqt_sq_sum / mcfg.cqt_bins
+  )
   denom = jnp.maximum(n, 1.0)
   loss = total / denom
   metrics = {
-      "loss": loss,
-      "loss_sum": total,
-      "num_masked": n,
-      "ce_sum": ce_sum,                                  # (K,)
-      "correct": correct,                                # (K,)
-      "ce": ce_sum / denom,                              # (K,) mean masked CE per codebook
-      "accuracy": correct / denom,                       # (K,)
-      "features_pen": pen,
-      "cqt_sq_sum": cqt_sq_sum,
-      "cqt_mse": cqt_sq_sum / (denom * mcfg.cqt_bins),
-      "mask_fraction": n / (b * t),
+    "loss": loss,
+    "loss_sum": total,
+    "num_masked": n,
+    "ce_sum": ce_sum,  # (K,)
+    "correct": correct,  # (K,)
+    "ce": ce_sum / denom,  # (K,) mean masked CE per codebook
+    "accuracy": correct / denom,  # (K,)
+    "features_pen": pen,
+    "cqt_sq_sum": cqt_sq_sum,
+    "cqt_mse": cqt_sq_sum / (denom * mcfg.cqt_bins),
+    "mask_fraction": n / (b * t),
   }
   return loss, metrics

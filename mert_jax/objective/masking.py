@@ -27,15 +27,25 @@ def _rank(scores: jax.Array) -> jax.Array:
   return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
 
 
-def compute_mask(key: jax.Array, batch: int, frames: int, *, mask_prob: float, mask_length: int,
-                 min_masks: int, frame_padding: jax.Array | None = None) -> jax.Array:
+def compute_mask(
+  key: jax.Array,
+  batch: int,
+  frames: int,
+  *,
+  mask_prob: float,
+  mask_length: int,
+  min_masks: int,
+  frame_padding: jax.Array | None = None,
+) -> jax.Array:
   """A (batch, frames) bool mask, True = masked; exactly the same count M in every row.
 
   frame_padding: (batch, frames) bool, True = padding (spans live in the unpadded prefix).
   """
   if frames < mask_length + 2:
-    raise ValueError(f"cannot mask {frames} frames with spans of {mask_length}: need at least "
-                     f"{mask_length + 2} frames (about {(mask_length + 2) * 320 + 80} samples at 320/frame)")
+    raise ValueError(
+      f"cannot mask {frames} frames with spans of {mask_length}: need at least "
+      f"{mask_length + 2} frames (about {(mask_length + 2) * 320 + 80} samples at 320/frame)"
+    )
   k_num, k_start, k_keep = jax.random.split(key, 3)
   pos = jnp.arange(frames)
   if frame_padding is None:
@@ -45,9 +55,11 @@ def compute_mask(key: jax.Array, batch: int, frames: int, *, mask_prob: float, m
   u = jax.random.uniform(k_num, (batch,))
   n = jnp.maximum(min_masks, jnp.floor(mask_prob * sz / mask_length + u).astype(jnp.int32))
   lo = jnp.where(sz - mask_length <= n, sz - n - 1, mask_length)
-  n_starts = sz - lo                                    # starts are drawn from {0 .. n_starts - 1}
+  n_starts = sz - lo  # starts are drawn from {0 .. n_starts - 1}
   scores = jax.random.uniform(k_start, (batch, frames))
-  scores = jnp.where(pos[None] < n_starts[:, None], scores, 2.0)   # out-of-range positions never chosen
+  scores = jnp.where(
+    pos[None] < n_starts[:, None], scores, 2.0
+  )  # out-of-range positions never chosen
   is_start = _rank(scores) < n[:, None]
   # Span of `mask_length` frames from every start (overlaps allowed), clipped to the unpadded prefix.
   spans = jnp.zeros((batch, frames), bool)

@@ -21,24 +21,31 @@ from mert_jax.config import ObjectiveConfig
 
 @dataclasses.dataclass
 class MixupPlan:
-  apply: jax.Array        # (B,) bool: clip is mixed
-  num_segments: jax.Array # (B,) int32 in 1..S
-  pool_start: jax.Array   # (B, S) int32: start in the pool of the other clips
-  length: jax.Array       # (B, S) int32: segment length in samples
-  position: jax.Array     # (B, S) int32: where the segment is added in clip i
+  apply: jax.Array  # (B,) bool: clip is mixed
+  num_segments: jax.Array  # (B,) int32 in 1..S
+  pool_start: jax.Array  # (B, S) int32: start in the pool of the other clips
+  length: jax.Array  # (B, S) int32: segment length in samples
+  position: jax.Array  # (B, S) int32: where the segment is added in clip i
 
 
 jax.tree_util.register_dataclass(
-    MixupPlan, data_fields=["apply", "num_segments", "pool_start", "length", "position"], meta_fields=[])
+  MixupPlan,
+  data_fields=["apply", "num_segments", "pool_start", "length", "position"],
+  meta_fields=[],
+)
 
 
 def check_mixup_config(cfg: ObjectiveConfig, batch: int, samples: int) -> None:
   if not 0 < cfg.mixup_min_len <= cfg.mixup_max_len:
-    raise ValueError(f"objective.mixup_min_len={cfg.mixup_min_len} / mixup_max_len={cfg.mixup_max_len} "
-                     f"must satisfy 0 < min <= max")
+    raise ValueError(
+      f"objective.mixup_min_len={cfg.mixup_min_len} / mixup_max_len={cfg.mixup_max_len} "
+      f"must satisfy 0 < min <= max"
+    )
   if cfg.mixup_max_len > samples:
-    raise ValueError(f"objective.mixup_max_len={cfg.mixup_max_len} samples exceeds the clip length "
-                     f"{samples}; lower it or use longer crops")
+    raise ValueError(
+      f"objective.mixup_max_len={cfg.mixup_max_len} samples exceeds the clip length "
+      f"{samples}; lower it or use longer crops"
+    )
 
 
 def sample_plan(key: jax.Array, batch: int, samples: int, cfg: ObjectiveConfig) -> MixupPlan:
@@ -50,7 +57,9 @@ def sample_plan(key: jax.Array, batch: int, samples: int, cfg: ObjectiveConfig) 
   start = jax.random.randint(k_start, (batch, s), 0, pool_len - cfg.mixup_max_len + 1)
   length = jax.random.randint(k_len, (batch, s), cfg.mixup_min_len, cfg.mixup_max_len + 1)
   # position uniform in {0 .. L - length}: scale a uniform draw by the per-segment range.
-  position = jnp.floor(jax.random.uniform(k_pos, (batch, s)) * (samples - length + 1)).astype(jnp.int32)
+  position = jnp.floor(jax.random.uniform(k_pos, (batch, s)) * (samples - length + 1)).astype(
+    jnp.int32
+  )
   return MixupPlan(apply, num, start, length, position)
 
 
@@ -68,10 +77,14 @@ def apply_mixup(audio: jax.Array, plan: MixupPlan, volume: float) -> jax.Array:
   rows = jnp.arange(batch)
   out = audio
   for q in range(plan.length.shape[1]):
-    offset = t[None, :] - plan.position[:, q:q + 1]                       # (B, L)
-    active = ((offset >= 0) & (offset < plan.length[:, q:q + 1])
-              & (q < plan.num_segments)[:, None] & plan.apply[:, None])
-    pool_idx = jnp.clip(plan.pool_start[:, q:q + 1] + offset, 0, (batch - 1) * samples - 1)
+    offset = t[None, :] - plan.position[:, q : q + 1]  # (B, L)
+    active = (
+      (offset >= 0)
+      & (offset < plan.length[:, q : q + 1])
+      & (q < plan.num_segments)[:, None]
+      & plan.apply[:, None]
+    )
+    pool_idx = jnp.clip(plan.pool_start[:, q : q + 1] + offset, 0, (batch - 1) * samples - 1)
     clip, off = pool_source(pool_idx, rows[:, None], samples)
     seg = audio[clip, off]
     out = out + jnp.where(active, volume * seg, jnp.zeros((), audio.dtype))

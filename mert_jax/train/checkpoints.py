@@ -34,7 +34,6 @@ from etils import epath
 from flax import nnx
 
 from data_pipeline.atomic import atomic_write_text
-
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
 
@@ -51,40 +50,66 @@ class DataStateMismatch(RuntimeError):
   """The data-iterator state of a checkpoint cannot be restored into this run's data stream."""
 
 
-def checkpoint_manager(workdir: str, *, keep_last: int | None = None, keep_every: int = 0
-                       ) -> ocp.CheckpointManager:
+def checkpoint_manager(
+  workdir: str, *, keep_last: int | None = None, keep_every: int = 0
+) -> ocp.CheckpointManager:
   """Async saves under WORKDIR/checkpoints; keeps the last ``keep_last`` plus every multiple of
   ``keep_every`` (0: none)."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep_last, keep_period=keep_every or None,
-                                         enable_async_checkpointing=True, create=True)
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep_last,
+    keep_period=keep_every or None,
+    enable_async_checkpointing=True,
+    create=True,
+  )
   return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINTS, options=options)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, *, data_groups: int) -> None:
+def save(
+  mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, *, data_groups: int
+) -> None:
   """Asynchronously writes the train state, the data position and the run's process layout."""
-  mngr.save(step, args=ocp.args.Composite(**{
-      STATE: ocp.args.StandardSave(state),
-      DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
-      META: ocp.args.JsonSave({"step": step, "process_count": jax.process_count(), "data_groups": data_groups}),
-  }), force=True)
+  mngr.save(
+    step,
+    args=ocp.args.Composite(
+      **{
+        STATE: ocp.args.StandardSave(state),
+        DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
+        META: ocp.args.JsonSave(
+          {"step": step, "process_count": jax.process_count(), "data_groups": data_groups}
+        ),
+      }
+    ),
+    force=True,
+  )
 
 
-def restore_state(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, shardings: Any) -> Any:
+def restore_state(
+  mngr: ocp.CheckpointManager, step: int, abstract_state: Any, shardings: Any
+) -> Any:
   """The train state of ``step``, each array placed with its sharding on the current mesh."""
-  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
-  return mngr.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))[STATE]
+  target = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
+  )
+  return mngr.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))[
+    STATE
+  ]
 
 
-def restore_data_iter(mngr: ocp.CheckpointManager, step: int, data_iter: Any, *, data_groups: int) -> None:
+def restore_data_iter(
+  mngr: ocp.CheckpointManager, step: int, data_iter: Any, *, data_groups: int
+) -> None:
   """Moves ``data_iter`` to the position saved at ``step``; ``DataStateMismatch`` names why not."""
   try:
-    mngr.restore(step, args=ocp.args.Composite(**{DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter)}))
+    mngr.restore(
+      step, args=ocp.args.Composite(**{DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter)})
+    )
   except (FileNotFoundError, ValueError, KeyError) as e:
     saved = _saved_meta(mngr.directory, step).get("process_count", "an unknown number of")
     raise DataStateMismatch(
-        f"checkpoint {step}: the data-iterator state cannot be restored ({type(e).__name__}: {e}); it is "
-        f"tied to the process count, data.groups and dataset it was saved with (saved with {saved} "
-        f"processes, now {jax.process_count()} with data.groups={data_groups}).") from e
+      f"checkpoint {step}: the data-iterator state cannot be restored ({type(e).__name__}: {e}); it is "
+      f"tied to the process count, data.groups and dataset it was saved with (saved with {saved} "
+      f"processes, now {jax.process_count()} with data.groups={data_groups})."
+    ) from e
 
 
 def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
@@ -100,6 +125,7 @@ def write_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
 
 # --------------------------------------------------------------------------- model checkpoints
 
+
 def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool = False) -> None:
   """Write ``model``'s parameters and config to ``ckpt_dir`` (created). An existing ``params/``
   is an error unless ``overwrite``."""
@@ -114,8 +140,10 @@ def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool
 def load_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
   path = epath.Path(ckpt_dir) / MODEL_CONFIG
   if not path.exists():
-    raise FileNotFoundError(f"{path} not found: {ckpt_dir} is not a model checkpoint written by "
-                            f"mert_jax (expected {MODEL_CONFIG} and {PARAMS_DIR}/).")
+    raise FileNotFoundError(
+      f"{path} not found: {ckpt_dir} is not a model checkpoint written by "
+      f"mert_jax (expected {MODEL_CONFIG} and {PARAMS_DIR}/)."
+    )
   return ModelConfig.from_dict(json.loads(path.read_text()))
 
 
@@ -125,7 +153,9 @@ def is_workdir(path: str | os.PathLike) -> bool:
 
 
 def workdir_model_config(workdir: str | os.PathLike) -> ModelConfig:
-  return ModelConfig.from_dict(dict(json.loads((epath.Path(workdir) / WORKDIR_CONFIG).read_text())["model"]))
+  return ModelConfig.from_dict(
+    dict(json.loads((epath.Path(workdir) / WORKDIR_CONFIG).read_text())["model"])
+  )
 
 
 def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Path:
@@ -138,17 +168,23 @@ def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Pa
   if step is None:
     step = max(steps)
   elif step not in steps:
-    raise FileNotFoundError(f"{workdir}: no complete checkpoint at step {step}; available: {sorted(steps)}")
+    raise FileNotFoundError(
+      f"{workdir}: no complete checkpoint at step {step}; available: {sorted(steps)}"
+    )
   return epath.Path(workdir) / CHECKPOINTS / str(step) / STATE
 
 
-def load_model(ckpt_dir: str | os.PathLike, *, step: int | None = None, **config_overrides) -> MERTModel:
+def load_model(
+  ckpt_dir: str | os.PathLike, *, step: int | None = None, **config_overrides
+) -> MERTModel:
   """Rebuild the model from a model checkpoint or a training workdir (latest step, or ``step``);
   ``config_overrides`` change non-shape fields (e.g. dtype)."""
   workdir = is_workdir(ckpt_dir)
   if step is not None and not workdir:
     raise ValueError(f"--step applies to training workdirs; {ckpt_dir} is a model checkpoint")
-  cfg = (workdir_model_config(ckpt_dir) if workdir else load_model_config(ckpt_dir)).replace(**config_overrides)
+  cfg = (workdir_model_config(ckpt_dir) if workdir else load_model_config(ckpt_dir)).replace(
+    **config_overrides
+  )
   model = create_model(cfg)
   state = nnx.state(model, nnx.Param)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
@@ -156,10 +192,12 @@ def load_model(ckpt_dir: str | os.PathLike, *, step: int | None = None, **config
   if not params_path.exists():
     raise FileNotFoundError(f"{params_path} not found: the checkpoint in {ckpt_dir} is incomplete.")
   with ocp.StandardCheckpointer() as ckptr:
-    if workdir:      # the train state: restore its params subtree only
+    if workdir:  # the train state: restore its params subtree only
       meta = ckptr.metadata(params_path)
-      full = jax.tree.map(lambda m: ocp.utils.to_shape_dtype_struct(m) if hasattr(m, "shape") else m,
-                          meta.item_metadata.tree)
+      full = jax.tree.map(
+        lambda m: ocp.utils.to_shape_dtype_struct(m) if hasattr(m, "shape") else m,
+        meta.item_metadata.tree,
+      )
       full["params"] = target
       restored = ckptr.restore(params_path, full)["params"]
     else:

@@ -10,15 +10,22 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
   """Explicit coordinator, or JAX's own detection on TPU pods / SLURM / Open MPI; nothing on one host."""
   if coordinator_address:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
     return
   env = os.environ
-  multi_host = (int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-                or "," in env.get("TPU_WORKER_HOSTNAMES", "") or "JAX_COORDINATOR_ADDRESS" in env)
+  multi_host = (
+    int(env.get("SLURM_NTASKS", "1")) > 1
+    or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+    or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    or "JAX_COORDINATOR_ADDRESS" in env
+  )
   if multi_host:
     jax.distributed.initialize()
 

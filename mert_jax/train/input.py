@@ -17,7 +17,9 @@ from mert_jax import sharding
 from mert_jax.config import ModelConfig
 from mert_jax.train import distributed
 
-DEFAULT_DATA_SUBDIR = "data"      # WORKDIR/data holds the embedded default corpus when data.dir is unset
+DEFAULT_DATA_SUBDIR = (
+  "data"  # WORKDIR/data holds the embedded default corpus when data.dir is unset
+)
 
 
 def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workdir: str) -> str:
@@ -26,8 +28,13 @@ def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workd
     return config.data.dir
   root = os.path.join(workdir, DEFAULT_DATA_SUBDIR)
   if jax.process_index() == 0:
-    default_corpus.ensure_default_corpus(root, num_codebooks=mcfg.num_codebooks, codebook_size=mcfg.codebook_size,
-                                         minutes=config.data.default_minutes, seed=config.seed)
+    default_corpus.ensure_default_corpus(
+      root,
+      num_codebooks=mcfg.num_codebooks,
+      codebook_size=mcfg.codebook_size,
+      minutes=config.data.default_minutes,
+      seed=config.seed,
+    )
   distributed.sync("default corpus prepared")
   return default_corpus.corpus_dir(root, mcfg.num_codebooks, mcfg.codebook_size)
 
@@ -36,26 +43,41 @@ def check_manifest(manifest: dict[str, Any], mcfg: ModelConfig, data_dir: str) -
   """Refuses a dataset whose teacher shape, sample rate or label hop differs from the model's."""
   got = (manifest["num_codebooks"], manifest["codebook_size"])
   if got != (mcfg.num_codebooks, mcfg.codebook_size):
-    raise ValueError(f"{data_dir}: the teacher has {got[0]} codebooks of {got[1]} codes but the model expects "
-                     f"{mcfg.num_codebooks} x {mcfg.codebook_size}; set --config.model.num_codebooks / "
-                     f"--config.model.codebook_size")
+    raise ValueError(
+      f"{data_dir}: the teacher has {got[0]} codebooks of {got[1]} codes but the model expects "
+      f"{mcfg.num_codebooks} x {mcfg.codebook_size}; set --config.model.num_codebooks / "
+      f"--config.model.codebook_size"
+    )
   if manifest["sample_rate"] != mcfg.sample_rate:
-    raise ValueError(f"{data_dir}: the data is at {manifest['sample_rate']} Hz but the model "
-                     f"(model.sample_rate) expects {mcfg.sample_rate} Hz; prepare the data at the model's rate")
+    raise ValueError(
+      f"{data_dir}: the data is at {manifest['sample_rate']} Hz but the model "
+      f"(model.sample_rate) expects {mcfg.sample_rate} Hz; prepare the data at the model's rate"
+    )
   if manifest["hop"] != mcfg.frame_stride:
-    raise ValueError(f"{data_dir}: the teacher labels every {manifest['hop']} samples but the model's frame "
-                     f"stride (product of model.conv_layers strides) is {mcfg.frame_stride}; they must match")
+    raise ValueError(
+      f"{data_dir}: the teacher labels every {manifest['hop']} samples but the model's frame "
+      f"stride (product of model.conv_layers strides) is {mcfg.frame_stride}; they must match"
+    )
 
 
 def reader_config(config: ml_collections.ConfigDict, groups: int) -> reader_lib.ReaderConfig:
-  return reader_lib.ReaderConfig(crop_samples=config.crop_samples, batch_size=config.batch_size // groups,
-                                 shuffle_window=config.data.shuffle_window, seed=config.seed)
+  return reader_lib.ReaderConfig(
+    crop_samples=config.crop_samples,
+    batch_size=config.batch_size // groups,
+    shuffle_window=config.data.shuffle_window,
+    seed=config.seed,
+  )
 
 
 def train_stream(data_dir: str, rcfg: reader_lib.ReaderConfig, groups: int):
   """(dataset, drop counters) of this process's share of the training groups."""
-  return reader_lib.make_grouped_dataset(data_dir, rcfg, groups=groups, process_index=jax.process_index(),
-                                         process_count=jax.process_count())
+  return reader_lib.make_grouped_dataset(
+    data_dir,
+    rcfg,
+    groups=groups,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
 
 
 def restart_seed(seed: int, step: int) -> int:
@@ -70,7 +92,13 @@ def global_batch(local: dict[str, np.ndarray], accum: int, mesh: Mesh) -> dict[s
   out = {}
   for k, v in local.items():
     g, b = v.shape[:2]
-    v = v.reshape(g, accum, b // accum, *v.shape[2:]).swapaxes(0, 1).reshape(accum, g * (b // accum), *v.shape[2:])
+    v = (
+      v.reshape(g, accum, b // accum, *v.shape[2:])
+      .swapaxes(0, 1)
+      .reshape(accum, g * (b // accum), *v.shape[2:])
+    )
     global_shape = (accum, v.shape[1] * jax.process_count(), *v.shape[2:])
-    out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, v.ndim, 1), v, global_shape)
+    out[k] = jax.make_array_from_process_local_data(
+      sharding.batch_sharding(mesh, v.ndim, 1), v, global_shape
+    )
   return out

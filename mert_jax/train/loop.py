@@ -22,7 +22,17 @@ from data_pipeline import reader as reader_lib
 from mert_jax import sharding
 from mert_jax.model.flops import train_flops_per_clip
 from mert_jax.objective.loss import check_label_values
-from mert_jax.train import checkpoints, distributed, evaluate, input as input_lib, state as state_lib
+from mert_jax.train import (
+  checkpoints,
+  distributed,
+  evaluate,
+)
+from mert_jax.train import (
+  input as input_lib,
+)
+from mert_jax.train import (
+  state as state_lib,
+)
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
 
 
@@ -43,8 +53,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   groups = config.data.groups or jax.process_count()
   state_lib.check_batch_layout(config, mesh, groups)
   if process == 0:
-    logging.info("mesh %s; parameter shardings:\n%s", dict(mesh.shape),
-                 "\n".join(sharding.describe(setup.param_shardings)))
+    logging.info(
+      "mesh %s; parameter shardings:\n%s",
+      dict(mesh.shape),
+      "\n".join(sharding.describe(setup.param_shardings)),
+    )
 
   # ############################################################ input
   data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
@@ -55,8 +68,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data_iter = iter(dataset)
 
   # ############################################################ state: restore or initialise
-  mngr = checkpoints.checkpoint_manager(workdir, keep_last=config.keep_last, keep_every=config.keep_every)
-  start = mngr.latest_step()       # orbax lists only finalised checkpoints
+  mngr = checkpoints.checkpoint_manager(
+    workdir, keep_last=config.keep_last, keep_every=config.keep_every
+  )
+  start = mngr.latest_step()  # orbax lists only finalised checkpoints
   if start is None:
     state = setup.init()
   else:
@@ -65,9 +80,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       checkpoints.restore_data_iter(mngr, start, data_iter, data_groups=groups)
     except checkpoints.DataStateMismatch as e:
       if config.data.on_state_mismatch != "restart":
-        raise RuntimeError(f"{e} Re-run with the same number of processes, or pass "
-                           "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
-                           "(no exact resume).") from e
+        raise RuntimeError(
+          f"{e} Re-run with the same number of processes, or pass "
+          "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
+          "(no exact resume)."
+        ) from e
       logging.warning("%s Continuing with a fresh data stream seeded with (seed, step).", e)
       rcfg = dataclasses.replace(rcfg, seed=input_lib.restart_seed(config.seed, start))
       dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
@@ -92,19 +109,29 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       now = time.perf_counter()
       dt = (now - last_log_time) / max(step - last_log_step, 1)
       last_log_time, last_log_step = now, step
-      last = {"step": step, **{k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()},
-              "clips_per_s": config.batch_size / dt, "step_time_s": dt,
-              "nonfinite_total": int(jax.device_get(state["nonfinite_total"])),
-              "dropped_short_records": sum(d.dropped_records for d in dropped)}
+      last = {
+        "step": step,
+        **{k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()},
+        "clips_per_s": config.batch_size / dt,
+        "step_time_s": dt,
+        "nonfinite_total": int(jax.device_get(state["nonfinite_total"])),
+        "dropped_short_records": sum(d.dropped_records for d in dropped),
+      }
       if peak:
         last["mfu"] = flops_per_step / dt / peak
       writer.write(step, last)
       if int(jax.device_get(state["nonfinite_run"])) >= config.max_nonfinite_steps:
         mngr.wait_until_finished()
-        raise RuntimeError(f"{config.max_nonfinite_steps} consecutive non-finite steps at step {step}: stopping; "
-                           f"the last checkpoint ({mngr.latest_step()}) holds the last good parameters")
+        raise RuntimeError(
+          f"{config.max_nonfinite_steps} consecutive non-finite steps at step {step}: stopping; "
+          f"the last checkpoint ({mngr.latest_step()}) holds the last good parameters"
+        )
 
-    if config.eval_every and (step % config.eval_every == 0 or is_last) and "valid" in manifest["splits"]:
+    if (
+      config.eval_every
+      and (step % config.eval_every == 0 or is_last)
+      and "valid" in manifest["splits"]
+    ):
       scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
       writer.write(step, jax.tree.map(lambda v: np.asarray(v).tolist(), scores), prefix="eval_")
 

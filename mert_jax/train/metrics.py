@@ -15,16 +15,16 @@ from etils import epath
 # Dense bf16 peak FLOP/s per chip, by jax.Device.device_kind (vendor figures; an H100 SXM's measured
 # dense matmul peak is lower, ~792 TFLOP/s per the project's reference). Unknown kinds: no MFU.
 PEAK_BF16_FLOPS = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-    "NVIDIA H100 80GB HBM3": 989e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100-SXM4-80GB": 312e12,
-    "NVIDIA A100-SXM4-40GB": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,
+  "NVIDIA H100 80GB HBM3": 989e12,
+  "NVIDIA H100": 989e12,
+  "NVIDIA H200": 989e12,
+  "NVIDIA A100-SXM4-80GB": 312e12,
+  "NVIDIA A100-SXM4-40GB": 312e12,
 }
 
 
@@ -39,12 +39,14 @@ def normalise_sums(sums: dict[str, Any], cqt_bins: int) -> dict[str, Any]:
   loss_codes sums the K codebooks' cross-entropies; loss_cqt is per CQT bin; accuracy is (K,)."""
   xp = jnp if any(isinstance(v, jax.Array) for v in sums.values()) else np
   n = xp.maximum(sums["num_masked"], 1.0)
-  return {"loss": sums["loss_sum"] / n,
-          "loss_codes": xp.sum(sums["ce_sum"]) / n,
-          "loss_cqt": sums["cqt_sq_sum"] / (n * cqt_bins),
-          "features_pen": sums["pen_weighted"] / n,
-          "accuracy": sums["correct"] / n,
-          "num_masked": sums["num_masked"]}
+  return {
+    "loss": sums["loss_sum"] / n,
+    "loss_codes": xp.sum(sums["ce_sum"]) / n,
+    "loss_cqt": sums["cqt_sq_sum"] / (n * cqt_bins),
+    "features_pen": sums["pen_weighted"] / n,
+    "accuracy": sums["correct"] / n,
+    "num_masked": sums["num_masked"],
+  }
 
 
 def peak_flops_per_device(device: jax.Device) -> float | None:
@@ -60,6 +62,7 @@ class MetricWriter:
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._tb = SummaryWriter(str(self.dir / "tb"))
 
   def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
@@ -77,9 +80,15 @@ class MetricWriter:
       elif isinstance(v, (int, float, bool)):
         self._tb.add_scalar(k, float(v), step)
     self._tb.flush()
-    keys = [k for k in ("loss", "loss_codes", "loss_cqt", "grad_norm", "lr", "clips_per_s", "mfu") if prefix + k in row]
+    keys = [
+      k
+      for k in ("loss", "loss_codes", "loss_cqt", "grad_norm", "lr", "clips_per_s", "mfu")
+      if prefix + k in row
+    ]
     logging.info("step %d %s", step, "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys))
-    print(f"step {step}: " + "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys), flush=True)
+    print(
+      f"step {step}: " + "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys), flush=True
+    )
 
   def close(self) -> None:
     if self._tb is not None:

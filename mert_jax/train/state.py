@@ -28,6 +28,7 @@ from mert_jax.train.step import init_state, make_eval_step, make_train_step
 @dataclasses.dataclass
 class TrainSetup:
   """The compiled-to-be pieces of one run (see the module docstring)."""
+
   config: ml_collections.ConfigDict
   mcfg: ModelConfig
   ocfg: ObjectiveConfig
@@ -38,12 +39,12 @@ class TrainSetup:
   template: nnx.State
   tx: optax.GradientTransformation
   schedule: optax.Schedule
-  abstract_state: dict[str, Any]           # ShapeDtypeStructs of the train state
+  abstract_state: dict[str, Any]  # ShapeDtypeStructs of the train state
   state_shardings: dict[str, Any]
   param_shardings: dict[str, Any]
   batch_shardings: dict[str, NamedSharding]
-  train_step: Callable[[dict, dict, jax.Array], tuple[dict, dict]]   # jitted; donates the state
-  eval_step: Callable[[dict, dict, jax.Array], dict]                # jitted
+  train_step: Callable[[dict, dict, jax.Array], tuple[dict, dict]]  # jitted; donates the state
+  eval_step: Callable[[dict, dict, jax.Array], dict]  # jitted
 
   def init(self) -> dict[str, Any]:
     """The initial train state (seeded by ``config.seed``), each array created on its shards."""
@@ -72,16 +73,20 @@ def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: in
   accum = config.optimizer.grad_accum_steps
   batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if config.batch_size % (groups * accum) or (config.batch_size // accum) % batch_shards:
-    raise ValueError(f"batch_size={config.batch_size} must split into data.groups={groups} x "
-                     f"{accum} micro-batches, each micro-batch divisible by data x fsdp = {batch_shards}")
+    raise ValueError(
+      f"batch_size={config.batch_size} must split into data.groups={groups} x "
+      f"{accum} micro-batches, each micro-batch divisible by data x fsdp = {batch_shards}"
+    )
 
 
-def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> TrainSetup:
+def build(
+  config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+) -> TrainSetup:
   """The mesh, shardings and jitted steps of ``config`` on ``devices`` (default: the first
   ``config.num_devices`` devices, or all)."""
   mcfg, ocfg = model_config_from(config), objective_config_from(config)
   if devices is None:
-    devices = jax.devices()[:config.num_devices] if config.num_devices else jax.devices()
+    devices = jax.devices()[: config.num_devices] if config.num_devices else jax.devices()
   devices = list(devices)
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = rules_from_config(config.rules)
@@ -89,23 +94,52 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
   graphdef, template = nnx.split(abstract_model(mcfg), nnx.Param)
   param_shardings = sharding.param_shardings(template, mesh, rules)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(template))
+  abstract_params = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(template)
+  )
   abstract_state = jax.eval_shape(lambda p: init_state(p, tx), abstract_params)
   rep = sharding.replicated(mesh)
   state_shardings = {k: rep for k in abstract_state}
   state_shardings["params"] = param_shardings
   state_shardings["opt_state"] = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_state["opt_state"], param_shardings, transform_non_params=lambda _: rep)
+    tx,
+    lambda _, s: s,
+    abstract_state["opt_state"],
+    param_shardings,
+    transform_non_params=lambda _: rep,
+  )
 
   # Batches are (micro-batches, clips, ...): the clip axis is split over data x fsdp.
-  batch_sh = {"audio": sharding.batch_sharding(mesh, 3, 1), "labels": sharding.batch_sharding(mesh, 4, 1)}
-  train_step = jax.jit(make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins),
-                       in_shardings=(state_shardings, batch_sh, rep), out_shardings=(state_shardings, rep),
-                       donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(graphdef, template, ocfg, mcfg.cqt_bins),
-                      in_shardings=(param_shardings, batch_sh, rep), out_shardings=rep)
-  return TrainSetup(config=config, mcfg=mcfg, ocfg=ocfg, mesh=mesh, devices=devices, rules=rules,
-                    graphdef=graphdef, template=template, tx=tx, schedule=schedule,
-                    abstract_state=abstract_state, state_shardings=state_shardings,
-                    param_shardings=param_shardings, batch_shardings=batch_sh,
-                    train_step=train_step, eval_step=eval_step)
+  batch_sh = {
+    "audio": sharding.batch_sharding(mesh, 3, 1),
+    "labels": sharding.batch_sharding(mesh, 4, 1),
+  }
+  train_step = jax.jit(
+    make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins),
+    in_shardings=(state_shardings, batch_sh, rep),
+    out_shardings=(state_shardings, rep),
+    donate_argnums=0,
+  )
+  eval_step = jax.jit(
+    make_eval_step(graphdef, template, ocfg, mcfg.cqt_bins),
+    in_shardings=(param_shardings, batch_sh, rep),
+    out_shardings=rep,
+  )
+  return TrainSetup(
+    config=config,
+    mcfg=mcfg,
+    ocfg=ocfg,
+    mesh=mesh,
+    devices=devices,
+    rules=rules,
+    graphdef=graphdef,
+    template=template,
+    tx=tx,
+    schedule=schedule,
+    abstract_state=abstract_state,
+    state_shardings=state_shardings,
+    param_shardings=param_shardings,
+    batch_shardings=batch_sh,
+    train_step=train_step,
+    eval_step=eval_step,
+  )

@@ -36,9 +36,15 @@ def bind(graphdef: nnx.GraphDef, template: nnx.State, params: dict) -> MERTModel
 
 
 def init_state(params: dict, tx: optax.GradientTransformation) -> dict[str, Any]:
-  zero = lambda: jnp.zeros((), jnp.int32)          # distinct buffers: the state is donated
-  return {"params": params, "opt_state": tx.init(params), "step": zero(), "updates": zero(),
-          "nonfinite_total": zero(), "nonfinite_run": zero()}
+  zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the state is donated
+  return {
+    "params": params,
+    "opt_state": tx.init(params),
+    "step": zero(),
+    "updates": zero(),
+    "nonfinite_total": zero(),
+    "nonfinite_run": zero(),
+  }
 
 
 def _sums(m: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -48,13 +54,19 @@ def _sums(m: dict[str, jax.Array]) -> dict[str, jax.Array]:
   return out
 
 
-def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, ocfg: ObjectiveConfig, cqt_bins: int
-                    ) -> Callable[[dict, dict, jax.Array], tuple[dict, dict]]:
+def make_train_step(
+  graphdef: nnx.GraphDef,
+  template: nnx.State,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  ocfg: ObjectiveConfig,
+  cqt_bins: int,
+) -> Callable[[dict, dict, jax.Array], tuple[dict, dict]]:
   def micro(params, batch, key):
     def loss_sum(p):
       _, m = pretraining_loss(bind(graphdef, template, p), batch, key, cfg=ocfg)
       return m["loss_sum"], m
+
     (_, m), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
     return grads, _sums(m)
 
@@ -65,18 +77,23 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
     if accum == 1:
       grads, sums = micro(params, jax.tree.map(lambda x: x[0], batch), jax.random.fold_in(key, 0))
     else:
+
       def body(carry, xs):
         g_acc, s_acc = carry
         mb, i = xs
         g, s = micro(params, mb, jax.random.fold_in(key, i))
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
+
       zeros_g = jax.tree.map(jnp.zeros_like, params)
       k = batch["labels"].shape[2]
-      zeros_s = {name: jnp.zeros((k,) if name in ("ce_sum", "correct") else (), jnp.float32) for name in SUMMED}
+      zeros_s = {
+        name: jnp.zeros((k,) if name in ("ce_sum", "correct") else (), jnp.float32)
+        for name in SUMMED
+      }
       (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), (batch, jnp.arange(accum)))
     n = jnp.maximum(sums["num_masked"], 1.0)
     grads = jax.tree.map(lambda g: g / n, grads)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["loss_sum"])
     updates, new_opt = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
@@ -84,23 +101,26 @@ def make_train_step(graphdef: nnx.GraphDef, template: nnx.State, tx: optax.Gradi
     metrics = normalise_sums(sums, cqt_bins)
     metrics.update(grad_norm=grad_norm, lr=schedule(state["updates"]), finite=finite)
     new_state = {
-        "params": keep(new_params, params),
-        "opt_state": keep(new_opt, state["opt_state"]),
-        "step": state["step"] + 1,
-        "updates": state["updates"] + finite.astype(jnp.int32),
-        "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
-        "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
+      "params": keep(new_params, params),
+      "opt_state": keep(new_opt, state["opt_state"]),
+      "step": state["step"] + 1,
+      "updates": state["updates"] + finite.astype(jnp.int32),
+      "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
+      "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
     }
     return new_state, metrics
 
   return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, template: nnx.State, ocfg: ObjectiveConfig, cqt_bins: int
-                   ) -> Callable[[dict, dict, jax.Array], dict]:
+def make_eval_step(
+  graphdef: nnx.GraphDef, template: nnx.State, ocfg: ObjectiveConfig, cqt_bins: int
+) -> Callable[[dict, dict, jax.Array], dict]:
   """Deterministic (no dropout) loss sums on a held-out batch; masking and mixup use ``key``."""
+
   def eval_step(params, batch, key):
     mb = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
     _, m = pretraining_loss(bind(graphdef, template, params), mb, key, cfg=ocfg, deterministic=True)
     return _sums(m)
+
   return eval_step

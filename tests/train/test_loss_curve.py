@@ -31,8 +31,16 @@ def curve(data_dir, tmp_path_factory) -> dict:
 def test_loss_goes_down(curve):
   """On any corpus (whichever music is installed, or synthesised music): the losses fall."""
   first, last = curve["10"], curve["200"]
-  print("codes", first["loss_codes"], "->", last["loss_codes"], " cqt", first["loss_cqt"], "->",
-        last["loss_cqt"])
+  print(
+    "codes",
+    first["loss_codes"],
+    "->",
+    last["loss_codes"],
+    " cqt",
+    first["loss_cqt"],
+    "->",
+    last["loss_cqt"],
+  )
   # The codes loss starts above the uniform guess (random cosine logits / 0.1) and must fall below
   # it, 8 * ln(68 labels) = 33.76; a 2-layer, 32-wide model plateaus near 32.7
   # (docs/training_curve.md).
@@ -49,8 +57,10 @@ def test_matches_pre_optimisation_curve_on_its_corpus(curve, data_dir):
   reference = json.load(open(REFERENCE))
   here = load_manifest(data_dir)["content_hash"]
   if here != reference["corpus_content_hash"]:
-    pytest.skip(f"the reference curve was recorded on {reference['corpus']} (content hash "
-                f"{reference['corpus_content_hash'][:12]}); this corpus is {here[:12]}")
+    pytest.skip(
+      f"the reference curve was recorded on {reference['corpus']} (content hash "
+      f"{reference['corpus_content_hash'][:12]}); this corpus is {here[:12]}"
+    )
   ref = reference["curve"]
   worst = {k: max(abs(curve[s][k] - ref[s][k]) / abs(ref[s][k]) for s in ref) for k in ref["200"]}
   print("worst relative deviation from the pre-optimisation curve:", worst)
