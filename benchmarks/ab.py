@@ -2,7 +2,8 @@
 
   git worktree add /tmp/old <rev>
   python benchmarks/ab.py --old=/tmp/old -- --sizes=95m --batches=2 --steps=3
-  python benchmarks/ab.py --new-set=model.remat=true -- --sizes=95m --batches=2   # one checkout, two settings
+  # one checkout, two settings:
+  python benchmarks/ab.py --new-set=model.remat=true -- --sizes=95m --batches=2
 
 Runs benchmarks/train_step.py alternately against the old checkout (``PYTHONPATH=--old``) and this
 one, ``--repeats`` times each, and prints new/old for the median step time, clips/s and compile
@@ -48,7 +49,8 @@ def main() -> None:
     results["old"].append(_run(os.path.abspath(args.old), args.old_set, args.bench_args))
     results["new"].append(_run(ROOT, args.new_set, args.bench_args))
   print(
-    f"old: {os.path.abspath(args.old)} {args.old_set}  new: {ROOT} {args.new_set}  ({args.repeats} alternating runs each)"
+    f"old: {os.path.abspath(args.old)} {args.old_set}  new: {ROOT} {args.new_set}  "
+    f"({args.repeats} alternating runs each)"
   )
   for i, row in enumerate(results["new"][0]):
     old = [rep[i] for rep in results["old"]]
@@ -60,7 +62,8 @@ def main() -> None:
     if row.get("planned_memory_gib") is not None and old[0].get("planned_memory_gib"):
       mem = f" | memory new/old {new[0]['planned_memory_gib'] / old[0]['planned_memory_gib']:.3f}"
     print(
-      f"{row['size']} batch {row['batch']} {row['mode']}: step old {so * 1000:.1f} ms, new {sn * 1000:.1f} ms, "
+      f"{row['size']} batch {row['batch']} {row['mode']}: "
+      f"step old {so * 1000:.1f} ms, new {sn * 1000:.1f} ms, "
       f"new/old {sn / so:.3f} (speed-up {so / sn:.2f}x) | compile new/old {cn / co:.2f}{mem} | "
       f"loss old {old[0]['loss']:.4f} new {new[0]['loss']:.4f}"
     )

@@ -1,4 +1,5 @@
-"""Throughput of the CQT target (mert_jax/objective/cqt.py), both methods, and nnAudio CQT1992v2 on the same device.
+"""Throughput of the CQT target (mert_jax/objective/cqt.py), both methods, and nnAudio CQT1992v2
+on the same device.
 
   python benchmarks/cqt.py                                   # batch 64 x 5 s (the issue's setting)
   python benchmarks/cqt.py --batch=8 --steps=3               # on a small CPU
@@ -73,7 +74,8 @@ def main() -> None:
   audio = jax.device_put(jnp.asarray(audio_np))
   dev = jax.devices()[0]
   print(
-    f"device={dev.device_kind} ({dev.platform}, {jax.device_count()} device(s)) jax={jax.__version__} "
+    f"device={dev.device_kind} ({dev.platform}, {jax.device_count()} device(s)) "
+    f"jax={jax.__version__} "
     f"batch={args.batch} clip={args.seconds}s ({length} samples, {length // HOP + 1} frames) "
     f"steps={args.steps}"
   )
@@ -86,7 +88,8 @@ def main() -> None:
     results[method] = step
     flops = flops_per_clip(method, length)
     print(
-      f"{method:>7}: first call {first:.2f} s, step {step * 1000:.1f} ms, {args.batch / step:.1f} clips/s, "
+      f"{method:>7}: first call {first:.2f} s, step {step * 1000:.1f} ms, "
+      f"{args.batch / step:.1f} clips/s, "
       f"{flops / 1e9:.3f} GFLOP/clip, {flops * args.batch / step / 1e12:.3f} TFLOP/s"
     )
   if "nnaudio" in args.methods:
@@ -129,7 +132,8 @@ def main() -> None:
         else f"cpu, {torch.get_num_threads()} threads"
       )
       print(
-        f"nnaudio: torch {torch.__version__} on {name}: first call {first:.2f} s, step {step * 1000:.1f} ms, "
+        f"nnaudio: torch {torch.__version__} on {name}: "
+        f"first call {first:.2f} s, step {step * 1000:.1f} ms, "
         f"{args.batch / step:.1f} clips/s, {flops / 1e9:.3f} GFLOP/clip, "
         f"{flops * args.batch / step / 1e12:.3f} TFLOP/s"
       )

@@ -46,7 +46,8 @@ def plan(
     "hours": c.total_steps * step_s / 3600,
     "total_steps": c.total_steps,
     "host_clips_per_s": host_clips_s,
-    # The reader takes one crop per record, so storage serves whole records: int16 audio + int16 codes.
+    # The reader takes one crop per record, so storage serves whole records: int16 audio + int16
+    # codes.
     "host_read_mb_per_s": host_clips_s
     * record_seconds
     * 2
@@ -75,8 +76,9 @@ def main() -> None:
   )
   args = p.parse_args()
   print(
-    "| size | global batch (accum) | per-chip micro-batch | GFLOP/clip | MFU | update time | clips/s (pod) "
-    "| recipe wall time (steps) | per host: clips/s, storage read MB/s, reader cores, host->device MB/s |"
+    "| size | global batch (accum) | per-chip micro-batch | GFLOP/clip | MFU | update time "
+    "| clips/s (pod) | recipe wall time (steps) "
+    "| per host: clips/s, storage read MB/s, reader cores, host->device MB/s |"
   )
   print("|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
@@ -91,10 +93,12 @@ def main() -> None:
         args.record_seconds,
       )
       print(
-        f"| {size} | {r['global_batch']} ({r['accum']}) | {r['per_chip_micro_batch']:g} | {r['gflop_per_clip']:.1f} "
-        f"| {mfu:.0%} | {r['update_s'] * 1000:.0f} ms | {r['clips_per_s']:,.0f} | {r['hours']:.1f} h ({r['total_steps'] // 1000}k) "
-        f"| {r['host_clips_per_s']:,.0f}, {r['host_read_mb_per_s']:.0f}, {r['host_reader_cores']:.2f}, "
-        f"{r['host_to_device_mb_per_s']:.0f} |"
+        f"| {size} | {r['global_batch']} ({r['accum']}) | {r['per_chip_micro_batch']:g} "
+        f"| {r['gflop_per_clip']:.1f} "
+        f"| {mfu:.0%} | {r['update_s'] * 1000:.0f} ms | {r['clips_per_s']:,.0f} "
+        f"| {r['hours']:.1f} h ({r['total_steps'] // 1000}k) "
+        f"| {r['host_clips_per_s']:,.0f}, {r['host_read_mb_per_s']:.0f}, "
+        f"{r['host_reader_cores']:.2f}, {r['host_to_device_mb_per_s']:.0f} |"
       )
 
 

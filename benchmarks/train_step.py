@@ -1,20 +1,26 @@
-"""Training-step throughput: clips/s, step time, MFU and peak memory over model sizes and batch sizes.
+"""Training-step throughput: clips/s, step time, MFU and peak memory over model sizes and batch
+sizes.
 
-  python benchmarks/train_step.py --sizes=95m,330m --batches=32,64,128          # full step (default)
-  python benchmarks/train_step.py --sizes=95m --batches=2 --mode=fwd_bwd        # model only, CQT target zero
-  python benchmarks/train_step.py --sizes=95m --batches=64 --profile=/tmp/trace # jax.profiler trace
-  python benchmarks/train_step.py --sizes=95m --max-batch                       # largest batch that fits
-  python benchmarks/train_step.py --sizes=95m --batches=2 --set=model.remat=true   # config overrides
+  # full step (default)
+  python benchmarks/train_step.py --sizes=95m,330m --batches=32,64,128
+  # model only, CQT target zero
+  python benchmarks/train_step.py --sizes=95m --batches=2 --mode=fwd_bwd
+  # jax.profiler trace
+  python benchmarks/train_step.py --sizes=95m --batches=64 --profile=/tmp/trace
+  # largest batch that fits
+  python benchmarks/train_step.py --sizes=95m --max-batch
+  # config overrides
+  python benchmarks/train_step.py --sizes=95m --batches=2 --set=model.remat=true
 
-``full`` times the trainer's own jitted step (mert_jax/train/state.py, train/step.py) with the state donated:
-masking, mixup, CQT targets (the configured method), forward, loss, backward, clipping and the
-AdamW update, on random audio and labels in 5 s clips. ``fwd_bwd`` times
+``full`` times the trainer's own jitted step (mert_jax/train/state.py, train/step.py) with the state
+donated: masking, mixup, CQT targets (the configured method), forward, loss, backward, clipping and
+the AdamW update, on random audio and labels in 5 s clips. ``fwd_bwd`` times
 ``value_and_grad(pretraining_loss)`` with the CQT target replaced by zeros. FLOPs are analytic
-(mert_jax/model/flops.py); MFU uses the device's dense bf16 peak (mert_jax/train/metrics.py). Peak memory is
-the device allocator's peak on accelerators and XLA's buffer plan (arguments + outputs + temporaries
-- aliased) on CPU, which has no allocator statistics. Each (size, batch) runs in its own process so
-peaks and compile caches do not leak between rows. ``--json=FILE`` appends one JSON row per run
-(benchmarks/ab.py compares two checkouts with it).
+(mert_jax/model/flops.py); MFU uses the device's dense bf16 peak (mert_jax/train/metrics.py). Peak
+memory is the device allocator's peak on accelerators and XLA's buffer plan (arguments + outputs +
+temporaries - aliased) on CPU, which has no allocator statistics. Each (size, batch) runs in its own
+process so peaks and compile caches do not leak between rows. ``--json=FILE`` appends one JSON row
+per run (benchmarks/ab.py compares two checkouts with it).
 """
 
 from __future__ import annotations
@@ -145,7 +151,8 @@ def _fmt(r: dict) -> str:
     else "mem n/a"
   )
   return (
-    f"{r['size']:>5} batch {r['batch']:>4} | step {r['step_s'] * 1000:9.1f} ms | {r['clips_per_s']:8.2f} clips/s"
+    f"{r['size']:>5} batch {r['batch']:>4} | step {r['step_s'] * 1000:9.1f} ms"
+    f" | {r['clips_per_s']:8.2f} clips/s"
     f" | {r['tflops']:7.3f} TFLOP/s | MFU {mfu:>6} | {mem} | compile {r['compile_s']:.1f} s"
     f" | loss {r['loss']:.3f}"
   )
@@ -223,7 +230,8 @@ def main() -> None:
   if rows:
     r = rows[0]
     print(
-      f"device {r['device']}, jax {r['jax']}, {r['seconds']} s clips ({r['frames']} frames), mode {r['mode']}"
+      f"device {r['device']}, jax {r['jax']}, "
+      f"{r['seconds']} s clips ({r['frames']} frames), mode {r['mode']}"
       + (f", overrides {r['sets']}" if r["sets"] else "")
     )
   if args.json:

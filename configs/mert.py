@@ -6,7 +6,8 @@ Variants: ``tiny`` (CPU tests), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), 
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
 holds only what a recipe changes. Recipes at a glance (spec §4):
 
-  95m : post-LN, lr 5e-4, warm-up 32k, linear decay to 0 at 400k, clip 10, 5 s crops (120,000 samples)
+  95m : post-LN, lr 5e-4, warm-up 32k, linear decay to 0 at 400k, clip 10,
+        5 s crops (120,000 samples)
   330m: pre-LN, attention relaxation (a no-op, see attention.py), lr 1.5e-3, clip 1.0,
         8-step gradient accumulation, 5.12 s crops (122,880 samples), mixup segments up to 1.5 s
 """

@@ -22,6 +22,7 @@ MUSIC_GLOBS = (
   "/usr/share/games/singularity/music/*.ogg",
   "/usr/share/games/wesnoth/*/data/core/music/*.ogg",
   "/usr/share/games/warzone2100/music/*.opus",
+  "/usr/share/games/warzone2100/music/albums/*/*.opus",
 )
 
 

@@ -76,7 +76,8 @@ class ModelConfig:
     "auto"  # positional-conv kernel gradient: "auto" | "einsum" | "xla" (pos_conv.py)
   )
   remat: bool = False  # rematerialise each encoder layer in the backward pass
-  remat_policy: str = "full"  # with remat: "full" (recompute the layer) | "dots" (keep matmul outputs, recompute the rest)
+  # with remat: "full" (recompute the layer) | "dots" (keep matmul outputs, recompute the rest)
+  remat_policy: str = "full"
 
   @property
   def head_dim(self) -> int:
@@ -109,7 +110,8 @@ class ModelConfig:
       )
     if self.hidden_size % self.pos_conv_groups:
       raise ValueError(
-        f"model.hidden_size={self.hidden_size} is not divisible by model.pos_conv_groups={self.pos_conv_groups}"
+        f"model.hidden_size={self.hidden_size} is not divisible by "
+        f"model.pos_conv_groups={self.pos_conv_groups}"
       )
     if self.extractor_mode not in ("default", "layer_norm"):
       raise ValueError(
@@ -149,8 +151,9 @@ class ObjectiveConfig:
   logit_temp: float = 0.1  # cosine logits are divided by this
   feature_pen_weight: float = 10.0  # loss_weights[0]: weight of mean(features^2)
   cqt_weight: float = 1.0  # loss_weights[1]: weight of the CQT MSE
-  # In-batch noise mixup. The reference mixes when U[0,1) > mixture_prob (an inverted test); this field
-  # is the probability that a clip IS mixed, which equals 1 - mixture_prob = 0.5 for both released models.
+  # In-batch noise mixup. The reference mixes when U[0,1) > mixture_prob (an inverted test); this
+  # field is the probability that a clip IS mixed, which equals 1 - mixture_prob = 0.5 for both
+  # released models.
   mixup_prob: float = 0.5
   mixup_min_len: int = (
     SAMPLE_RATE // 2

@@ -51,7 +51,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def dataclass_to_config_dict(dc: Any) -> ml_collections.ConfigDict:
-  """A config dataclass as a ConfigDict (tuples of tuples become lists, as ConfigDict stores them)."""
+  """A config dataclass as a ConfigDict (tuples of tuples become lists, as ConfigDict stores
+  them)."""
 
   def listify(v):
     return [listify(x) for x in v] if isinstance(v, (tuple, list)) else v
@@ -105,7 +106,8 @@ def parse_value(text: str, current: Any, key: str = "") -> Any:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
-  """Sets dotted fields (``model.num_layers``) in place; string values are parsed by the field's type."""
+  """Sets dotted fields (``model.num_layers``) in place; string values are parsed by the field's
+  type."""
   for key, value in overrides.items():
     node = config
     *path, leaf = key.split(".")

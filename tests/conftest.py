@@ -25,7 +25,8 @@ def music_file(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def default_data(tmp_path_factory) -> str:
-  """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per session."""
+  """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per
+  session."""
   from data_pipeline import default_corpus
 
   return default_corpus.ensure_default_corpus(

@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
   workdir = os.path.abspath(args.workdir)
   files = example_audio.real_music_files()
   print(
-    f"[1/4] corpus: {files[0] if files else 'synthesised music (no Debian music package installed)'} ..."
+    f"[1/4] corpus: "
+    f"{files[0] if files else 'synthesised music (no Debian music package installed)'} ..."
   )
 
   config = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
   )
   metrics = train(config, workdir)["metrics"]
   print(
-    f"      last step {metrics['step']}: loss {metrics['loss']:.3f} (codes {metrics['loss_codes']:.3f}, "
+    f"      last step {metrics['step']}: loss {metrics['loss']:.3f} "
+    f"(codes {metrics['loss_codes']:.3f}, "
     f"CQT {metrics['loss_cqt']:.3f}), {metrics['clips_per_s']:.1f} clips/s"
   )
 
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
       hs = hf(torch.from_numpy(clip[None]), output_hidden_states=True).hidden_states
     err = max(float(np.abs(h[0].numpy() - r).max()) for h, r in zip(hs, ref))
     print(
-      f"      transformers.{type(hf).__name__} reloaded it: max |JAX - PyTorch| over {len(hs)} hidden "
+      f"      transformers.{type(hf).__name__} reloaded it: "
+      f"max |JAX - PyTorch| over {len(hs)} hidden "
       f"states = {err:.2e}"
     )
     if err > 1e-4:
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
   save_npy(feat_path, feats)
   print(f"[4/4] features of {audio_file} (first 60 s, 30 s windows): {feat_path} {feats.shape}")
   print(
-    f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, TensorBoard: {workdir}/tb, "
+    f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, "
+    f"TensorBoard: {workdir}/tb, "
     f"metrics: {workdir}/metrics.jsonl"
   )
 

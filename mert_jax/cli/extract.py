@@ -1,7 +1,8 @@
 """Frame-level features of every layer, for downstream probes.
 
   python -m mert_jax.cli.extract --checkpoint=CKPT_DIR --audio=FILE --output=OUT.npy
-  python -m mert_jax.cli.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR [--window-seconds=30]
+  python -m mert_jax.cli.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR \
+      [--window-seconds=30]
   python -m mert_jax.cli.extract --hf=HF_DIR --audio=FILE --output=OUT.npy
 
 Decodes each file, downmixes and resamples to the model's rate (24 kHz), runs the backbone in

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
   cfg = model_config(args.size)
   print(
     f"MERT {args.size}: D={cfg.hidden_size} N={cfg.num_layers} H={cfg.num_heads} F={cfg.ffn_size} "
-    f"{'pre' if cfg.layer_norm_first else 'post'}-LN, K={cfg.num_codebooks} x {cfg.num_labels} labels, "
+    f"{'pre' if cfg.layer_norm_first else 'post'}-LN, "
+    f"K={cfg.num_codebooks} x {cfg.num_labels} labels, "
     f"final_dim={cfg.final_dim}, cqt_bins={cfg.cqt_bins}"
   )
   for name, n in param_table(cfg):

@@ -1,8 +1,9 @@
 """Run a sweep of training runs and collect a summary table.
 
-  python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:tiny --workdir=runs/sweep [--set=FIELD=VALUE ...]
-  python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:full --workdir=gs://B/sweep --tpu \
-      --project=P --zone=Z --accelerator-type=v4-64 [--dry-run]
+  python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:tiny --workdir=runs/sweep \
+      [--set=FIELD=VALUE ...]
+  python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:full --workdir=gs://B/sweep \
+      --tpu --project=P --zone=Z --accelerator-type=v4-64 [--dry-run]
 
 Locally the runs go one after another in this process, each in ``WORKDIR/<run>``; with ``--tpu``
 each run is started on its own slice through ``launch_tpu.sh`` (named ``<prefix>-<run>``). At the

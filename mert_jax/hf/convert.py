@@ -4,14 +4,14 @@ line is ``python -m mert_jax.cli.convert``.
 The JAX modules are named like HF's, so the mapping is a rule per parameter kind (one table,
 ``_hf_key`` / ``_to_hf`` / ``_from_hf``) rather than a list of names:
 
-  JAX (Flax layout)                              HF (PyTorch layout)
-  ...conv.kernel (k, in, out)                    ...conv.weight (out, in, k)
-  ...{layer_norm,...}.scale                      ...weight
-  Dense .kernel (in, out)                        .weight (out, in)
-  attention.{q,k,v}_proj.kernel (D, H, dh)       .weight (H*dh, D); bias (H, dh) <-> (H*dh,)
-  attention.out_proj.kernel (H, dh, D)           .weight (D, H*dh)
-  encoder.pos_conv_embed.conv.g (k,)             ...conv.parametrizations.weight.original0 (1, 1, k)
-  encoder.pos_conv_embed.conv.v (k, D/G, D)      ...conv.parametrizations.weight.original1 (D, D/G, k)
+  JAX (Flax layout)                            HF (PyTorch layout)
+  ...conv.kernel (k, in, out)                  ...conv.weight (out, in, k)
+  ...{layer_norm,...}.scale                    ...weight
+  Dense .kernel (in, out)                      .weight (out, in)
+  attention.{q,k,v}_proj.kernel (D, H, dh)     .weight (H*dh, D); bias (H, dh) <-> (H*dh,)
+  attention.out_proj.kernel (H, dh, D)         .weight (D, H*dh)
+  encoder.pos_conv_embed.conv.g (k,)           ...conv.parametrizations.weight.original0 (1, 1, k)
+  encoder.pos_conv_embed.conv.v (k, D/G, D)    ...conv.parametrizations.weight.original1 (D, D/G, k)
 
 An exported folder holds ``config.json`` + ``model.safetensors`` (loadable with
 ``HubertModel.from_pretrained`` / ``AutoModel.from_pretrained``, no remote code), and beside them
@@ -262,8 +262,8 @@ def model_config_from_hf(
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Tensors of a ``.safetensors`` file, or of a PyTorch ``.bin`` via ``torch.load(weights_only=True)``.
-  Never unpickles arbitrary objects."""
+  """Tensors of a ``.safetensors`` file, or of a PyTorch ``.bin`` via
+  ``torch.load(weights_only=True)``. Never unpickles arbitrary objects."""
   p = epath.Path(path)
   if p.suffix == ".safetensors":
     return dict(safetensors.numpy.load(p.read_bytes()))
@@ -324,11 +324,13 @@ def read_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
-  """Write an HF folder (config.json, model.safetensors, mert_heads.safetensors, mert_jax_config.json)."""
+  """Write an HF folder (config.json, model.safetensors, mert_heads.safetensors,
+  mert_jax_config.json)."""
   d = epath.Path(hf_dir)
   d.mkdir(parents=True, exist_ok=True)
 
-  # Each file is written under a temporary name and renamed, so a crash never leaves a whole-looking file.
+  # Each file is written under a temporary name and renamed, so a crash never leaves a
+  # whole-looking file.
   def write(name, data: bytes):
     atomic_write_bytes(d / name, data)
 

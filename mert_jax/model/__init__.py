@@ -1,1 +1,2 @@
-"""The MERT network: HuBERT backbone (conv extractor, positional conv, encoder) and pretraining heads."""
+"""The MERT network: HuBERT backbone (conv extractor, positional conv, encoder) and pretraining
+heads."""

@@ -53,7 +53,8 @@ def torch_linear_init(fan_in: int) -> Initializer:
 
 
 class Dense(nnx.Module):
-  """y = x @ kernel + bias; kernel (in, out) is stored float32 and cast to ``dtype`` for the matmul."""
+  """y = x @ kernel + bias; kernel (in, out) is stored float32 and cast to ``dtype`` for the
+  matmul."""
 
   def __init__(
     self,

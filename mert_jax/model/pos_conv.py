@@ -40,7 +40,8 @@ TAP_CHUNK = 16
 
 
 def _conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-  """Grouped "same" convolution over time: x (B, T, D), kernel (k, D/groups, D) -> (B, T + 1 - k % 2, D)."""
+  """Grouped "same" convolution over time: x (B, T, D), kernel (k, D/groups, D)
+  -> (B, T + 1 - k % 2, D)."""
   pad = kernel.shape[0] // 2
   return jax.lax.conv_general_dilated(
     x,
@@ -92,7 +93,8 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, impl: str = "auto
 
 
 class PosConv(nnx.Module):
-  """HF name ``encoder.pos_conv_embed.conv`` with parameters ``g`` (k,), ``v`` (k, D/G, D), ``bias``."""
+  """HF name ``encoder.pos_conv_embed.conv`` with parameters ``g`` (k,), ``v`` (k, D/G, D),
+  ``bias``."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, k, groups = cfg.hidden_size, cfg.pos_conv_kernel, cfg.pos_conv_groups

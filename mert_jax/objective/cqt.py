@@ -64,9 +64,10 @@ frequency domain with FFT kernels sparsified by dropping 1 % of each kernel's L1
 (``sparsity=0.01``), resamples between octaves with soxr (``res_type="soxr_hq"``) and downsamples
 early when the top octave is far below Nyquist. Both scale L1-normalised filters by sqrt(length)
 (librosa's ``scale=True``, nnAudio's "librosa" normalisation) and zero-pad, so magnitudes are close
-but not equal. Measured (tests/objective/test_cqt.py): a pure tone peaks in the same bin, 0.25-0.35 % higher
-in librosa; on real music max|librosa - exact| / max|exact| = 0.6-1.3 % per 3 s clip, with the
-median per-bin energy ratio within 0.05 % of 1. Use nnAudio, not librosa, as the reference.
+but not equal. Measured (tests/objective/test_cqt.py): a pure tone peaks in the same bin,
+0.25-0.35 % higher in librosa; on real music max|librosa - exact| / max|exact| = 0.6-1.3 % per 3 s
+clip, with the median per-bin energy ratio within 0.05 % of 1. Use nnAudio, not librosa, as the
+reference.
 
 Input checks raise ValueError: audio not 2-D (B, L), not floating point, shorter than the kernel
 support, or holding NaN/inf; parameters whose top bin reaches the Nyquist frequency; an unknown
@@ -110,9 +111,9 @@ HALVING_BLOCK = 16  # outputs per block of the polyphase (block) form of a halvi
 class _Group:
   """Bins [lo, hi) computed from the signal decimated by 2^stage with one strided conv.
 
-  ``kernels`` (2 * half, 1, 2 * (hi - lo)) float32 in WIO layout: row m is tap n = 2^stage (m - half)
-  of the full-rate kernels; output channels are the real parts then the negated imaginary parts,
-  scaled by sqrt(l_k) (and 2^stage)."""
+  ``kernels`` (2 * half, 1, 2 * (hi - lo)) float32 in WIO layout: row m is tap
+  n = 2^stage (m - half) of the full-rate kernels; output channels are the real parts then the
+  negated imaginary parts, scaled by sqrt(l_k) (and 2^stage)."""
 
   lo: int
   hi: int
@@ -123,7 +124,8 @@ class _Group:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Plan:
-  """Everything ``cqt`` needs for one parameter set; hashed by identity (one per lru_cache entry)."""
+  """Everything ``cqt`` needs for one parameter set; hashed by identity (one per lru_cache
+  entry)."""
 
   hop_length: int
   n_bins: int
@@ -158,7 +160,8 @@ def bin_kernel(freq: float, length: int, sample_rate: int) -> tuple[int, np.ndar
 
 
 def decimation_filter() -> np.ndarray:
-  """Zero-phase lowpass for one halving: odd-length symmetric Kaiser FIR, (67,) float64, DC gain 1."""
+  """Zero-phase lowpass for one halving: odd-length symmetric Kaiser FIR, (67,) float64,
+  DC gain 1."""
   width = 2.0 * (DECIMATION_STOPBAND - DECIMATION_PASSBAND)  # in units of the Nyquist rate
   taps, beta = scipy.signal.kaiserord(DECIMATION_ATTENUATION_DB, width)
   taps |= 1  # odd: integer group delay
@@ -170,8 +173,9 @@ def halving_blocks(fir: np.ndarray, p: int = HALVING_BLOCK) -> np.ndarray:
   """Block (polyphase) form of "filter with ``fir``, keep every second sample": (K, 2p, p) float32.
 
   With the input cut into blocks of 2p samples, output block j (p samples) is
-  sum_b blocks_in[j + b] @ kb[b]: output 2pj/2 + o is sum_m x[2pj + 2o + m] fir[m]. A single-channel
-  stride-2 conv runs at a few % of a CPU's matmul speed; this form is a (2pK x p) matmul per block."""
+  sum_b blocks_in[j + b] @ kb[b]: output 2pj/2 + o is sum_m x[2pj + 2o + m] fir[m]. A
+  single-channel stride-2 conv runs at a few % of a CPU's matmul speed; this form is a (2pK x p)
+  matmul per block."""
   n = len(fir)
   k = -(-(2 * (p - 1) + n) // (2 * p))
   kb = np.zeros((k * 2 * p, p), np.float64)
@@ -278,7 +282,8 @@ def _plan(
 
 
 def _conv(x: jax.Array, kernels: np.ndarray, stride: int) -> jax.Array:
-  """x (B, n, C_in) with (W, C_in, C) kernels, valid strided cross-correlation -> (B, T, C) float32."""
+  """x (B, n, C_in) with (W, C_in, C) kernels, valid strided cross-correlation -> (B, T, C)
+  float32."""
   return jax.lax.conv_general_dilated(
     x,
     jnp.asarray(kernels),
@@ -293,8 +298,8 @@ def _halve(x: jax.Array, start: int, fir: np.ndarray, blocks: np.ndarray) -> tup
   """Lowpass and keep every second sample over the full support of the filtered signal.
 
   x (B, n) holds times start .. start + n - 1 (zero outside); ``blocks`` = halving_blocks(fir).
-  Returns (y, start') with y (B, n') the filtered signal at the even times 2 start', 2 start' + 2, ..
-  i.e. times start', start' + 1, .. at half the rate."""
+  Returns (y, start') with y (B, n') the filtered signal at the even times 2 start',
+  2 start' + 2, .. i.e. times start', start' + 1, .. at half the rate."""
   k, two_p, p = blocks.shape
   c = (len(fir) - 1) // 2  # the centre tap: output time u is input time 2u
   n = x.shape[1]
@@ -360,7 +365,8 @@ def _check_audio(audio: Any, plan: _Plan) -> Any:
     return audio  # inside jit/vmap: values unknown, cannot be checked
   if isinstance(audio, jax.Array) and not audio.is_fully_addressable:
     return audio
-  # NumPy on the values (not jnp): a concrete array closed over inside a jit trace must not stage ops.
+  # NumPy on the values (not jnp): a concrete array closed over inside a jit trace must not
+  # stage ops.
   finite = bool(np.all(np.isfinite(np.asarray(audio))))
   if not finite:
     bad = ~np.isfinite(np.asarray(audio))
@@ -382,7 +388,8 @@ def cqt(
   bins_per_octave: int = 48,
   method: str = "fast",
 ) -> jax.Array:
-  """CQT magnitudes of a batch: audio (B, L) float -> (B, floor(L / hop_length) + 1, n_bins) float32.
+  """CQT magnitudes of a batch: audio (B, L) float -> (B, floor(L / hop_length) + 1, n_bins)
+  float32.
 
   nnAudio CQT1992v2 semantics (see the module docstring); ``method`` is "fast" (multirate) or
   "exact". Raises ValueError on bad parameters or input."""

@@ -1,6 +1,7 @@
 """MERT's pretraining objective (spec §1.8-1.10, §1.13), a pure function of a key and a batch.
 
-  loss = [ sum_k sum_masked CE_k  +  10 * features_pen * n  +  1 * sum_masked sum_bins (cqt_pred - cqt)^2 / bins ] / n
+  loss = [ sum_k sum_masked CE_k  +  10 * features_pen * n
+           +  1 * sum_masked sum_bins (cqt_pred - cqt)^2 / bins ] / n
 
 with n the number of masked frames; i.e. the sum over codebooks of the mean masked CE, plus
 10 * mean(conv features^2), plus the CQT MSE over masked frames and bins. CE_k is a softmax

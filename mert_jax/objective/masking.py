@@ -61,7 +61,8 @@ def compute_mask(
     pos[None] < n_starts[:, None], scores, 2.0
   )  # out-of-range positions never chosen
   is_start = _rank(scores) < n[:, None]
-  # Span of `mask_length` frames from every start (overlaps allowed), clipped to the unpadded prefix.
+  # Span of `mask_length` frames from every start (overlaps allowed), clipped to the unpadded
+  # prefix.
   spans = jnp.zeros((batch, frames), bool)
   for offset in range(mask_length):
     spans = spans | jnp.pad(is_start, ((0, 0), (offset, 0)))[:, :frames]

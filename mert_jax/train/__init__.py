@@ -1,1 +1,2 @@
-"""Training: sharded state and jitted steps, the optimizer, input placement, checkpoints, the loop."""
+"""Training: sharded state and jitted steps, the optimizer, input placement, checkpoints, the
+loop."""

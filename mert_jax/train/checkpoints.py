@@ -106,7 +106,8 @@ def restore_data_iter(
   except (FileNotFoundError, ValueError, KeyError) as e:
     saved = _saved_meta(mngr.directory, step).get("process_count", "an unknown number of")
     raise DataStateMismatch(
-      f"checkpoint {step}: the data-iterator state cannot be restored ({type(e).__name__}: {e}); it is "
+      f"checkpoint {step}: the data-iterator state cannot be restored "
+      f"({type(e).__name__}: {e}); it is "
       f"tied to the process count, data.groups and dataset it was saved with (saved with {saved} "
       f"processes, now {jax.process_count()} with data.groups={data_groups})."
     ) from e

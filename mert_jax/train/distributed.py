@@ -15,7 +15,8 @@ def initialize_distributed(
   num_processes: int | None = None,
   process_id: int | None = None,
 ) -> None:
-  """Explicit coordinator, or JAX's own detection on TPU pods / SLURM / Open MPI; nothing on one host."""
+  """Explicit coordinator, or JAX's own detection on TPU pods / SLURM / Open MPI; nothing on one
+  host."""
   if coordinator_address:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
     return

@@ -23,7 +23,8 @@ DEFAULT_DATA_SUBDIR = (
 
 
 def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workdir: str) -> str:
-  """``config.data.dir``, or the embedded default corpus prepared (once, by process 0) under the workdir."""
+  """``config.data.dir``, or the embedded default corpus prepared (once, by process 0) under the
+  workdir."""
   if config.data.dir:
     return config.data.dir
   root = os.path.join(workdir, DEFAULT_DATA_SUBDIR)

@@ -1,4 +1,5 @@
-"""MERT pretraining: one code path from a laptop CPU to a TPU pod (command line: mert_jax/cli/train.py).
+"""MERT pretraining: one code path from a laptop CPU to a TPU pod (command line:
+mert_jax/cli/train.py).
 
 ``train(config, workdir)`` reads top to bottom in data-flow order: workdir and logging -> step
 functions and sharded state (state.py) -> input (input.py) -> restore (checkpoints.py) -> the loop:
@@ -37,8 +38,9 @@ from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train state,
-  "train_step_compiles": how many times the step was compiled (1 unless shapes or shardings changed)}."""
+  """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train
+  state, "train_step_compiles": how many times the step was compiled (1 unless shapes or
+  shardings changed)}."""
   # ############################################################ workdir, logging
   process = jax.process_index()
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,8 @@ def rules_from_config(rules: Sequence[Sequence[Any]]) -> list[tuple[str, Any]]:
 
 
 def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: int) -> None:
-  """The global batch must split into data groups x micro-batches, each divisible by the batch shards."""
+  """The global batch must split into data groups x micro-batches, each divisible by the batch
+  shards."""
   accum = config.optimizer.grad_accum_steps
   batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if config.batch_size % (groups * accum) or (config.batch_size // accum) % batch_shards:

@@ -48,7 +48,8 @@ def init_state(params: dict, tx: optax.GradientTransformation) -> dict[str, Any]
 
 
 def _sums(m: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """The additive quantities of one loss evaluation (the feature penalty weighted by masked frames)."""
+  """The additive quantities of one loss evaluation (the feature penalty weighted by masked
+  frames)."""
   out = {k: m[k] for k in SUMMED if k != "pen_weighted"}
   out["pen_weighted"] = m["features_pen"] * m["num_masked"]
   return out
