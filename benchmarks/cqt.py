@@ -23,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mert_jax.objective.cqt import _plan, cqt
+from data_pipeline.audio_format import HOP as HOP_SAMPLES
+from data_pipeline.audio_format import SAMPLE_RATE
+from mert_jax.objective.cqt import _plan, cqt, nnaudio_cqt_kwargs
 
-SR, HOP, FMIN, BINS, BPO = 24000, 320, 32.7, 336, 48
+SR, HOP, FMIN, BINS, BPO = SAMPLE_RATE, HOP_SAMPLES, 32.7, 336, 48
 
 
 def flops_per_clip(method: str, length: int) -> float:
@@ -100,21 +102,7 @@ def main() -> None:
       print(f"nnaudio: skipped ({e})")
     else:
       tdev = "cuda" if torch.cuda.is_available() else "cpu"
-      layer = CQT1992v2(
-        sr=SR,
-        hop_length=HOP,
-        fmin=FMIN,
-        n_bins=BINS,
-        bins_per_octave=BPO,
-        filter_scale=1,
-        norm=1,
-        window="hann",
-        center=True,
-        pad_mode="constant",
-        trainable=False,
-        output_format="Magnitude",
-        verbose=False,
-      ).to(tdev)
+      layer = CQT1992v2(**nnaudio_cqt_kwargs(SR, HOP, FMIN, BINS, BPO)).to(tdev)
       x = torch.from_numpy(audio_np).to(tdev)
 
       def run():

@@ -104,6 +104,17 @@ class Teacher(abc.ABC):
     """Tokens per second (75.0 for 24 kHz / 320)."""
     return self.sample_rate / self.hop
 
+  def _layout(self) -> dict[str, Any]:
+    """The fields every teacher's config starts with: what it emits and at which rate."""
+    return {
+      "name": self.name,
+      "num_codebooks": self.num_codebooks,
+      "codebook_size": self.codebook_size,
+      "sample_rate": self.sample_rate,
+      "hop": self.hop,
+      "label_rate": self.label_rate,
+    }
+
   @abc.abstractmethod
   def config(self) -> dict[str, Any]:
     """JSON-able description for the dataset manifest."""
@@ -507,12 +518,7 @@ class KMeansTeacher(Teacher):
 
   def config(self) -> dict[str, Any]:
     return {
-      "name": self.name,
-      "num_codebooks": self.num_codebooks,
-      "codebook_size": self.codebook_size,
-      "sample_rate": self.sample_rate,
-      "hop": self.hop,
-      "label_rate": self.label_rate,
+      **self._layout(),
       "features": f"mfcc{self.cfg.n_mfcc}(log-mel{self.cfg.n_mels}) + chroma{self.cfg.n_chroma}"
       + (" + deltas" if self.cfg.deltas else "")
       + f", hann {self.cfg.n_fft} centred on hop*t + hop/2",
@@ -783,12 +789,7 @@ class EncodecTeacher(Teacher):
     import transformers  # pylint: disable=g-import-not-at-top
 
     return {
-      "name": self.name,
-      "num_codebooks": self.num_codebooks,
-      "codebook_size": self.codebook_size,
-      "sample_rate": self.sample_rate,
-      "hop": self.hop,
-      "label_rate": self.label_rate,
+      **self._layout(),
       "source": self.source,
       "seed": self.seed,
       "revision": self.revision,

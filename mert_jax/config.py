@@ -186,6 +186,17 @@ def _from_dict(cls: type, d: dict[str, Any], block: str) -> Any:
 
 def _sizes() -> dict[str, ModelConfig]:
   base = ModelConfig()
+  # The 330M's stability choices, which the 1B keeps: pre-LN, no dropout or layerdrop, the full
+  # gradient into the extractor, 128-wide codebook projections.
+  stable = dict(
+    layer_norm_first=True,
+    dropout=0.0,
+    attention_dropout=0.0,
+    dropout_input=0.0,
+    layerdrop=0.0,
+    feature_grad_mult=1.0,
+    final_dim=128,
+  )
   return {
     # Test size: the real conv strides (75 Hz frames) with narrow channels; 2 tiny layers.
     "tiny": base.replace(
@@ -202,36 +213,14 @@ def _sizes() -> dict[str, ModelConfig]:
     "95m": base,
     # MERT-v1-330M: pre-LN, no dropout, feature_grad_mult 1, attention relaxation flag (a no-op).
     "330m": base.replace(
-      hidden_size=1024,
-      num_layers=24,
-      num_heads=16,
-      ffn_size=4096,
-      layer_norm_first=True,
-      dropout=0.0,
-      attention_dropout=0.0,
-      dropout_input=0.0,
-      layerdrop=0.0,
-      feature_grad_mult=1.0,
-      attention_relax=32.0,
-      final_dim=128,
+      hidden_size=1024, num_layers=24, num_heads=16, ffn_size=4096, attention_relax=32.0, **stable
     ),
     # ~1B: the HuBERT X-Large shape (48 x 1280, FFN 5120, 16 heads of 80), the proven 1B point of
     # this architecture family, trained with the 330M's stability choices (pre-LN, no dropout,
     # feature_grad_mult 1). Backbone 962,487,680 parameters (= HubertModel with this config,
     # checked in tests); 965.3M with the heads.
     "1b": base.replace(
-      hidden_size=1280,
-      num_layers=48,
-      num_heads=16,
-      ffn_size=5120,
-      layer_norm_first=True,
-      dropout=0.0,
-      attention_dropout=0.0,
-      dropout_input=0.0,
-      layerdrop=0.0,
-      feature_grad_mult=1.0,
-      final_dim=128,
-      remat=True,
+      hidden_size=1280, num_layers=48, num_heads=16, ffn_size=5120, remat=True, **stable
     ),
   }
 

@@ -96,6 +96,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
+from data_pipeline.audio_format import HOP, SAMPLE_RATE
+
 __all__ = ["cqt"]
 
 METHODS = ("exact", "fast")
@@ -381,8 +383,8 @@ def _check_audio(audio: Any, plan: _Plan) -> Any:
 def cqt(
   audio: Any,
   *,
-  sample_rate: int = 24000,
-  hop_length: int = 320,
+  sample_rate: int = SAMPLE_RATE,
+  hop_length: int = HOP,
   fmin: float = 32.7,
   n_bins: int = 336,
   bins_per_octave: int = 48,
@@ -402,3 +404,25 @@ def cqt(
     audio = audio.astype(np.float32, copy=False)
   audio = jax.lax.stop_gradient(jnp.asarray(audio, jnp.float32))
   return _transform_jit(audio, plan)
+
+
+def nnaudio_cqt_kwargs(
+  sample_rate: int, hop_length: int, fmin: float, n_bins: int, bins_per_octave: int
+) -> dict[str, Any]:
+  """The ``nnAudio.features.CQT1992v2`` arguments whose output ``method="exact"`` reproduces
+  (MERT's reference CQT): the one statement of that reference, for tests and benchmarks."""
+  return dict(
+    sr=sample_rate,
+    hop_length=hop_length,
+    fmin=fmin,
+    n_bins=n_bins,
+    bins_per_octave=bins_per_octave,
+    filter_scale=1,
+    norm=1,
+    window="hann",
+    center=True,
+    pad_mode="constant",
+    trainable=False,
+    output_format="Magnitude",
+    verbose=False,
+  )

@@ -21,6 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from data_pipeline.audio_format import HOP
+
 
 def _rank(scores: jax.Array) -> jax.Array:
   """Rank of each entry along the last axis (0 = smallest)."""
@@ -44,7 +46,7 @@ def compute_mask(
   if frames < mask_length + 2:
     raise ValueError(
       f"cannot mask {frames} frames with spans of {mask_length}: need at least "
-      f"{mask_length + 2} frames (about {(mask_length + 2) * 320 + 80} samples at 320/frame)"
+      f"{mask_length + 2} frames (about {(mask_length + 2) * HOP} samples at {HOP} per frame)"
     )
   k_num, k_start, k_keep = jax.random.split(key, 3)
   pos = jnp.arange(frames)

@@ -2,9 +2,6 @@
 a training workdir's chosen step, and one clear error line for a bad path (plus one subprocess
 run proving the ``python -m`` path prints the same single line)."""
 
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from flax import nnx
 from mert_jax.cli import convert as convert_cli
 from mert_jax.hf.convert import import_hf
 from mert_jax.train import checkpoints
+from tests.cli.helpers import python_m_error_line
 
 
 def params_of(model) -> list[np.ndarray]:
@@ -72,21 +70,10 @@ def test_bad_paths_are_one_error_line(tiny_checkpoint: str, tmp_path, capsys) ->
 
 @pytest.mark.multiprocess
 def test_python_m_prints_one_line_and_no_traceback(tmp_path) -> None:
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "mert_jax.cli.convert",
-      "jax-to-hf",
-      f"--checkpoint={tmp_path}/nope",
-      f"--output={tmp_path}/hf",
-    ],
-    capture_output=True,
-    text=True,
-    timeout=300,
+  line = python_m_error_line(
+    "mert_jax.cli.convert",
+    "jax-to-hf",
+    f"--checkpoint={tmp_path}/nope",
+    f"--output={tmp_path}/hf",
   )
-  assert proc.returncode == 1
-  assert "Traceback" not in proc.stderr
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-  assert "is not a model checkpoint written by mert_jax" in lines[0]
+  assert "is not a model checkpoint written by mert_jax" in line

@@ -4,8 +4,6 @@ bad --set is one error line before any run starts; --tpu --dry-run prints one la
 
 import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.train import loop
+from tests.cli.helpers import python_m_error_line
 
 
 def test_tiny_sweep_writes_its_summary(default_data: str, tmp_path, capsys) -> None:
@@ -106,21 +105,10 @@ def test_tpu_dry_run_launches_one_slice_per_run(capfd) -> None:
 
 @pytest.mark.multiprocess
 def test_python_m_prints_one_line_and_no_traceback(tmp_path) -> None:
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "mert_jax.cli.sweep",
-      "--sweep=configs/sweeps/model_size.py:tiny",
-      f"--workdir={tmp_path}",
-      "--set=model.nope=1",
-    ],
-    capture_output=True,
-    text=True,
-    timeout=300,
+  line = python_m_error_line(
+    "mert_jax.cli.sweep",
+    "--sweep=configs/sweeps/model_size.py:tiny",
+    f"--workdir={tmp_path}",
+    "--set=model.nope=1",
   )
-  assert proc.returncode == 1
-  assert "Traceback" not in proc.stderr
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-  assert "unknown config field 'model.nope'" in lines[0]
+  assert "unknown config field 'model.nope'" in line

@@ -17,6 +17,7 @@ from data_pipeline import reader, teachers
 from data_pipeline.audio import decode_file
 from data_pipeline.reader import ReaderConfig, make_dataset
 from tests.data_pipeline.fixtures import HOP
+from tests.processes import run_together
 
 
 def test_reader_batches_are_aligned_crops(corpus, prepared):
@@ -120,19 +121,10 @@ def test_two_processes_read_disjoint_files_covering_the_corpus(prepared, tmp_pat
   script.write_text(DIST_SCRIPT)
   port = str(portpicker.pick_unused_port())
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [
-    subprocess.Popen(
-      [sys.executable, str(script), str(i), port, out, str(tmp_path / f"p{i}.json")],
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
+  argvs = [
+    [sys.executable, str(script), str(i), port, out, str(tmp_path / f"p{i}.json")] for i in range(2)
   ]
-  for p in procs:
-    _, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err[-2000:]
+  run_together(argvs, env, timeout=300)
   r0, r1 = (json.load(open(tmp_path / f"p{i}.json")) for i in range(2))
   assert r0["files"] and r1["files"] and not set(r0["files"]) & set(r1["files"])
   all_shards = {os.path.join(out, s["path"]) for s in m["splits"]["train"]["shards"]}

@@ -13,10 +13,12 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from data_pipeline.audio_format import HOP as HOP_SAMPLES
+from data_pipeline.audio_format import SAMPLE_RATE
 from mert_jax.objective import cqt as cqt_lib
 from mert_jax.objective.cqt import cqt
 
-SR, HOP, BINS, BPO, FMIN = 24000, 320, 336, 48, 32.7
+SR, HOP, BINS, BPO, FMIN = SAMPLE_RATE, HOP_SAMPLES, 336, 48, 32.7
 FREQS = FMIN * 2.0 ** (np.arange(BINS) / BPO)
 # Bins for pure tones: lowest and highest octave included (bin 0 is 32.7 Hz, bin 335 4125.6 Hz).
 TONE_BINS = (0, 20, 47, 48, 100, 150, 180, 230, 287, 300, 335)
@@ -38,21 +40,7 @@ def nnaudio_cqt():
   torch = pytest.importorskip("torch")
   features = pytest.importorskip("nnAudio.features")
   torch.set_num_threads(2)
-  layer = features.CQT1992v2(
-    sr=SR,
-    hop_length=HOP,
-    fmin=FMIN,
-    n_bins=BINS,
-    bins_per_octave=BPO,
-    filter_scale=1,
-    norm=1,
-    window="hann",
-    center=True,
-    pad_mode="constant",
-    trainable=False,
-    output_format="Magnitude",
-    verbose=False,
-  )
+  layer = features.CQT1992v2(**cqt_lib.nnaudio_cqt_kwargs(SR, HOP, FMIN, BINS, BPO))
 
   def run(audio: np.ndarray) -> np.ndarray:
     with torch.no_grad():

@@ -15,6 +15,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from mert_jax.train.loop import train
+from tests.processes import run_together
 from tests.train.helpers import REPO_ROOT, cli_args, losses, run_cli, tiny
 
 
@@ -102,19 +103,7 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
   for steps in (2, 4):  # train 2 steps, checkpoint, resume to 4
     port = str(portpicker.pick_unused_port())
     arg = json.dumps({"data_dir": data_dir, "workdir": str(wd), "steps": steps})
-    procs = [
-      subprocess.Popen(
-        [sys.executable, str(script), str(i), port, arg],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-      )
-      for i in range(2)
-    ]
-    for p in procs:
-      _, err = p.communicate(timeout=600)
-      assert p.returncode == 0, err[-3000:]
+    run_together([[sys.executable, str(script), str(i), port, arg] for i in range(2)], env, 600)
   a, b = losses(one), losses(wd)
   assert sorted(b) == [1, 2, 3, 4]
   np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)], rtol=2e-5)
