@@ -1,9 +1,19 @@
-"""Test setup: 8 fake CPU devices (set before JAX starts) and shared fixtures."""
+"""Test setup: 8 fake CPU devices (set before JAX starts), a persistent XLA compilation cache,
+and shared fixtures."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same train step (a straight run, then the resumed run; one per xdist
+# worker; subprocesses inherit the variable). JAX's persistent cache serves a program compiled
+# once to every later compile of the identical program: the same executable, so no result
+# changes, only minutes of compile time saved. Keys include the program, devices, flags and
+# versions, so an entry of other code is never used.
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "mert_jax_test_xla_cache")
+)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

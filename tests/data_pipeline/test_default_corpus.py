@@ -18,7 +18,7 @@ def test_default_corpus_is_prepared_for_the_teacher_shape(default_data):
   assert os.path.basename(default_data) == "default_8x64"
   assert (m["num_codebooks"], m["codebook_size"]) == (8, 64)
   assert set(m["splits"]) == {"train", "valid"} and m["num_skipped_files"] == 0
-  assert m["total_hours"] * 60 >= 6.0
+  assert m["total_hours"] * 60 >= 6.0 * (1 - 1e-9)  # at least the minutes asked for (float sums)
 
 
 def test_default_corpus_is_reused_when_its_manifest_matches(default_data, monkeypatch):

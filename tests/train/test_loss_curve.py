@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from data_pipeline.manifest import load_manifest
 
@@ -22,14 +21,12 @@ def _load_curve_script():
   return mod
 
 
-@pytest.fixture(scope="module")
-def curve(data_dir, tmp_path_factory) -> dict:
-  """{step: {loss, loss_codes, loss_cqt}} of 200 tiny steps on the session's default corpus."""
-  return _load_curve_script().run_curve(data_dir, str(tmp_path_factory.mktemp("curve") / "run"))
-
-
-def test_loss_goes_down(curve):
-  """On any corpus (whichever music is installed, or synthesised music): the losses fall."""
+def test_loss_goes_down_and_matches_pre_optimisation_curve_on_its_corpus(data_dir, tmp_path):
+  """200 tiny steps: on any corpus (whichever music is installed, or synthesised music) the losses
+  fall; on the corpus the reference was recorded on (byte for byte: the manifest's content hash,
+  over the teacher and every shard) the curve also matches the one the code wrote before the
+  performance work (git 5bb8aa4). Other music gives another, equally valid curve, not compared."""
+  curve = _load_curve_script().run_curve(data_dir, str(tmp_path / "run"))
   first, last = curve["10"], curve["200"]
   print(
     "codes",
@@ -49,18 +46,14 @@ def test_loss_goes_down(curve):
   assert last["loss_cqt"] < 0.5 * first["loss_cqt"]
   assert sorted(curve, key=int) == [str(s) for s in range(10, 201, 10)]
 
-
-def test_matches_pre_optimisation_curve_on_its_corpus(curve, data_dir):
-  """The curve recorded by the code before the performance work (git 5bb8aa4), compared only when
-  this session's corpus is byte for byte the recorded one (same teacher, same shards: the
-  manifest's content hash). Other music gives another, equally valid curve."""
   reference = json.load(open(REFERENCE))
   here = load_manifest(data_dir)["content_hash"]
   if here != reference["corpus_content_hash"]:
-    pytest.skip(
-      f"the reference curve was recorded on {reference['corpus']} (content hash "
-      f"{reference['corpus_content_hash'][:12]}); this corpus is {here[:12]}"
+    print(
+      f"not compared with the reference curve: it was recorded on {reference['corpus']} "
+      f"(content hash {reference['corpus_content_hash'][:12]}); this corpus is {here[:12]}"
     )
+    return
   ref = reference["curve"]
   worst = {k: max(abs(curve[s][k] - ref[s][k]) / abs(ref[s][k]) for s in ref) for k in ref["200"]}
   print("worst relative deviation from the pre-optimisation curve:", worst)
