@@ -103,8 +103,11 @@ def test_grad_accumulation_layouts_give_the_same_update(data_dir, clips):
     np.testing.assert_allclose(m["accuracy"], ref_m["accuracy"], rtol=1e-5)
     grads = jax.tree.map(lambda mu: mu / (1 - b1), adam_mu(state))
     assert_grads_close(grads, ref_grads, f"{a} micro-batches")
+    # Adam's first update is lr * g / (|g| + eps): where |g| is near eps it magnifies the fp32
+    # summation noise of g (checked tightly above), so parameters agree to 1 % of that one step.
+    step_size = float(ref_m["lr"])
     for p, r in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(ref_state["params"])):
-      np.testing.assert_allclose(p, r, rtol=1e-6, atol=1e-7)
+      np.testing.assert_allclose(p, r, rtol=0, atol=0.01 * step_size)
 
 
 def test_grad_accumulation_is_summed_micro_batch_gradients_over_all_masked_frames(data_dir, clips):
