@@ -44,8 +44,7 @@ def load_module(path: str, name: str = "recipe"):
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """``FILE.py:VARIANT`` (or ``VARIANT`` alone for configs/mert.py) -> the recipe's ConfigDict."""
-  path, sep, variant = spec.rpartition(":") if ":" in spec else (DEFAULT_RECIPE, ":", spec)
-  del sep
+  path, _, variant = spec.rpartition(":") if ":" in spec else (DEFAULT_RECIPE, ":", spec)
   module = load_module(path)
   return module.get_config(variant) if variant else module.get_config()
 

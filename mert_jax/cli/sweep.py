@@ -22,7 +22,9 @@ from typing import Any
 
 import ml_collections
 
+from data_pipeline.atomic import atomic_write_text
 from mert_jax import recipe
+from mert_jax.config import ModelConfig
 from mert_jax.model.mert import abstract_model, count_params
 
 RECIPE = recipe.DEFAULT_RECIPE  # each run's variant is a variant of this recipe file
@@ -35,13 +37,14 @@ def load_sweep(spec: str) -> list[tuple[str, str, dict]]:
   return recipe.load_module(path, "sweep_def").get_sweep(name or "full")
 
 
-def run_config(variant: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+def run_config(
+  variant: str, overrides: dict[str, Any]
+) -> tuple[ml_collections.ConfigDict, ModelConfig]:
   """The recipe variant's config with ``overrides`` applied (strings parsed by the field's type),
-  its model block validated."""
+  and its validated ModelConfig."""
   config = recipe.load_config(f"{RECIPE}:{variant}")
   recipe.apply_overrides(config, overrides)
-  recipe.model_config_from(config)
-  return config
+  return config, recipe.model_config_from(config)
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
@@ -102,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
   from mert_jax.train.loop import train  # pylint: disable=g-import-not-at-top
 
   rows = []
-  for (run, variant, overrides), config in zip(runs, configs):
+  for (run, variant, overrides), (config, mcfg) in zip(runs, configs):
     print(f"=== {run} ({variant}, {overrides})", flush=True)
     last = train(config, os.path.join(args.workdir, run))["metrics"]
-    params = count_params(abstract_model(recipe.model_config_from(config)))
+    params = count_params(abstract_model(mcfg))
     rows.append(
       {
         "run": run,
@@ -117,11 +120,9 @@ def main(argv: list[str] | None = None) -> int:
       }
     )
   os.makedirs(args.workdir, exist_ok=True)
-  with open(os.path.join(args.workdir, "summary.json"), "w") as f:
-    json.dump(rows, f, indent=2)
+  atomic_write_text(os.path.join(args.workdir, "summary.json"), json.dumps(rows, indent=2))
   table = summarise(rows)
-  with open(os.path.join(args.workdir, "summary.md"), "w") as f:
-    f.write(table)
+  atomic_write_text(os.path.join(args.workdir, "summary.md"), table)
   print(table)
   return 0
 

@@ -1,5 +1,6 @@
 """Checkpoints on disk: the training workdir's layout, and the model checkpoints that ``convert``
-and ``extract`` read. Every path of both layouts is named here and nowhere else.
+and ``extract`` read. The checkpoint paths of both layouts are named here; the metric files are
+named by ``metrics.py`` and the default-corpus folder by ``input.py``.
 
 A training workdir::
 
