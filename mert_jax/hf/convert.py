@@ -43,6 +43,13 @@ HEADS_FILE = "mert_heads.safetensors"
 MERT_CONFIG_FILE = "mert_jax_config.json"
 
 
+# MERT options of the reference code that this model does not implement (config key -> meaning).
+UNIMPLEMENTED_MERT_OPTIONS = {
+  "deepnorm": "DeepNorm residual scaling",
+  "feature_extractor_cqt": "a CQT front end beside the conv extractor",
+}
+
+
 class UnsafeCheckpointError(ValueError):
   """A checkpoint file that can only be read by executing arbitrary code."""
 
@@ -230,8 +237,12 @@ def model_config_from_hf(
   need("feat_extract_activation", ["gelu"])
   need("feat_proj_layer_norm", [True])
   need("conv_pos_batch_norm", [False])
-  need("deepnorm", [False])
-  need("feature_extractor_cqt", [False])
+  for field, what in UNIMPLEMENTED_MERT_OPTIONS.items():
+    if hf.get(field, False):
+      raise ValueError(
+        f"{source}: {field}={hf[field]!r} ({what}) is not implemented by mert_jax; only "
+        f"{field}=false models (all published MERT-v1 models) can be imported"
+      )
   norm = need("feat_extract_norm", ["group", "layer"])
   if hf.get("model_type", "hubert") not in ("hubert", "mert_model", "music_hubert"):
     raise ValueError(f"{source}: model_type={hf.get('model_type')!r} is not a Hubert/MERT model")
@@ -343,17 +354,22 @@ def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
 
 
 def import_hf(
-  hf_dir: str | os.PathLike, *, seed: int = 0, **config_overrides
+  hf_dir: str | os.PathLike,
+  *,
+  seed: int = 0,
+  base: ModelConfig | None = None,
+  **config_overrides,
 ) -> tuple[MERTModel, bool]:
   """Load an HF Hubert/MERT folder. Returns (model, heads_loaded): heads come from
-  ``mert_heads.safetensors`` when present, else they are freshly initialised with ``seed``."""
+  ``mert_heads.safetensors`` when present, else they are freshly initialised with ``seed``.
+  The fields config.json does not hold (heads, dropout, dtype) come from the folder's
+  ``mert_jax_config.json`` when present, else from ``base`` (default: ``ModelConfig()``)."""
   d = epath.Path(hf_dir)
   cfg_path = d / "config.json"
   if not cfg_path.exists():
     raise FileNotFoundError(
       f"{hf_dir}: config.json not found; is this a Hugging Face model folder?"
     )
-  base = None
   if (d / MERT_CONFIG_FILE).exists():
     base = ModelConfig.from_dict(json.loads((d / MERT_CONFIG_FILE).read_text()))
   cfg = model_config_from_hf(json.loads(cfg_path.read_text()), source=str(cfg_path), base=base)
