@@ -47,6 +47,10 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.total_steps = 400_000
   c.batch_size = 1024  # global clips per update (95M YAML: 16 x 64 GPUs)
   c.crop_samples = 5 * SAMPLE_RATE  # 5 s (120,000 samples)
+  # --- initial weights (mert_jax/train/init_from.py; docs/continue_pretraining.md) ---
+  c.init_from = ml_collections.config_dict.placeholder(str)  # HF folder or hub id, model
+  # checkpoint, training workdir or fairseq .pt; unset: random init. Optimizer and step start fresh.
+  c.init_from_step = ml_collections.config_dict.placeholder(int)  # workdir source: this step
   # --- devices ---
   c.mesh = [-1, 1, 1]  # (data, fsdp, tensor); -1 = the remaining devices
   c.num_devices = 0  # use the first N devices (0 = all); tests compare meshes in one process

@@ -9,10 +9,13 @@ resumes from the workdir's latest complete checkpoint (mert_jax/train/loop.py).
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mert_jax.train import distributed
+from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,7 +34,11 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; progress lines are printed
   distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  train(_CONFIG.value, _WORKDIR.value)
+  try:
+    train(_CONFIG.value, _WORKDIR.value)
+  except InitFromError as e:  # refused before anything compiled: one line, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from mert_jax.train import (
   checkpoints,
   distributed,
   evaluate,
+  init_from,
 )
 from mert_jax.train import (
   input as input_lib,
@@ -61,6 +62,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "\n".join(sharding.describe(setup.param_shardings)),
     )
 
+  # ############################################################ checkpoints; pretrained weights
+  mngr = checkpoints.checkpoint_manager(
+    workdir, keep_last=config.keep_last, keep_every=config.keep_every
+  )
+  start = mngr.latest_step()  # orbax lists only finalised checkpoints
+  pretrained = None
+  if config.init_from and start is None:  # checked on the host, before anything compiles
+    pre = init_from.load_pretrained(
+      config.init_from, mcfg, step=config.init_from_step, seed=config.seed
+    )
+    init_from.check_compatible(pre, mcfg, setup.abstract_state["params"])
+    pretrained = init_from.initial_params(pre, setup.abstract_state["params"])
+    if process == 0:
+      init_from.record(workdir, pre, config.init_from_step)
+      print(f"init_from {config.init_from} ({pre.kind}): {pre.note}", flush=True)
+  elif config.init_from and process == 0:
+    print(f"resuming from checkpoint {start}; init_from applies to a fresh run only", flush=True)
+
   # ############################################################ input
   data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
   manifest = reader_lib.load_manifest(data_dir)
@@ -70,12 +89,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data_iter = iter(dataset)
 
   # ############################################################ state: restore or initialise
-  mngr = checkpoints.checkpoint_manager(
-    workdir, keep_last=config.keep_last, keep_every=config.keep_every
-  )
-  start = mngr.latest_step()  # orbax lists only finalised checkpoints
   if start is None:
-    state = setup.init()
+    state = setup.init(pretrained)
   else:
     state = checkpoints.restore_state(mngr, start, setup.abstract_state, setup.state_shardings)
     try:

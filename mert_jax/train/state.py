@@ -46,17 +46,30 @@ class TrainSetup:
   train_step: Callable[[dict, dict, jax.Array], tuple[dict, dict]]  # jitted; donates the state
   eval_step: Callable[[dict, dict, jax.Array], dict]  # jitted
 
-  def init(self) -> dict[str, Any]:
-    """The initial train state (seeded by ``config.seed``), each array created on its shards."""
+  def init(self, pretrained: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The initial train state (seeded by ``config.seed``), each array created on its shards.
+    ``pretrained``: host arrays for whole parameter groups (``{"backbone": ...}``, optionally
+    ``"heads"``; see init_from.py) that replace the fresh ones; the optimizer state is built
+    from the final parameters either way."""
     mcfg, tx, seed = self.mcfg, self.tx, self.config.seed
+    pretrained = pretrained or {}
+    # Each process supplies only its own shards, so this also holds on a multi-host mesh.
+    pre_shardings = {g: self.param_shardings[g] for g in pretrained}
+    pretrained = jax.tree.map(
+      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]),
+      pretrained,
+      pre_shardings,
+    )
 
-    def init_fn():
+    def init_fn(pre):
       with nnx.use_eager_sharding(False):
         model = MERTModel(mcfg, nnx.Rngs(seed))
-      return init_state(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx)
+      return init_state({**nnx.to_pure_dict(nnx.state(model, nnx.Param)), **pre}, tx)
 
     with jax.set_mesh(self.mesh):
-      return jax.jit(init_fn, out_shardings=self.state_shardings)()
+      return jax.jit(init_fn, in_shardings=(pre_shardings,), out_shardings=self.state_shardings)(
+        pretrained
+      )
 
   @property
   def grad_accum_steps(self) -> int:
