@@ -14,9 +14,11 @@ The JAX modules are named like HF's, so the mapping is a rule per parameter kind
   encoder.pos_conv_embed.conv.v (k, D/G, D)    ...conv.parametrizations.weight.original1 (D, D/G, k)
 
 An exported folder holds ``config.json`` + ``model.safetensors`` (loadable with
-``HubertModel.from_pretrained`` / ``AutoModel.from_pretrained``, no remote code), and beside them
-``mert_heads.safetensors`` (final_proj, label embeddings, CQT head) and ``mert_jax_config.json``
-(the full ModelConfig), so a run can resume pretraining from an exported model.
+``HubertModel.from_pretrained`` / ``AutoModel.from_pretrained``, no remote code), the published
+MERT-v1 ``preprocessor_config.json`` (``AutoFeatureExtractor``), a ``README.md`` model card
+(``model_card.py``), and beside them ``mert_heads.safetensors`` (final_proj, label embeddings, CQT
+head) and ``mert_jax_config.json`` (the full ModelConfig), so a run can resume pretraining from an
+exported model. The folder is built beside its target and renamed into place when complete.
 
 Weights are only ever read from safetensors, or from ``pytorch_model.bin`` through
 ``torch.load(weights_only=True)``; a pickle that would run code is refused.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -33,7 +36,7 @@ import safetensors.numpy
 from etils import epath
 from flax import nnx
 
-from data_pipeline.atomic import atomic_write_bytes
+from data_pipeline.atomic import atomic_dir, atomic_write_bytes
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
 
@@ -41,6 +44,8 @@ HF_WEIGHTS = "model.safetensors"
 HF_BIN = "pytorch_model.bin"
 HEADS_FILE = "mert_heads.safetensors"
 MERT_CONFIG_FILE = "mert_jax_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+README_FILE = "README.md"
 
 
 # MERT options of the reference code that this model does not implement (config key -> meaning).
@@ -334,23 +339,94 @@ def read_hf_state_dict(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- folder-level API
 
 
-def export_hf(model: MERTModel, hf_dir: str | os.PathLike) -> None:
-  """Write an HF folder (config.json, model.safetensors, mert_heads.safetensors,
-  mert_jax_config.json)."""
-  d = epath.Path(hf_dir)
-  d.mkdir(parents=True, exist_ok=True)
+def preprocessor_config_dict(cfg: ModelConfig) -> dict[str, Any]:
+  """``preprocessor_config.json`` as the published m-a-p/MERT-v1 folders have it (a
+  ``Wav2Vec2FeatureExtractor``: raw mono waveform, no normalisation), at ``cfg.sample_rate``."""
+  return {
+    "do_normalize": False,
+    "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+    "feature_size": 1,
+    "padding_side": "right",
+    "padding_value": 0.0,
+    "return_attention_mask": True,
+    "sampling_rate": cfg.sample_rate,
+  }
 
-  # Each file is written under a temporary name and renamed, so a crash never leaves a
-  # whole-looking file.
-  def write(name, data: bytes):
-    atomic_write_bytes(d / name, data)
 
-  write(
-    HF_WEIGHTS, safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"})
-  )
-  write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
-  write(MERT_CONFIG_FILE, model.cfg.to_json().encode())
-  write("config.json", json.dumps(hf_config_dict(model.cfg), indent=2).encode())
+class OutputExistsError(FileExistsError):
+  """The export's output path is taken (the message is one line)."""
+
+
+def check_export_output(hf_dir: str | os.PathLike, *, overwrite: bool) -> None:
+  """Refuses an output that ``export_hf`` would not write: a remote path, an existing file, a
+  non-empty folder without ``overwrite``, and (even with it) a non-empty folder that is not a
+  model folder (no config.json), so a mistyped path never loses unrelated files."""
+  path = os.fspath(hf_dir)
+  if "://" in path:
+    raise ValueError(
+      f"{path}: the export is written to a local folder (built beside it, then renamed into "
+      f"place); write it locally, then upload it (--push-to-hub) or copy it"
+    )
+  if not os.path.exists(path):
+    return
+  if not os.path.isdir(path):
+    raise OutputExistsError(f"{path} exists and is not a folder")
+  if not os.listdir(path):
+    return
+  if not overwrite:
+    raise OutputExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
+  if not os.path.exists(os.path.join(path, "config.json")):
+    raise OutputExistsError(
+      f"{path} is not empty and holds no config.json (not a model folder): refusing to replace "
+      f"it even with --overwrite; choose another --output"
+    )
+
+
+def export_hf(
+  model: MERTModel,
+  hf_dir: str | os.PathLike,
+  *,
+  overwrite: bool = True,
+  card: str | None = None,
+) -> None:
+  """Write an HF folder: config.json + model.safetensors (HubertModel), preprocessor_config.json,
+  mert_heads.safetensors, mert_jax_config.json and a README.md model card (``card``, default:
+  ``model_card.render`` of the model's own facts).
+
+  The folder is built as ``HF_DIR.tmp`` and renamed into place only when every file is written,
+  so an interrupted export leaves no folder that looks whole. ``hf_dir`` may be missing or an
+  empty folder; a non-empty model folder is replaced only with ``overwrite`` (the command line
+  defaults to refusing; library callers such as the demo re-export into the same folder), and
+  then only once the new folder is complete (see ``check_export_output``)."""
+  path = os.path.abspath(os.fspath(hf_dir))
+  check_export_output(path, overwrite=overwrite)
+  if card is None:
+    from mert_jax.hf import model_card  # pylint: disable=g-import-not-at-top
+
+    card = model_card.render(model_card.gather(model))
+  replace = os.path.isdir(path) and bool(os.listdir(path))
+  staged = path + ".new" if replace else path
+  with atomic_dir(staged) as tmp:
+    d = epath.Path(tmp)
+
+    def write(name: str, data: bytes) -> None:
+      atomic_write_bytes(d / name, data)
+
+    write(
+      HF_WEIGHTS,
+      safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}),
+    )
+    write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
+    write(MERT_CONFIG_FILE, model.cfg.to_json().encode())
+    write("config.json", json.dumps(hf_config_dict(model.cfg), indent=2).encode())
+    write(PREPROCESSOR_FILE, json.dumps(preprocessor_config_dict(model.cfg), indent=2).encode())
+    write(README_FILE, card.encode())
+  if replace:  # both folders are whole at every moment; the old one goes once the new is in place
+    old = path + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
+    os.replace(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def import_hf(
@@ -360,11 +436,14 @@ def import_hf(
   base: ModelConfig | None = None,
   **config_overrides,
 ) -> tuple[MERTModel, bool]:
-  """Load an HF Hubert/MERT folder. Returns (model, heads_loaded): heads come from
-  ``mert_heads.safetensors`` when present, else they are freshly initialised with ``seed``.
+  """Load an HF Hubert/MERT folder, or a Hub id (``hub.resolve_hf_dir``). Returns (model,
+  heads_loaded): heads come from ``mert_heads.safetensors`` when present, else they are freshly
+  initialised with ``seed``.
   The fields config.json does not hold (heads, dropout, dtype) come from the folder's
   ``mert_jax_config.json`` when present, else from ``base`` (default: ``ModelConfig()``)."""
-  d = epath.Path(hf_dir)
+  from mert_jax.hf.hub import resolve_hf_dir  # pylint: disable=g-import-not-at-top
+
+  d = epath.Path(resolve_hf_dir(hf_dir))  # a Hub id (owner/name) is downloaded first
   cfg_path = d / "config.json"
   if not cfg_path.exists():
     raise FileNotFoundError(

@@ -34,6 +34,7 @@ from flax import nnx
 
 from data_pipeline.atomic import atomic_write_text
 from mert_jax.config import ModelConfig
+from mert_jax.hf import hub
 from mert_jax.model.mert import MERTModel
 from mert_jax.train import checkpoints
 
@@ -89,8 +90,8 @@ def source_kind(source: str) -> str:
     return "model checkpoint"
   if (p / "config.json").exists():
     return "hf"
-  if not p.exists() and source.count("/") == 1 and "://" not in source:
-    return "hf"  # a hub id such as m-a-p/MERT-v1-95M
+  if hub.looks_like_hub_id(source):
+    return "hf"  # such as m-a-p/MERT-v1-95M
   raise InitFromError(
     f"init_from={source}: not a Hugging Face folder (config.json), a model checkpoint "
     f"({checkpoints.MODEL_CONFIG}), a training workdir ({checkpoints.CHECKPOINTS}/ and "
@@ -118,12 +119,7 @@ def load_pretrained(
     if kind == "hf":
       from mert_jax.hf.convert import import_hf  # pylint: disable=g-import-not-at-top
 
-      folder = source
-      if not epath.Path(source).exists():
-        from mert_jax.hf import hub  # pylint: disable=g-import-not-at-top
-
-        folder = hub.resolve_hf_dir(source)
-      model, heads = import_hf(folder, seed=seed, base=run_cfg)
+      model, heads = import_hf(hub.resolve_hf_dir(source), seed=seed, base=run_cfg)
       note = "heads from the folder" if heads else "no heads in the folder: heads start fresh"
     elif kind == "fairseq":
       from mert_jax.hf.fairseq import import_fairseq  # pylint: disable=g-import-not-at-top

@@ -306,3 +306,14 @@ def test_refusal_names_other_globals(tmp_path):
   ff.write_fairseq_checkpoint(p, source_model(), extra_state={"q": collections.deque([1])})
   with pytest.raises(convert.UnsafeCheckpointError, match=r"'collections.deque'"):
     fairseq.read_fairseq_checkpoint(p)
+
+
+def test_heads_survive_fairseq_to_jax_to_hf_folder_to_jax(tmp_path):
+  """fairseq file -> JAX -> jax-to-hf folder -> JAX: every parameter, heads included, exact."""
+  source = source_model()
+  path = ff.write_fairseq_checkpoint(tmp_path / "mert_fairseq.pt", source)
+  imported, _ = fairseq.import_fairseq(path)
+  convert.export_hf(imported, tmp_path / "hf")
+  back, heads_loaded = convert.import_hf(tmp_path / "hf")
+  assert heads_loaded
+  assert_same_params(back, source)

@@ -6,25 +6,39 @@ hidden state."""
 import contextlib
 import io
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
+import soundfile as sf
+from flax import nnx
 
+from data_pipeline.example_audio import music_clip
+from data_pipeline.prepare import main as prepare_main
 from mert_jax.cli import convert as convert_cli
 from mert_jax.config import model_config
 from mert_jax.hf import convert
+from mert_jax.model.mert import create_model
 from mert_jax.recipe import model_config_from
 from mert_jax.train import init_from, state
 from mert_jax.train.loop import train
 from tests.cli.helpers import python_m_error_line
-from tests.train.helpers import cli_args, final_params, tiny
+from tests.train.helpers import REPO_ROOT, cli_args, final_params, tiny
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from tests.hf.fairseq_format import write_fairseq_checkpoint  # noqa: E402
 from tests.hf.published_format import hidden_states_of, write_published_folder  # noqa: E402
 
 pytestmark = pytest.mark.torch
+
+DOC = os.path.join(REPO_ROOT, "docs", "continue_pretraining.md")
+README = os.path.join(REPO_ROOT, "README.md")
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +152,12 @@ def test_published_folder_round_trip_through_training_and_export(
   errors = [float(np.max(np.abs(a - b))) for a, b in zip(got, want)]
   print("hidden-state max-abs per layer after the round trip:", errors)
   assert len(got) == len(want) and max(errors) < 1e-4
+  # The PyTorch snippets of the README and docs/continue_pretraining.md, run as written.
+  for doc in (README, DOC):
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", open(doc).read(), re.S)]
+    scope = {"HF_DIR": str(out), "audio": audio}
+    exec(snippet, scope)  # pylint: disable=exec-used
+    np.testing.assert_allclose(scope["hidden_states"][-1][0].detach().numpy(), want[-1], atol=1e-4)
 
 
 def test_workdir_source_brings_backbone_and_heads(lr0_run, data_dir):
@@ -178,3 +198,114 @@ def test_command_line_refusal_is_one_line_before_compiling(published, data_dir, 
   )
   assert "layer_norm_first False there vs True here" in line
   assert not (tmp_path / "run" / "checkpoints" / "1").exists()
+
+
+# fairseq has no post_extract_proj when the conv width equals the model width (tiny's 32), so the
+# fairseq stand-ins are 48 wide, as MERT's 512-wide extractor feeds a 768-wide encoder.
+WIDE = {"model.hidden_size": 48}
+
+
+def test_fairseq_source_brings_backbone_and_heads(data_dir, tmp_path):
+  config = tiny(data_dir, **WIDE)
+  source = create_model(model_config_from(config), seed=5)
+  path = write_fairseq_checkpoint(tmp_path / "MERT-v1-tiny_fairseq.pt", source)
+  pre, mcfg, abstract = _pretrained(path, config)
+  assert pre.kind == "fairseq" and pre.heads_loaded
+  assert "8 codebooks x 68 labels (64 codes + 4 fairseq specials)" in pre.note
+  init_from.check_compatible(pre, mcfg, abstract)
+  got = init_from.initial_params(pre, abstract)
+  want = nnx.to_pure_dict(nnx.state(source, nnx.Param))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+# --------------------------------------------------------------------- docs/continue_pretraining.md
+
+
+def documented_commands(path: str) -> list[list[str]]:
+  """The ``python -m ...`` lines of the doc's bash blocks, split into arguments."""
+  text = open(path).read()
+  blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+  lines = [line for b in blocks for line in b.replace("\\\n", " ").splitlines()]
+  return [shlex.split(line, comments=True) for line in lines if line.startswith("python")]
+
+
+@pytest.mark.multiprocess
+def test_documented_recipe_runs_on_a_tiny_stand_in(published, tmp_path, music):
+  """Every command of docs/continue_pretraining.md, with tiny stand-ins for the model, the music,
+  the EnCodec weights and the published checkpoints: prepare (EnCodec teacher) -> continue from a
+  fairseq file for one step -> export; and the hub-folder variant through its first steps."""
+  commands = documented_commands(DOC)
+  # The README's init_from commands are the doc's, so this test runs them too.
+  readme_init_from = [c for c in documented_commands(README) if "init_from" in " ".join(c)]
+  assert len(readme_init_from) == 2 and all(c in commands for c in readme_init_from)
+  assert [c[2] for c in commands] == [
+    "data_pipeline.prepare",
+    "mert_jax.cli.train",
+    "mert_jax.cli.convert",
+    "mert_jax.cli.train",
+  ]
+  music_dir = tmp_path / "music"
+  music_dir.mkdir()
+  for i in range(4):  # 4 x 12 s of music
+    sf.write(music_dir / f"{i}.wav", music_clip(12.0, offset_seconds=12.0 * i), 24000)
+  tiny_1024 = tiny("unused", **WIDE, **{"model.codebook_size": 1024})  # EnCodec's 8 x 1024
+  fairseq_pt = write_fairseq_checkpoint(
+    tmp_path / "MERT-v1-95M_fairseq.pt", create_model(model_config_from(tiny_1024), seed=3)
+  )
+  stand_ins = {
+    "MY_MUSIC": str(music_dir),
+    "MY_DATA": str(tmp_path / "data"),
+    "ENCODEC_24KHZ_DIR": "random-init",
+    "MERT-v1-95M_fairseq.pt": fairseq_pt,
+    "m-a-p/MERT-v1-95M": published[0],
+    "runs/95m-mine": str(tmp_path / "run"),
+    "MERT-95m-mine": str(tmp_path / "hf"),
+    "configs/mert.py:95m": "configs/mert.py:tiny",
+  }
+
+  def stand_in(args: list[str], *extra: str) -> list[str]:
+    out = []
+    for a in args[3:]:
+      for k, v in stand_ins.items():
+        a = a.replace(k, v)
+      out.append(a)
+    return [*out, *extra]
+
+  prepare_cmd, train_cmd, convert_cmd, hub_cmd = commands
+  assert prepare_main(stand_in(prepare_cmd, "--workers=2")) == 0
+  tiny_flags = (
+    "--config.model.codebook_size=1024",
+    "--config.model.hidden_size=48",
+    "--config.log_every=1",
+  )
+  proc = subprocess.run(
+    [sys.executable, "-m", "mert_jax.cli.train", *stand_in(train_cmd, *tiny_flags)]
+    + ["--config.total_steps=1"],
+    capture_output=True,
+    text=True,
+    cwd=REPO_ROOT,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "(fairseq): label_embs_concat: 8 codebooks x 1028 labels" in proc.stdout
+  assert final_params(tmp_path / "run")[0] == 1
+  assert convert_cli.main(stand_in(convert_cmd)) == 0
+  assert (tmp_path / "hf" / "preprocessor_config.json").exists()
+  # The hub-folder variant (a local published-format folder stands in for the hub id), through
+  # loading and checking the weights and initialising the state; no step is compiled.
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mert_jax.cli.train",
+      *stand_in(hub_cmd, tiny_flags[0], "--config.total_steps=0"),
+    ]
+    + [f"--workdir={tmp_path / 'run_hf'}"],
+    capture_output=True,
+    text=True,
+    cwd=REPO_ROOT,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "(hf): no heads in the folder: heads start fresh" in proc.stdout
