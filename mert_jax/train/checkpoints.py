@@ -189,7 +189,11 @@ def load_model(
   )
   model = create_model(cfg)
   state = nnx.state(model, nnx.Param)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
+  # Every array onto this process's first device: a checkpoint written on a pod (or 8 fake CPU
+  # devices) restores on a laptop, whatever shardings it was saved with.
+  host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  on_host = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=host)
+  target = jax.tree.map(on_host, nnx.to_pure_dict(state))
   params_path = workdir_state_path(ckpt_dir, step) if workdir else epath.Path(ckpt_dir) / PARAMS_DIR
   if not params_path.exists():
     raise FileNotFoundError(f"{params_path} not found: the checkpoint in {ckpt_dir} is incomplete.")
@@ -197,8 +201,7 @@ def load_model(
     if workdir:  # the train state: restore its params subtree only
       meta = ckptr.metadata(params_path)
       full = jax.tree.map(
-        lambda m: ocp.utils.to_shape_dtype_struct(m) if hasattr(m, "shape") else m,
-        meta.item_metadata.tree,
+        lambda m: on_host(m) if hasattr(m, "shape") else m, meta.item_metadata.tree
       )
       full["params"] = target
       restored = ckptr.restore(params_path, full)["params"]

@@ -258,3 +258,20 @@ def test_fairseq_checkpoint_imports_with_its_heads(tmp_path, capsys) -> None:
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: ") and "system" in err[0]
   assert not (tmp_path / "pwned").exists() and not out2.exists()
+
+
+@pytest.mark.multiprocess
+def test_a_workdir_saved_on_8_devices_exports_on_1(trained_workdir, tmp_path) -> None:
+  """A pod-trained workdir exports on a one-device host (here: saved with 8 fake CPU devices,
+  exported by a process with one)."""
+  import subprocess
+
+  wd, params = trained_workdir
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = tmp_path / "hf"
+  cmd = [sys.executable, "-m", "mert_jax.cli.convert", "jax-to-hf", f"--checkpoint={wd}"]
+  proc = subprocess.run([*cmd, f"--output={out}"], capture_output=True, text=True, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  model, _ = import_hf(out)
+  for a, b in zip(params_of(model), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, np.asarray(b))

@@ -25,7 +25,7 @@ from mert_jax.config import model_config
 from mert_jax.hf import convert
 from mert_jax.model.mert import create_model
 from mert_jax.recipe import model_config_from
-from mert_jax.train import init_from, state
+from mert_jax.train import checkpoints, init_from, state
 from mert_jax.train.loop import train
 from tests.cli.helpers import python_m_error_line
 from tests.train.helpers import REPO_ROOT, cli_args, final_params, tiny
@@ -217,6 +217,21 @@ def test_fairseq_source_brings_backbone_and_heads(data_dir, tmp_path):
   want = nnx.to_pure_dict(nnx.state(source, nnx.Param))
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, np.asarray(b))
+  # The same weights as an hf-to-jax model checkpoint.
+  checkpoints.save_model(tmp_path / "ckpt", source)
+  pre, mcfg, abstract = _pretrained(str(tmp_path / "ckpt"), config)
+  assert pre.kind == "model checkpoint" and pre.heads_loaded
+  init_from.check_compatible(pre, mcfg, abstract)
+  # Heads of another teacher (8 x 1024 codes) do not fit a run on 8 x 64.
+  other = create_model(model_config_from(tiny(data_dir, **WIDE, **{"model.codebook_size": 1024})))
+  path = write_fairseq_checkpoint(tmp_path / "encodec_fairseq.pt", other)
+  pre, mcfg, abstract = _pretrained(path, config)
+  with pytest.raises(
+    init_from.InitFromError,
+    match=r"heads\.label_embs has shape \(8224, 16\) in the source but \(544, 16\) in this "
+    r"run \(model\.codebook_size 1024 there vs 64 here\)",
+  ):
+    init_from.check_compatible(pre, mcfg, abstract)
 
 
 # --------------------------------------------------------------------- docs/continue_pretraining.md
