@@ -84,6 +84,15 @@ def save(
   )
 
 
+def latest_step(workdir: str) -> int | None:
+  """The newest complete checkpoint of a workdir, or None; creates nothing."""
+  path = epath.Path(workdir) / CHECKPOINTS
+  if not path.exists():
+    return None
+  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
+    return mngr.latest_step()
+
+
 def restore_state(
   mngr: ocp.CheckpointManager, step: int, abstract_state: Any, shardings: Any
 ) -> Any:

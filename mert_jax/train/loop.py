@@ -62,13 +62,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "\n".join(sharding.describe(setup.param_shardings)),
     )
 
-  # ############################################################ checkpoints; pretrained weights
-  mngr = checkpoints.checkpoint_manager(
-    workdir, keep_last=config.keep_last, keep_every=config.keep_every
-  )
-  start = mngr.latest_step()  # orbax lists only finalised checkpoints
+  # ############################################################ pretrained weights
   pretrained = None
-  if config.init_from and start is None:  # checked on the host, before anything compiles
+  resuming_from = checkpoints.latest_step(workdir) if config.init_from else None
+  if config.init_from and resuming_from is None:  # checked on the host, before anything compiles
     pre = init_from.load_pretrained(
       config.init_from, mcfg, step=config.init_from_step, seed=config.seed
     )
@@ -78,7 +75,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       init_from.record(workdir, pre, config.init_from_step)
       print(f"init_from {config.init_from} ({pre.kind}): {pre.note}", flush=True)
   elif config.init_from and process == 0:
-    print(f"resuming from checkpoint {start}; init_from applies to a fresh run only", flush=True)
+    print(
+      f"resuming from checkpoint {resuming_from}; init_from applies to a fresh run only", flush=True
+    )
 
   # ############################################################ input
   data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
@@ -89,6 +88,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data_iter = iter(dataset)
 
   # ############################################################ state: restore or initialise
+  mngr = checkpoints.checkpoint_manager(
+    workdir, keep_last=config.keep_last, keep_every=config.keep_every
+  )
+  start = mngr.latest_step()  # orbax lists only finalised checkpoints
   if start is None:
     state = setup.init(pretrained)
   else:
