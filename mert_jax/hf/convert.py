@@ -140,6 +140,16 @@ def heads_to_state_dict(model: MERTModel) -> dict[str, np.ndarray]:
   }
 
 
+def check_finite_weights(x: np.ndarray, key: str, source: str) -> None:
+  """Refuses a tensor holding NaN or inf: a model imported from it would give NaN features."""
+  bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+  if bad:
+    raise ValueError(
+      f"{source}: {key} holds {bad} non-finite value(s) (NaN/inf) of {x.size}; the weights are "
+      f"damaged or from a diverged run, refusing to import them"
+    )
+
+
 def load_backbone_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, source: str) -> None:
   """Copy an HF HubertModel state dict into ``model.backbone`` (in place). Every JAX parameter
   must be found with the right shape, and every HF key must be used."""
@@ -155,7 +165,9 @@ def load_backbone_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, sou
     if tuple(sd[key].shape) != tuple(hf_shape):
       bad_shape.append(f"{key}: file {tuple(sd[key].shape)} vs model {tuple(hf_shape)}")
       continue
-    var.set_value(_from_hf(kind, np.asarray(sd[key], np.float32), like))
+    x = np.asarray(sd[key], np.float32)
+    check_finite_weights(x, key, source)
+    var.set_value(_from_hf(kind, x, like))
     used.add(key)
   unexpected = sorted(set(sd) - used)
   problems = []
@@ -188,6 +200,7 @@ def load_heads_state_dict(model: MERTModel, sd: dict[str, np.ndarray], *, source
       raise ValueError(
         f"{source}: {key} has shape {x.shape}, model expects {tuple(var.get_value().shape)}"
       )
+    check_finite_weights(x, key, source)
     var.set_value(x)
 
 
@@ -282,7 +295,13 @@ def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
   ``torch.load(weights_only=True)``. Never unpickles arbitrary objects."""
   p = epath.Path(path)
   if p.suffix == ".safetensors":
-    return dict(safetensors.numpy.load(p.read_bytes()))
+    try:
+      return dict(safetensors.numpy.load(p.read_bytes()))
+    except Exception as e:  # safetensors raises its own (Rust) error type for a damaged header
+      raise ValueError(
+        f"{p}: not a readable safetensors file ({str(e).splitlines()[0][:160]}); it may be "
+        f"truncated or damaged: export or download it again"
+      ) from e
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:

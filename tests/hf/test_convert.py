@@ -204,3 +204,31 @@ def test_import_rejects_mismatched_weights(tmp_path):
     ValueError, match="missing keys.*output_dense.bias.*unexpected keys.*encoder.extra"
   ):
     convert.load_backbone_state_dict(create_model(cfg), sd, source="test")
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+  model = create_model(model_config("tiny", dtype="float32"), seed=2)
+  convert.export_hf(model, tmp_path / "hf")
+  sd = convert.read_weights(tmp_path / "hf" / convert.HF_WEIGHTS)
+  key = "encoder.layers.1.attention.k_proj.weight"
+  sd[key][3, 5] = np.nan
+  import safetensors.numpy
+
+  (tmp_path / "hf" / convert.HF_WEIGHTS).write_bytes(safetensors.numpy.save(sd))
+  with pytest.raises(ValueError, match=f"{key} holds 1 non-finite value"):
+    convert.import_hf(tmp_path / "hf")
+  heads = convert.read_weights(tmp_path / "hf" / convert.HEADS_FILE)
+  heads["cqt_head.bias"][0] = np.inf
+  sd[key][3, 5] = 0.0
+  (tmp_path / "hf" / convert.HF_WEIGHTS).write_bytes(safetensors.numpy.save(sd))
+  (tmp_path / "hf" / convert.HEADS_FILE).write_bytes(safetensors.numpy.save(heads))
+  with pytest.raises(ValueError, match="cqt_head.bias holds 1 non-finite value"):
+    convert.import_hf(tmp_path / "hf")
+
+
+def test_truncated_safetensors_names_the_file(tmp_path):
+  convert.export_hf(create_model(model_config("tiny"), seed=2), tmp_path / "hf")
+  weights = tmp_path / "hf" / convert.HF_WEIGHTS
+  weights.write_bytes(weights.read_bytes()[:100])
+  with pytest.raises(ValueError, match=f"{weights}: not a readable safetensors file"):
+    convert.import_hf(tmp_path / "hf")
