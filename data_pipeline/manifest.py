@@ -3,14 +3,19 @@ reading and writing.
 
 A dataset folder (written by ``prepare`` or ``tfds_builder.to_tfrecord``) holds the shards
 ``{split}-NNNNN-of-NNNNN.tfrecord`` and ``manifest.json``, which lists them (paths relative to the
-folder) with record counts, hours, the audio contract, the teacher config and a content hash. The
-manifest is written last and atomically: a folder with one is complete.
+folder) with record counts, sizes and digests, hours, the audio contract, the teacher config and a
+content hash. The manifest is written last and atomically: a folder with one is complete.
+
+The reader holds the shards to their entries: ``check_shard_sizes`` (every shard's size, when a
+dataset is built) and ``shard_expectation`` (record count, size and digest, checked as each shard
+is read: data_pipeline/tfrecord.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import posixpath
 from typing import Any
@@ -18,6 +23,7 @@ from typing import Any
 import fsspec
 
 from data_pipeline.atomic import atomic_write_text
+from data_pipeline.tfrecord import REBUILD_HINT, ShardExpectation, ShardMismatchError, scan_shard
 
 MANIFEST = "manifest.json"
 FORMAT = "mert-jax-tfrecord-v1"
@@ -33,19 +39,85 @@ def manifest_path(data_dir: str | os.PathLike) -> str:
   return posixpath.join(os.fspath(data_dir), MANIFEST)
 
 
-def shard_info(path: str, lengths: list[int]) -> dict[str, Any]:
-  """The manifest entry of a finished local shard: name, record count, samples and sha256."""
-  sha = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      sha.update(block)
+def shard_info(path: str, lengths: list[int], scan: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The manifest entry of a finished shard holding records of ``lengths`` samples: name, record
+  count, samples, size in bytes, the digest of its record CRCs and its sha256 (read back from the
+  file, CRC-checked, unless ``scan`` gives ``tfrecord.scan_shard``'s result; a file that does not
+  hold ``len(lengths)`` records is refused)."""
+  scan = scan if scan is not None else scan_shard(path)
+  if scan["num_records"] != len(lengths):
+    raise ValueError(
+      f"{path} holds {scan['num_records']} records, {len(lengths)} were written to it"
+    )
   return {
     "path": os.path.basename(path),
     "num_records": len(lengths),
     "num_samples": int(sum(lengths)),
     "min_record_samples": int(min(lengths)),
-    "sha256": sha.hexdigest(),
+    "num_bytes": scan["num_bytes"],
+    "record_crcs_sha256": scan["record_crcs_sha256"],
+    "sha256": scan["sha256"],
   }
+
+
+def shard_expectation(entry: dict[str, Any]) -> ShardExpectation:
+  """What the reader checks a shard against (fields a manifest lacks are None)."""
+  return ShardExpectation(
+    num_records=int(entry["num_records"]),
+    num_bytes=entry.get("num_bytes"),
+    record_crcs_sha256=entry.get("record_crcs_sha256"),
+    sha256=entry.get("sha256"),
+  )
+
+
+def min_shard_bytes(entry: dict[str, Any], num_codebooks: int, hop: int) -> int:
+  """A lower bound on a shard's size from its record and sample counts (for manifests without
+  ``num_bytes``): every record holds its 16 framing bytes, its int16 audio and its int16 tokens."""
+  samples = int(entry["num_samples"])
+  return 16 * int(entry["num_records"]) + 2 * samples + 2 * num_codebooks * math.ceil(samples / hop)
+
+
+def _file_sizes(paths: list[str]) -> list[int | None]:
+  """Sizes of ``paths`` (one file system), None for a missing file; batched on object stores."""
+  fs, _ = fsspec.core.url_to_fs(paths[0])
+  fs_paths = [fsspec.core.url_to_fs(p)[1] for p in paths]
+  try:
+    return list(fs.sizes(fs_paths))
+  except FileNotFoundError:
+    sizes: list[int | None] = []
+    for p in fs_paths:
+      try:
+        sizes.append(fs.size(p))
+      except FileNotFoundError:
+        sizes.append(None)
+    return sizes
+
+
+def check_shard_sizes(data_dir: str | os.PathLike, manifest: dict[str, Any], split: str) -> None:
+  """Refuses, in one line naming the shard and both sizes, a ``split`` whose shards are missing or
+  not the size their manifest entries list (one stat per shard: cheap enough for every dataset
+  build). Manifests written before entries had ``num_bytes`` only give a lower bound
+  (``min_shard_bytes``): it catches an emptied shard and, for records of seconds of audio, one cut
+  at a record boundary; the reader's end-of-shard record count catches the rest."""
+  paths = shard_paths(data_dir, manifest, split)
+  entries = manifest["splits"][split]["shards"]
+  bad = []
+  for path, entry, size in zip(paths, entries, _file_sizes(paths)):
+    want = entry.get("num_bytes")
+    if size is None:
+      bad.append(f"shard {path} is missing")
+    elif want is not None and size != want:
+      bad.append(f"shard {path} is {size} bytes where the manifest lists {want} (cut or replaced)")
+    elif want is None:
+      least = min_shard_bytes(entry, manifest.get("num_codebooks", 0), manifest.get("hop", 1))
+      if size < least:
+        bad.append(
+          f"shard {path} is {size} bytes where its manifest entry ({entry['num_records']} "
+          f"records, {entry['num_samples']} samples) needs at least {least} (cut)"
+        )
+  if bad:
+    more = f" (and {len(bad) - 1} more of the {len(paths)} {split} shards)" if len(bad) > 1 else ""
+    raise ShardMismatchError(f"{bad[0]}{more}; {REBUILD_HINT}")
 
 
 def build_manifest(
@@ -57,10 +129,13 @@ def build_manifest(
   hop: int,
   counts: dict[str, int],
   options: dict[str, Any],
+  plan_hash: str | None = None,
 ) -> dict[str, Any]:
   """The dataset manifest; ``content_hash`` is a sha256 over the teacher config and every shard.
 
-  shards_by_split: ``shard_info`` entries in shard order; teacher_config: ``Teacher.config()``."""
+  shards_by_split: ``shard_info`` entries in shard order; teacher_config: ``Teacher.config()``;
+  plan_hash: ``prepare``'s hash of the segments planned into each shard (a re-run over other input
+  files is refused by comparing it)."""
   splits = {}
   for split, shards in shards_by_split.items():
     n = sum(s["num_samples"] for s in shards)
@@ -89,6 +164,7 @@ def build_manifest(
     **counts,
     "content_hash": content.hexdigest(),
     "options": options,
+    **({"plan_hash": plan_hash} if plan_hash is not None else {}),
   }
 
 

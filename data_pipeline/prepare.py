@@ -2,11 +2,12 @@
 sharded TFRecord files + manifest.json.
 
   python -m data_pipeline.prepare --input=DIR --output=DIR --teacher=kmeans|encodec \
-      [--encodec=PATH_OR_HUB_ID] [--workers=N] [--seed=S]
+      [--encodec=PATH_OR_HUB_ID] [--workers=N] [--seed=S] [--overwrite]
 
 Stages (each parallel over files or shards, each restartable: its outputs are written to a
-temporary name and renamed when complete (data_pipeline/atomic.py), and an interrupted run skips
-what is finished):
+temporary name and renamed when complete (data_pipeline/atomic.py), and a re-run reuses what is
+finished after verifying it: decoded and token caches by shape, shards by reading them back against
+the plan and the earlier manifest's size and sha256; what fails is rebuilt, in one line each):
 
 1. scan     every file under --input; audio extensions are inputs, other files are listed in
             ignored.jsonl;
@@ -24,6 +25,11 @@ what is finished):
             teacher config, codebook sizes, label rate and a content hash (sha256 over the shards
             and the teacher config).
 
+A re-run on an output prepared (or partly prepared) with other content options (seed, teacher,
+k-means settings, segment or shard lengths, valid fraction, ...) or other input files is refused in
+one line naming the differences, before anything is written: use a new --output, or --overwrite to
+delete the earlier run's files and prepare again.
+
 Exit status: 0 when every input file was used, 3 when it finished but skipped files, 1 on failure.
 The result is deterministic given the input files, the options and --seed.
 """
@@ -37,6 +43,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -47,15 +54,22 @@ from tqdm import tqdm
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.atomic import atomic_open, atomic_write_text
+from data_pipeline.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
-from data_pipeline.records import encode_example, from_int16
-from data_pipeline.tfrecord import TFRecordWriter
+from data_pipeline.records import encode_example, from_int16, parse_example
+from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordWriter
 
 SKIPPED = "skipped.jsonl"
 IGNORED = "ignored.jsonl"
+WORK = ".work"
+PLAN = "plan.json"
+TEACHER_DIR = "teacher"
 EXIT_SKIPPED = 3
+# Options that do not change what is written (a re-run may change them freely).
+NOT_CONTENT_OPTIONS = ("input", "output", "workers", "keep_cache", "overwrite")
+OVERWRITE_HINT = "use a new --output, or --overwrite to delete it and prepare again"
+_SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +90,7 @@ class PrepareConfig:
   kmeans_codebook_size: int = 1024  # k-means teacher: codes per codebook
   kmeans_max_fit_frames: int = 200_000  # k-means teacher: frames sampled for fitting
   keep_cache: bool = False  # keep OUTPUT/.work (decoded audio and tokens) afterwards
+  overwrite: bool = False  # delete an earlier run's files in OUTPUT first (whatever its options)
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -100,10 +115,35 @@ def _cache_key(path: str, rel: str) -> str:
 # Top-level functions so that the process pool (spawn) can pickle them.
 
 
+def _npy_problem(path: str, shape: tuple[int, ...]) -> str | None:
+  """Why the cached int16 array ``path`` cannot be reused (missing, cut, another shape), or None."""
+  try:
+    array = np.load(path, mmap_mode="r")  # a file shorter than its header says fails to map
+  except (OSError, ValueError, EOFError) as e:
+    return f"{os.path.basename(path)} is unreadable ({e})"
+  if array.dtype != np.int16 or array.shape != tuple(shape):
+    return (
+      f"{os.path.basename(path)} holds {array.dtype} {array.shape}, expected int16 {tuple(shape)}"
+    )
+  return None
+
+
 def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> dict[str, Any]:
+  """Decode one file into the cache; an earlier run's result is reused when its cache is whole
+  (else decoded again, with the reason in ``"rebuilt"``)."""
   status = cache + ".json"
+  note = None
   if os.path.exists(status):  # finished in an earlier run
-    return json.loads(open(status).read())
+    try:
+      result = json.loads(open(status).read())
+    except ValueError as e:
+      note = f"{os.path.basename(status)} is unreadable ({e})"
+    else:
+      if not result["ok"]:
+        return result
+      note = _npy_problem(cache + ".npy", (result["num_samples"],))
+      if note is None:
+        return result
   try:
     pcm = decode_file(path, sample_rate, min_samples)
   except BadAudioError as e:
@@ -114,42 +154,92 @@ def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> di
     _save_npy(cache + ".npy", pcm)
     result = {"ok": True, "num_samples": int(pcm.shape[0])}
   atomic_write_text(status, json.dumps(result))
-  return result
+  return {**result, "rebuilt": note} if note else result
 
 
 _TEACHER: teachers_lib.Teacher | None = None
 
 
-def _tokens_job(cache: str, teacher_dir: str) -> str:
+def _tokens_job(cache: str, teacher_dir: str, shape: tuple[int, int]) -> str | None:
+  """Tokenise one decoded file (``shape``: its tokens' (K, frames)); an earlier run's tokens are
+  reused when whole. Returns why they were computed again, or None."""
   global _TEACHER
   out = cache + ".tokens.npy"
+  note = None
   if os.path.exists(out):
-    return out
+    note = _npy_problem(out, shape)
+    if note is None:
+      return None
   if _TEACHER is None:
     _TEACHER = teachers_lib.load_teacher(teacher_dir)
   pcm = np.load(cache + ".npy", mmap_mode="r")
   tokens = _TEACHER.tokens(from_int16(pcm))
   _save_npy(out, np.asarray(tokens, np.int16))
-  return out
+  return note
 
 
-def _shard_job(path: str, segments: list[tuple[str, str, int, int]], hop: int) -> dict[str, Any]:
-  """Write one shard (unless already complete); segments are (cache, source_id, start, length)."""
-  if not os.path.exists(path):
-    with TFRecordWriter(path) as writer:
-      for cache, source_id, start, length in segments:
-        pcm = np.load(cache + ".npy", mmap_mode="r")
-        tokens = np.load(cache + ".tokens.npy", mmap_mode="r")
-        t0, n_tok = start // hop, -(-length // hop)
-        writer.write(
-          encode_example(
-            np.asarray(pcm[start : start + length]),
-            np.asarray(tokens[:, t0 : t0 + n_tok]),
-            source_id,
-            start,
-          )
+def _verify_shard(
+  path: str, segments: list[tuple[str, str, int, int]], recorded: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, str | None]:
+  """Read back a shard an earlier run wrote: (its ``tfrecord.scan_shard`` result, None) when it
+  holds exactly the planned records (CRC-checked, source, offset and length each) and matches
+  ``recorded`` (its entry in the earlier manifest: size, digests); else (None, what is wrong)."""
+  reader = TFRecordReader(path, hash_crcs=True, hash_bytes=True)
+  try:
+    for i, payload in enumerate(reader):
+      if i >= len(segments):
+        return None, f"holds more than the {len(segments)} records planned"
+      r = parse_example(payload)
+      _, source, start, length = segments[i]
+      if (r["source_id"], r["offset"], r["num_samples"]) != (source, start, length):
+        return None, (
+          f"record {i} holds {r['source_id']} [{r['offset']}, +{r['num_samples']}), the plan "
+          f"has {source} [{start}, +{length})"
         )
-  return manifest_lib.shard_info(path, [length for _, _, _, length in segments])
+    scan = {"num_records": reader.index, "num_bytes": reader.tell(), **reader.digests()}
+  except CorruptRecordError as e:
+    return None, f"is corrupt ({e.detail})"
+  except Exception as e:  # a payload that is no record (protobuf, key errors): rebuilt too
+    return None, f"is unreadable ({type(e).__name__}: {e})"
+  finally:
+    reader.close()
+  if scan["num_records"] != len(segments):
+    return None, (
+      f"holds {scan['num_records']} of its {len(segments)} records ({scan['num_bytes']} bytes)"
+    )
+  for key in ("num_bytes", "record_crcs_sha256", "sha256"):
+    want = (recorded or {}).get(key)
+    if want is not None and scan[key] != want:
+      return None, f"has another {key} than its manifest entry"
+  return scan, None
+
+
+def _shard_job(
+  path: str, segments: list[tuple[str, str, int, int]], hop: int, recorded: dict[str, Any] | None
+) -> tuple[dict[str, Any], str | None]:
+  """Write one shard, or reuse the one an earlier run wrote if ``_verify_shard`` passes it;
+  segments are (cache, source_id, start, length). Returns (manifest entry, why an existing shard
+  was rebuilt or None)."""
+  lengths = [length for _, _, _, length in segments]
+  note = None
+  if os.path.exists(path):
+    scan, note = _verify_shard(path, segments, recorded)
+    if note is None:
+      return manifest_lib.shard_info(path, lengths, scan), None
+  with TFRecordWriter(path) as writer:
+    for cache, source_id, start, length in segments:
+      pcm = np.load(cache + ".npy", mmap_mode="r")
+      tokens = np.load(cache + ".tokens.npy", mmap_mode="r")
+      t0, n_tok = start // hop, -(-length // hop)
+      writer.write(
+        encode_example(
+          np.asarray(pcm[start : start + length]),
+          np.asarray(tokens[:, t0 : t0 + n_tok]),
+          source_id,
+          start,
+        )
+      )
+  return manifest_lib.shard_info(path, lengths), note
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -237,6 +327,108 @@ def teacher_request(cfg: PrepareConfig, audios: Iterable[np.ndarray]) -> tuple[s
   raise ValueError(f"--teacher must be kmeans or encodec, got {cfg.teacher!r}")
 
 
+def content_options(cfg: PrepareConfig) -> dict[str, Any]:
+  """The options that decide the output's content (a re-run must repeat them)."""
+  return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_CONTENT_OPTIONS}
+
+
+def option_changes(recorded: dict[str, Any], cfg: PrepareConfig) -> list[str]:
+  """``--flag RECORDED -> NOW`` for each content option of ``cfg`` that differs from
+  ``recorded`` (an earlier run's options)."""
+  changes = []
+  for key, now in content_options(cfg).items():
+    then = recorded.get(key, "(not recorded)")
+    if then != now:
+      changes.append(f"--{key.replace('_', '-')} {then} -> {now}")
+  return changes
+
+
+def _previous_run(out: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+  """(manifest of a finished run, plan record of an unfinished or cached one) found in ``out``."""
+  found: list[dict[str, Any] | None] = []
+  for path in (manifest_lib.manifest_path(out), os.path.join(out, WORK, PLAN)):
+    try:
+      with open(path) as f:
+        found.append(json.load(f))
+    except FileNotFoundError:
+      found.append(None)
+    except ValueError as e:
+      raise ValueError(f"{path} is unreadable ({e}); {OVERWRITE_HINT}") from e
+  return found[0], found[1]
+
+
+def _refuse_other_options(out: str, cfg: PrepareConfig, manifest: dict | None, plan: dict | None):
+  """Refuse (in one line) to continue an earlier run in ``out`` made with other content options."""
+  for what, record in (("a dataset", manifest), ("an unfinished run", plan)):
+    if record is None or "options" not in record:  # plan records before options were recorded
+      continue
+    changes = option_changes(record["options"], cfg)
+    if changes:
+      raise ValueError(
+        f"{out} holds {what} prepared with other options ({'; '.join(changes)}); {OVERWRITE_HINT}"
+      )
+
+
+def _plan_difference(split_plans: dict[str, list], plan_hash: str, manifest: dict) -> str | None:
+  """How the planned shards differ from those of a finished run's ``manifest`` (its plan hash, or
+  for manifests without one, each shard's record and sample counts), or None."""
+  if "plan_hash" in manifest:
+    return None if manifest["plan_hash"] == plan_hash else "the segments planned differ"
+  counts = {
+    split: [(len(shard), sum(seg[3] for seg in shard)) for shard in shards]
+    for split, shards in split_plans.items()
+  }
+  recorded = {
+    split: [(s["num_records"], s["num_samples"]) for s in info["shards"]]
+    for split, info in manifest["splits"].items()
+  }
+  return None if counts == recorded else "the shards' record and sample counts differ"
+
+
+def _other_inputs(
+  out: str,
+  split_plans: dict[str, list],
+  plan_hash: str,
+  manifest: dict[str, Any] | None,
+  plan: dict[str, Any] | None,
+) -> str | None:
+  """The one-line refusal of a run whose planned segments differ from those of the earlier run
+  in ``out`` (other input files under the same options), or None."""
+  if manifest is not None and (differs := _plan_difference(split_plans, plan_hash, manifest)):
+    return f"{out} holds a dataset prepared from other input files ({differs}); {OVERWRITE_HINT}"
+  if plan is not None and plan["plan"] != plan_hash:
+    return f"{out} holds an unfinished run over other input files or options; {OVERWRITE_HINT}"
+  return None
+
+
+def _clear_output(out: str) -> list[str]:
+  """Delete what a run of prepare wrote in ``out`` (the manifest first, so that the folder stops
+  looking finished); other files are kept. Returns the names removed."""
+  if not os.path.isdir(out):
+    return []
+  removed = []
+  names = sorted(os.listdir(out), key=lambda n: n != manifest_lib.MANIFEST)
+  for name in names:
+    path = os.path.join(out, name)
+    if name in (WORK, TEACHER_DIR, TEACHER_DIR + TMP_SUFFIX) and os.path.isdir(path):
+      shutil.rmtree(path)
+    elif (
+      name in (manifest_lib.MANIFEST, SKIPPED, IGNORED)
+      or name.removesuffix(TMP_SUFFIX) in (manifest_lib.MANIFEST, SKIPPED, IGNORED)
+      or _SHARD_FILE.match(name)
+    ):
+      os.remove(path)
+    else:
+      continue
+    removed.append(name)
+  return removed
+
+
+def _warn(msg: str) -> None:
+  """A line about reused work that was bad and redone: printed even without progress output."""
+  print(msg, file=sys.stderr, flush=True)
+
+
 def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
   if not os.path.isdir(cfg.input):
@@ -248,17 +440,21 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     )
   t_start = time.time()
   out = cfg.output
-  work = os.path.join(out, ".work")
-  os.makedirs(work, exist_ok=True)
+  say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+  if cfg.overwrite:
+    removed = _clear_output(out)
+    if removed:
+      _warn(f"prepare: --overwrite: deleted the earlier run's {len(removed)} files in {out}")
+    previous, previous_plan = None, None
+  else:
+    previous, previous_plan = _previous_run(out)  # before anything is written
+    _refuse_other_options(out, cfg, previous, previous_plan)
+  work = os.path.join(out, WORK)
+  work_existed = os.path.isdir(work)
   workers = cfg.workers or os.cpu_count() or 1
   ctx = multiprocessing.get_context("spawn")
-  say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
 
   audio_files, other = scan(cfg.input)
-  _write_jsonl(
-    os.path.join(out, IGNORED),
-    ({"path": p, "reason": "not an audio file extension"} for p in other),
-  )
   if not audio_files:
     raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {cfg.input}")
   say(
@@ -270,6 +466,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   }
   min_samples = int(cfg.min_seconds * cfg.sample_rate)
 
+  os.makedirs(work, exist_ok=True)
   with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
     futs = {
       pool.submit(
@@ -280,30 +477,16 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     decoded = {}
     for fut in tqdm(cf.as_completed(futs), total=len(futs), desc="decode", disable=not progress):
       decoded[futs[fut]] = fut.result()
+  for rel in audio_files:
+    if decoded[rel].get("rebuilt"):
+      _warn(f"prepare: the decoded cache of {rel} was bad ({decoded[rel]['rebuilt']}); redone")
   skipped = [
     {"path": rel, "reason": decoded[rel]["reason"]} for rel in audio_files if not decoded[rel]["ok"]
   ]
   good = [rel for rel in audio_files if decoded[rel]["ok"]]
-  _write_jsonl(os.path.join(out, SKIPPED), skipped)
-  for s in skipped:
-    say(f"  skipped {s['path']}: {s['reason']}")
-  if not good:
-    raise ValueError(
-      f"none of the {len(audio_files)} audio files could be used; see {os.path.join(out, SKIPPED)}"
-    )
 
   valid = valid_split(good, cfg.valid_fraction, cfg.seed)
   train_files = [rel for rel in good if rel not in valid]
-  teacher_dir = os.path.join(out, "teacher")
-  say(f"teacher: {cfg.teacher}")
-  name, kwargs = teacher_request(cfg, _cached_audios([caches[rel] for rel in train_files]))
-  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
-  if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
-    raise ValueError(
-      f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
-      f"{cfg.sample_rate} Hz / {cfg.hop}"
-    )
-
   segment = int(cfg.segment_seconds * cfg.sample_rate)
   shard_samples = int(cfg.shard_seconds * cfg.sample_rate)
   split_plans = {}
@@ -323,29 +506,69 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       }
     ).encode()
   ).hexdigest()
-  plan_path = os.path.join(work, "plan.json")
-  if os.path.exists(plan_path) and json.loads(open(plan_path).read())["plan"] != plan_hash:
+  refusal = _other_inputs(out, split_plans, plan_hash, previous, previous_plan)
+  if refusal:
+    if not work_existed:
+      shutil.rmtree(work, ignore_errors=True)  # leave the folder as it was
+    raise ValueError(refusal)
+  atomic_write_text(
+    os.path.join(work, PLAN), json.dumps({"plan": plan_hash, "options": content_options(cfg)})
+  )
+  _write_jsonl(
+    os.path.join(out, IGNORED),
+    ({"path": p, "reason": "not an audio file extension"} for p in other),
+  )
+  _write_jsonl(os.path.join(out, SKIPPED), skipped)
+  for s in skipped:
+    say(f"  skipped {s['path']}: {s['reason']}")
+  if not good:
     raise ValueError(
-      f"{out} holds an unfinished run over different inputs or options; use a new --output "
-      f"or delete {out}"
+      f"none of the {len(audio_files)} audio files could be used; see {os.path.join(out, SKIPPED)}"
     )
-  atomic_write_text(plan_path, json.dumps({"plan": plan_hash}))
 
+  teacher_dir = os.path.join(out, TEACHER_DIR)
+  say(f"teacher: {cfg.teacher}")
+  name, kwargs = teacher_request(cfg, _cached_audios([caches[rel] for rel in train_files]))
+  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
+  if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
+    raise ValueError(
+      f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
+      f"{cfg.sample_rate} Hz / {cfg.hop}"
+    )
+
+  recorded = {
+    s["path"]: s for info in (previous or {}).get("splits", {}).values() for s in info["shards"]
+  }
   with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-    futs = [pool.submit(_tokens_job, caches[rel], teacher_dir) for rel in good]
-    for fut in tqdm(cf.as_completed(futs), total=len(futs), desc="tokens", disable=not progress):
-      fut.result()
+    token_futs = {
+      pool.submit(
+        _tokens_job,
+        caches[rel],
+        teacher_dir,
+        (teacher.num_codebooks, teachers_lib.num_tokens(decoded[rel]["num_samples"], cfg.hop)),
+      ): rel
+      for rel in good
+    }
+    for fut in tqdm(
+      cf.as_completed(token_futs), total=len(token_futs), desc="tokens", disable=not progress
+    ):
+      if note := fut.result():
+        _warn(f"prepare: the token cache of {token_futs[fut]} was bad ({note}); redone")
     shard_futs = {}
     for split, shards in split_plans.items():
       for i, shard in enumerate(shards):
-        path = os.path.join(out, manifest_lib.shard_name(split, i, len(shards)))
-        shard_futs[pool.submit(_shard_job, path, shard, cfg.hop)] = (split, i)
+        shard_name = manifest_lib.shard_name(split, i, len(shards))
+        path = os.path.join(out, shard_name)
+        fut = pool.submit(_shard_job, path, shard, cfg.hop, recorded.get(shard_name))
+        shard_futs[fut] = (split, i, shard_name)
     results: dict[str, dict[int, Any]] = {s: {} for s in split_plans}
     for fut in tqdm(
       cf.as_completed(shard_futs), total=len(shard_futs), desc="shards", disable=not progress
     ):
-      split, i = shard_futs[fut]
-      results[split][i] = fut.result()
+      split, i, shard_name = shard_futs[fut]
+      results[split][i], note = fut.result()
+      if note:
+        _warn(f"prepare: {os.path.join(out, shard_name)} {note}; rebuilt it")
 
   shards_by_split = {
     split: [by_index[i] for i in sorted(by_index)] for split, by_index in results.items()
@@ -364,8 +587,11 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       "num_ignored_files": len(other),
     },
     options={
-      k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("input", "output", "workers")
+      k: v
+      for k, v in dataclasses.asdict(cfg).items()
+      if k not in ("input", "output", "workers", "overwrite")
     },
+    plan_hash=plan_hash,
   )
   splits = manifest["splits"]
   manifest_lib.write_manifest(out, manifest)

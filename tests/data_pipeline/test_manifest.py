@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import pytest
 
 from data_pipeline import manifest as manifest_lib
+from data_pipeline.tfrecord import TFRecordWriter
 
 TEACHER = {"name": "kmeans", "num_codebooks": 2, "codebook_size": 16}
 
 
 def _manifest(tmp_path, sha="ab"):
   shard = tmp_path / manifest_lib.shard_name("train", 0, 1)
-  shard.write_bytes(b"records")
+  with TFRecordWriter(str(shard)) as w:
+    w.write(b"record one")
+    w.write(b"record two")
   info = manifest_lib.shard_info(str(shard), [48000, 24000])
   return manifest_lib.build_manifest(
     {"train": [dict(info, sha256=sha)]},
@@ -25,6 +29,21 @@ def _manifest(tmp_path, sha="ab"):
     counts={"num_input_files": 2},
     options={"seed": 0},
   )
+
+
+def test_shard_info_reads_the_shard_back(tmp_path):
+  path = str(tmp_path / "s.tfrecord")
+  with TFRecordWriter(path) as w:
+    w.write(b"record one")
+    w.write(b"record two")
+  info = manifest_lib.shard_info(path, [48000, 24000])
+  data = open(path, "rb").read()
+  assert info["num_bytes"] == len(data) == 2 * (16 + 10)
+  assert info["sha256"] == hashlib.sha256(data).hexdigest()
+  framing = data[:12] + data[22:26] + data[26:38] + data[48:52]  # headers and payload CRCs
+  assert info["record_crcs_sha256"] == hashlib.sha256(framing).hexdigest()
+  with pytest.raises(ValueError, match=r"holds 2 records, 3 were written to it"):
+    manifest_lib.shard_info(path, [1, 2, 3])
 
 
 def test_shard_name():

@@ -76,14 +76,16 @@ def test_restart_redoes_only_unfinished_shards(corpus, prepared, tmp_path):
   assert not (out / (victim + ".tmp")).exists()
 
 
-def test_resumed_run_refuses_a_teacher_fitted_with_other_settings(corpus, prepared, tmp_path):
+def test_resumed_run_refuses_other_options(corpus, prepared, tmp_path):
+  """An unfinished run (no manifest yet) continued with other options: refused from its plan
+  record before anything is decoded (test_shard_checks.py: the same for a finished run)."""
   out = tmp_path / "run"
   shutil.copytree(prepared[0], out)
   os.remove(out / "manifest.json")
   with pytest.raises(
     ValueError,
-    match=r"k-means teacher fitted with other settings \(4 x 32, "
-    r"asked for 8 x 32\)",
+    match=r"holds an unfinished run prepared with other options \(--kmeans-codebooks 4 -> 8\); "
+    r"use a new --output, or --overwrite",
   ):
     prepare_lib.prepare(prepare_config(corpus[0], out, kmeans_codebooks=8), progress=False)
 
