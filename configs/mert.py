@@ -51,6 +51,9 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.init_from = ml_collections.config_dict.placeholder(str)  # HF folder or hub id, model
   # checkpoint, training workdir or fairseq .pt; unset: random init. Optimizer and step start fresh.
   c.init_from_step = ml_collections.config_dict.placeholder(int)  # workdir source: this step
+  # Resume from this checkpoint of the workdir instead of the newest that verifies; the newer ones
+  # are moved to WORKDIR/checkpoints_set_aside (mert_jax/train/checkpoints.py). Drop it afterwards.
+  c.restore_step = ml_collections.config_dict.placeholder(int)
   # --- devices ---
   c.mesh = [-1, 1, 1]  # (data, fsdp, tensor); -1 = the remaining devices
   c.num_devices = 0  # use the first N devices (0 = all); tests compare meshes in one process
@@ -81,6 +84,9 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     10  # multi-process: steps between SIGTERM agreements (each is a host sync)
   )
   c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
+  # Resuming a workdir with other model / objective / optimizer / data fields is refused; list the
+  # dotted fields to change deliberately, "optimizer.lr,model.dropout" (mert_jax/train/workdir.py)
+  c.allow_config_change = ""
   if variant == "330m":
     c.optimizer.lr = 1.5e-3
     c.optimizer.clip_norm = 1.0

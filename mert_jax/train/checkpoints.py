@@ -8,22 +8,66 @@ A training workdir::
   metrics.jsonl, tb/            metrics (mert_jax/train/metrics.py)
   checkpoints/STEP/state        orbax: the train state (params, opt_state, counters)
   checkpoints/STEP/data_iter    grain: each process's data position
-  checkpoints/STEP/meta         {"step", "process_count", "data_groups"}
+  checkpoints/STEP/meta         {"step", "process_count", "data_groups", "format": 2, "finite",
+                                 "fingerprints": {leaf: uint32}, "data_iter_crc32": [per process],
+                                 "model": ModelConfig fields}
+  checkpoints_set_aside/STEP    checkpoints a resume stepped over (refused, or newer than
+                                --config.restore_step); moved, never deleted
 
 A model checkpoint ``CKPT_DIR``::
 
   model_config.json             ModelConfig fields
   params/                       orbax (StandardCheckpointer) pytree of float32 parameters
+  params_fingerprint.json       {"fingerprints": {leaf: uint32}} (absent in older checkpoints)
 
 orbax writes each step into a temporary directory and renames it when complete, so an
 interrupted save never leaves a checkpoint that looks whole; ``latest_step`` lists only finalised
-steps. ``load_model`` accepts either layout (a workdir's latest complete step, or ``step=N``).
+steps.
+
+Verification. A save records in ``meta`` a fingerprint of every leaf of the train state
+(fingerprint.py, computed on the devices), whether every float leaf was finite, a CRC of each
+process's data position, and the run's ModelConfig. A restore reads the meta, checks that the
+data-position file is readable and matches its CRC, that the saved leaves have this run's shapes,
+reads the state and recomputes the fingerprints; anything missing, unreadable or different raises
+``CorruptCheckpoint``, one line naming the checkpoint and the leaf or file. The trainer then
+resumes from the newest checkpoint that verifies, printing one line that names the ones it
+skipped and why, and moves the skipped ones (or, with ``restore_step``, every newer one) to
+``checkpoints_set_aside/`` so the run's new checkpoints of those steps cannot collide with them.
+``load_model`` (convert, extract, init_from) verifies the parameters the same way.
+
+Rotation (``keep_last``). A checkpoint counts as verified once its asynchronous save has finished
+without error: its fingerprints were computed from the very arrays it wrote, and orbax only
+renames the temporary directory once every file is written. orbax deletes the old steps of a
+rotation only after the new step's save has finished (``CheckpointManager._finalize`` waits for
+the commit and stops at its error), so the newest verified checkpoint is never deleted while a
+newer one is still unverified; a failed save deletes nothing (tests/train/test_faults.py checks
+this). Re-reading every checkpoint after its save would double the checkpoint I/O of a run (the
+full state at scale, often from object storage), so corruption that happens on disk after a save
+completed is caught at the restore instead, which then falls back to an older checkpoint
+(``keep_every`` keeps a sparse history for that).
+
+Failures. A failed asynchronous save (disk full, permissions) is noticed by ``poll`` at the first
+step after it failed and raised as ``CheckpointError`` naming the checkpoint and the cause; a
+save that fails at once is reported the same way. On these errors the orbax manager is closed,
+and the writes still in flight are waited for, before raising; the tracebacks orbax and
+tensorstore print about the reads they abandon after a failed read are filtered
+(``_quiet_failed_reads``), so a damaged checkpoint costs one line, not hundreds.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import gc
 import json
+import logging
 import os
+import re
+import sys
+import threading
+import time
+import weakref
+import zlib
 from typing import Any
 
 import grain
@@ -31,24 +75,144 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from etils import epath
 from flax import nnx
 
 from data_pipeline.atomic import atomic_write_text
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
+from mert_jax.train import distributed, fingerprint
 
 # Training workdir.
 WORKDIR_CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
+SET_ASIDE = "checkpoints_set_aside"
 STATE, DATA_ITER, META = "state", "data_iter", "meta"
+META_FORMAT = 2  # 1: {"step", "process_count", "data_groups"} only (no verification)
 # Model checkpoint.
 MODEL_CONFIG = "model_config.json"
 PARAMS_DIR = "params"
+PARAMS_FINGERPRINT = "params_fingerprint.json"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be written or used; the message is one line naming it."""
+
+
+class CorruptCheckpoint(CheckpointError, ValueError):
+  """A checkpoint that does not verify: a file missing or unreadable, or an array whose contents
+  differ from what was saved. (Also a ValueError: the convert and extract commands report bad
+  inputs as one ``error:`` line.)"""
+
+  def __init__(self, step: int | None, path: Any, reason: str):
+    self.step, self.path, self.reason = step, path, reason
+    name = f"checkpoint {step} ({path})" if step is not None else f"checkpoint {path}"
+    super().__init__(f"{name} does not verify: {reason}")
 
 
 class DataStateMismatch(RuntimeError):
   """The data-iterator state of a checkpoint cannot be restored into this run's data stream."""
+
+
+def one_line(e: BaseException, limit: int = 240) -> str:
+  """``Type: message`` of an exception on one line, at most ``limit`` characters of message."""
+  text = " ".join(str(e).split())
+  if len(text) > limit:
+    text = text[:limit] + " ..."
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+  """``e`` and the exceptions it was raised from, outermost first."""
+  out, cur = [], e
+  while cur is not None and all(cur is not x for x in out):
+    out.append(cur)
+    cur = cur.__cause__ or cur.__context__
+  return out
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  """The OSError behind ``e`` if there is one (orbax and tensorstore wrap them), else the
+  innermost exception: tensorstore's outer message only says which slice failed, the inner one
+  says why (e.g. ``OUT_OF_RANGE: ... byte range ... not valid for value of size 1000``)."""
+  chain = _chain(e)
+  return next((x for x in chain if isinstance(x, OSError)), chain[-1])
+
+
+# A failed tensorstore read names the array in its kvstore spec: 'path': 'params.backbone....'.
+_TS_PATH = re.compile(r"'path': '([A-Za-z0-9_.\-]+)/?'")
+
+
+def _failed_leaf(e: BaseException) -> str | None:
+  names = [m for x in _chain(e) for m in _TS_PATH.findall(str(x)) if "." in m or m.isidentifier()]
+  return names[-1].replace(".", "/") if names else None
+
+
+_QUIETED = False
+
+
+class _OrbaxTaskFilter(logging.Filter):
+  """asyncio's "... exception was never retrieved" for orbax's abandoned read tasks and the
+  futures gathering them (which name the TensorStore that failed)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if "never retrieved" not in str(record.msg):
+      return True
+    message = record.getMessage()
+    return "orbax" not in message and "TensorStore" not in message
+
+
+def _quiet_failed_reads() -> None:
+  """When one array of a restore cannot be read, orbax abandons the others mid-flight: their
+  tasks and coroutines are collected with exceptions nobody retrieved, and tensorstore's callbacks
+  find orbax's event loop closed. Each prints a traceback (through asyncio's log or the unraisable
+  hook), hundreds for one damaged file, while the failure itself is reported in one line. Installed
+  before the first restore, this drops exactly those: orbax's read tasks and coroutines, and
+  ``RuntimeError: Event loop is closed`` raised in tensorstore's callbacks."""
+  global _QUIETED
+  if not _QUIETED:
+    _QUIETED = True
+    logging.getLogger("asyncio").addFilter(_OrbaxTaskFilter())
+    previous = sys.unraisablehook
+
+    def unraisable(u: Any) -> None:
+      code = getattr(u.object, "cr_code", None)
+      if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+        return
+      if u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed":
+        return  # tensorstore's callbacks into orbax's closed loop
+      previous(u)
+
+    sys.unraisablehook = unraisable
+
+
+# What orbax logs, with a traceback each, about a save that failed in its background threads; the
+# failure is raised as one CheckpointError line that names the checkpoint and the cause.
+_ORBAX_SAVE_FAILURE_LOGS = (
+  "Failed to run",
+  "Save Finalize thread",
+  "Checkpointer failed",
+  "_SignalingThread.run() raised",
+)
+# How long ``abandon`` waits for the writes of a failed save that are still running.
+ORPHAN_WRITES_TIMEOUT_S = 60.0
+
+
+class _OrbaxSaveFailureFilter(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in (record.pathname or ""):
+      return True
+    message = str(record.msg)
+    return not any(text in message for text in _ORBAX_SAVE_FAILURE_LOGS)
+
+
+def quiet_orbax_save_failures() -> None:
+  """Drops orbax's error logs (and their tracebacks) about a failed background save; the command
+  line installs this unless --verbosity is given. Idempotent."""
+  logger = absl_logging.get_absl_logger()
+  if not any(isinstance(f, _OrbaxSaveFailureFilter) for f in logger.filters):
+    logger.addFilter(_OrbaxSaveFailureFilter())
 
 
 def checkpoint_manager(
@@ -65,62 +229,29 @@ def checkpoint_manager(
   return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINTS, options=options)
 
 
-def save(
-  mngr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, *, data_groups: int
-) -> None:
-  """Asynchronously writes the train state, the data position and the run's process layout."""
-  mngr.save(
-    step,
-    args=ocp.args.Composite(
-      **{
-        STATE: ocp.args.StandardSave(state),
-        DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
-        META: ocp.args.JsonSave(
-          {"step": step, "process_count": jax.process_count(), "data_groups": data_groups}
-        ),
-      }
-    ),
-    force=True,
-  )
+def complete_steps(workdir: str | os.PathLike) -> list[int]:
+  """The finalised checkpoint steps of a workdir, ascending (orbax's listing, without a manager:
+  creates nothing, logs nothing)."""
+  path = epath.Path(workdir) / CHECKPOINTS
+  return sorted(ocp.utils.checkpoint_steps(path)) if path.exists() else []
 
 
 def latest_step(workdir: str) -> int | None:
   """The newest complete checkpoint of a workdir, or None; creates nothing."""
-  path = epath.Path(workdir) / CHECKPOINTS
-  if not path.exists():
-    return None
-  with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-    return mngr.latest_step()
+  return max(complete_steps(workdir), default=None)
 
 
-def restore_state(
-  mngr: ocp.CheckpointManager, step: int, abstract_state: Any, shardings: Any
-) -> Any:
-  """The train state of ``step``, each array placed with its sharding on the current mesh."""
-  target = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
-  )
-  return mngr.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))[
-    STATE
-  ]
-
-
-def restore_data_iter(
-  mngr: ocp.CheckpointManager, step: int, data_iter: Any, *, data_groups: int
-) -> None:
-  """Moves ``data_iter`` to the position saved at ``step``; ``DataStateMismatch`` names why not."""
+def _read_meta(step: int, step_dir: epath.Path) -> dict[str, Any]:
+  path = step_dir / META / "metadata"
   try:
-    mngr.restore(
-      step, args=ocp.args.Composite(**{DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter)})
-    )
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    saved = _saved_meta(mngr.directory, step).get("process_count", "an unknown number of")
-    raise DataStateMismatch(
-      f"checkpoint {step}: the data-iterator state cannot be restored "
-      f"({type(e).__name__}: {e}); it is "
-      f"tied to the process count, data.groups and dataset it was saved with (saved with {saved} "
-      f"processes, now {jax.process_count()} with data.groups={data_groups})."
-    ) from e
+    meta = json.loads(path.read_text())
+  except FileNotFoundError as e:
+    raise CorruptCheckpoint(step, step_dir, f"{META}/metadata is missing") from e
+  except (OSError, ValueError) as e:
+    raise CorruptCheckpoint(step, step_dir, f"{META}/metadata is unreadable ({one_line(e)})") from e
+  if not isinstance(meta, dict):
+    raise CorruptCheckpoint(step, step_dir, f"{META}/metadata is not a JSON object")
+  return meta
 
 
 def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
@@ -128,6 +259,384 @@ def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
     return json.loads((epath.Path(checkpoints_dir) / str(step) / META / "metadata").read_text())
   except (OSError, ValueError):
     return {}
+
+
+def _data_state_crc(state: Any) -> int:
+  """CRC32 of a grain iterator state, independent of how its JSON was formatted."""
+  return zlib.crc32(json.dumps(state, sort_keys=True).encode())
+
+
+def _compare(step: int, step_dir: Any, saved: dict[str, int], got: dict[str, int], what: str):
+  """Raises CorruptCheckpoint naming the first leaf whose fingerprint differs or is missing."""
+  bad = [n for n in saved if got.get(n) != saved[n]] + [n for n in got if n not in saved]
+  if not bad:
+    return
+  n = bad[0]
+  if n not in got:
+    reason = f"{what} leaf {n} was saved but is not in the restored tree"
+  elif n not in saved:
+    reason = f"{what} leaf {n} has no saved fingerprint"
+  else:
+    reason = f"{what} leaf {n}: fingerprint {got[n]:#010x}, saved {saved[n]:#010x}"
+  if len(bad) > 1:
+    reason += f" (and {len(bad) - 1} more leaves)"
+  raise CorruptCheckpoint(step, step_dir, reason)
+
+
+@dataclasses.dataclass
+class Restored:
+  """A checkpoint read back: its step and train state, and what the restore did."""
+
+  step: int
+  state: Any
+  verified: bool  # False: a checkpoint saved before fingerprints existed
+  note: str  # the line printed about skipped or set-aside checkpoints ("" if none)
+
+
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open() -> None:
+  """A run that ended on an unexpected exception still lets its last save finish and closes
+  orbax's threads before the interpreter shuts down."""
+  for ckpts in list(_OPEN):
+    ckpts.abandon()
+
+
+class RunCheckpoints:
+  """The checkpoints of one training run (WORKDIR/checkpoints): verified restore with fallback,
+  saves that record fingerprints, asynchronous failures raised at the next step (see the module
+  docstring)."""
+
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    keep_last: int | None,
+    keep_every: int = 0,
+    model_config: ModelConfig | None = None,
+  ):
+    self.workdir = epath.Path(workdir)
+    self.directory = self.workdir / CHECKPOINTS
+    self.mngr = checkpoint_manager(workdir, keep_last=keep_last, keep_every=keep_every)
+    self.model_config = model_config
+    self._pending: tuple[int, bool] | None = None  # (step, finite) of the save in flight
+    self._good: int | None = None  # the newest checkpoint known good (verified, finite)
+    self._open = True
+    _OPEN.add(self)
+
+  def path(self, step: int) -> epath.Path:
+    return self.directory / str(step)
+
+  # ---------------------------------------------------------------------------------- restore
+
+  def restore(
+    self, abstract_state: Any, shardings: Any, *, step: int | None = None
+  ) -> Restored | None:
+    """The newest checkpoint that verifies (or exactly ``step``), its arrays placed with
+    ``shardings``; None when the workdir holds no checkpoint. Raises CheckpointError when none
+    verifies, when ``step`` is absent or does not verify, or when the saved state does not fit
+    ``abstract_state``."""
+    steps = sorted(self.mngr.all_steps())
+    if step is not None and step not in steps:
+      self.abandon()
+      raise CheckpointError(
+        f"restore_step={step}: {self.directory} holds no complete checkpoint of step {step}; "
+        f"available: {', '.join(map(str, steps)) or 'none'}"
+      )
+    if not steps:
+      return None
+    skipped: list[tuple[int, str]] = []
+    for s in [step] if step is not None else steps[::-1]:
+      try:
+        state, verified, finite = self._restore_verified(s, abstract_state, shardings)
+        break
+      except CorruptCheckpoint as e:
+        if step is not None:
+          self.abandon()
+          raise
+        skipped.append((s, e.reason))
+      except CheckpointError:
+        self.abandon()
+        raise
+    else:
+      self.abandon()
+      raise CheckpointError(
+        f"no checkpoint in {self.directory} verifies: "
+        + "; ".join(f"{t}: {why}" for t, why in skipped)
+        + f". Move them away (e.g. to {self.workdir / SET_ASIDE}) to start afresh"
+      )
+    self._good = s if verified and finite else None
+    newer = [t for t in steps if t > s]
+    parts = [f"checkpoint {t} does not verify ({why})" for t, why in skipped]
+    if step is not None and newer:
+      parts.append(f"restore_step={step}")
+    if not verified:
+      parts.append(f"checkpoint {s} predates checkpoint fingerprints: restored unverified")
+    elif skipped or newer:
+      parts.append(f"resuming from checkpoint {s}" + (", the newest that verifies" * bool(skipped)))
+    if newer:
+      dest = self._set_aside(newer)
+      parts.append(f"set aside {', '.join(map(str, newer))} in {dest}")
+    note = "; ".join(parts)
+    if note and jax.process_index() == 0:
+      print(note, flush=True)
+    return Restored(step=s, state=state, verified=verified, note=note)
+
+  def _restore_verified(
+    self, s: int, abstract_state: Any, shardings: Any
+  ) -> tuple[Any, bool, bool]:
+    """(state, verified, finite at save) of checkpoint ``s``; CorruptCheckpoint if it does not
+    verify on every process."""
+    step_dir = self.path(s)
+    state, err = None, None
+    try:
+      meta = _read_meta(s, step_dir)
+      self._check_data_iter(s, step_dir, meta)
+      self._check_fits(s, step_dir, abstract_state)
+      state = self._read_state(s, step_dir, abstract_state, shardings)
+    except CorruptCheckpoint as e:
+      err = e
+    if not distributed.all_agree(err is None):
+      if err is not None:
+        raise err
+      raise CorruptCheckpoint(s, step_dir, "another process could not read its part")
+    saved = meta.get("fingerprints")
+    if saved is None:  # format 1: nothing to compare with
+      return state, False, False
+    got, _ = fingerprint.digest(state)
+    try:
+      _compare(s, step_dir, saved, got, STATE)
+    except CorruptCheckpoint:
+      del state  # free the device memory before trying an older checkpoint
+      raise
+    return state, True, bool(meta.get("finite"))
+
+  def _check_data_iter(self, s: int, step_dir: epath.Path, meta: dict[str, Any]) -> None:
+    """This process's data-position file must be readable and match its saved CRC. A checkpoint
+    of another process count is left to ``restore_data_iter`` (DataStateMismatch)."""
+    folder = step_dir / DATA_ITER
+    pi, pc = jax.process_index(), jax.process_count()
+    name = f"process_{pi}-of-{pc}.json"
+    try:
+      if not (folder / name).exists():
+        if not list(folder.glob("process_*-of-*.json")):
+          raise CorruptCheckpoint(s, step_dir, f"{DATA_ITER}/ holds no iterator state")
+        return
+      state = json.loads((folder / name).read_text())
+    except (OSError, ValueError) as e:
+      raise CorruptCheckpoint(
+        s, step_dir, f"{DATA_ITER}/{name} is unreadable ({one_line(e)})"
+      ) from e
+    crcs = meta.get("data_iter_crc32")
+    if crcs is not None and meta.get("process_count") == pc and _data_state_crc(state) != crcs[pi]:
+      raise CorruptCheckpoint(s, step_dir, f"{DATA_ITER}/{name} differs from what was saved")
+
+  def _check_fits(self, s: int, step_dir: epath.Path, abstract_state: Any) -> None:
+    """The saved leaves must be this run's: same names, shapes and dtypes."""
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+      tree = handler.metadata(step_dir / STATE).tree
+    except Exception as e:  # noqa: BLE001 - any failure to read the metadata is a corrupt file
+      raise CorruptCheckpoint(
+        s, step_dir, f"{STATE}/ metadata is unreadable ({one_line(e)})"
+      ) from e
+    finally:
+      handler.close()
+    saved = {
+      fingerprint.leaf_name(p): (tuple(m.shape), np.dtype(m.dtype).name)
+      for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]
+      if hasattr(m, "shape")
+    }
+    want = {
+      fingerprint.leaf_name(p): (tuple(a.shape), np.dtype(a.dtype).name)
+      for p, a in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    }
+    if saved == want:
+      return
+    where = f"checkpoint {s} ({step_dir}) does not fit this run's train state"
+    hint = "(was it saved with another model or optimizer config?)"
+    for n in want:
+      if n in saved and saved[n] != want[n]:
+        (a_shape, a_dtype), (b_shape, b_dtype) = saved[n], want[n]
+        raise CheckpointError(
+          f"{where}: {n} is {a_shape} {a_dtype} there, {b_shape} {b_dtype} here {hint}"
+        )
+    only_saved, only_here = sorted(set(saved) - set(want)), sorted(set(want) - set(saved))
+    raise CheckpointError(
+      f"{where}: {len(only_saved)} leaves only in the checkpoint (e.g. "
+      f"{only_saved[:1] or '-'}), {len(only_here)} only here (e.g. {only_here[:1] or '-'}) {hint}"
+    )
+
+  def _read_state(self, s: int, step_dir: epath.Path, abstract_state: Any, shardings: Any) -> Any:
+    target = jax.tree.map(
+      lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract_state, shardings
+    )
+    _quiet_failed_reads()
+    try:
+      return self.mngr.restore(
+        s, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)})
+      )[STATE]
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise plain Exceptions for bad files
+      leaf, cause = _failed_leaf(e), one_line(_root_cause(e), 300)
+    # Not chained: orbax's exception holds the reads it abandoned; collected now, not at exit.
+    gc.collect()
+    what = f"{STATE} leaf {leaf}" if leaf else f"{STATE}/"
+    raise CorruptCheckpoint(s, step_dir, f"{what} is unreadable ({cause})")
+
+  def _set_aside(self, steps: list[int]) -> epath.Path:
+    """Moves checkpoints ``steps`` to WORKDIR/checkpoints_set_aside (process 0; all wait)."""
+    dest_root = self.workdir / SET_ASIDE
+    if jax.process_index() == 0:
+      dest_root.mkdir(parents=True, exist_ok=True)
+      for t in steps:
+        dest, n = dest_root / str(t), 1
+        while dest.exists():
+          dest, n = dest_root / f"{t}.{n}", n + 1
+        self.path(t).rename(dest)
+    distributed.sync("checkpoints set aside")
+    self.mngr.reload()
+    return dest_root
+
+  def restore_data_iter(self, step: int, data_iter: Any, *, data_groups: int) -> None:
+    """Moves ``data_iter`` to the position saved at ``step``; ``DataStateMismatch`` names why
+    not."""
+    try:
+      self.mngr.restore(
+        step, args=ocp.args.Composite(**{DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter)})
+      )
+    except (FileNotFoundError, ValueError, KeyError) as e:
+      saved = _saved_meta(self.directory, step).get("process_count", "an unknown number of")
+      raise DataStateMismatch(
+        f"checkpoint {step}: the data-iterator state cannot be restored "
+        f"({type(e).__name__}: {e}); it is "
+        f"tied to the process count, data.groups and dataset it was saved with (saved with {saved} "
+        f"processes, now {jax.process_count()} with data.groups={data_groups})."
+      ) from e
+
+  # ------------------------------------------------------------------------------------- save
+
+  def save(self, step: int, state: Any, data_iter: Any, *, data_groups: int) -> None:
+    """Starts the asynchronous save of the train state, the data position and the meta (with
+    the fingerprints of ``state``). Raises CheckpointError if the previous save failed or this one
+    cannot start."""
+    self.wait_until_finished()
+    fps, finite = fingerprint.digest(state)
+    crcs = distributed.gather_uint32(_data_state_crc(data_iter.get_state()))
+    meta = {
+      "step": step,
+      "process_count": jax.process_count(),
+      "data_groups": data_groups,
+      "format": META_FORMAT,
+      "finite": finite,
+      "fingerprints": fps,
+      "data_iter_crc32": crcs,
+      "model": json.loads(self.model_config.to_json()) if self.model_config else None,
+    }
+    try:
+      self.mngr.save(
+        step,
+        args=ocp.args.Composite(
+          **{
+            STATE: ocp.args.StandardSave(state),
+            DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
+            META: ocp.args.JsonSave(meta),
+          }
+        ),
+        force=True,
+      )
+    except Exception as e:  # noqa: BLE001 - whatever stopped the save, the run stops here
+      raise self._failed(step, e) from e
+    self._pending = (step, finite)
+
+  def poll(self) -> None:
+    """Raises CheckpointError if the save in flight has failed; cheap (no wait, no I/O) while it
+    runs."""
+    if self._pending is not None and not self.mngr.is_saving_in_progress():
+      self.wait_until_finished()
+
+  def wait_until_finished(self) -> None:
+    """Waits for the save in flight; CheckpointError naming it and the cause if it failed."""
+    if self._pending is None:
+      return
+    step, finite = self._pending
+    try:
+      self.mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._failed(step, e) from e
+    self._pending = None
+    if finite:
+      self._good = step
+
+  def _failed(self, step: int, e: BaseException) -> CheckpointError:
+    self._pending = None
+    self.abandon()
+    try:
+      done = latest_step(os.fspath(self.workdir))
+    except OSError:
+      done = None
+    return CheckpointError(
+      f"checkpoint {step} ({self.path(step)}) could not be written: {one_line(_root_cause(e))}; "
+      f"stopping (the newest complete checkpoint is {done})"
+    )
+
+  # ------------------------------------------------------------------------------ bookkeeping
+
+  def known_good(self) -> int | None:
+    """The newest checkpoint known good (verified at restore or saved by this run, with finite
+    parameters) that is still on disk; None if there is none."""
+    if self._good is None or self._good not in self.mngr.all_steps():
+      return None
+    return self._good
+
+  def last_good_note(self) -> str:
+    """What the non-finite guard says about where the last good parameters are."""
+    good = self.known_good()
+    if good is None:
+      return (
+        "no checkpoint is known good (none was restored verified or saved by this run with "
+        "finite parameters)"
+      )
+    return f"checkpoint {good} ({self.path(good)}) holds the last good parameters (verified)"
+
+  def close(self) -> None:
+    """Waits for the last save (CheckpointError if it failed) and closes the manager."""
+    self.wait_until_finished()
+    self.abandon()
+
+  def abandon(self) -> None:
+    """Closes the manager, ignoring errors (they were, or are being, reported)."""
+    if not self._open:
+      return
+    self._open = False
+    _OPEN.discard(self)
+    try:
+      self.mngr.close()
+    except Exception:  # noqa: BLE001
+      pass
+    _join_orbax_write_threads(ORPHAN_WRITES_TIMEOUT_S)
+
+
+def _join_orbax_write_threads(timeout_s: float) -> None:
+  """Waits (at most ``timeout_s``) for orbax's write threads. When one item of a save fails, the
+  others keep writing after the save is reported failed; a process that exits meanwhile gets a
+  traceback from each of them (``cannot schedule new futures after shutdown``)."""
+  from orbax.checkpoint._src.futures import future as orbax_future  # noqa: PLC0415
+
+  kind = getattr(orbax_future, "_SignalingThread", None)  # private: skipped if it goes away
+  if kind is None:
+    return
+  deadline = time.monotonic() + timeout_s
+  for t in threading.enumerate():
+    if isinstance(t, kind) and t is not threading.current_thread():
+      t.join(max(deadline - time.monotonic(), 0.0))
+
+
+def save(ckpts: RunCheckpoints, step: int, state: Any, data_iter: Any, *, data_groups: int) -> None:
+  """Asynchronously writes the train state, the data position and the meta (the loop calls this
+  through the module, so tests can wrap it)."""
+  ckpts.save(step, state, data_iter, data_groups=data_groups)
 
 
 def write_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -138,13 +647,15 @@ def write_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
 
 
 def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool = False) -> None:
-  """Write ``model``'s parameters and config to ``ckpt_dir`` (created). An existing ``params/``
-  is an error unless ``overwrite``."""
+  """Write ``model``'s parameters, their fingerprints and its config to ``ckpt_dir`` (created). An
+  existing ``params/`` is an error unless ``overwrite``."""
   path = epath.Path(ckpt_dir)
   path.mkdir(parents=True, exist_ok=True)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path / PARAMS_DIR, params, force=overwrite)
+  fps, _ = fingerprint.digest(params)
+  atomic_write_text(path / PARAMS_FINGERPRINT, json.dumps({"fingerprints": fps}))
   atomic_write_text(path / MODEL_CONFIG, model.cfg.to_json())
 
 
@@ -171,9 +682,7 @@ def workdir_model_config(workdir: str | os.PathLike) -> ModelConfig:
 
 def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Path:
   """The train-state folder of ``step`` (default: the latest complete checkpoint)."""
-  mngr = ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINTS)
-  steps = mngr.all_steps()
-  mngr.close()
+  steps = complete_steps(workdir)
   if not steps:
     raise FileNotFoundError(f"{workdir}: the training workdir holds no complete checkpoint yet")
   if step is None:
@@ -185,17 +694,44 @@ def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Pa
   return epath.Path(workdir) / CHECKPOINTS / str(step) / STATE
 
 
+def _model_source(
+  ckpt_dir: str | os.PathLike, step: int | None
+) -> tuple[ModelConfig, epath.Path, int | None, dict[str, int] | None]:
+  """(config, parameters folder, step, saved parameter fingerprints or None) of a model
+  checkpoint or of a workdir's checkpoint ``step`` (default: latest). A workdir checkpoint's own
+  ModelConfig is used (the workdir's config.json for checkpoints saved before it was recorded)."""
+  if not is_workdir(ckpt_dir):
+    if step is not None:
+      raise ValueError(f"--step applies to training workdirs; {ckpt_dir} is a model checkpoint")
+    path = epath.Path(ckpt_dir)
+    saved = None
+    if (path / PARAMS_FINGERPRINT).exists():
+      try:
+        saved = json.loads((path / PARAMS_FINGERPRINT).read_text())["fingerprints"]
+      except (OSError, ValueError, KeyError) as e:
+        raise CorruptCheckpoint(None, path, f"{PARAMS_FINGERPRINT} is unreadable") from e
+    return load_model_config(ckpt_dir), path / PARAMS_DIR, None, saved
+  state_path = workdir_state_path(ckpt_dir, step)
+  step_dir = state_path.parent
+  s = int(step_dir.name)
+  meta = _read_meta(s, step_dir)
+  cfg = ModelConfig.from_dict(meta["model"]) if meta.get("model") else None
+  saved = meta.get("fingerprints")
+  if saved is not None:
+    prefix = "params/"
+    saved = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+  return cfg or workdir_model_config(ckpt_dir), state_path, s, saved
+
+
 def load_model(
   ckpt_dir: str | os.PathLike, *, step: int | None = None, **config_overrides
 ) -> MERTModel:
   """Rebuild the model from a model checkpoint or a training workdir (latest step, or ``step``);
-  ``config_overrides`` change non-shape fields (e.g. dtype)."""
-  workdir = is_workdir(ckpt_dir)
-  if step is not None and not workdir:
-    raise ValueError(f"--step applies to training workdirs; {ckpt_dir} is a model checkpoint")
-  cfg = (workdir_model_config(ckpt_dir) if workdir else load_model_config(ckpt_dir)).replace(
-    **config_overrides
-  )
+  ``config_overrides`` change non-shape fields (e.g. dtype). The parameters are checked against
+  the fingerprints saved with them (CorruptCheckpoint, naming the checkpoint and the leaf)."""
+  base_cfg, params_path, s, saved = _model_source(ckpt_dir, step)
+  workdir = s is not None
+  cfg = base_cfg.replace(**config_overrides)
   model = create_model(cfg)
   state = nnx.state(model, nnx.Param)
   # Every array onto this process's first device: a checkpoint written on a pod (or 8 fake CPU
@@ -203,19 +739,31 @@ def load_model(
   host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   on_host = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=host)
   target = jax.tree.map(on_host, nnx.to_pure_dict(state))
-  params_path = workdir_state_path(ckpt_dir, step) if workdir else epath.Path(ckpt_dir) / PARAMS_DIR
+  where = params_path.parent if workdir else epath.Path(ckpt_dir)
   if not params_path.exists():
     raise FileNotFoundError(f"{params_path} not found: the checkpoint in {ckpt_dir} is incomplete.")
+  _quiet_failed_reads()
   with ocp.StandardCheckpointer() as ckptr:
-    if workdir:  # the train state: restore its params subtree only
-      meta = ckptr.metadata(params_path)
-      full = jax.tree.map(
-        lambda m: on_host(m) if hasattr(m, "shape") else m, meta.item_metadata.tree
-      )
-      full["params"] = target
-      restored = ckptr.restore(params_path, full)["params"]
-    else:
-      restored = ckptr.restore(params_path, target)
+    try:
+      if workdir:  # the train state: restore its params subtree only
+        meta = ckptr.metadata(params_path)
+        full = jax.tree.map(
+          lambda m: on_host(m) if hasattr(m, "shape") else m, meta.item_metadata.tree
+        )
+        full["params"] = target
+        restored = ckptr.restore(params_path, full)["params"]
+      else:
+        restored = ckptr.restore(params_path, target)
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise plain Exceptions
+      leaf, cause = _failed_leaf(e), one_line(_root_cause(e), 300)
+      restored = None
+  if restored is None:  # not chained: orbax's exception holds the reads it abandoned
+    gc.collect()
+    what = f"leaf {leaf}" if leaf else params_path.name + "/"
+    raise CorruptCheckpoint(s, where, f"{what} is unreadable ({cause})")
+  if saved is not None:
+    got, _ = fingerprint.digest(restored)
+    _compare(s, where, saved, got, "params" if workdir else PARAMS_DIR)
   nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, restored))
   nnx.update(model, state)
   return model

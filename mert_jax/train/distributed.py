@@ -1,4 +1,5 @@
-"""Several processes, one job: distributed start-up and the preemption agreement."""
+"""Several processes, one job: distributed start-up, the preemption agreement, and the small
+agreements of the checkpoint code (every process read its part; each process's checksum)."""
 
 from __future__ import annotations
 
@@ -42,17 +43,33 @@ class Preempted:
     del signum, frame
     self.flag = True
 
-  def agreed(self, step: int, every: int) -> bool:
+  def agreed(self, step: int, every: int, *, now: bool = False) -> bool:
     """True when any process got the signal (all processes must stop at the same step).
 
     With several processes the agreement is an all-gather, which blocks the host until the devices
     have finished the queued step; done every step it would stop the host from preparing the next
-    batch while the current step runs, so it happens every ``every`` steps only."""
+    batch while the current step runs, so it happens every ``every`` steps only (or ``now``: the
+    check before the first step)."""
     if jax.process_count() == 1:
       return self.flag
-    if step % max(every, 1):
+    if step % max(every, 1) and not now:
       return False
-    return bool(np.any(multihost_utils.process_allgather(np.array([self.flag]))))
+    return not all_agree(not self.flag)
+
+
+def all_agree(ok: bool) -> bool:
+  """True when ``ok`` holds on every process (an all-gather with several processes)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
+
+
+def gather_uint32(value: int) -> list[int]:
+  """Every process's ``value`` (a uint32), in process order."""
+  if jax.process_count() == 1:
+    return [int(value)]
+  got = multihost_utils.process_allgather(np.array([value], np.uint32))
+  return [int(v) for v in np.asarray(got).reshape(-1)]
 
 
 def sync(name: str) -> None:

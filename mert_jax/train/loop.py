@@ -4,12 +4,14 @@ mert_jax/cli/train.py).
 ``train(config, workdir)`` reads top to bottom in data-flow order: workdir and logging -> step
 functions and sharded state (state.py) -> input (input.py) -> restore (checkpoints.py) -> the loop:
 step, log, evaluate, checkpoint, stop on preemption. Re-running the same call resumes from the
-workdir's latest complete checkpoint.
+workdir's newest checkpoint that verifies (checkpoints.py), or from ``restore_step``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import time
 from typing import Any
 
@@ -28,6 +30,7 @@ from mert_jax.train import (
   distributed,
   evaluate,
   init_from,
+  loop_config,
 )
 from mert_jax.train import (
   input as input_lib,
@@ -35,19 +38,32 @@ from mert_jax.train import (
 from mert_jax.train import (
   state as state_lib,
 )
+from mert_jax.train import (
+  workdir as workdir_lib,
+)
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train
   state, "train_step_compiles": how many times the step was compiled (1 unless shapes or
-  shardings changed)}."""
+  shardings changed)}. What the run holds (the workdir's lock) is released when it returns or
+  raises."""
+  loop_config.check(config)  # one-line ConfigError before anything is written, built or compiled
+  with contextlib.ExitStack() as stack:
+    return _train(config, workdir, stack)
+
+
+def _train(
+  config: ml_collections.ConfigDict, workdir: str, stack: contextlib.ExitStack
+) -> dict[str, Any]:
   # ############################################################ workdir, logging
   process = jax.process_index()
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  # One trainer per workdir, and the config checked against the one its checkpoints were trained
+  # under, before anything is written (workdir.py).
+  claim = stack.enter_context(workdir_lib.Claim(workdir, config))
   writer = MetricWriter(workdir, enabled=process == 0)
-  if process == 0:
-    checkpoints.write_workdir_config(workdir, config)
   preempted = distributed.Preempted()
 
   # ############################################################ mesh, shardings, jitted steps
@@ -88,19 +104,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data_iter = iter(dataset)
 
   # ############################################################ state: restore or initialise
-  mngr = checkpoints.checkpoint_manager(
-    workdir, keep_last=config.keep_last, keep_every=config.keep_every
+  ckpts = checkpoints.RunCheckpoints(
+    workdir, keep_last=config.keep_last, keep_every=config.keep_every, model_config=mcfg
   )
-  start = mngr.latest_step()  # orbax lists only finalised checkpoints
-  if start is None:
+  stack.callback(ckpts.abandon)  # however the run ends, orbax's threads end before the process
+  # The newest checkpoint that verifies (or restore_step); None: a fresh run.
+  restored = ckpts.restore(setup.abstract_state, setup.state_shardings, step=config.restore_step)
+  start = restored.step if restored else None
+  if restored is None:
     state = setup.init(pretrained)
   else:
-    state = checkpoints.restore_state(mngr, start, setup.abstract_state, setup.state_shardings)
+    state = restored.state
     try:
-      checkpoints.restore_data_iter(mngr, start, data_iter, data_groups=groups)
+      ckpts.restore_data_iter(start, data_iter, data_groups=groups)
     except checkpoints.DataStateMismatch as e:
       if config.data.on_state_mismatch != "restart":
-        raise RuntimeError(
+        raise checkpoints.CheckpointError(
           f"{e} Re-run with the same number of processes, or pass "
           "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
           "(no exact resume)."
@@ -112,6 +131,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     logging.info("resumed from step %d", start)
   step = int(start or 0)
   seed_key = jax.random.key(config.seed)
+  if step >= config.total_steps:
+    if process == 0:
+      print(f"the run is already at step {step} (total_steps={config.total_steps})", flush=True)
+    ckpts.close()
+    writer.close()
+    return {"metrics": {}, "state": state, "train_step_compiles": 0}
+  writer.resume(step)  # the steps after `step` are replayed: their old metric rows go
+
+  # ############################################################ compile
+  # Ahead of the first step, so that a SIGTERM arriving meanwhile (restoring, compiling: minutes
+  # at scale) stops the run before any step: at most one compile late, which cannot be cut short.
+  first = next(data_iter)
+  batches = itertools.chain([first], data_iter)
+  if not preempted.agreed(step, 1, now=True):
+    setup.train_step.lower(state, input_lib.global_batch(first, accum, mesh), seed_key).compile()
+  if preempted.agreed(step, 1, now=True):
+    if process == 0:
+      print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
+    ckpts.close()
+    writer.close()
+    return {"metrics": {}, "state": state, "train_step_compiles": 1}
 
   # ############################################################ loop
   flops_per_step = train_flops_per_clip(mcfg, config.crop_samples) * config.batch_size
@@ -119,9 +159,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   peak = peak * len(setup.devices) if peak else None
   last_log_time, last_log_step, last = time.perf_counter(), step, {}
   while step < config.total_steps:
-    local = next(data_iter)
+    local = next(batches)
     check_label_values(local["labels"], mcfg)
     state, metrics = setup.train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
+    ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
     is_last = step == config.total_steps
 
@@ -140,11 +181,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       if peak:
         last["mfu"] = flops_per_step / dt / peak
       writer.write(step, last)
+      claim.heartbeat(step)
       if int(jax.device_get(state["nonfinite_run"])) >= config.max_nonfinite_steps:
-        mngr.wait_until_finished()
+        ckpts.wait_until_finished()
         raise RuntimeError(
           f"{config.max_nonfinite_steps} consecutive non-finite steps at step {step}: stopping; "
-          f"the last checkpoint ({mngr.latest_step()}) holds the last good parameters"
+          + ckpts.last_good_note()
         )
 
     if (
@@ -157,13 +199,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     stop = preempted.agreed(step, config.preemption_check_every)
     if step % config.checkpoint_every == 0 or is_last or stop:
-      checkpoints.save(mngr, step, state, data_iter, data_groups=groups)
+      checkpoints.save(ckpts, step, state, data_iter, data_groups=groups)
     if stop:
       logging.warning("SIGTERM: checkpoint %d written; exiting", step)
       break
 
-  mngr.wait_until_finished()
-  mngr.close()
+  ckpts.close()
   writer.close()
   # Static shapes and fixed shardings: the step compiles once. More means a shape, dtype or sharding
   # changed between steps (each recompile costs minutes at scale).

@@ -12,6 +12,10 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from data_pipeline.atomic import atomic_write_text
+
+METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
+
 # Dense bf16 peak FLOP/s per chip, by jax.Device.device_kind (vendor figures; an H100 SXM's measured
 # dense matmul peak is lower, ~792 TFLOP/s per the project's reference). Unknown kinds: no MFU.
 PEAK_BF16_FLOPS = {
@@ -54,32 +58,62 @@ def peak_flops_per_device(device: jax.Device) -> float | None:
 
 
 class MetricWriter:
-  """Appends {"step": ..., metrics} lines to WORKDIR/metrics.jsonl and scalars to WORKDIR/tb."""
+  """Appends {"step": ..., metrics} lines to WORKDIR/metrics.jsonl and scalars to WORKDIR/tb.
+
+  A resumed run replays the steps after its checkpoint: ``resume(step)`` first drops the rows of
+  those steps from metrics.jsonl (rewritten atomically) and opens the TensorBoard event file with
+  ``purge_step=step + 1``, which makes TensorBoard hide the older events of the replayed steps, so
+  every step appears once in both."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.dir = epath.Path(workdir)
-    self._tb = None
-    if enabled:
+    self._tb = None  # opened at the first write (after ``resume``)
+    self._purge_step: int | None = None
+
+  @property
+  def path(self) -> epath.Path:
+    return self.dir / METRICS_FILE
+
+  def resume(self, step: int) -> None:
+    """The run continues after ``step``: drop the logged rows of later steps (see the class)."""
+    if not self.enabled:
+      return
+    self._purge_step = step + 1
+    if self._tb is not None:  # reopen with the purge step
+      self._tb.close()
+      self._tb = None
+    if not self.path.exists():
+      return
+    lines = self.path.read_text().splitlines()
+    kept = [line for line in lines if not _after(line, step)]
+    if len(kept) != len(lines):
+      atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+      logging.info("metrics.jsonl: dropped %d rows after step %d", len(lines) - len(kept), step)
+
+  def _writer(self) -> Any:
+    if self._tb is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-      self._tb = SummaryWriter(str(self.dir / "tb"))
+      self._tb = SummaryWriter(str(self.dir / TB_DIR), purge_step=self._purge_step)
+    return self._tb
 
   def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
     if not self.enabled:
       return
     row = {"step": step, **{prefix + k: v for k, v in metrics.items() if k != "step"}}
-    with (self.dir / "metrics.jsonl").open("a") as f:
+    with self.path.open("a") as f:
       f.write(json.dumps(row) + "\n")
+    tb = self._writer()
     for k, v in row.items():
       if k == "step":
         continue
       if isinstance(v, list):
         for i, x in enumerate(v):
-          self._tb.add_scalar(f"{k}/{i}", float(x), step)
+          tb.add_scalar(f"{k}/{i}", float(x), step)
       elif isinstance(v, (int, float, bool)):
-        self._tb.add_scalar(k, float(v), step)
-    self._tb.flush()
+        tb.add_scalar(k, float(v), step)
+    tb.flush()
     keys = [
       k
       for k in ("loss", "loss_codes", "loss_cqt", "grad_norm", "lr", "clips_per_s", "mfu")
@@ -93,3 +127,12 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+
+
+def _after(line: str, step: int) -> bool:
+  """Whether a metrics.jsonl line is a row of a step after ``step`` (a torn line counts as one)."""
+  try:
+    return int(json.loads(line)["step"]) > step
+  except (ValueError, KeyError, TypeError):
+    return True

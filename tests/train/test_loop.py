@@ -124,15 +124,15 @@ def test_restore_onto_another_mesh(data_dir, tmp_path):
 def test_data_state_mismatch_is_explained_and_restart_fallback(data_dir, tmp_path):
   wd = str(tmp_path / "run")
   train(tiny(data_dir, total_steps=2, **{"data.groups": 2}), wd)
+  # data.groups shapes the data stream: a deliberate change is named (and recorded).
+  groups1 = {"data.groups": 1, "allow_config_change": "data.groups"}
   with pytest.raises(
     RuntimeError,
     match=r"data-iterator state cannot be restored.*data.groups=1"
     r".*on_state_mismatch=restart",
   ):
-    train(tiny(data_dir, total_steps=3, **{"data.groups": 1}), wd)
-  out = train(
-    tiny(data_dir, total_steps=3, **{"data.groups": 1, "data.on_state_mismatch": "restart"}), wd
-  )
+    train(tiny(data_dir, total_steps=3, **groups1), wd)
+  out = train(tiny(data_dir, total_steps=3, **groups1, **{"data.on_state_mismatch": "restart"}), wd)
   assert out["metrics"]["step"] == 3
 
 

@@ -1,0 +1,37 @@
+"""The training loop's counting fields (cadences, retention, length), checked before anything is
+written, built or compiled: a bad value is one ``ConfigError`` line naming the field, not a crash
+after minutes of compilation."""
+
+from __future__ import annotations
+
+import ml_collections
+
+# field: (smallest allowed value, what it counts)
+FIELDS = {
+  "total_steps": (1, "steps of the run"),
+  "log_every": (1, "steps between metric lines"),
+  "checkpoint_every": (1, "steps between checkpoints"),
+  "eval_every": (0, "steps between evaluations (0 = never)"),
+  "eval_batches": (1, "batches per evaluation"),
+  "preemption_check_every": (1, "steps between SIGTERM agreements"),
+  "keep_last": (1, "checkpoints kept"),
+  "keep_every": (0, "step multiple whose checkpoints are kept (0 = none)"),
+  "max_nonfinite_steps": (1, "consecutive non-finite steps before stopping"),
+}
+OPTIONAL = {"restore_step": (0, "the checkpoint to resume from")}  # unset: None
+
+
+class ConfigError(ValueError):
+  """A config field the loop cannot run with; the message names the field."""
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for the first loop field that is not an integer in its range."""
+  for name, (low, what) in {**FIELDS, **OPTIONAL}.items():
+    if name not in config:
+      continue
+    value = config[name]
+    if value is None and name in OPTIONAL:
+      continue
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ConfigError(f"{name}={value!r}: must be an integer >= {low} ({what})")
