@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mert_jax.train import checkpoints, distributed
+from mert_jax.train import checkpoints, distributed, workdir
 from mert_jax.train.checkpoints import CheckpointError
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
@@ -25,7 +25,14 @@ from mert_jax.train.loop_config import ConfigError
 # Errors whose message says everything: printed as one ``error: ...`` line, exit status 1. A bad
 # loop field or init_from source is refused before anything compiles; a checkpoint that cannot be
 # read or written names itself and the cause (mert_jax/train/checkpoints.py).
-ONE_LINE_ERRORS = (ConfigError, InitFromError, CheckpointError)
+ONE_LINE_ERRORS = (
+  ConfigError,
+  InitFromError,
+  CheckpointError,
+  workdir.ConfigChangeRefused,
+  workdir.WorkdirLocked,
+  workdir.WorkdirLockLost,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "configs/mert.py:VARIANT", lock_config=True

@@ -4,7 +4,10 @@ named by ``metrics.py`` and the default-corpus folder by ``input.py``.
 
 A training workdir::
 
-  config.json                   the run's ConfigDict (written by the trainer)
+  config.json                   the run's ConfigDict, the truth its checkpoints were trained under
+                                (workdir.py: written once, later invocations compared with it)
+  config_changes.jsonl          deliberate and loop-setting changes, with their steps (workdir.py)
+  lock.json                     the one trainer writing here: host, pid, heartbeat (workdir.py)
   metrics.jsonl, tb/            metrics (mert_jax/train/metrics.py)
   checkpoints/STEP/state        orbax: the train state (params, opt_state, counters)
   checkpoints/STEP/data_iter    grain: each process's data position
@@ -72,7 +75,6 @@ from typing import Any
 
 import grain
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
@@ -637,10 +639,6 @@ def save(ckpts: RunCheckpoints, step: int, state: Any, data_iter: Any, *, data_g
   """Asynchronously writes the train state, the data position and the meta (the loop calls this
   through the module, so tests can wrap it)."""
   ckpts.save(step, state, data_iter, data_groups=data_groups)
-
-
-def write_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  atomic_write_text(epath.Path(workdir) / WORKDIR_CONFIG, config.to_json_best_effort(indent=2))
 
 
 # --------------------------------------------------------------------------- model checkpoints

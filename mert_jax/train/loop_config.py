@@ -8,7 +8,7 @@ import ml_collections
 
 # field: (smallest allowed value, what it counts)
 FIELDS = {
-  "total_steps": (1, "steps of the run"),
+  "total_steps": (0, "steps of the run; 0 loads, checks and initialises, then stops"),
   "log_every": (1, "steps between metric lines"),
   "checkpoint_every": (1, "steps between checkpoints"),
   "eval_every": (0, "steps between evaluations (0 = never)"),

@@ -177,7 +177,7 @@ def test_total_steps_at_the_restored_step_exits_at_once(run, data_dir, capsys):
     ("eval_every", -1),
     ("preemption_check_every", 0),
     ("keep_last", 0),
-    ("total_steps", 0),
+    ("total_steps", -1),
   ],
 )
 def test_bad_loop_fields_are_refused_before_anything_runs(data_dir, tmp_path, field, value):
