@@ -42,3 +42,15 @@ def default_data(tmp_path_factory) -> str:
   return default_corpus.ensure_default_corpus(
     str(tmp_path_factory.mktemp("corpus")), num_codebooks=8, codebook_size=64, minutes=6.0
   )
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> None:
+  """The Hugging Face Hub offline (HF_HUB_OFFLINE=1) with an empty cache, in this process."""
+  huggingface_hub = pytest.importorskip("huggingface_hub")
+  pytest.importorskip("huggingface_hub.constants")
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+  # huggingface_hub read these at import; make this process honour them as a fresh one would.
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_home/hub"))

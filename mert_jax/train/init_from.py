@@ -119,7 +119,7 @@ def load_pretrained(
     if kind == "hf":
       from mert_jax.hf.convert import import_hf  # pylint: disable=g-import-not-at-top
 
-      model, heads = import_hf(hub.resolve_hf_dir(source), seed=seed, base=run_cfg)
+      model, heads = import_hf(source, seed=seed, base=run_cfg)  # downloads a hub id
       note = "heads from the folder" if heads else "no heads in the folder: heads start fresh"
     elif kind == "fairseq":
       from mert_jax.hf.fairseq import import_fairseq  # pylint: disable=g-import-not-at-top

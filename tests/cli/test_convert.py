@@ -132,13 +132,7 @@ def test_missing_huggingface_hub_is_one_error_line(tiny_checkpoint, tmp_path, mo
   assert not (tmp_path / "hf").exists()  # refused before exporting
 
 
-def test_hub_id_offline_is_one_error_line(tmp_path, monkeypatch, capsys) -> None:
-  huggingface_hub = pytest.importorskip("huggingface_hub")
-  pytest.importorskip("huggingface_hub.constants")
-  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_home/hub"))
+def test_hub_id_offline_is_one_error_line(offline_hub, tmp_path, capsys) -> None:
   argv = ["hf-to-jax", "--hf=m-a-p/MERT-v1-95M", f"--output={tmp_path}/ckpt"]
   assert convert_cli.main(argv) == 1
   err = capsys.readouterr().err

@@ -264,14 +264,7 @@ def test_hub_ids_download_configs_and_weights_only(tmp_path, monkeypatch):
   assert "\n" not in msg and "(offline: ConnectionError: Failed to resolve" in msg
 
 
-def test_hub_id_offline_is_one_clear_error(tmp_path, monkeypatch):
-  huggingface_hub = pytest.importorskip("huggingface_hub")
-  pytest.importorskip("huggingface_hub.constants")
-  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-  # huggingface_hub read these at import; make this process honour them as a fresh one would.
-  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_home/hub"))
+def test_hub_id_offline_is_one_clear_error(offline_hub):
   with pytest.raises(hub.HubError) as err:
     hub.resolve_hf_dir("m-a-p/MERT-v1-95M")
   msg = str(err.value)

@@ -245,6 +245,14 @@ def documented_commands(path: str) -> list[list[str]]:
   return [shlex.split(line, comments=True) for line in lines if line.startswith("python")]
 
 
+def train_command(*args: str) -> str:
+  """``python -m mert_jax.cli.train ARGS`` from the repo root; asserts exit 0, returns stdout."""
+  cmd = [sys.executable, "-m", "mert_jax.cli.train", *args]
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
 @pytest.mark.multiprocess
 def test_documented_recipe_runs_on_a_tiny_stand_in(published, tmp_path, music):
   """Every command of docs/continue_pretraining.md, with tiny stand-ins for the model, the music,
@@ -294,33 +302,14 @@ def test_documented_recipe_runs_on_a_tiny_stand_in(published, tmp_path, music):
     "--config.model.hidden_size=48",
     "--config.log_every=1",
   )
-  proc = subprocess.run(
-    [sys.executable, "-m", "mert_jax.cli.train", *stand_in(train_cmd, *tiny_flags)]
-    + ["--config.total_steps=1"],
-    capture_output=True,
-    text=True,
-    cwd=REPO_ROOT,
-    timeout=600,
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "(fairseq): label_embs_concat: 8 codebooks x 1028 labels" in proc.stdout
+  stdout = train_command(*stand_in(train_cmd, *tiny_flags), "--config.total_steps=1")
+  assert "(fairseq): label_embs_concat: 8 codebooks x 1028 labels" in stdout
   assert final_params(tmp_path / "run")[0] == 1
   assert convert_cli.main(stand_in(convert_cmd)) == 0
   assert (tmp_path / "hf" / "preprocessor_config.json").exists()
   # The hub-folder variant (a local published-format folder stands in for the hub id), through
   # loading and checking the weights and initialising the state; no step is compiled.
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "mert_jax.cli.train",
-      *stand_in(hub_cmd, tiny_flags[0], "--config.total_steps=0"),
-    ]
-    + [f"--workdir={tmp_path / 'run_hf'}"],
-    capture_output=True,
-    text=True,
-    cwd=REPO_ROOT,
-    timeout=600,
+  stdout = train_command(
+    *stand_in(hub_cmd, tiny_flags[0], "--config.total_steps=0"), f"--workdir={tmp_path / 'run_hf'}"
   )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "(hf): no heads in the folder: heads start fresh" in proc.stdout
+  assert "(hf): no heads in the folder: heads start fresh" in stdout
