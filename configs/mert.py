@@ -1,10 +1,13 @@
 """MERT pretraining recipes as ml_collections configs: ``configs/mert.py:VARIANT``.
 
   python -m mert_jax.cli.train --config=configs/mert.py:95m --workdir=DIR
+  python -m mert_jax.cli.train --config=95m --list-config      # every field, its value and meaning
 
 Variants: ``tiny`` (CPU tests), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
-holds only what a recipe changes. Recipes at a glance (spec §4):
+holds only what a recipe changes. The comment beside (or right above) each field is its help text
+(``--help``, ``--list-config``; mert_jax/cli/config_help.py reads it). Recipes at a glance
+(spec §4):
 
   95m : post-LN, lr 5e-4, warm-up 32k, linear decay to 0 at 400k, clip 10,
         5 s crops (120,000 samples)
@@ -21,22 +24,24 @@ from mert_jax.config import MODEL_SIZES, ObjectiveConfig
 from mert_jax.recipe import dataclass_to_config_dict as _dict
 from mert_jax.sharding import DEFAULT_RULES
 
+VARIANTS = tuple(MODEL_SIZES)  # what get_config takes (mert_jax/recipe.py checks it)
+
 
 def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   variant = variant.lower()
-  if variant not in MODEL_SIZES:
-    raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(MODEL_SIZES)}")
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
   c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 1337  # reference seed
-  c.model = _dict(MODEL_SIZES[variant])
-  c.objective = _dict(ObjectiveConfig())
+  c.variant = variant  # the variant's name (one of VARIANTS), shown in the start-up line
+  c.seed = 1337  # reference seed: initial parameters, data order, dropout, masking and mixup
+  c.model = _dict(MODEL_SIZES[variant])  # the network (ModelConfig, mert_jax/config.py)
+  c.objective = _dict(ObjectiveConfig())  # masked prediction (ObjectiveConfig, mert_jax/config.py)
   c.optimizer = ml_collections.ConfigDict(
     dict(
       lr=5e-4,  # peak learning rate
-      b1=0.9,
-      b2=0.98,
-      eps=1e-6,  # Adam betas / epsilon
+      b1=0.9,  # Adam beta1
+      b2=0.98,  # Adam beta2
+      eps=1e-6,  # Adam epsilon
       weight_decay=0.01,  # decoupled, on every parameter (the reference's choice)
       warmup_steps=32_000,  # linear warm-up, then linear decay to 0 at total_steps
       clip_norm=10.0,  # global-norm gradient clipping
@@ -44,9 +49,9 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     )
   )
   c.optimizer.weight_decay_on = "all"  # "all" (the reference) or "matrices" (ndim >= 2 only)
-  c.total_steps = 400_000
+  c.total_steps = 400_000  # optimizer updates of the whole run (the schedule ends here)
   c.batch_size = 1024  # global clips per update (95M YAML: 16 x 64 GPUs)
-  c.crop_samples = 5 * SAMPLE_RATE  # 5 s (120,000 samples)
+  c.crop_samples = 5 * SAMPLE_RATE  # samples per training clip (120,000 = 5 s at 24 kHz)
   # --- initial weights (mert_jax/train/init_from.py; docs/continue_pretraining.md) ---
   c.init_from = ml_collections.config_dict.placeholder(str)  # HF folder or hub id, model
   # checkpoint, training workdir or fairseq .pt; unset: random init. Optimizer and step start fresh.
@@ -61,10 +66,9 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   # --- data ---
   c.data = ml_collections.ConfigDict(
     dict(
-      dir=ml_collections.config_dict.placeholder(
-        str
-      ),  # a data_pipeline.prepare folder (local or gs://);
-      # unset: the embedded default corpus is prepared under WORKDIR/data
+      # a data_pipeline.prepare folder (local or gs://); unset: the embedded default corpus is
+      # prepared under WORKDIR/data
+      dir=ml_collections.config_dict.placeholder(str),
       shuffle_window=1024,  # crops in the reader's window shuffle
       on_state_mismatch="error",  # data-iterator state not restorable (e.g. other process count):
       # "error" stops; "restart" starts a fresh, differently seeded stream
@@ -80,9 +84,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000  # steps between (async) checkpoints; one is also written at the end
   c.keep_last = 3  # checkpoints kept ...
   c.keep_every = 50_000  # ... plus every checkpoint at a multiple of this step (0 = none)
-  c.preemption_check_every = (
-    10  # multi-process: steps between SIGTERM agreements (each is a host sync)
-  )
+  c.preemption_check_every = 10  # multi-process: steps between SIGTERM agreements (host syncs)
   c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
   # Resuming a workdir with other model / objective / optimizer / data fields is refused; list the
   # dotted fields to change deliberately, "optimizer.lr,model.dropout" (mert_jax/train/workdir.py)
@@ -95,9 +97,8 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
     c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
   elif variant == "1b":
-    c.optimizer.lr = (
-      1e-3  # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
-    )
+    # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
+    c.optimizer.lr = 1e-3
     c.optimizer.clip_norm = 1.0
     c.optimizer.grad_accum_steps = 8
     c.batch_size = 3584

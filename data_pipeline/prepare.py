@@ -1,4 +1,4 @@
-"""Prepare a pretraining dataset: a folder of music -> 24 kHz mono int16 + teacher tokens ->
+r"""Prepare a pretraining dataset: a folder of music -> 24 kHz mono int16 + teacher tokens ->
 sharded TFRecord files + manifest.json.
 
   python -m data_pipeline.prepare --input=DIR --output=DIR --teacher=kmeans|encodec \
@@ -50,13 +50,14 @@ import time
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from data_pipeline import manifest as manifest_lib
+from data_pipeline import progress as progress_lib
 from data_pipeline import teachers as teachers_lib
 from data_pipeline.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from data_pipeline.cli_help import ArgumentParser, field_comments, prog
 from data_pipeline.records import encode_example, from_int16, parse_example
 from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordWriter
 
@@ -72,12 +73,20 @@ OVERWRITE_HINT = "use a new --output, or --overwrite to delete it and prepare ag
 _SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")
 
 
+TEACHERS = ("kmeans", "encodec")  # the values of --teacher
+
+
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-  input: str
-  output: str
-  teacher: str = "kmeans"  # "kmeans" (fitted on the corpus) | "encodec"
-  encodec: str | None = None  # EnCodec weights: local folder or hub id; "random-init" (tests only)
+  """The options of a run; each field's comment is its --help text (parse_args)."""
+
+  input: str  # the folder of music (searched recursively; wav, flac, ogg, opus, mp3, ...)
+  output: str  # the dataset folder to write (or to finish, after an interrupted run)
+  # "kmeans": fitted on the corpus (sizes: --kmeans-*) | "encodec": EnCodec 24 kHz codes, as MERT-v1
+  teacher: str = "kmeans"
+  # with --teacher=encodec: the weights, a local folder or a Hugging Face Hub id
+  # (facebook/encodec_24khz); "random-init" (tests only)
+  encodec: str | None = None
   workers: int = 0  # processes; 0 = all cores
   seed: int = 0  # shuffling, valid split and k-means
   sample_rate: int = SAMPLE_RATE  # Hz
@@ -433,7 +442,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
   if not os.path.isdir(cfg.input):
     raise ValueError(f"--input={cfg.input} is not a directory")
-  teacher_request(cfg, ())  # bad teacher options fail before hours of decoding
+  check_options(cfg)  # bad teacher or output options fail before hours of decoding
   if cfg.segment_seconds * cfg.sample_rate % cfg.hop:
     raise ValueError(
       f"--segment-seconds={cfg.segment_seconds} is not a whole number of {cfg.hop}-sample frames"
@@ -475,7 +484,9 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       for rel in audio_files
     }
     decoded = {}
-    for fut in tqdm(cf.as_completed(futs), total=len(futs), desc="decode", disable=not progress):
+    for fut in progress_lib.progress(
+      cf.as_completed(futs), len(futs), "decode", "files", enabled=progress
+    ):
       decoded[futs[fut]] = fut.result()
   for rel in audio_files:
     if decoded[rel].get("rebuilt"):
@@ -528,7 +539,16 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
 
   teacher_dir = os.path.join(out, TEACHER_DIR)
   say(f"teacher: {cfg.teacher}")
-  name, kwargs = teacher_request(cfg, _cached_audios([caches[rel] for rel in train_files]))
+  fit_audios = progress_lib.progress(  # lazy: silent when a saved teacher is reused
+    _cached_audios([caches[rel] for rel in train_files]),
+    len(train_files),
+    "k-means features",
+    "files",
+    enabled=progress,
+  )
+  name, kwargs = teacher_request(cfg, fit_audios)
+  if name == "kmeans":
+    kwargs["progress"] = progress  # the clustering's own lines (per codebook, per step)
   teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
   if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
     raise ValueError(
@@ -549,8 +569,8 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       ): rel
       for rel in good
     }
-    for fut in tqdm(
-      cf.as_completed(token_futs), total=len(token_futs), desc="tokens", disable=not progress
+    for fut in progress_lib.progress(
+      cf.as_completed(token_futs), len(token_futs), "tokens", "files", enabled=progress
     ):
       if note := fut.result():
         _warn(f"prepare: the token cache of {token_futs[fut]} was bad ({note}); redone")
@@ -562,8 +582,8 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
         fut = pool.submit(_shard_job, path, shard, cfg.hop, recorded.get(shard_name))
         shard_futs[fut] = (split, i, shard_name)
     results: dict[str, dict[int, Any]] = {s: {} for s in split_plans}
-    for fut in tqdm(
-      cf.as_completed(shard_futs), total=len(shard_futs), desc="shards", disable=not progress
+    for fut in progress_lib.progress(
+      cf.as_completed(shard_futs), len(shard_futs), "shards", "shards", enabled=progress
     ):
       split, i, shard_name = shard_futs[fut]
       results[split][i], note = fut.result()
@@ -605,26 +625,67 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   return manifest
 
 
-def parse_args(argv: list[str] | None) -> PrepareConfig:
-  p = argparse.ArgumentParser(
+# --flag metavars, where the field's type says too little.
+_METAVARS = {"input": "DIR", "output": "DIR", "encodec": "PATH_OR_HUB_ID"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The command line: one option per PrepareConfig field, its help the field's comment."""
+  p = ArgumentParser(
+    prog=prog("data_pipeline.prepare"),
     description=__doc__.split("\n\n")[0],
-    formatter_class=argparse.RawDescriptionHelpFormatter,
     epilog=__doc__.split("\n\n", 1)[1],
   )
-  defaults = PrepareConfig(input="", output="")
-  p.add_argument("--input", required=True)
-  p.add_argument("--output", required=True)
+  comments = field_comments(PrepareConfig)
   for field in dataclasses.fields(PrepareConfig):
-    if field.name in ("input", "output"):
-      continue
     flag = "--" + field.name.replace("_", "-")
-    default = getattr(defaults, field.name)
-    if isinstance(default, bool):
-      p.add_argument(flag, action="store_true", default=default)
+    kw: dict[str, Any] = {"help": comments[field.name], "dest": field.name}
+    if field.default is dataclasses.MISSING:
+      kw.update(required=True)
+    elif isinstance(field.default, bool):
+      kw.update(action="store_true", default=field.default)
     else:
-      p.add_argument(flag, type=type(default) if default is not None else str, default=default)
-  ns = p.parse_args(argv)
-  return PrepareConfig(**{k.replace("-", "_"): v for k, v in vars(ns).items()})
+      default = field.default
+      kw.update(type=type(default) if default is not None else str, default=default)
+    if field.name == "teacher":
+      kw.update(choices=TEACHERS)
+    elif field.name in _METAVARS or "type" in kw:
+      kw.update(metavar=_METAVARS.get(field.name, "X" if kw.get("type") is float else "N"))
+    p.add_argument(flag, **kw)
+  return p
+
+
+def parse_args(argv: list[str] | None) -> PrepareConfig:
+  return PrepareConfig(**vars(build_parser().parse_args(argv)))
+
+
+def _looks_like_hub_id(source: str) -> bool:
+  """``owner/name`` (facebook/encodec_24khz), not a path that merely does not exist."""
+  return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source)) and not source.endswith(".py")
+
+
+def check_options(cfg: PrepareConfig) -> None:
+  """Refuses (one ValueError line) the options that would fail only after hours of decoding: the
+  teacher's, an EnCodec source that is neither a folder nor a Hub id, an output that cannot be
+  written."""
+  teacher_request(cfg, ())
+  if cfg.teacher == "encodec" and not cfg.encodec.startswith("random-init"):
+    if not os.path.exists(cfg.encodec) and not _looks_like_hub_id(cfg.encodec):
+      raise ValueError(
+        f"--encodec={cfg.encodec}: no such folder, and not a Hugging Face Hub id (owner/name, "
+        "e.g. facebook/encodec_24khz)"
+      )
+  if cfg.encodec and cfg.teacher != "encodec":
+    raise ValueError(f"--encodec applies only with --teacher=encodec (not --teacher={cfg.teacher})")
+  parent = os.path.abspath(cfg.output)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
+    raise ValueError(f"--output={cfg.output} is a file, not a folder")
+  if not os.path.isdir(parent):
+    raise ValueError(f"--output={cfg.output}: {parent} is a file, not a folder")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ValueError(f"--output={cfg.output}: {parent} is not writable")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,10 +26,12 @@ import hashlib
 import json
 import math
 import os
-from typing import Any, Iterable
+import sys
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from data_pipeline import progress as progress_lib
 from data_pipeline.atomic import atomic_dir, atomic_open, atomic_write_text
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 
@@ -384,20 +386,96 @@ def _check_fit_frames(frames: int, cfg: KMeansConfig) -> None:
     )
 
 
+def _reporting_kmeans(on_step: Callable[[int, int], None]) -> type:
+  """A MiniBatchKMeans subclass that calls ``on_step(step, n_steps)`` (step from 1) after each
+  mini-batch step of ``fit``. It only observes: the centroids are bit-identical to MiniBatchKMeans'.
+
+  sklearn has no progress callback (``verbose`` prints every step to stdout); this hooks the
+  private per-step ``_mini_batch_convergence`` (sklearn 1.1+). Should a later sklearn rename it, the
+  hook is never called and only the fit's opening line remains (tests/data_pipeline/
+  test_progress.py checks that the steps are reported)."""
+  from sklearn.cluster import MiniBatchKMeans  # pylint: disable=g-import-not-at-top
+
+  class ReportingMiniBatchKMeans(MiniBatchKMeans):
+    def _mini_batch_convergence(self, step, n_steps, *args, **kwargs):
+      stop = super()._mini_batch_convergence(step, n_steps, *args, **kwargs)
+      on_step(step + 1, n_steps)
+      return stop
+
+  return ReportingMiniBatchKMeans
+
+
+class _FitReport:
+  """The mini-batch steps of all K codebooks' fits as one progress bar, made at the first step
+  (when sklearn's step limit is known, after the k-means++ inits); a codebook that converges early
+  takes its unrun steps off the total, so the ETA stays the time left at the rate so far."""
+
+  def __init__(self, num_codebooks: int, enabled: bool):
+    self.num_codebooks, self.enabled = num_codebooks, enabled
+    self.bar: Any = None
+    self.codebook, self.steps, self.limit, self.early = 0, 0, 0, 0
+
+  def _where(self) -> str:
+    return f"codebook {self.codebook + 1}/{self.num_codebooks}"
+
+  def start(self, codebook: int) -> None:
+    """Codebook ``codebook`` (from 0) is being fitted next."""
+    self.codebook, self.steps = codebook, 0
+    if self.bar is not None:
+      self.bar.set_postfix_str(self._where())
+
+  def __call__(self, step: int, n_steps: int) -> None:
+    """sklearn finished mini-batch step ``step`` (from 1) of at most ``n_steps``."""
+    if self.bar is None:
+      total = n_steps * self.num_codebooks
+      self.bar = progress_lib.bar(total, "k-means", "steps", enabled=self.enabled)
+      self.bar.set_postfix_str(self._where())
+    self.bar.update(step - self.steps)
+    self.steps, self.limit = step, n_steps
+
+  def end(self) -> None:
+    """The current codebook is fitted; steps it did not need leave the total."""
+    if self.bar is not None and self.steps < self.limit:
+      self.bar.total -= self.limit - self.steps
+      self.early += 1
+
+  def close(self) -> None:
+    """The final line, saying how many codebooks converged before the step limit."""
+    if self.bar is None:
+      return
+    early = f", {self.early} converged before the {self.limit}-step limit" if self.early else ""
+    self.bar.set_postfix_str(f"{self.num_codebooks} codebooks{early}")
+    self.bar.close()
+
+
+def _fit_plan(frames: int, cfg: KMeansConfig) -> str:
+  """The line that opens a fit: what is clustered, and how (sizes in frames; the step limit as
+  MiniBatchKMeans computes it)."""
+  batch = min(cfg.batch_size, frames)
+  return (
+    f"k-means: {cfg.num_codebooks} residual codebooks x {cfg.codebook_size} centroids on {frames} "
+    f"frames x {cfg.feature_dim} features; per codebook {cfg.n_init} k-means++ inits, then up to "
+    f"{cfg.max_iter * frames // batch} mini-batch steps of {batch} frames"
+  )
+
+
 def _fit_residual_kmeans(
-  z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence]
+  z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence], progress: bool = False
 ) -> np.ndarray:
   """(K, codebook_size, d) float32 centroids: codebook k+1 is fitted on the residual of codebooks
   1..k.
 
-  z: (frames, d) standardised features; seeds: one SeedSequence per codebook.
+  z: (frames, d) standardised features; seeds: one SeedSequence per codebook; progress: print the
+  plan and each codebook's mini-batch steps to stderr (``data_pipeline/progress.py``).
   """
-  from sklearn.cluster import MiniBatchKMeans  # pylint: disable=g-import-not-at-top
-
   r = np.array(z, np.float32)
   centroids = np.empty((cfg.num_codebooks, cfg.codebook_size, cfg.feature_dim), np.float32)
+  if progress:
+    print(_fit_plan(len(r), cfg), file=sys.stderr, flush=True)
+  report = _FitReport(cfg.num_codebooks, progress)
   for k, seq in enumerate(seeds):
-    km = MiniBatchKMeans(
+    report.start(k)
+    km = _reporting_kmeans(report)(
       n_clusters=cfg.codebook_size,
       init="k-means++",
       n_init=cfg.n_init,
@@ -410,8 +488,10 @@ def _fit_residual_kmeans(
       random_state=int(seq.generate_state(1)[0]),
     )
     km.fit(r)
+    report.end()
     centroids[k] = km.cluster_centers_
     r -= centroids[k][nearest_centroid(r, centroids[k], cfg.assign_chunk_frames)]
+  report.close()
   return centroids
 
 
@@ -459,9 +539,18 @@ class KMeansTeacher(Teacher):
 
   @classmethod
   def fit(
-    cls, audios: Iterable[np.ndarray], *, config: KMeansConfig = KMeansConfig(), seed: int = 0
+    cls,
+    audios: Iterable[np.ndarray],
+    *,
+    config: KMeansConfig = KMeansConfig(),
+    seed: int = 0,
+    progress: bool = False,
   ) -> "KMeansTeacher":
-    """Fit on (a seeded subsample of) the frames of ``audios`` (each (samples,) float32, 24 kHz)."""
+    """Fit on (a seeded subsample of) the frames of ``audios`` (each (samples,) float32, 24 kHz).
+
+    ``progress``: report the clustering on stderr (the plan, then each codebook's mini-batch steps
+    with an ETA); the result is the same either way. To see the feature pass over ``audios`` too,
+    wrap them in ``data_pipeline.progress.progress`` (as prepare does)."""
     # Imported here so that its OpenMP runtime is loaded before the thread limit is taken.
     import sklearn.cluster  # pylint: disable=g-import-not-at-top
 
@@ -474,7 +563,7 @@ class KMeansTeacher(Teacher):
       _check_fit_frames(len(feats), config)
       mean = feats.mean(axis=0, dtype=np.float64).astype(np.float32)
       std = np.maximum(feats.std(axis=0, dtype=np.float64), config.std_floor).astype(np.float32)
-      centroids = _fit_residual_kmeans((feats - mean) / std, config, km_seqs)
+      centroids = _fit_residual_kmeans((feats - mean) / std, config, km_seqs, progress)
     info = {
       "seed": int(seed),
       "fit_frames": int(len(feats)),

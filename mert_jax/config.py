@@ -32,11 +32,13 @@ class ModelConfig:
   """The MERT network: HuBERT backbone plus the pretraining heads."""
 
   # --- waveform front end (spec §1.2) ---
-  conv_layers: tuple[tuple[int, int, int], ...] = MERT_CONV_LAYERS
+  conv_layers: tuple[tuple[int, int, int], ...] = (
+    MERT_CONV_LAYERS  # waveform conv layers (channels, kernel, stride); strides multiply to 320
+  )
   extractor_mode: str = (
     "default"  # "default": GroupNorm(C groups) on layer 0 only; "layer_norm": LN on every layer
   )
-  conv_bias: bool = False
+  conv_bias: bool = False  # biases in the waveform convolutions (MERT: none)
   feature_grad_mult: float = (
     0.1  # gradient into the extractor is multiplied by this (95M 0.1, 330M 1.0)
   )
@@ -50,7 +52,7 @@ class ModelConfig:
   ffn_size: int = 3072  # F
   layer_norm_first: bool = False  # False: post-LN (95M); True: pre-LN (330M)
   pos_conv_kernel: int = 128  # convolutional positional embedding kernel (frames)
-  pos_conv_groups: int = 16
+  pos_conv_groups: int = 16  # groups of the positional convolution (divides hidden_size)
   layer_norm_eps: float = 1e-5  # every LayerNorm and the extractor GroupNorm
   attention_relax: float = (
     -1.0

@@ -54,6 +54,8 @@ def test_list_of_ints_int_to_float_strings_and_placeholders() -> None:
   assert type(c.optimizer.lr) is float and c.optimizer.lr == 1.0
   assert c.model.dtype == "float32" and c.data.dir == "/data/prepared"
   assert c.model.num_layers == 3 and c.model.feature_grad_mult == 0.1
+  recipe.apply_overrides(c, {"total_steps": "1e5"})  # a whole float for an int field
+  assert c.total_steps == 100_000 and type(c.total_steps) is int
   recipe.apply_overrides(c, {"model.num_layers": 4, "mesh": [1, 2, 1]})  # values, not text
   assert c.model.num_layers == 4 and c.mesh == [1, 2, 1]
   fresh = recipe.load_config("configs/mert.py:tiny")  # data.dir: an unset str placeholder
@@ -65,23 +67,31 @@ def test_list_of_ints_int_to_float_strings_and_placeholders() -> None:
   "key,text,msg",
   [
     ("model.nope", "1", "unknown config field 'model.nope'"),
-    ("nope.num_layers", "1", "unknown config field 'nope.num_layers'"),
+    (
+      "nope.num_layers",
+      "1",
+      "unknown config field 'nope.num_layers'; did you mean model.num_layers",
+    ),
+    ("optimizer.learning_rate", "1", "'optimizer.learning_rate'; did you mean optimizer.lr\\?$"),
+    ("learning_rate", "1", "'learning_rate' \\(python -m mert_jax.cli.train --list-config lists"),
+    ("seed.x", "1", "unknown config field 'seed.x'"),
+    ("model", "1", "model is a group of fields; set one of them \\(model.FIELD=VALUE\\)"),
     ("model.remat", "maybe", "model.remat: 'maybe' is not a boolean"),
-    ("model.num_layers", "2.5", "model.num_layers: '2.5' is not a int"),
+    ("model.num_layers", "2.5", "model.num_layers: '2.5' is not an int"),
     ("model.num_layers", "two", "model.num_layers: cannot parse 'two' as int"),
     ("mesh", "3", "mesh: '3' is not a list"),
   ],
 )
 def test_bad_override_names_the_field(key: str, text: str, msg: str) -> None:
   c = recipe.load_config("configs/mert.py:tiny")
-  with pytest.raises(ValueError, match=msg):
+  with pytest.raises(recipe.RecipeError, match=msg):
     recipe.apply_overrides(c, {key: text})
 
 
 def test_parse_assignments() -> None:
   got = recipe.parse_assignments(["a.b=1", "c=[2,1,1]", "data.dir=gs://b/x=y", "s="])
   assert got == {"a.b": "1", "c": "[2,1,1]", "data.dir": "gs://b/x=y", "s": ""}
-  with pytest.raises(ValueError, match="'model.remat': overrides are FIELD=VALUE"):
+  with pytest.raises(recipe.RecipeError, match="'model.remat': overrides are FIELD=VALUE"):
     recipe.parse_assignments(["model.remat"])
 
 
@@ -90,9 +100,45 @@ def test_load_config_from_another_directory(tmp_path, monkeypatch) -> None:
   c = recipe.load_config("configs/mert.py:tiny")
   assert c.variant == "tiny" and c.model.hidden_size == 32
   assert recipe.load_config("330m").variant == "330m"  # configs/mert.py by default
+  assert recipe.load_config("mert:1b").variant == "1b"  # a recipe of configs/ by name
   assert recipe.load_module("configs/sweeps/model_size.py").get_sweep("full")[0][0] == "95m"
-  with pytest.raises(FileNotFoundError, match="configs/nope.py: no such config file"):
+  with pytest.raises(recipe.RecipeError, match="configs/nope.py: no such config file"):
     recipe.load_config("configs/nope.py:tiny")
+  with pytest.raises(recipe.RecipeError, match=r"configs/mrt.py: .*; did you mean configs/mert.py"):
+    recipe.load_config("mrt:tiny")
+  (tmp_path / "dir.py").mkdir()  # a folder is no config file
+  with pytest.raises(recipe.RecipeError, match="^dir.py: no such config file$"):
+    recipe.load_config("dir.py:tiny")
+
+
+@pytest.mark.parametrize(
+  "spec,want",
+  [
+    ("configs/mert.py:95m", ("configs/mert.py", "95m")),
+    ("mert:95m", ("configs/mert.py", "95m")),
+    ("95m", ("configs/mert.py", "95m")),
+    ("configs/mert.py", ("configs/mert.py", "")),
+    ("/abs/my.py:x", ("/abs/my.py", "x")),
+  ],
+)
+def test_split_spec(spec: str, want: tuple[str, str]) -> None:
+  assert recipe.split_spec(spec) == want
+
+
+def test_sweep_specs() -> None:
+  split = lambda s: recipe.split_spec(s, recipe.SWEEPS_DIR, default_file=None)
+  assert split("model_size:tiny") == ("configs/sweeps/model_size.py", "tiny")
+  assert split("configs/sweeps/model_size.py") == ("configs/sweeps/model_size.py", "")
+
+
+def test_unknown_variant_names_the_closest() -> None:
+  with pytest.raises(
+    recipe.RecipeError,
+    match=r"^unknown variant '95n' of configs/mert.py; did you mean 95m\? \(variants: tiny, 95m, "
+    r"330m, 1b\)$",
+  ):
+    recipe.load_config("configs/mert.py:95n")
+  assert recipe.load_config("95M").variant == "95m"
 
 
 @pytest.mark.parametrize("size", sorted(MODEL_SIZES))

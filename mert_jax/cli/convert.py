@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+from data_pipeline.cli_help import ArgumentParser, HelpFormatter, RawHelpFormatter, prog
 from mert_jax.hf import hub, model_card
 from mert_jax.hf.convert import (
   HEADS_FILE,
@@ -36,33 +37,23 @@ from mert_jax.hf.fairseq import import_fairseq
 from mert_jax.train import checkpoints
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-  """Appends an option's default to its help when it has one (not None / False)."""
-
-  def _get_help_string(self, action: argparse.Action) -> str:
-    text = action.help or ""
-    no_default = action.default in (None, argparse.SUPPRESS) or action.default is False
-    if no_default or action.required or "%(default)" in text:
-      return text
-    return text + " (default: %(default)s)"
-
-
-class _RawHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
-  """... and keeps the description's own line breaks (the module docstring)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
   """The command line of both directions."""
-  parser = argparse.ArgumentParser(
-    prog="python -m mert_jax.cli.convert", description=__doc__, formatter_class=_RawHelpFormatter
+  parser = ArgumentParser(
+    prog=prog("mert_jax.cli.convert"), description=__doc__, formatter_class=RawHelpFormatter
   )
-  sub = parser.add_subparsers(dest="cmd", required=True, metavar="{hf-to-jax,jax-to-hf}")
+  sub = parser.add_subparsers(
+    dest="cmd",
+    required=True,
+    metavar="{hf-to-jax,jax-to-hf}",
+    help="the direction; COMMAND --help lists its options",
+  )
   a = sub.add_parser(
     "hf-to-jax",
     help="HF Hubert/MERT folder, Hub id or MERT fairseq checkpoint -> mert_jax model checkpoint",
     description="Import a Hugging Face Hubert/MERT model (local folder or Hub id) or a MERT "
     "fairseq checkpoint as a mert_jax model checkpoint (model_config.json + params/).",
-    formatter_class=_HelpFormatter,
+    formatter_class=HelpFormatter,
   )
   source = a.add_mutually_exclusive_group(required=True)
   source.add_argument(
@@ -98,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     help="mert_jax checkpoint or training workdir -> HF folder (+ model card, optional upload)",
     description="Export a mert_jax model to a Hugging Face folder that transformers' AutoModel "
     "and AutoFeatureExtractor load, with a README.md model card; optionally upload it.",
-    formatter_class=_HelpFormatter,
+    formatter_class=HelpFormatter,
   )
   b.add_argument(
     "--checkpoint",
@@ -153,6 +144,8 @@ def _refuse_non_empty(path: str, overwrite: bool) -> None:
 
 
 def _hf_to_jax(args: argparse.Namespace) -> None:
+  if args.fairseq and not os.path.isfile(args.fairseq):  # before torch is imported
+    raise FileNotFoundError(f"--fairseq={args.fairseq}: no such file")
   _refuse_non_empty(args.output, args.overwrite)
   if args.fairseq:
     model, what = import_fairseq(args.fairseq, seed=args.seed)

@@ -24,6 +24,7 @@ from absl import logging
 from data_pipeline import example_audio
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
+from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.cli.extract import save_npy
 from mert_jax.hf.convert import export_hf
@@ -32,12 +33,23 @@ from mert_jax.train import checkpoints
 from mert_jax.train.loop import train
 
 
+def build_parser() -> argparse.ArgumentParser:
+  """The command line."""
+  p = ArgumentParser(prog=prog("mert_jax.cli.demo"), description=__doc__)
+  p.add_argument(
+    "--workdir",
+    default="runs/demo",
+    metavar="DIR",
+    help="where the data, checkpoints, metrics, HF folder and features go",
+  )
+  p.add_argument("--steps", type=int, default=300, metavar="N", help="training steps")
+  p.add_argument("--seed", type=int, default=0, metavar="N", help="the training run's seed")
+  return p
+
+
 def main(argv: list[str] | None = None) -> None:
-  p = argparse.ArgumentParser(description="Run the embedded-default MERT main job on CPU.")
-  p.add_argument("--workdir", default="runs/demo")
-  p.add_argument("--steps", type=int, default=300)
-  p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
+  """Runs the four stages, printing where each output went."""
+  args = build_parser().parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   t_start = time.time()
   workdir = os.path.abspath(args.workdir)

@@ -1,4 +1,4 @@
-"""Frame-level features of every layer, for downstream probes.
+r"""Frame-level features of every layer, for downstream probes.
 
   python -m mert_jax.cli.extract --checkpoint=CKPT_DIR --audio=FILE --output=OUT.npy
   python -m mert_jax.cli.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR \
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import jax
 import numpy as np
@@ -30,6 +31,8 @@ import numpy as np
 from data_pipeline.atomic import atomic_open
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
+from data_pipeline.cli_help import ArgumentParser, prog
+from data_pipeline.progress import counted_line
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.features import hidden_states, windowed_hidden_states
 from mert_jax.model.mert import Backbone
@@ -57,29 +60,56 @@ def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float)
   return feats.shape
 
 
+def build_parser() -> argparse.ArgumentParser:
+  """The command line."""
+  parser = ArgumentParser(prog=prog("mert_jax.cli.extract"), description=__doc__)
+  src = parser.add_mutually_exclusive_group(required=True)
+  src.add_argument(
+    "--checkpoint",
+    metavar="DIR",
+    help="mert_jax model checkpoint directory or training workdir",
+  )
+  src.add_argument("--hf", metavar="DIR", help="Hugging Face Hubert/MERT folder")
+  parser.add_argument(
+    "--step", type=int, default=None, metavar="N", help="training workdir step (default: latest)"
+  )
+  parser.add_argument(
+    "--audio",
+    required=True,
+    metavar="FILE_OR_DIR",
+    help="audio file (wav, flac, ogg, opus, mp3, ...) or folder",
+  )
+  parser.add_argument(
+    "--output",
+    required=True,
+    metavar="PATH",
+    help="output .npy path (a folder when --audio is a folder)",
+  )
+  parser.add_argument(
+    "--window-seconds",
+    type=float,
+    default=0.0,
+    metavar="S",
+    help="process in windows of ~S s (0: the whole file at once)",
+  )
+  return parser
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+  """Refuses a missing --audio or a negative window before a model is loaded (a missing model
+  folder is refused by its loader, which reads its config first)."""
+  if not os.path.exists(args.audio):
+    raise FileNotFoundError(f"{args.audio}: no such audio file or folder (--audio)")
+  if args.window_seconds < 0:
+    raise ValueError(f"--window-seconds={args.window_seconds}: must be >= 0")
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs the command: 0 when every file was written, 3 when some files of a folder were skipped,
   1 (one ``error: ...`` line on stderr) when the model or a single input cannot be used."""
-  parser = argparse.ArgumentParser(
-    description="Save every layer's frame-level features of audio files."
-  )
-  src = parser.add_mutually_exclusive_group(required=True)
-  src.add_argument("--checkpoint", help="mert_jax model checkpoint directory or training workdir")
-  src.add_argument("--hf", help="Hugging Face Hubert/MERT folder")
-  parser.add_argument(
-    "--step", type=int, default=None, help="training workdir step (default: latest)"
-  )
-  parser.add_argument(
-    "--audio", required=True, help="audio file (wav, flac, ogg, opus, mp3, ...) or folder"
-  )
-  parser.add_argument(
-    "--output", required=True, help="output .npy path (a folder when --audio is a folder)"
-  )
-  parser.add_argument(
-    "--window-seconds", type=float, default=0.0, help="process in windows of ~S s (0: whole file)"
-  )
-  args = parser.parse_args(argv)
+  args = build_parser().parse_args(argv)
   try:
+    check_inputs(args)
     return _run(args)
   except (ValueError, FileNotFoundError) as err:
     print(f"error: {err}", file=sys.stderr)
@@ -97,20 +127,20 @@ def _run(args: argparse.Namespace) -> int:
     shape = _extract_one(backbone, args.audio, args.output, args.window_seconds)
     print(f"wrote {args.output}: {shape} (layers+1, frames, hidden) float32")
     return 0
-  failures = 0
+  paths = []
   for root, dirs, files in os.walk(args.audio):
     dirs.sort()
-    for name in sorted(files):
-      if not name.lower().endswith(AUDIO_EXTENSIONS):
-        continue
-      path = os.path.join(root, name)
-      out = os.path.join(args.output, os.path.relpath(path, args.audio) + ".npy")
-      try:
-        shape = _extract_one(backbone, path, out, args.window_seconds)
-        print(f"wrote {out}: {shape}")
-      except (ValueError, FileNotFoundError) as e:
-        failures += 1
-        print(f"skipped {path}: {e}", file=sys.stderr)
+    paths += [os.path.join(root, n) for n in sorted(files) if n.lower().endswith(AUDIO_EXTENSIONS)]
+  failures, start = 0, time.monotonic()
+  for i, path in enumerate(paths, 1):
+    out = os.path.join(args.output, os.path.relpath(path, args.audio) + ".npy")
+    try:
+      shape = _extract_one(backbone, path, out, args.window_seconds)
+      line = counted_line(i, len(paths), f"wrote {out}: {shape}", time.monotonic() - start)
+      print(line, flush=True)
+    except (ValueError, FileNotFoundError) as e:
+      failures += 1
+      print(f"[{i}/{len(paths)}] skipped {path}: {e}", file=sys.stderr, flush=True)
   if failures:
     print(f"{failures} files could not be processed (listed above)", file=sys.stderr)
   return 3 if failures else 0

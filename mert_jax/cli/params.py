@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import argparse
 
+from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax.config import MODEL_SIZES, model_config
 from mert_jax.model.mert import param_table
 
 
+def build_parser() -> argparse.ArgumentParser:
+  """The command line."""
+  parser = ArgumentParser(prog=prog("mert_jax.cli.params"), description=__doc__)
+  parser.add_argument(
+    "--size", default="95m", choices=list(MODEL_SIZES), help="the model size (mert_jax/config.py)"
+  )
+  return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description="Print MERT parameter counts per module.")
-  parser.add_argument("--size", default="95m", choices=sorted(MODEL_SIZES))
-  args = parser.parse_args(argv)
+  """Prints the table."""
+  args = build_parser().parse_args(argv)
   cfg = model_config(args.size)
   print(
     f"MERT {args.size}: D={cfg.hidden_size} N={cfg.num_layers} H={cfg.num_heads} F={cfg.ffn_size} "

@@ -1,4 +1,4 @@
-"""Run a sweep of training runs and collect a summary table.
+r"""Run a sweep of training runs and collect a summary table.
 
   python -m mert_jax.cli.sweep --sweep=configs/sweeps/model_size.py:tiny --workdir=runs/sweep \
       [--set=FIELD=VALUE ...]
@@ -8,7 +8,10 @@
 Locally the runs go one after another in this process, each in ``WORKDIR/<run>``; with ``--tpu``
 each run is started on its own slice through ``launch_tpu.sh`` (named ``<prefix>-<run>``). At the
 end (local runs) ``WORKDIR/summary.json`` and ``WORKDIR/summary.md`` list, per run: parameters,
-final loss terms, clips/s, MFU (when known) and the final step.
+final loss terms, clips/s, MFU (when known) and the final step. A sweep is named FILE.py:NAME, or
+STEM:NAME for a file in configs/sweeps/ (model_size:tiny), found from any directory. Every run's
+config is built and checked before the first run starts: a misspelt --set field is one error
+line naming the closest field.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import ml_collections
 
 from data_pipeline.atomic import atomic_write_text
+from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import abstract_model, count_params
@@ -32,9 +36,11 @@ LAUNCHER = os.path.join(recipe.REPO_ROOT, "launch_tpu.sh")
 
 
 def load_sweep(spec: str) -> list[tuple[str, str, dict]]:
-  """``FILE.py:NAME`` -> [(run name, recipe variant, {field: value})]."""
-  path, _, name = spec.partition(":")
-  return recipe.load_module(path, "sweep_def").get_sweep(name or "full")
+  """``FILE.py:NAME`` (or ``STEM:NAME`` of configs/sweeps/) -> [(run name, recipe variant,
+  {field: value})]; without a name, the file's default sweep."""
+  path, name = recipe.split_spec(spec, recipe.SWEEPS_DIR, default_file=None)
+  module = recipe.load_module(path, "sweep_def")
+  return module.get_sweep(name) if name else module.get_sweep()
 
 
 def run_config(
@@ -67,19 +73,47 @@ def summarise(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--sweep", required=True, help="FILE.py:NAME")
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--set", action="append", default=[], help="FIELD=VALUE applied to every run")
+def build_parser() -> argparse.ArgumentParser:
+  """The command line."""
+  p = ArgumentParser(prog=prog("mert_jax.cli.sweep"), description=__doc__)
+  p.add_argument(
+    "--sweep",
+    required=True,
+    metavar="FILE.py:NAME",
+    help="the sweep: FILE.py:NAME, or STEM:NAME of configs/sweeps/ (model_size:tiny)",
+  )
+  p.add_argument(
+    "--workdir", required=True, metavar="DIR", help="each run trains in DIR/RUN; summaries in DIR"
+  )
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="a config field for every run, over the sweep's own (typed as --config.FIELD); repeatable",
+  )
   p.add_argument("--tpu", action="store_true", help="one TPU slice per run through launch_tpu.sh")
-  p.add_argument("--project")
-  p.add_argument("--zone")
-  p.add_argument("--accelerator-type", default="v4-32")
-  p.add_argument("--prefix", default="mert")
-  p.add_argument("--dry-run", action="store_true")
-  args = p.parse_args(argv)
+  p.add_argument("--project", metavar="P", help="with --tpu: the Google Cloud project")
+  p.add_argument("--zone", metavar="Z", help="with --tpu: the zone of the slices")
+  p.add_argument(
+    "--accelerator-type", default="v4-32", metavar="TYPE", help="with --tpu: each run's slice"
+  )
+  p.add_argument(
+    "--prefix", default="mert", help="with --tpu: slices are named PREFIX-RUN (launch_tpu.sh)"
+  )
+  p.add_argument(
+    "--dry-run", action="store_true", help="with --tpu: print the launch commands, run nothing"
+  )
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the sweep; a bad sweep, --set or option is one ``error:`` line (exit status 1) before
+  any run starts."""
+  args = build_parser().parse_args(argv)
   try:  # every run's overrides are checked before the first run starts
+    if args.tpu and not (args.project and args.zone):
+      raise ValueError("--tpu needs --project and --zone")
     common = recipe.parse_assignments(args.set)
     runs = load_sweep(args.sweep)
     configs = [run_config(variant, {**overrides, **common}) for _, variant, overrides in runs]

@@ -1,22 +1,35 @@
-"""Train (or resume) MERT: ``python -m mert_jax.cli.train --config=FILE.py:VARIANT --workdir=DIR``.
+r"""Train (or resume) MERT.
 
   python -m mert_jax.cli.train --config=configs/mert.py:tiny --workdir=runs/tiny
-  python -m mert_jax.cli.train --config=configs/mert.py:95m --workdir=gs://BUCKET/run --config.data.dir=gs://BUCKET/data
+  python -m mert_jax.cli.train --config=95m --workdir=gs://BUCKET/run \
+      --config.data.dir=gs://BUCKET/data --config.mesh=[-1,1,1] --config.batch_size=1024
+  python -m mert_jax.cli.train --config=mert:330m --config.optimizer.lr=1e-3 --list-config
 
-Any config field is overridable with ``--config.FIELD=VALUE``. Re-running the same command
-resumes from the workdir's newest checkpoint that verifies, or ``--config.restore_step=N``
-(mert_jax/train/loop.py, checkpoints.py).
+--config names a recipe: FILE.py:VARIANT, NAME:VARIANT for a recipe shipped in configs/
+(mert:95m = configs/mert.py:95m, found from any directory), or VARIANT alone (configs/mert.py).
+Any field is set with --config.FIELD=VALUE (or --config.FIELD VALUE), typed by the field: a list
+[2,1,1], a boolean true/false (alone, --config.model.remat is true; --noconfig.model.remat is
+false), a number 1e-4. A misspelt file, variant or field, or a value of the wrong type, is one
+`error:` line naming the closest valid name, before anything starts (exit status 1).
+Re-running the same command resumes from the workdir's newest checkpoint that verifies, or from
+--config.restore_step=N (mert_jax/train/loop.py, checkpoints.py).
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
+import re
 import sys
 
+import ml_collections
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from mert_jax.train import checkpoints, distributed, workdir
+from data_pipeline.cli_help import ArgumentParser, prog
+from mert_jax import recipe
+from mert_jax.cli import config_help
+from mert_jax.train import checkpoints, distributed, loop_config, workdir
 from mert_jax.train.checkpoints import CheckpointError
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
@@ -34,25 +47,215 @@ ONE_LINE_ERRORS = (
   workdir.WorkdirLockLost,
 )
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "configs/mert.py:VARIANT", lock_config=True
+CONFIG_HELP = (
+  "the recipe: FILE.py:VARIANT, NAME:VARIANT of configs/ (mert:95m), or VARIANT of configs/mert.py"
 )
+
+# The flags absl owns (with its logging flags: --verbosity, --log_dir, ...); run() hands them over.
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and metrics.jsonl")
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address", None, "multi-process: host:port of process 0"
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
+_ABSL_OPTIONS = {
+  "--workdir": "DIR",
+  "--coordinator_address": "HOST:PORT",
+  "--num_processes": "N",
+  "--process_id": "N",
+}
+
+# --config.FIELD=VALUE, --config.FIELD VALUE, --config.FIELD (a boolean), --noconfig.FIELD.
+_OVERRIDE = re.compile(r"--(no)?config\.([^=]*)(?:=(.*))?", re.S)
+_HELP = ("-h", "--help")
 
 
-def main(argv):
+class _RecipeFlag(flags.Flag):
+  """``--config`` for callers that hand the whole command line to absl (``app.run(main, argv)``):
+  parsing it defines a ``--config.FIELD`` flag per field, which sets the field as run() does."""
+
+  def __init__(self) -> None:
+    super().__init__(flags.ArgumentParser(), None, "config", None, CONFIG_HELP)
+
+  def _parse(self, argument: str) -> ml_collections.ConfigDict:
+    config = recipe.load_config(argument)
+    for path in recipe.field_paths(config):
+      if f"config.{path}" not in flags.FLAGS:
+        node, leaf = recipe.lookup(config, path)
+        flags.DEFINE_flag(_FieldFlag(self, path, isinstance(node[leaf], bool)), flags.FLAGS)
+    return config
+
+
+class _FieldFlag(flags.Flag):
+  """``--config.FIELD=VALUE`` of a ``_RecipeFlag``: recipe.apply_overrides on its config."""
+
+  def __init__(self, owner: _RecipeFlag, path: str, boolean: bool) -> None:
+    super().__init__(
+      flags.ArgumentParser(), None, f"config.{path}", None, f"config field {path}", boolean=boolean
+    )
+    self._owner, self._path = owner, path
+
+  def _parse(self, argument: str) -> str:
+    recipe.apply_overrides(self._owner.value, {self._path: argument})
+    return argument
+
+
+_CONFIG = flags.DEFINE_flag(_RecipeFlag())
+
+
+def build_parser(spec: str | None = None, *, fields: bool = True) -> argparse.ArgumentParser:
+  """The command line; with ``fields``, its help ends with every field of recipe ``spec`` (default:
+  configs/mert.py's default variant), its value and meaning."""
+  epilog = None
+  if fields:
+    path, _ = recipe.split_spec(spec or recipe.DEFAULT_RECIPE)
+    variants = config_help.variants_line(path)
+    config = recipe.load_config(spec or path)
+    epilog = (
+      f"config fields of {spec or path} ({config.get('variant', 'default')}), set with "
+      f"--config.FIELD=VALUE.\n{f'{variants}; ' if variants else ''}--config=RECIPE --help "
+      "lists another recipe's values.\n\n"
+      + config_help.listing(config, config_help.field_docs(path))
+    )
+  p = ArgumentParser(
+    prog=prog("mert_jax.cli.train"),
+    usage="%(prog)s --config=RECIPE --workdir=DIR [--config.FIELD=VALUE ...] [options]",
+    description=__doc__,
+    epilog=epilog,
+  )
+  p.add_argument("--config", metavar="RECIPE", help=CONFIG_HELP)
+  p.add_argument(
+    "--config.FIELD",
+    metavar="VALUE",
+    dest="_field",
+    help="set a field of the recipe (listed below), typed by the field; repeatable",
+  )
+  p.add_argument(
+    "--list-config",
+    action="store_true",
+    help="print every field of the recipe, with --config.FIELD overrides applied, and exit",
+  )
+  for option, metavar in _ABSL_OPTIONS.items():
+    p.add_argument(option, metavar=metavar, help=flags.FLAGS[option[2:]].help)
+  p.add_argument(
+    "--verbosity",
+    "-v",
+    metavar="N",
+    help="absl logging level: 0 info, 1 debug (unset: warnings only, as orbax is chatty); other "
+    "absl flags (--log_dir, --logtostderr, ...) pass through too",
+  )
+  return p
+
+
+def split_overrides(argv: list[str]) -> tuple[list[tuple[str, str | None, bool]], list[str]]:
+  """(the ``--config.FIELD`` overrides as (field, text or None when bare, negated), the other
+  arguments). ``--config.FIELD VALUE`` takes the next argument unless it is an option."""
+  overrides, rest = [], []
+  i = 0
+  while i < len(argv):
+    m = _OVERRIDE.fullmatch(argv[i])
+    i += 1
+    if not m:
+      rest.append(argv[i - 1])
+      continue
+    negated, field, text = bool(m.group(1)), m.group(2), m.group(3)
+    if text is None and not negated and i < len(argv) and not _is_option(argv[i]):
+      text, i = argv[i], i + 1
+    overrides.append((field, text, negated))
+  return overrides, rest
+
+
+def _is_option(arg: str) -> bool:
+  return arg.startswith("-") and not re.fullmatch(r"-[\d.]+(e-?\d+)?", arg)
+
+
+def resolve(spec: str, overrides: list[tuple[str, str | None, bool]]) -> ml_collections.ConfigDict:
+  """The recipe ``spec`` with ``overrides`` applied, checked as far as possible without devices:
+  the loop's counting fields, the model and the objective. Raises ValueError (one line)."""
+  config = recipe.load_config(spec)
+  for field, text, negated in overrides:
+    node, leaf = recipe.lookup(config, field)
+    if text is None:
+      if not isinstance(node[leaf], bool):
+        raise recipe.RecipeError(f"--{'no' * negated}config.{field} needs a value (FIELD=VALUE)")
+      text = "false" if negated else "true"
+    elif negated:
+      raise recipe.RecipeError(f"--noconfig.{field} takes no value")
+    recipe.apply_overrides(config, {field: text})
+  loop_config.check(config)
+  recipe.model_config_from(config)
+  recipe.objective_config_from(config)
+  config.lock()
+  return config
+
+
+def run(argv: list[str] | None = None) -> int:
+  """The ``mert-train`` command: parses the recipe and its overrides here (one ``error:`` line, exit
+  status 1, before any device is touched or anything is written), then hands the remaining flags
+  to absl and trains."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  overrides, rest = split_overrides(argv)
+  try:
+    if any(a in _HELP for a in rest):  # the help lists the fields of the --config given
+      build_parser(_config_arg(rest)).parse_args(rest)  # prints the help, exits 0
+    args, absl_args = build_parser(fields=False).parse_known_args(rest)
+    if args.config is None and not args.list_config:
+      raise recipe.RecipeError(f"--config is required ({CONFIG_HELP})")
+    config = resolve(args.config or recipe.DEFAULT_RECIPE, overrides)
+    if args.list_config:
+      path, _ = recipe.split_spec(args.config or recipe.DEFAULT_RECIPE)
+      print(config_help.listing(config, config_help.field_docs(path)), end="")
+      return 0
+    if not args.workdir:
+      raise recipe.RecipeError("--workdir is required (where checkpoints and metrics go)")
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  for option in (*_ABSL_OPTIONS, "--verbosity"):
+    value = getattr(args, option[2:])
+    if value is not None:
+      absl_args.append(f"{option}={value}")
+  app.run(functools.partial(_main, config), argv=[sys.argv[0], *absl_args], flags_parser=_absl)
+  return 0
+
+
+def _config_arg(argv: list[str]) -> str | None:
+  """The value of the last ``--config=SPEC`` or ``--config SPEC`` in ``argv``."""
+  spec = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      spec = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+  return spec
+
+
+def _absl(argv: list[str]) -> list[str]:
+  """absl's flag parsing, its errors as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main(argv: list[str]) -> None:
+  """absl main for callers that hand absl the whole command line (``app.run(main, argv)``, the
+  ``--config`` flags included)."""
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    print("error: --config and --workdir are required", file=sys.stderr)
+    sys.exit(1)
+  _main(_CONFIG.value, argv)
+
+
+def _main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; progress lines are printed
     checkpoints.quiet_orbax_save_failures()  # a failed save is reported in one line instead
   distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    train(_CONFIG.value, _WORKDIR.value)
+    train(config, _WORKDIR.value)
   except ONE_LINE_ERRORS as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     # train() has closed the checkpoint manager and released the workdir. After a failed read,
@@ -65,5 +268,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  sys.exit(run())

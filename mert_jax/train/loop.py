@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -27,6 +28,7 @@ from mert_jax.model.flops import train_flops_per_clip
 from mert_jax.objective.loss import check_label_values
 from mert_jax.train import (
   checkpoints,
+  console,
   distributed,
   evaluate,
   init_from,
@@ -44,18 +46,26 @@ from mert_jax.train import (
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
   """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train
-  state, "train_step_compiles": how many times the step was compiled (1 unless shapes or
-  shardings changed)}. What the run holds (the workdir's lock) is released when it returns or
-  raises."""
+  state, "train_step_compiles": how many times the step was compiled (1; 0 when the run had
+  nothing to do)}. What the run holds (the workdir's lock) is released when it returns or
+  raises. ``clock``: seconds, for the compile time and the throughput (tests pass a fake one)."""
   loop_config.check(config)  # one-line ConfigError before anything is written, built or compiled
   with contextlib.ExitStack() as stack:
-    return _train(config, workdir, stack)
+    return _train(config, workdir, stack, clock)
 
 
 def _train(
-  config: ml_collections.ConfigDict, workdir: str, stack: contextlib.ExitStack
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  stack: contextlib.ExitStack,
+  clock: Callable[[], float],
 ) -> dict[str, Any]:
   # ############################################################ workdir, logging
   process = jax.process_index()
@@ -79,7 +89,7 @@ def _train(
     )
 
   # ############################################################ pretrained weights
-  pretrained = None
+  pretrained, init_source = None, None
   resuming_from = checkpoints.latest_step(workdir) if config.init_from else None
   if config.init_from and resuming_from is None:  # checked on the host, before anything compiles
     pre = init_from.load_pretrained(
@@ -87,9 +97,10 @@ def _train(
     )
     init_from.check_compatible(pre, mcfg, setup.abstract_state["params"])
     pretrained = init_from.initial_params(pre, setup.abstract_state["params"])
+    init_source = f"{config.init_from} ({pre.kind})"
     if process == 0:
       init_from.record(workdir, pre, config.init_from_step)
-      print(f"init_from {config.init_from} ({pre.kind}): {pre.note}", flush=True)
+      print(f"init_from {init_source}: {pre.note}", flush=True)
   elif config.init_from and process == 0:
     print(
       f"resuming from checkpoint {resuming_from}; init_from applies to a fresh run only", flush=True
@@ -138,77 +149,166 @@ def _train(
     writer.close()
     return {"metrics": {}, "state": state, "train_step_compiles": 0}
   writer.resume(step)  # the steps after `step` are replayed: their old metric rows go
+  if process == 0:
+    start_at = console.start_point(start, init_source)
+    summary = _run_summary(config, setup, manifest, data_dir, workdir, start_at)
+    print("\n".join(console.summary_lines(summary)), flush=True)
 
   # ############################################################ compile
   # Ahead of the first step, so that a SIGTERM arriving meanwhile (restoring, compiling: minutes
   # at scale) stops the run before any step: at most one compile late, which cannot be cut short.
+  # The loop calls this executable: static shapes, so a batch of another shape or sharding raises
+  # (TypeError) instead of silently compiling again (minutes at scale).
   first = next(data_iter)
   batches = itertools.chain([first], data_iter)
+  train_step = None
   if not preempted.agreed(step, 1, now=True):
-    setup.train_step.lower(state, input_lib.global_batch(first, accum, mesh), seed_key).compile()
+    train_step = _compile_train_step(
+      setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
+    )
+  compiles = int(train_step is not None)
   if preempted.agreed(step, 1, now=True):
     if process == 0:
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
     ckpts.close()
     writer.close()
-    return {"metrics": {}, "state": state, "train_step_compiles": 1}
+    return {"metrics": {}, "state": state, "train_step_compiles": compiles}
 
   # ############################################################ loop
   flops_per_step = train_flops_per_clip(mcfg, config.crop_samples) * config.batch_size
   peak = peak_flops_per_device(setup.devices[0])
   peak = peak * len(setup.devices) if peak else None
-  last_log_time, last_log_step, last = time.perf_counter(), step, {}
+  pace, last = console.Pace(step, config.total_steps, clock=clock), {}
   while step < config.total_steps:
     local = next(batches)
     check_label_values(local["labels"], mcfg)
-    state, metrics = setup.train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
+    state, metrics = train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
     is_last = step == config.total_steps
 
     if step % config.log_every == 0 or is_last:
-      now = time.perf_counter()
-      dt = (now - last_log_time) / max(step - last_log_step, 1)
-      last_log_time, last_log_step = now, step
+      # One transfer, which waits for the step: the window of `pace.row` ends with the work done.
+      metrics, nonfinite_total, nonfinite_run = jax.device_get(
+        (metrics, state["nonfinite_total"], state["nonfinite_run"])
+      )
+      rate = pace.row(step)
       last = {
         "step": step,
-        **{k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()},
-        "clips_per_s": config.batch_size / dt,
-        "step_time_s": dt,
-        "nonfinite_total": int(jax.device_get(state["nonfinite_total"])),
+        **{k: np.asarray(v).tolist() for k, v in metrics.items()},
+        "clips_per_s": config.batch_size * rate.steps_per_s,
+        "step_time_s": rate.step_time_s,
+        "steps_per_s": rate.steps_per_s,
+        "eta_s": rate.eta_s,
+        "nonfinite_total": int(nonfinite_total),
         "dropped_short_records": sum(d.dropped_records for d in dropped),
       }
       if peak:
-        last["mfu"] = flops_per_step / dt / peak
+        last["mfu"] = flops_per_step * rate.steps_per_s / peak
       writer.write(step, last)
+      if process == 0:
+        line = console.step_line(
+          step,
+          config.total_steps,
+          last,
+          rate.steps_per_s,
+          last["clips_per_s"],
+          rate.eta_s,
+          last.get("mfu"),
+        )
+        print(line, flush=True)
       claim.heartbeat(step)
-      if int(jax.device_get(state["nonfinite_run"])) >= config.max_nonfinite_steps:
+      if int(nonfinite_run) >= config.max_nonfinite_steps:
         ckpts.wait_until_finished()
         raise RuntimeError(
           f"{config.max_nonfinite_steps} consecutive non-finite steps at step {step}: stopping; "
           + ckpts.last_good_note()
         )
 
-    if (
-      config.eval_every
-      and (step % config.eval_every == 0 or is_last)
-      and "valid" in manifest["splits"]
-    ):
-      scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
-      writer.write(step, jax.tree.map(lambda v: np.asarray(v).tolist(), scores), prefix="eval_")
+    if config.eval_every and (step % config.eval_every == 0 or is_last):
+      if "valid" in manifest["splits"]:
+        jax.block_until_ready(metrics)  # the queued steps stay in the window (evaluating waits)
+        with pace.paused():
+          began = clock()
+          scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
+          seconds = clock() - began
+        scores = jax.tree.map(lambda v: np.asarray(v).tolist(), scores)
+        writer.write(step, scores, run="eval")
+        if process == 0:
+          print(console.eval_line(step, config.total_steps, scores, seconds), flush=True)
 
     stop = preempted.agreed(step, config.preemption_check_every)
     if step % config.checkpoint_every == 0 or is_last or stop:
-      checkpoints.save(ckpts, step, state, data_iter, data_groups=groups)
+      jax.block_until_ready(metrics)  # as above: saving waits for the state
+      with pace.paused():
+        checkpoints.save(ckpts, step, state, data_iter, data_groups=groups)
     if stop:
       logging.warning("SIGTERM: checkpoint %d written; exiting", step)
       break
 
   ckpts.close()
   writer.close()
-  # Static shapes and fixed shardings: the step compiles once. More means a shape, dtype or sharding
-  # changed between steps (each recompile costs minutes at scale).
-  compiles = setup.train_step._cache_size()  # pylint: disable=protected-access
+  # The AOT executable cannot recompile; a compile through the jitted function (some other caller
+  # of setup.train_step in this process) would show here.
+  compiles += setup.train_step._cache_size()  # pylint: disable=protected-access
   if compiles > 1:
     logging.warning("the train step was compiled %d times; expected once", compiles)
   return {"metrics": last, "state": state, "train_step_compiles": compiles}
+
+
+def _compile_train_step(
+  setup: state_lib.TrainSetup,
+  state: dict[str, Any],
+  batch: dict[str, jax.Array],
+  seed_key: jax.Array,
+  clock: Callable[[], float],
+  announce: bool,
+) -> jax.stages.Compiled:
+  """The train step compiled for these shapes and shardings (donating the state, as the jitted
+  function does); ``announce``: print the compile lines."""
+  if announce:
+    print(console.COMPILING, flush=True)
+  began = clock()
+  compiled = setup.train_step.lower(state, batch, seed_key).compile()
+  if announce:
+    print(console.compiled_line(clock() - began), flush=True)
+  return compiled
+
+
+def _run_summary(
+  config: ml_collections.ConfigDict,
+  setup: state_lib.TrainSetup,
+  manifest: dict[str, Any],
+  data_dir: str,
+  workdir: str,
+  start: str,
+) -> console.RunSummary:
+  """The start-up summary's values, gathered from the run's pieces (parameter counts from the
+  abstract state: the same numbers as mert.count_params, without building the model again)."""
+  params = setup.abstract_state["params"]
+  device = setup.devices[0]
+  return console.RunSummary(
+    variant=config.get("variant", "?"),
+    params=_size(params),
+    backbone_params=_size(params["backbone"]),
+    platform=device.platform,
+    device_kind=device.device_kind,
+    num_devices=len(setup.devices),
+    num_processes=jax.process_count(),
+    mesh=dict(setup.mesh.shape),
+    batch_size=config.batch_size,
+    clip_seconds=config.crop_samples / setup.mcfg.sample_rate,
+    grad_accum_steps=setup.grad_accum_steps,
+    splits={
+      name: (split["hours"], len(split["shards"])) for name, split in manifest["splits"].items()
+    },
+    data_dir=data_dir,
+    workdir=workdir,
+    start=start,
+    total_steps=config.total_steps,
+  )
+
+
+def _size(tree: Any) -> int:
+  """Elements in the arrays (or shape structs) of ``tree``."""
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))

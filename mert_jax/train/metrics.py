@@ -1,10 +1,13 @@
-"""Training metrics: the loss terms from summed counts, metrics.jsonl, TensorBoard event files and
-a console line (process 0 only), and the peak FLOP/s per device kind used for MFU."""
+"""Training metrics: the loss terms from summed counts, metrics.jsonl and TensorBoard event files
+(process 0 only; the console lines are console.py's), and the peak FLOP/s per device kind used for
+MFU."""
 
 from __future__ import annotations
 
+import itertools
 import json
-from typing import Any
+import os
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,9 @@ from etils import epath
 from data_pipeline.atomic import atomic_write_text
 
 METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
+RUNS = ("train", "eval")  # TensorBoard runs: WORKDIR/tb/train, WORKDIR/tb/eval
+JSONL_PREFIX = {"train": "", "eval": "eval_"}  # metrics.jsonl keys of each run's rows
+_WRITERS_OPENED = itertools.count()  # makes each event file's name unique (see tensorboard())
 
 # Dense bf16 peak FLOP/s per chip, by jax.Device.device_kind (vendor figures; an H100 SXM's measured
 # dense matmul peak is lower, ~792 TFLOP/s per the project's reference). Unknown kinds: no MFU.
@@ -57,18 +63,44 @@ def peak_flops_per_device(device: jax.Device) -> float | None:
   return PEAK_BF16_FLOPS.get(device.device_kind)
 
 
+class _NoTensorBoard:
+  """What ``MetricWriter.tensorboard`` returns on processes that write nothing: every
+  SummaryWriter method, doing nothing."""
+
+  def __getattr__(self, name: str) -> Callable[..., None]:
+    return lambda *args, **kwargs: None
+
+
+def scalars(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+  """(tag, value) of every number of a metric row (``step`` aside); a list ``accuracy`` gives
+  ``accuracy/0``, ``accuracy/1``, ..."""
+  out = []
+  for k, v in metrics.items():
+    if k == "step":
+      continue
+    if isinstance(v, list):
+      out.extend((f"{k}/{i}", float(x)) for i, x in enumerate(v))
+    elif isinstance(v, (int, float, bool)):
+      out.append((k, float(v)))
+  return out
+
+
 class MetricWriter:
-  """Appends {"step": ..., metrics} lines to WORKDIR/metrics.jsonl and scalars to WORKDIR/tb.
+  """Appends {"step": ..., metrics} lines to WORKDIR/metrics.jsonl and scalars to TensorBoard.
+
+  Each run of ``RUNS`` has its own TensorBoard folder, WORKDIR/tb/RUN, under the same tag names
+  (``loss``, ``accuracy/0``, ...), so TensorBoard overlays training and evaluation curves; in
+  metrics.jsonl an evaluation's keys carry ``JSONL_PREFIX["eval"]`` (``eval_loss``).
 
   A resumed run replays the steps after its checkpoint: ``resume(step)`` first drops the rows of
-  those steps from metrics.jsonl (rewritten atomically) and opens the TensorBoard event file with
+  those steps from metrics.jsonl (rewritten atomically) and opens every run's event file with
   ``purge_step=step + 1``, which makes TensorBoard hide the older events of the replayed steps, so
   every step appears once in both."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.dir = epath.Path(workdir)
-    self._tb = None  # opened at the first write (after ``resume``)
+    self._tb: dict[str, Any] = {}  # run -> SummaryWriter, each opened at its first use
     self._purge_step: int | None = None
 
   @property
@@ -80,9 +112,10 @@ class MetricWriter:
     if not self.enabled:
       return
     self._purge_step = step + 1
-    if self._tb is not None:  # reopen with the purge step
-      self._tb.close()
-      self._tb = None
+    self.close()  # reopened with the purge step
+    for run in RUNS:  # a run with events gets the purge even if this session never writes to it
+      if (self.dir / TB_DIR / run).exists():
+        self.tensorboard(run)
     if not self.path.exists():
       return
     lines = self.path.read_text().splitlines()
@@ -91,43 +124,43 @@ class MetricWriter:
       atomic_write_text(self.path, "".join(line + "\n" for line in kept))
       logging.info("metrics.jsonl: dropped %d rows after step %d", len(lines) - len(kept), step)
 
-  def _writer(self) -> Any:
-    if self._tb is None:
+  def tensorboard(self, run: str) -> Any:
+    """The tensorboardX SummaryWriter of ``run`` ("train" or "eval"), opened at the first call
+    with the resume's purge step, flushed and closed by ``close()``; on a process that writes
+    nothing, an object whose methods do nothing."""
+    if run not in RUNS:
+      raise ValueError(f"TensorBoard run {run!r}: one of {RUNS}")
+    if not self.enabled:
+      return _NoTensorBoard()
+    if run not in self._tb:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-      self._tb = SummaryWriter(str(self.dir / TB_DIR), purge_step=self._purge_step)
-    return self._tb
+      # A suffix unique to this writer: two writers opened within the same second (the file name
+      # holds the time in seconds) must not truncate each other's file.
+      suffix = f".{os.getpid()}.{next(_WRITERS_OPENED)}"
+      self._tb[run] = SummaryWriter(
+        str(self.dir / TB_DIR / run), purge_step=self._purge_step, filename_suffix=suffix
+      )
+    return self._tb[run]
 
-  def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> None:
+  def write(self, step: int, metrics: dict[str, Any], run: str = "train") -> None:
+    """One metrics.jsonl row (keys prefixed per ``JSONL_PREFIX``) and ``run``'s scalars."""
     if not self.enabled:
       return
+    prefix = JSONL_PREFIX[run]
     row = {"step": step, **{prefix + k: v for k, v in metrics.items() if k != "step"}}
     with self.path.open("a") as f:
       f.write(json.dumps(row) + "\n")
-    tb = self._writer()
-    for k, v in row.items():
-      if k == "step":
-        continue
-      if isinstance(v, list):
-        for i, x in enumerate(v):
-          tb.add_scalar(f"{k}/{i}", float(x), step)
-      elif isinstance(v, (int, float, bool)):
-        tb.add_scalar(k, float(v), step)
+    tb = self.tensorboard(run)
+    for tag, value in scalars(metrics):
+      tb.add_scalar(tag, value, step)
     tb.flush()
-    keys = [
-      k
-      for k in ("loss", "loss_codes", "loss_cqt", "grad_norm", "lr", "clips_per_s", "mfu")
-      if prefix + k in row
-    ]
-    logging.info("step %d %s", step, "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys))
-    print(
-      f"step {step}: " + "  ".join(f"{prefix}{k} {row[prefix + k]:.4g}" for k in keys), flush=True
-    )
 
   def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+    """Flushes and closes the TensorBoard writers (a later use reopens them)."""
+    for tb in self._tb.values():
+      tb.close()
+    self._tb = {}
 
 
 def _after(line: str, step: int) -> bool:
