@@ -81,6 +81,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.log_every = 50  # steps between metric lines (metrics.jsonl, TensorBoard, console)
   c.eval_every = 1000  # steps between evaluations on the valid split (0 = never)
   c.eval_batches = 8  # batches per evaluation
+  c.eval_picture_clips = 1  # validation clips pictured in TensorBoard at each evaluation (0 = none)
   c.checkpoint_every = 1000  # steps between (async) checkpoints; one is also written at the end
   c.keep_last = 3  # checkpoints kept ...
   c.keep_every = 50_000  # ... plus every checkpoint at a multiple of this step (0 = none)

@@ -44,6 +44,17 @@ def default_data(tmp_path_factory) -> str:
   )
 
 
+@pytest.fixture(scope="session")
+def tiny_run(default_data, tmp_path_factory) -> tuple[str, str, dict]:
+  """One 4-step tiny run on a fake clock, shared by the console, TensorBoard and plot tests:
+  (workdir, printed text, train's result); see tests/train/helpers.fake_clock_run."""
+  from tests.train.helpers import fake_clock_run
+
+  wd = str(tmp_path_factory.mktemp("tiny_run") / "run")
+  text, result = fake_clock_run(default_data, wd)
+  return wd, text, result
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch) -> None:
   """The Hugging Face Hub offline (HF_HUB_OFFLINE=1) with an empty cache, in this process."""

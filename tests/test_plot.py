@@ -17,14 +17,9 @@ WIDTH, HEIGHT = 800, 600  # plot.FIG_SIZE_IN at plot.DPI
 
 
 @pytest.fixture(scope="module")
-def workdir(default_data: str, tmp_path_factory) -> str:
-  """A real 4-step tiny run: a train row per step, an eval row at steps 2 and 4."""
-  from mert_jax.train.loop import train
-  from tests.train.helpers import tiny
-
-  wd = str(tmp_path_factory.mktemp("plot") / "run")
-  train(tiny(default_data, total_steps=4, log_every=1, eval_every=2, eval_batches=1), wd)
-  return wd
+def workdir(tiny_run) -> str:
+  """A real 4-step tiny run (tests/conftest.py): train and eval rows at steps 2 and 4."""
+  return tiny_run[0]
 
 
 def check_png(path) -> None:
@@ -54,12 +49,15 @@ def test_output_path_and_a_torn_last_line(workdir: str, tmp_path, capsys) -> Non
   torn = tmp_path / "torn"
   torn.mkdir()
   shutil.copy(f"{workdir}/metrics.jsonl", torn / "metrics.jsonl")
+  torn_line = len(open(f"{workdir}/metrics.jsonl").readlines()) + 1
   with open(torn / "metrics.jsonl", "a") as f:
     f.write('{"step": 5, "accuracy": [0.1, 0.')  # killed mid-write
   output = tmp_path / "figs" / "c.png"
   code, out, err = run([str(torn), f"--output={output}"], capsys)
   assert (code, out) == (0, f"{output}\n")
-  assert err.startswith("note: skipped the torn last line 7 of ") and err.count("\n") == 1
+  assert (
+    err.startswith(f"note: skipped the torn last line {torn_line} of ") and err.count("\n") == 1
+  )
   check_png(output)
 
 

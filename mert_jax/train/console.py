@@ -4,8 +4,8 @@ per evaluation.
 
 Formatting functions take plain values and return strings (tested directly). ``Pace`` measures
 training throughput from an injectable clock: over the window since the previous logged row,
-excluding the intervals spent outside training (compilation happens before it starts; evaluation
-and checkpoint saves are wrapped in ``paused()``).
+excluding the intervals spent outside training (compilation happens before it starts; evaluations,
+checkpoint saves and each row's own writes are wrapped in ``paused()``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ RECENT_ROWS = 5  # logged windows whose pooled rate gives the ETA
 SECONDS_PER_MINUTE, SECONDS_PER_HOUR = 60, 3600
 PARAM_UNITS = ((1e9, "B"), (1e6, "M"), (1e3, "K"))  # parameter counts: 94.4M
 HOURS_WHOLE_FROM = 10.0  # data hours at or above this print without decimals
+WHOLE_RATE_FROM = 100.0  # steps/s and clips/s at or above this print without decimals
 COMPILING = "compiling the train step..."
 
 
@@ -52,6 +53,11 @@ def format_count(n: int) -> str:
 def format_hours(hours: float) -> str:
   """Hours of audio: ``0.13 h``, ``160,000 h``."""
   return f"{hours:,.0f} h" if hours >= HOURS_WHOLE_FROM else f"{hours:.2f} h"
+
+
+def format_rate(x: float) -> str:
+  """A rate to about 3 significant digits without an exponent: ``0.409``, ``52.1``, ``3,072``."""
+  return f"{x:,.0f}" if x >= WHOLE_RATE_FROM else f"{x:.3g}"
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -127,7 +133,8 @@ def summary_lines(s: RunSummary) -> list[str]:
     (
       "batch",
       f"{s.batch_size} clips of {s.clip_seconds:g} s per step = {s.per_device_batch} per device "
-      f"x {plural(s.batch_shards, 'batch shard')} x {plural(s.grad_accum_steps, 'micro-batch', 'micro-batches')}",
+      f"x {plural(s.batch_shards, 'batch shard')} x "
+      f"{plural(s.grad_accum_steps, 'micro-batch', 'micro-batches')}",
     ),
     ("data", f"{data} ({s.data_dir})"),
     ("workdir", s.workdir),
@@ -174,7 +181,7 @@ def step_line(
   left = [f"step {_step_field(step, total)}", *_loss_fields(metrics), f"lr {metrics['lr']:.3g}"]
   if metrics.get("nonfinite_total"):
     left.append(f"nonfinite {metrics['nonfinite_total']}")
-  right = [f"{steps_per_s:.3g} steps/s", f"{clips_per_s:.3g} clips/s"]
+  right = [f"{format_rate(steps_per_s)} steps/s", f"{format_rate(clips_per_s)} clips/s"]
   if mfu is not None:
     right.append(f"MFU {mfu:.1%}")
   right.append(f"ETA {format_duration(eta_s)}")
@@ -204,9 +211,9 @@ class Pace:
   """Steps per second between logged rows, and an ETA, excluding time spent outside training.
 
   Create it when training starts (after the compile, so the first row never includes it); wrap
-  evaluations and checkpoint saves in ``paused()``; call ``row(step)`` at each logged step, after
-  the step's results reached the host (so the window holds the device's work). ``clock``: seconds,
-  monotonic (``time.perf_counter``; tests pass a fake one)."""
+  evaluations, checkpoint saves and the rows' writes in ``paused()``; call ``row(step)`` at each
+  logged step, after the step's results reached the host (so the window holds the device's work).
+  ``clock``: seconds, monotonic (``time.perf_counter``; tests pass a fake one)."""
 
   def __init__(
     self,

@@ -4,7 +4,8 @@ mert_jax/cli/train.py).
 ``train(config, workdir)`` reads top to bottom in data-flow order: workdir and logging -> step
 functions and sharded state (state.py) -> input (input.py) -> restore (checkpoints.py) -> the loop:
 step, log, evaluate, checkpoint, stop on preemption. Re-running the same call resumes from the
-workdir's newest checkpoint that verifies (checkpoints.py), or from ``restore_step``.
+workdir's newest checkpoint that verifies (checkpoints.py), or from ``restore_step``. Process 0
+prints a start-up summary, the compile time and a line per logged step and evaluation (console.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mert_jax.train import (
   checkpoints,
   console,
   distributed,
+  eval_pictures,
   evaluate,
   init_from,
   loop_config,
@@ -113,6 +115,12 @@ def _train(
   rcfg = input_lib.reader_config(config, groups)
   dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
   data_iter = iter(dataset)
+  # TensorBoard pictures of fixed validation clips at each evaluation (eval_pictures.py).
+  pictures = None
+  if config.eval_every and config.eval_picture_clips and "valid" in manifest["splits"]:
+    pictures = eval_pictures.EvalPictures(
+      setup, data_dir, manifest, rcfg, clips=config.eval_picture_clips
+    )
 
   # ############################################################ state: restore or initialise
   ckpts = checkpoints.RunCheckpoints(
@@ -205,19 +213,20 @@ def _train(
       }
       if peak:
         last["mfu"] = flops_per_step * rate.steps_per_s / peak
-      writer.write(step, last)
-      if process == 0:
-        line = console.step_line(
-          step,
-          config.total_steps,
-          last,
-          rate.steps_per_s,
-          last["clips_per_s"],
-          rate.eta_s,
-          last.get("mfu"),
-        )
-        print(line, flush=True)
-      claim.heartbeat(step)
+      with pace.paused():  # the row's own writes (the first imports TensorBoard: seconds)
+        writer.write(step, last)
+        if process == 0:
+          line = console.step_line(
+            step,
+            config.total_steps,
+            last,
+            rate.steps_per_s,
+            last["clips_per_s"],
+            rate.eta_s,
+            last.get("mfu"),
+          )
+          print(line, flush=True)
+        claim.heartbeat(step)
       if int(nonfinite_run) >= config.max_nonfinite_steps:
         ckpts.wait_until_finished()
         raise RuntimeError(
@@ -232,8 +241,10 @@ def _train(
           began = clock()
           scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
           seconds = clock() - began
-        scores = jax.tree.map(lambda v: np.asarray(v).tolist(), scores)
-        writer.write(step, scores, run="eval")
+          scores = jax.tree.map(lambda v: np.asarray(v).tolist(), scores)
+          writer.write(step, scores, run="eval")
+          if pictures is not None:  # every process: the parameters are sharded over all of them
+            pictures.log(writer.tensorboard("eval"), state["params"], step)
         if process == 0:
           print(console.eval_line(step, config.total_steps, scores, seconds), flush=True)
 

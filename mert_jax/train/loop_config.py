@@ -13,6 +13,7 @@ FIELDS = {
   "checkpoint_every": (1, "steps between checkpoints"),
   "eval_every": (0, "steps between evaluations (0 = never)"),
   "eval_batches": (1, "batches per evaluation"),
+  "eval_picture_clips": (0, "validation clips pictured at each evaluation (0 = none)"),
   "preemption_check_every": (1, "steps between SIGTERM agreements"),
   "keep_last": (1, "checkpoints kept"),
   "keep_every": (0, "step multiple whose checkpoints are kept (0 = none)"),

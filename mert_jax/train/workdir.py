@@ -20,9 +20,10 @@ Recorded config (``WORKDIR/config.json``)
              model.pos_conv_impl, model.remat, model.remat_policy (where
              and how the same computation runs)
   loop       total_steps, log_every, eval_every, eval_batches,               allowed
-             checkpoint_every, keep_last, keep_every, preemption_check_every,
-             max_nonfinite_steps, init_from, init_from_step, restore_step,
-             data.on_state_mismatch, allow_config_change
+             eval_picture_clips, checkpoint_every, keep_last, keep_every,
+             preemption_check_every, max_nonfinite_steps, init_from,
+             init_from_step, restore_step, data.on_state_mismatch,
+             allow_config_change
   =========  =============================================================  =====================
 
   ``run`` is the default, so a field added later is protected until someone classifies it. Note
@@ -104,8 +105,8 @@ PLACEMENT = frozenset(
   model.attention_impl model.pos_conv_impl model.remat model.remat_policy""".split()
 )
 LOOP = frozenset(
-  """total_steps log_every eval_every eval_batches checkpoint_every keep_last keep_every
-  preemption_check_every max_nonfinite_steps init_from init_from_step restore_step
+  """total_steps log_every eval_every eval_batches eval_picture_clips checkpoint_every keep_last
+  keep_every preemption_check_every max_nonfinite_steps init_from init_from_step restore_step
   data.on_state_mismatch allow_config_change""".split()
 )
 ABSENT = "<absent>"

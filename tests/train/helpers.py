@@ -1,8 +1,11 @@
 """Shared by the trainer tests: the tiny recipe with overrides, logged losses, the command line
-run as a subprocess, and the parameters of a workdir's latest checkpoint."""
+run as a subprocess, the parameters of a workdir's latest checkpoint, and a tiny run on a fake
+clock (what the console, TensorBoard and plot tests read)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -11,6 +14,7 @@ from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
+import pytest
 
 from configs import mert as mert_configs
 from mert_jax import recipe
@@ -81,3 +85,55 @@ def final_params(workdir: str | os.PathLike) -> tuple[int, Any]:
   step = ocp.CheckpointManager(ckpt_dir).latest_step()
   restored = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), "state"))
   return step, restored["params"]
+
+
+COMPILE_S, EVAL_S, SAVE_S = 1000.0, 500.0, 300.0  # what the fake clock charges for each
+TICK_S = 1e-3  # each reading of the fake clock advances it this much
+
+
+class FakeClock:
+  """Seconds that advance by TICK_S per reading, plus whatever ``advance`` adds."""
+
+  def __init__(self, start: float = 0.0):
+    self.t = start
+
+  def __call__(self) -> float:
+    self.t += TICK_S
+    return self.t
+
+  def advance(self, seconds: float) -> None:
+    self.t += seconds
+
+
+def fake_clock_run(data_dir: str, workdir: str) -> tuple[str, dict[str, Any]]:
+  """A 4-step tiny run in process (a row, an evaluation with its pictures and a checkpoint save
+  every 2 steps) on a fake clock that the compile, each evaluation and each save advance by
+  COMPILE_S, EVAL_S and SAVE_S (the saves write nothing): (printed text, train's result)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from mert_jax.train import checkpoints, evaluate  # pylint: disable=g-import-not-at-top
+  from mert_jax.train.loop import train  # pylint: disable=g-import-not-at-top
+
+  clock = FakeClock()
+  mp = pytest.MonkeyPatch()
+  real_compile, real_eval = jax.stages.Lowered.compile, evaluate.evaluate
+
+  def charged(real, seconds):
+    def call(*args, **kwargs):
+      clock.advance(seconds)
+      return real(*args, **kwargs)
+
+    return call
+
+  mp.setattr(jax.stages.Lowered, "compile", charged(real_compile, COMPILE_S))
+  mp.setattr(evaluate, "evaluate", charged(real_eval, EVAL_S))
+  # Charged, not written: orbax's save of the 8-device state takes seconds these tests need not pay.
+  mp.setattr(checkpoints, "save", lambda *args, **kwargs: clock.advance(SAVE_S))
+  out = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(out):
+      config = tiny(data_dir, total_steps=4, log_every=2, eval_every=2, checkpoint_every=2)
+      result = train(config, workdir, clock=clock)
+  finally:
+    mp.undo()
+  return out.getvalue(), result

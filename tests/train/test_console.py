@@ -4,42 +4,20 @@ checkpoint saves each take 'hours' on a fake clock that none of its throughput r
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
 import re
 
-import jax
 import pytest
 from tensorboardX.proto import event_pb2
 
 from data_pipeline.tfrecord import read_records
 from mert_jax.model.mert import param_table
 from mert_jax.recipe import model_config_from
-from mert_jax.train import checkpoints, console, evaluate
-from mert_jax.train.loop import train
+from mert_jax.train import console
 from mert_jax.train.metrics import MetricWriter
-from tests.train.helpers import rows, tiny
-
-COMPILE_S, EVAL_S, SAVE_S = 1000.0, 500.0, 300.0  # what the fake clock charges for each
-TICK_S = 1e-3  # each reading of the fake clock advances it this much
-
-
-class FakeClock:
-  """Seconds that advance by TICK_S per reading, plus whatever ``advance`` adds."""
-
-  def __init__(self, start: float = 0.0):
-    self.t = start
-
-  def __call__(self) -> float:
-    self.t += TICK_S
-    return self.t
-
-  def advance(self, seconds: float) -> None:
-    self.t += seconds
-
+from tests.train.helpers import COMPILE_S, EVAL_S, SAVE_S, FakeClock, rows, tiny
 
 # ############################################################ formatters
 
@@ -61,6 +39,11 @@ def test_format_duration_of_an_unknown_eta():
 )
 def test_format_count(n, want):
   assert console.format_count(n) == want
+
+
+@pytest.mark.parametrize("x,want", [(0.4091, "0.409"), (52.13, "52.1"), (3071.6, "3,072")])
+def test_format_rate(x, want):
+  assert console.format_rate(x) == want
 
 
 def summary(**over) -> console.RunSummary:
@@ -230,37 +213,6 @@ def test_a_process_that_writes_nothing_gets_a_silent_tensorboard(tmp_path):
 # ############################################################ a tiny run, on a fake clock
 
 
-@pytest.fixture(scope="module")
-def tiny_run(data_dir, tmp_path_factory):
-  """A 4-step run (a row, an evaluation and a checkpoint save every 2 steps) on a fake clock that
-  the compile, each evaluation and each save advance by COMPILE_S, EVAL_S and SAVE_S (the saves
-  write nothing): (workdir, printed text, train's result)."""
-  wd = str(tmp_path_factory.mktemp("console") / "run")
-  clock = FakeClock()
-  mp = pytest.MonkeyPatch()
-  real_compile, real_eval = jax.stages.Lowered.compile, evaluate.evaluate
-
-  def charged(real, seconds):
-    def call(*args, **kwargs):
-      clock.advance(seconds)
-      return real(*args, **kwargs)
-
-    return call
-
-  mp.setattr(jax.stages.Lowered, "compile", charged(real_compile, COMPILE_S))
-  mp.setattr(evaluate, "evaluate", charged(real_eval, EVAL_S))
-  # Charged, not written: orbax's save of the 8-device state takes seconds this test need not pay.
-  mp.setattr(checkpoints, "save", lambda *args, **kwargs: clock.advance(SAVE_S))
-  out = io.StringIO()
-  try:
-    with contextlib.redirect_stdout(out):
-      config = tiny(data_dir, total_steps=4, log_every=2, eval_every=2, checkpoint_every=2)
-      result = train(config, wd, clock=clock)
-  finally:
-    mp.undo()
-  return wd, out.getvalue(), result
-
-
 def test_tiny_run_prints_a_summary_and_the_compile(tiny_run, data_dir):
   wd, text, result = tiny_run
   lines = text.splitlines()
@@ -313,6 +265,8 @@ def test_tiny_run_tensorboard_runs_overlay(tiny_run):
   assert shared <= train_tags and shared <= eval_tags
   assert {"clips_per_s", "steps_per_s", "step_time_s", "eta_s", "lr"} <= train_tags
   assert not any(t.startswith("eval") for t in eval_tags | train_tags)
+  # The pictures of the fixed validation clip (eval_pictures.py), at each evaluation.
+  assert {"cqt/clip0", "codes/usage", "codes/predicted/k0", "codes/teacher/k7"} <= eval_tags
   evals = [r for r in rows(wd) if "eval_loss" in r]
   assert [r["step"] for r in evals] == [2, 4]
   assert all(k == "step" or k.startswith("eval_") for r in evals for k in r)
