@@ -21,6 +21,7 @@ time) and nothing is printed when ``enabled`` is False.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, TextIO, TypeVar
@@ -36,7 +37,10 @@ _MINUTE, _HOUR = 60, 3600
 
 
 def format_duration(seconds: float) -> str:
-  """``45s``, ``1m02s``, ``2h05m``: whole seconds under an hour, whole minutes above."""
+  """``45s``, ``1m02s``, ``2h05m``: whole seconds under an hour, whole minutes above (hours keep
+  counting past 24); ``?`` when not finite."""
+  if not math.isfinite(seconds):
+    return "?"
   s = max(0, int(round(seconds)))
   if s < _MINUTE:
     return f"{s}s"

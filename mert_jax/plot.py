@@ -246,30 +246,33 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _run(args: argparse.Namespace) -> str:
-  """Draws and writes the figure; returns the path written."""
-  if args.benchmark:
-    rows, note = read_rows(args.benchmark)
-    first = rows[0]
-    title = (
-      f"{os.path.basename(args.benchmark)}: {first.get('device', '?')}, jax {first.get('jax')}"
+def plot_benchmark(path: str, output: str | None = None) -> str:
+  """Throughput against batch from benchmark rows; writes ``output`` (default ROWS.png beside
+  them) and returns its path."""
+  rows, note = read_rows(path)
+  first = rows[0]
+  title = f"{os.path.basename(path)}: {first.get('device', '?')}, jax {first.get('jax')}"
+  return _write(draw_benchmark(rows, title), output or os.path.splitext(path)[0] + ".png", note)
+
+
+def plot_workdir(workdir: str, output: str | None = None) -> str:
+  """The training curves of a workdir's metrics.jsonl; writes ``output`` (default
+  WORKDIR/curves.png) and returns its path."""
+  metrics = os.path.join(workdir, METRICS_FILE)
+  if not epath.Path(workdir).is_dir():
+    raise PlotError(f"{workdir}: no such folder")
+  if not epath.Path(metrics).exists():
+    raise PlotError(
+      f"{workdir} holds no {METRICS_FILE}: not a training workdir, or no step logged yet"
     )
-    fig = draw_benchmark(rows, title)
-    output = args.output or os.path.splitext(args.benchmark)[0] + ".png"
-  else:
-    metrics = os.path.join(args.workdir, METRICS_FILE)
-    if not epath.Path(args.workdir).is_dir():
-      raise PlotError(f"{args.workdir}: no such folder")
-    if not epath.Path(metrics).exists():
-      raise PlotError(
-        f"{args.workdir} holds no {METRICS_FILE}: not a training workdir, or no step logged yet"
-      )
-    rows, note = read_rows(metrics)
-    steps = [int(r["step"]) for r in rows if "step" in r]
-    name = os.path.basename(os.path.normpath(args.workdir))
-    title = f"{name}: steps {min(steps, default=0)}-{max(steps, default=0)}"
-    fig = draw_curves(rows, title)
-    output = args.output or os.path.join(args.workdir, DEFAULT_OUTPUT)
+  rows, note = read_rows(metrics)
+  steps = [int(r["step"]) for r in rows if "step" in r]
+  name = os.path.basename(os.path.normpath(workdir))
+  title = f"{name}: steps {min(steps, default=0)}-{max(steps, default=0)}"
+  return _write(draw_curves(rows, title), output or os.path.join(workdir, DEFAULT_OUTPUT), note)
+
+
+def _write(fig: Figure, output: str, note: str | None) -> str:
   if note:
     print(f"note: {note}", file=sys.stderr)
   write_png(fig, output)
@@ -283,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
   if bool(args.workdir) == bool(args.benchmark):
     parser.error("give a WORKDIR or --benchmark=ROWS.jsonl (one of them)")
   try:
-    output = _run(args)
+    if args.benchmark:
+      output = plot_benchmark(args.benchmark, args.output)
+    else:
+      output = plot_workdir(args.workdir, args.output)
   except (PlotError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

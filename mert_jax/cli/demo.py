@@ -25,7 +25,7 @@ from data_pipeline import example_audio
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.cli_help import ArgumentParser, prog
-from mert_jax import recipe
+from mert_jax import plot, recipe
 from mert_jax.cli.extract import save_npy
 from mert_jax.hf.convert import export_hf
 from mert_jax.model.features import hidden_states, windowed_hidden_states
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     f"(codes {metrics['loss_codes']:.3f}, "
     f"CQT {metrics['loss_cqt']:.3f}), {metrics['clips_per_s']:.1f} clips/s"
   )
+  print(f"      curves: {plot.plot_workdir(workdir)} (python -m mert_jax.plot WORKDIR)")
 
   hf_dir = os.path.join(workdir, "hf")
   model = checkpoints.load_model(workdir, dtype="float32")

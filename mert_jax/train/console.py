@@ -17,9 +17,10 @@ import math
 import time
 from typing import Any, Callable, Iterator, Sequence
 
+from data_pipeline.progress import format_duration  # one duration format for every progress line
+
 LABEL_WIDTH = 10  # the summary's label column
 RECENT_ROWS = 5  # logged windows whose pooled rate gives the ETA
-SECONDS_PER_MINUTE, SECONDS_PER_HOUR = 60, 3600
 PARAM_UNITS = ((1e9, "B"), (1e6, "M"), (1e3, "K"))  # parameter counts: 94.4M
 HOURS_WHOLE_FROM = 10.0  # data hours at or above this print without decimals
 WHOLE_RATE_FROM = 100.0  # steps/s and clips/s at or above this print without decimals
@@ -27,19 +28,6 @@ COMPILING = "compiling the train step..."
 
 
 # ############################################################ small formatters
-
-
-def format_duration(seconds: float) -> str:
-  """A duration in seconds as ``42s``, ``3m05s`` or ``1h02m`` (hours keep counting past 24);
-  ``?`` when not finite."""
-  if not math.isfinite(seconds):
-    return "?"
-  s = max(int(round(seconds)), 0)
-  if s < SECONDS_PER_MINUTE:
-    return f"{s}s"
-  if s < SECONDS_PER_HOUR:
-    return f"{s // SECONDS_PER_MINUTE}m{s % SECONDS_PER_MINUTE:02d}s"
-  return f"{s // SECONDS_PER_HOUR}h{s % SECONDS_PER_HOUR // SECONDS_PER_MINUTE:02d}m"
 
 
 def format_count(n: int) -> str:
