@@ -21,6 +21,7 @@ time) and nothing is printed when ``enabled`` is False.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -245,3 +246,22 @@ def progress(
       p.update(1)
   finally:
     p.close()
+
+
+@contextlib.contextmanager
+def stage(
+  desc: str,
+  stream: TextIO | None = None,
+  *,
+  clock: Callable[[], float] = time.monotonic,
+) -> Iterator[None]:
+  """One uncountable step (reading a 1B-parameter checkpoint, writing a safetensors file): a line
+  ``desc...`` before and ``desc: done in 12s`` after, so a long silence has a name. Lines on any
+  stream, terminal or not."""
+  out = stream if stream is not None else sys.stderr
+  out.write(f"{desc}...\n")
+  out.flush()
+  start = clock()
+  yield
+  out.write(f"{desc}: done in {format_duration(clock() - start)}\n")
+  out.flush()

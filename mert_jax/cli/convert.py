@@ -22,6 +22,7 @@ import os
 import sys
 
 from data_pipeline.cli_help import ArgumentParser, HelpFormatter, RawHelpFormatter, prog
+from data_pipeline.progress import stage
 from mert_jax.hf import hub, model_card
 from mert_jax.hf.convert import (
   HEADS_FILE,
@@ -148,11 +149,15 @@ def _hf_to_jax(args: argparse.Namespace) -> None:
     raise FileNotFoundError(f"--fairseq={args.fairseq}: no such file")
   _refuse_non_empty(args.output, args.overwrite)
   if args.fairseq:
-    model, what = import_fairseq(args.fairseq, seed=args.seed)
+    with stage(f"reading {args.fairseq}", sys.stdout):
+      model, what = import_fairseq(args.fairseq, seed=args.seed)
   else:
-    model, heads = import_hf(hub.resolve_hf_dir(args.hf, args.revision), seed=args.seed)
+    source = hub.resolve_hf_dir(args.hf, args.revision)
+    with stage(f"reading {source}", sys.stdout):
+      model, heads = import_hf(source, seed=args.seed)
     what = f"heads from {HEADS_FILE}" if heads else "backbone imported; heads freshly initialised"
-  checkpoints.save_model(args.output, model, overwrite=args.overwrite)
+  with stage(f"writing {args.output}", sys.stdout):
+    checkpoints.save_model(args.output, model, overwrite=args.overwrite)
   print(f"wrote {args.output} ({what})")
 
 
@@ -164,11 +169,13 @@ def _jax_to_hf(args: argparse.Namespace) -> None:
     hub.check_repo_id(args.push_to_hub)
     api = hub.make_api()
   check_export_output(args.output, overwrite=args.overwrite)
-  model = checkpoints.load_model(args.checkpoint, step=args.step)
+  with stage(f"reading {args.checkpoint}", sys.stdout):
+    model = checkpoints.load_model(args.checkpoint, step=args.step)
   info = model_card.gather(
     model, checkpoint=args.checkpoint, step=args.step, load_id=args.push_to_hub or args.output
   )
-  export_hf(model, args.output, overwrite=args.overwrite, card=model_card.render(info))
+  with stage(f"writing {args.output}", sys.stdout):
+    export_hf(model, args.output, overwrite=args.overwrite, card=model_card.render(info))
   print(
     f"wrote {args.output}: config.json, {HF_WEIGHTS} (HubertModel), {PREPROCESSOR_FILE}, "
     f"{README_FILE}, {HEADS_FILE}, {MERT_CONFIG_FILE}"

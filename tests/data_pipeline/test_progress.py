@@ -11,7 +11,7 @@ import pytest
 from tqdm import tqdm
 
 from data_pipeline import progress as progress_lib
-from data_pipeline.progress import LineProgress, counted_line, format_duration, progress
+from data_pipeline.progress import LineProgress, counted_line, format_duration, progress, stage
 from data_pipeline.teachers import KMeansConfig, KMeansTeacher, num_tokens
 
 
@@ -151,3 +151,11 @@ def test_kmeans_fit_reports_steps_and_keeps_its_centroids(music, capsys, max_no_
     else "2 codebooks"
   )
   assert "\r" not in "".join(lines)
+
+
+def test_stage_names_a_long_silence_before_and_after() -> None:
+  times = iter([10.0, 75.0])
+  out = io.StringIO()
+  with stage("reading ckpt", out, clock=lambda: next(times)):
+    out.write("(work)\n")
+  assert out.getvalue() == "reading ckpt...\n(work)\nreading ckpt: done in 1m05s\n"
