@@ -5,6 +5,7 @@ each bad input, and the throughput figure from benchmarks/train_step.py's --json
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from matplotlib import image
 
 from mert_jax import plot
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH, HEIGHT = 800, 600  # plot.FIG_SIZE_IN at plot.DPI
 
 
@@ -141,3 +143,17 @@ def test_command_line() -> None:
     with pytest.raises(SystemExit) as e:
       plot.main(argv)
     assert e.value.code == 2
+
+
+def test_the_committed_benchmark_rows_draw_the_committed_figure(tmp_path, capsys) -> None:
+  """benchmarks/README.md's plot command on its committed rows (a real 95M run on the project
+  CPU), written to a temporary path instead of docs/images."""
+  rows = os.path.join(ROOT, "benchmarks", "results", "train_step_95m_cpu_2026-12-02.jsonl")
+  readme = open(os.path.join(ROOT, "benchmarks", "README.md")).read()
+  assert f"python -m mert_jax.plot --benchmark={os.path.relpath(rows, ROOT)}" in readme
+  out = tmp_path / "throughput.png"
+  code, printed, _ = run([f"--benchmark={rows}", f"--output={out}"], capsys)
+  assert (code, printed) == (0, f"{out}\n")
+  check_png(out)
+  (line,) = plot.benchmark_lines(plot.read_rows(rows)[0]).values()
+  assert [batch for batch, _, _ in line] == [1, 2, 4]
