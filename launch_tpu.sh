@@ -14,6 +14,24 @@
 # workers at once in the background (one log per worker, ~/mert-train.log). jax.distributed
 # finds the other workers by itself on TPU VMs. --local=N runs N processes here on CPU devices with a
 # loopback coordinator, through the same trainer flags, so the multi-host path is testable anywhere.
+#
+# Options:
+#   --project=P             Google Cloud project of the slice
+#   --zone=Z                zone of the slice (TPU v4: us-central2-b)
+#   --accelerator-type=T    slice type: v4-8, v4-32, ... (default: v4-8)
+#   --name=N                the slice's name (its tpu-vm or queued-resource id)
+#   --config=RECIPE         the trainer's --config (configs/mert.py:95m, mert:95m or 95m)
+#   --workdir=DIR           the trainer's --workdir (gs://BUCKET/... on a slice)
+#   --runtime-version=V     TPU VM image (default: tpu-ubuntu2204-base)
+#   --spot                  create a Spot slice (can be preempted; cheaper)
+#   --queued                create the slice through a queued resource, not tpu-vm create
+#   --dry-run               print every command without running any
+#   --logs                  follow worker 0's training log on an existing slice
+#   --delete                delete the slice
+#   --local=N               run N trainer processes on this machine instead of a slice
+#   --local-devices=N       with --local: fake CPU devices per process (default: 4)
+#   --config.FIELD=VALUE    a recipe field, passed to the trainer on every worker
+#   -h, --help              this text
 set -euo pipefail
 
 PROJECT="" ZONE="" ACCEL="v4-8" NAME="" CONFIG="" WORKDIR="" RUNTIME="tpu-ubuntu2204-base"
@@ -36,7 +54,7 @@ for arg in "$@"; do
     --delete) DELETE=1 ;;
     --logs) LOGS=1 ;;
     --config.*) PASS+=("$arg") ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "launch_tpu.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done

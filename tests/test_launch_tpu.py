@@ -5,6 +5,7 @@ test_two_processes_match_one_process."""
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -105,3 +106,25 @@ def test_local_two_processes_train_and_checkpoint(default_data: str, tmp_path) -
     if f.startswith("process_")
   )
   assert states == ["process_0-of-2.json", "process_1-of-2.json"]  # one data position per process
+
+
+def test_help_explains_every_option_the_launcher_accepts() -> None:
+  """Each option of the launcher's argument loop has a line of its own in --help, with text."""
+  source = open(LAUNCHER).read()
+  loop = source[source.index('for arg in "$@"; do') : source.index("done", source.index("case"))]
+  options = re.findall(r"^\s+(-h\|--help|--[\w.-]+)(?:=\*|\*)?\)", loop, flags=re.M)
+  assert len(options) >= 15, options
+  proc = subprocess.run([LAUNCHER, "--help"], capture_output=True, text=True, timeout=30)
+  assert proc.returncode == 0
+  helped = {}
+  for line in proc.stdout.splitlines():
+    m = re.match(r"^  (-h, --help|--[\w.-]+)(?:=\S+)?\s{2,}(\S.*)$", line)
+    if m:
+      helped[m.group(1)] = m.group(2)
+  for option in options:
+    name = (
+      "-h, --help"
+      if option == "-h|--help"
+      else option.rstrip(".") + (".FIELD" if option.endswith(".") else "")
+    )
+    assert helped.get(name), (option, name, sorted(helped))
