@@ -51,7 +51,8 @@ CONFIG_HELP = (
   "the recipe: FILE.py:VARIANT, NAME:VARIANT of configs/ (mert:95m), or VARIANT of configs/mert.py"
 )
 
-# The flags absl owns (with its logging flags: --verbosity, --log_dir, ...); run() hands them over.
+# The flags absl owns (with its logging flags: --verbosity, --log_dir, ...); run() parses the
+# recipe and its --config.FIELD overrides itself and hands absl the rest.
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and metrics.jsonl")
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address", None, "multi-process: host:port of process 0"
@@ -68,39 +69,6 @@ _ABSL_OPTIONS = {
 # --config.FIELD=VALUE, --config.FIELD VALUE, --config.FIELD (a boolean), --noconfig.FIELD.
 _OVERRIDE = re.compile(r"--(no)?config\.([^=]*)(?:=(.*))?", re.S)
 _HELP = ("-h", "--help")
-
-
-class _RecipeFlag(flags.Flag):
-  """``--config`` for callers that hand the whole command line to absl (``app.run(main, argv)``):
-  parsing it defines a ``--config.FIELD`` flag per field, which sets the field as run() does."""
-
-  def __init__(self) -> None:
-    super().__init__(flags.ArgumentParser(), None, "config", None, CONFIG_HELP)
-
-  def _parse(self, argument: str) -> ml_collections.ConfigDict:
-    config = recipe.load_config(argument)
-    for path in recipe.field_paths(config):
-      if f"config.{path}" not in flags.FLAGS:
-        node, leaf = recipe.lookup(config, path)
-        flags.DEFINE_flag(_FieldFlag(self, path, isinstance(node[leaf], bool)), flags.FLAGS)
-    return config
-
-
-class _FieldFlag(flags.Flag):
-  """``--config.FIELD=VALUE`` of a ``_RecipeFlag``: recipe.apply_overrides on its config."""
-
-  def __init__(self, owner: _RecipeFlag, path: str, boolean: bool) -> None:
-    super().__init__(
-      flags.ArgumentParser(), None, f"config.{path}", None, f"config field {path}", boolean=boolean
-    )
-    self._owner, self._path = owner, path
-
-  def _parse(self, argument: str) -> str:
-    recipe.apply_overrides(self._owner.value, {self._path: argument})
-    return argument
-
-
-_CONFIG = flags.DEFINE_flag(_RecipeFlag())
 
 
 def build_parser(spec: str | None = None, *, fields: bool = True) -> argparse.ArgumentParser:
@@ -237,15 +205,6 @@ def _absl(argv: list[str]) -> list[str]:
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-
-
-def main(argv: list[str]) -> None:
-  """absl main for callers that hand absl the whole command line (``app.run(main, argv)``, the
-  ``--config`` flags included)."""
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    print("error: --config and --workdir are required", file=sys.stderr)
-    sys.exit(1)
-  _main(_CONFIG.value, argv)
 
 
 def _main(config: ml_collections.ConfigDict, argv: list[str]) -> None:

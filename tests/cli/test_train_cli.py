@@ -7,7 +7,6 @@ before devices are initialised or anything is written; --list-config and --help 
 import os
 
 import pytest
-from absl import flags
 from absl.testing import flagsaver
 
 from mert_jax.cli import train as cli
@@ -129,13 +128,3 @@ def test_help_lists_the_chosen_recipe_and_the_variants(capsys) -> None:
   assert "variants: tiny, 95m, 330m, 1b" in out and "model.hidden_size = 32" in out
   for option in ("--workdir", "--coordinator_address", "--list-config", "--config.FIELD"):
     assert option in out
-
-
-def test_absl_route_for_wrapper_scripts(started) -> None:
-  """``app.run(cli.main, argv)`` (scripts that wrap the trainer) parses --config through absl."""
-  calls, _ = started
-  argv = ["prog", TINY, "--config.mesh=[2,1,1]", "--config.model.remat", "--workdir=/w"]
-  flags.FLAGS(argv)
-  cli.main(["prog"])
-  (_, _), (_, config, workdir) = calls
-  assert config.mesh == [2, 1, 1] and config.model.remat is True and workdir == "/w"

@@ -23,7 +23,6 @@ from tests.train.helpers import final_params, losses, run_cli
 # a timer. The loop calls checkpoints.save through the module, so the patch takes effect.
 KILL_AFTER_SAVE = """
 import os, signal, sys
-from absl import app
 from mert_jax.cli import train as cli
 from mert_jax.train import checkpoints
 
@@ -36,7 +35,7 @@ def save_then_die(mngr, step, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 checkpoints.save = save_then_die
-app.run(cli.main, argv=[sys.argv[0], *sys.argv[2:]])
+cli.run(sys.argv[2:])
 """
 
 

@@ -229,7 +229,6 @@ def test_nonfinite_guard_names_only_a_known_good_checkpoint(run, data_dir, monke
 ENOSPC_AT_SAVE = """
 import errno, sys
 import orbax.checkpoint as ocp
-from absl import app
 from mert_jax.cli import train as cli
 
 fail_step, real = sys.argv[1], ocp.handlers.StandardCheckpointHandler.async_save
@@ -244,7 +243,7 @@ async def async_save(self, directory, *args, **kwargs):
   return [Full(), *futures] if step == fail_step else futures
 
 ocp.handlers.StandardCheckpointHandler.async_save = async_save
-app.run(cli.main, argv=[sys.argv[0], *sys.argv[2:]])
+cli.run(sys.argv[2:])
 """
 
 
