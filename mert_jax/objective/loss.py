@@ -17,6 +17,7 @@ Shapes: audio (B, L) float; labels (B, K, T_lab) int codes in [0, codebook_size)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -111,6 +112,46 @@ def cqt_target_fn(mcfg: ModelConfig, cfg: ObjectiveConfig) -> CqtFn:
   )
 
 
+@dataclasses.dataclass(frozen=True)
+class MaskedForward:
+  """What the model sees and must predict for one batch (B clips, T frames)."""
+
+  cqt: jax.Array  # (B, T, bins) float32 CQT of the clean audio (the regression target)
+  mask: jax.Array  # (B, T) bool, True = masked frame
+  out: Any  # the model's output on the mixed, masked audio (last_hidden_state, features_pen, ...)
+
+
+def masked_forward(
+  model: MERTModel,
+  audio: jax.Array,
+  key: jax.Array,
+  *,
+  cfg: ObjectiveConfig,
+  cqt_fn: CqtFn | None = None,
+  deterministic: bool = False,
+) -> MaskedForward:
+  """The objective's view of a batch of audio (B, L): one key split three ways (mask, mixup,
+  dropout), the CQT target of the clean audio, in-batch mixup, span masking and the forward pass.
+  ``pretraining_loss`` scores it; eval pictures draw it."""
+  mcfg = model.cfg
+  cqt_fn = cqt_fn or cqt_target_fn(mcfg, cfg)
+  b, length = audio.shape
+  t = num_frames(length, mcfg.conv_layers)
+  k_mask, k_mix, k_drop = jax.random.split(key, 3)
+
+  cqt = jax.lax.stop_gradient(cqt_fn(audio)).astype(jnp.float32)  # clean audio, before mixup
+  if cqt.ndim != 3 or cqt.shape[0] != b or cqt.shape[1] < t or cqt.shape[2] != mcfg.cqt_bins:
+    raise ValueError(
+      f"cqt_fn returned shape {cqt.shape}; expected (batch={b}, frames>={t}, bins={mcfg.cqt_bins})"
+    )
+  mixed = mixup(k_mix, audio, cfg)
+  mask = compute_mask(
+    k_mask, b, t, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks
+  )
+  out = model(mixed, mask=mask, deterministic=deterministic, key=k_drop)
+  return MaskedForward(cqt=cqt[:, :t], mask=mask, out=out)
+
+
 def pretraining_loss(
   model: MERTModel,
   batch: dict[str, jax.Array],
@@ -124,25 +165,12 @@ def pretraining_loss(
 
   ``cqt_fn`` overrides the configured CQT target (``cqt_target_fn``), e.g. in tests."""
   mcfg = model.cfg
-  cqt_fn = cqt_fn or cqt_target_fn(mcfg, cfg)
   audio, labels = batch["audio"], batch["labels"]
   check_audio(audio, mcfg, name="batch['audio']")
   check_labels(labels, audio.shape, mcfg)
-  b, length = audio.shape
-  t = num_frames(length, mcfg.conv_layers)
-  k_mask, k_mix, k_drop = jax.random.split(key, 3)
-
-  cqt = jax.lax.stop_gradient(cqt_fn(audio)).astype(jnp.float32)  # clean audio, before mixup
-  if cqt.ndim != 3 or cqt.shape[0] != b or cqt.shape[1] < t or cqt.shape[2] != mcfg.cqt_bins:
-    raise ValueError(
-      f"cqt_fn returned shape {cqt.shape}; expected (batch={b}, frames>={t}, bins={mcfg.cqt_bins})"
-    )
-  cqt = cqt[:, :t]
-  mixed = mixup(k_mix, audio, cfg)
-  mask = compute_mask(
-    k_mask, b, t, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks
-  )
-  out = model(mixed, mask=mask, deterministic=deterministic, key=k_drop)
+  fwd = masked_forward(model, audio, key, cfg=cfg, cqt_fn=cqt_fn, deterministic=deterministic)
+  cqt, mask, out = fwd.cqt, fwd.mask, fwd.out
+  b, t = mask.shape
   x = out.last_hidden_state  # (B, T, D)
   weights = mask if out.frame_padding is None else mask & ~out.frame_padding
   weights = weights.astype(jnp.float32)

@@ -35,11 +35,8 @@ from matplotlib.figure import Figure
 
 from data_pipeline import reader as reader_lib
 from mert_jax.config import ModelConfig, ObjectiveConfig
-from mert_jax.model.conv_extractor import num_frames
 from mert_jax.model.mert import MERTModel
-from mert_jax.objective.loss import cosine_logits, cqt_target_fn
-from mert_jax.objective.masking import compute_mask
-from mert_jax.objective.mixup import mixup
+from mert_jax.objective.loss import cosine_logits, masked_forward
 from mert_jax.train.evaluate import EVAL_KEY_OFFSET, EVAL_SEED
 from mert_jax.train.state import TrainSetup
 from mert_jax.train.step import bind
@@ -102,30 +99,23 @@ def fixed_clips(
 def compute_pictures(
   model: MERTModel, batch: dict[str, jax.Array], key: jax.Array, ocfg: ObjectiveConfig
 ) -> dict[str, jax.Array]:
-  """The pictured arrays of ``batch`` (audio (B, L), labels (B, K, T_lab)), with the objective's
-  steps of ``pretraining_loss`` (same key split, CQT of the clean audio, mixup, mask,
-  deterministic forward); jittable. Keys as the fields of ``Pictures``."""
+  """The pictured arrays of ``batch`` (audio (B, L), labels (B, K, T_lab)): the objective's own
+  ``masked_forward`` (as ``pretraining_loss`` sees the batch), deterministic; jittable. Keys as the
+  fields of ``Pictures``."""
   mcfg: ModelConfig = model.cfg
-  audio, labels = batch["audio"], batch["labels"]
-  b, length = audio.shape
-  t = num_frames(length, mcfg.conv_layers)
-  k_mask, k_mix, k_drop = jax.random.split(key, 3)
-  cqt = cqt_target_fn(mcfg, ocfg)(audio)[:, :t].astype(jnp.float32)
-  mask = compute_mask(
-    k_mask, b, t, mask_prob=ocfg.mask_prob, mask_length=ocfg.mask_length, min_masks=ocfg.min_masks
-  )
-  out = model(mixup(k_mix, audio, ocfg), mask=mask, deterministic=True, key=k_drop)
-  x = out.last_hidden_state  # (B, T, D)
+  fwd = masked_forward(model, batch["audio"], key, cfg=ocfg, deterministic=True)
+  t = fwd.mask.shape[1]
+  x = fwd.out.last_hidden_state  # (B, T, D)
   z = model.heads.codebook_projections(x)  # (B, T, K, d)
   logits = jax.vmap(
     lambda zk, ek: cosine_logits(zk, ek, ocfg.logit_temp), in_axes=(2, 0), out_axes=2
   )(z, model.heads.label_embeddings())  # (B, T, K, C_k)
   return {
-    "cqt_target": cqt,
+    "cqt_target": fwd.cqt,
     "cqt_pred": model.heads.cqt(x),
-    "mask": mask,
+    "mask": fwd.mask,
     "pred_codes": jnp.argmax(logits, axis=-1).astype(jnp.int32) - mcfg.num_special_labels,
-    "teacher_codes": jnp.moveaxis(labels[:, :, :t], 1, 2).astype(jnp.int32),
+    "teacher_codes": jnp.moveaxis(batch["labels"][:, :, :t], 1, 2).astype(jnp.int32),
   }
 
 
