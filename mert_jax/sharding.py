@@ -114,6 +114,11 @@ def param_shardings(param_state: nnx.State, mesh: Mesh, rules: AxisRules) -> dic
   return nnx.to_pure_dict(specs)
 
 
+def batch_shards(mesh: Mesh) -> int:
+  """Devices that hold different clips of a batch: the product of the batch's mesh axes."""
+  return math.prod(mesh.shape[axis] for axis in BATCH_MESH_AXES)
+
+
 def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
   spec = [None] * ndim
   spec[batch_axis] = BATCH_MESH_AXES

@@ -244,8 +244,13 @@ def abstract_model(cfg: ModelConfig) -> MERTModel:
     return nnx.eval_shape(lambda: MERTModel(cfg, nnx.Rngs(0)))
 
 
+def tree_size(tree: Any) -> int:
+  """Elements in the arrays (or shape structs) of a pytree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
 def count_params(module: nnx.Module) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
+  return tree_size(nnx.state(module, nnx.Param))
 
 
 def param_table(cfg: ModelConfig) -> list[tuple[str, int]]:

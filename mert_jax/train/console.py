@@ -68,6 +68,7 @@ class RunSummary:
   num_devices: int
   num_processes: int
   mesh: dict[str, int]  # axis name -> size, in mesh order
+  batch_shards: int  # devices that hold different clips (sharding.batch_shards)
   batch_size: int  # global clips per update
   clip_seconds: float
   grad_accum_steps: int
@@ -76,11 +77,6 @@ class RunSummary:
   workdir: str
   start: str  # start_point(...)
   total_steps: int
-
-  @property
-  def batch_shards(self) -> int:
-    """Devices that hold different clips: the product of the batch axes (data x fsdp)."""
-    return self.mesh.get("data", 1) * self.mesh.get("fsdp", 1)
 
   @property
   def per_device_batch(self) -> int:
@@ -154,25 +150,21 @@ def _loss_fields(metrics: dict[str, Any]) -> list[str]:
   ]
 
 
-def step_line(
-  step: int,
-  total: int,
-  metrics: dict[str, Any],
-  steps_per_s: float,
-  clips_per_s: float,
-  eta_s: float,
-  mfu: float | None = None,
-) -> str:
+def step_line(step: int, total: int, row: dict[str, Any]) -> str:
   """``step 10/30  loss ...  codes ...  cqt ...  acc ...  lr ...  |  2.31 steps/s  18.5 clips/s
-  MFU 12.3%  ETA 9s`` (MFU when the device peak is known; ``nonfinite N`` when steps were
+  MFU 12.3%  ETA 9s`` of a training row (its losses, ``lr``, ``steps_per_s``, ``clips_per_s``,
+  ``eta_s``, ``mfu`` when the device peak is known, and ``nonfinite N`` when steps were
   skipped)."""
-  left = [f"step {_step_field(step, total)}", *_loss_fields(metrics), f"lr {metrics['lr']:.3g}"]
-  if metrics.get("nonfinite_total"):
-    left.append(f"nonfinite {metrics['nonfinite_total']}")
-  right = [f"{format_rate(steps_per_s)} steps/s", f"{format_rate(clips_per_s)} clips/s"]
-  if mfu is not None:
-    right.append(f"MFU {mfu:.1%}")
-  right.append(f"ETA {format_duration(eta_s)}")
+  left = [f"step {_step_field(step, total)}", *_loss_fields(row), f"lr {row['lr']:.3g}"]
+  if row.get("nonfinite_total"):
+    left.append(f"nonfinite {row['nonfinite_total']}")
+  right = [
+    f"{format_rate(row['steps_per_s'])} steps/s",
+    f"{format_rate(row['clips_per_s'])} clips/s",
+  ]
+  if row.get("mfu") is not None:
+    right.append(f"MFU {row['mfu']:.1%}")
+  right.append(f"ETA {format_duration(row['eta_s'])}")
   return "  ".join(left) + "  |  " + "  ".join(right)
 
 

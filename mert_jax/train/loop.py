@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 import time
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ from etils import epath
 from data_pipeline import reader as reader_lib
 from mert_jax import sharding
 from mert_jax.model.flops import train_flops_per_clip
+from mert_jax.model.mert import tree_size
 from mert_jax.objective.loss import check_label_values
 from mert_jax.train import (
   checkpoints,
@@ -216,16 +216,7 @@ def _train(
       with pace.paused():  # the row's own writes (the first imports TensorBoard: seconds)
         writer.write(step, last)
         if process == 0:
-          line = console.step_line(
-            step,
-            config.total_steps,
-            last,
-            rate.steps_per_s,
-            last["clips_per_s"],
-            rate.eta_s,
-            last.get("mfu"),
-          )
-          print(line, flush=True)
+          print(console.step_line(step, config.total_steps, last), flush=True)
         claim.heartbeat(step)
       if int(nonfinite_run) >= config.max_nonfinite_steps:
         ckpts.wait_until_finished()
@@ -295,18 +286,19 @@ def _run_summary(
   start: str,
 ) -> console.RunSummary:
   """The start-up summary's values, gathered from the run's pieces (parameter counts from the
-  abstract state: the same numbers as mert.count_params, without building the model again)."""
+  abstract state, without building the model again)."""
   params = setup.abstract_state["params"]
   device = setup.devices[0]
   return console.RunSummary(
     variant=config.get("variant", "?"),
-    params=_size(params),
-    backbone_params=_size(params["backbone"]),
+    params=tree_size(params),
+    backbone_params=tree_size(params["backbone"]),
     platform=device.platform,
     device_kind=device.device_kind,
     num_devices=len(setup.devices),
     num_processes=jax.process_count(),
     mesh=dict(setup.mesh.shape),
+    batch_shards=sharding.batch_shards(setup.mesh),
     batch_size=config.batch_size,
     clip_seconds=config.crop_samples / setup.mcfg.sample_rate,
     grad_accum_steps=setup.grad_accum_steps,
@@ -318,8 +310,3 @@ def _run_summary(
     start=start,
     total_steps=config.total_steps,
   )
-
-
-def _size(tree: Any) -> int:
-  """Elements in the arrays (or shape structs) of ``tree``."""
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))

@@ -85,7 +85,7 @@ def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: in
   """The global batch must split into data groups x micro-batches, each divisible by the batch
   shards."""
   accum = config.optimizer.grad_accum_steps
-  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  batch_shards = sharding.batch_shards(mesh)
   if config.batch_size % (groups * accum) or (config.batch_size // accum) % batch_shards:
     raise ValueError(
       f"batch_size={config.batch_size} must split into data.groups={groups} x "

@@ -56,6 +56,7 @@ def summary(**over) -> console.RunSummary:
     num_devices=16,
     num_processes=2,
     mesh={"data": 4, "fsdp": 2, "tensor": 2},
+    batch_shards=8,
     batch_size=1024,
     clip_seconds=5.0,
     grad_accum_steps=4,
@@ -97,12 +98,13 @@ def test_start_point():
 
 def test_step_line():
   metrics = {"loss": 5.0, "loss_codes": 4.5, "loss_cqt": 0.25, "accuracy": [0.1, 0.3], "lr": 1e-3}
-  line = console.step_line(7, 400, metrics, 2.5, 20.0, 3725.0, mfu=0.123)
+  pace = {"steps_per_s": 2.5, "clips_per_s": 20.0, "eta_s": 3725.0}
+  line = console.step_line(7, 400, {**metrics, **pace, "mfu": 0.123})
   assert line == (
     "step   7/400  loss 5.0000  codes 4.5000  cqt 0.2500  acc 0.200  lr 0.001  |  "
     "2.5 steps/s  20 clips/s  MFU 12.3%  ETA 1h02m"
   )
-  skipped = console.step_line(7, 400, {**metrics, "nonfinite_total": 3}, 2.5, 20.0, 1.0)
+  skipped = console.step_line(7, 400, {**metrics, **pace, "nonfinite_total": 3, "eta_s": 1.0})
   assert "nonfinite 3  |" in skipped and "MFU" not in skipped
 
 
