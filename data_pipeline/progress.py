@@ -174,28 +174,6 @@ class LineProgress:
     self.close()
 
 
-class NullProgress:
-  """The same interface, printing nothing (``enabled=False``)."""
-
-  def __init__(self, total: int | None = None):
-    self.total, self.n = total, 0
-
-  def update(self, n: int = 1) -> None:
-    self.n += n
-
-  def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-    del s, refresh
-
-  def close(self) -> None:
-    pass
-
-  def __enter__(self) -> NullProgress:
-    return self
-
-  def __exit__(self, *exc: Any) -> None:
-    pass
-
-
 def is_terminal(stream: TextIO) -> bool:
   """Whether ``stream`` is a terminal (False for files, pipes, closed or odd streams)."""
   try:
@@ -212,11 +190,11 @@ def bar(
   enabled: bool = True,
   *,
   clock: Callable[[], float] = time.monotonic,
-) -> tqdm | LineProgress | NullProgress:
+) -> tqdm | LineProgress:
   """A progress object to ``update(n)`` and ``close()``: tqdm on a terminal, ``LineProgress``
-  elsewhere, ``NullProgress`` when not ``enabled``. It prints its first line when made."""
+  elsewhere, a disabled (silent) tqdm when not ``enabled``. It prints its first line when made."""
   if not enabled:
-    return NullProgress(total)
+    return tqdm(total=total, disable=True)
   stream = stream if stream is not None else sys.stderr
   if is_terminal(stream):
     return tqdm(total=total, desc=desc, unit=unit or "it", file=stream)

@@ -473,9 +473,10 @@ def _fit_residual_kmeans(
   if progress:
     print(_fit_plan(len(r), cfg), file=sys.stderr, flush=True)
   report = _FitReport(cfg.num_codebooks, progress)
+  reporting_kmeans = _reporting_kmeans(report)
   for k, seq in enumerate(seeds):
     report.start(k)
-    km = _reporting_kmeans(report)(
+    km = reporting_kmeans(
       n_clusters=cfg.codebook_size,
       init="k-means++",
       n_init=cfg.n_init,
