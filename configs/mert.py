@@ -85,7 +85,9 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000  # steps between (async) checkpoints; one is also written at the end
   c.keep_last = 3  # checkpoints kept ...
   c.keep_every = 50_000  # ... plus every checkpoint at a multiple of this step (0 = none)
-  c.preemption_check_every = 10  # multi-process: steps between SIGTERM agreements (host syncs)
+  # several processes without JAX's preemption sync manager: steps between SIGTERM agreements
+  # (host syncs); with it (jax.distributed's default) every step is checked at no cost
+  c.preemption_check_every = 10
   c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
   # Resuming a workdir with other model / objective / optimizer / data fields is refused; list the
   # dotted fields to change deliberately, "optimizer.lr,model.dropout" (mert_jax/train/workdir.py)

@@ -33,28 +33,66 @@ def initialize_distributed(
 
 
 class Preempted:
-  """SIGTERM (TPU maintenance, SLURM, `kill`) sets a flag; the loop checkpoints and exits."""
+  """A preemption notice (SIGTERM: Cloud TPU maintenance, Spot reclaim, SLURM, ``kill``) turned
+  into a step at which every process saves a checkpoint and stops.
+
+  Two routes, chosen once:
+
+  * **JAX's preemption sync manager** (several processes under ``jax.distributed``, the native
+    route on Cloud TPU and the one orbax's ``CheckpointManager.reached_preemption`` wraps). Its
+    C++ SIGTERM handler, installed by ``jax.distributed.initialize``, tells the coordination
+    service; the service agrees in the background on the step after the highest one any process
+    has reached, and ``reached_preemption_sync_point(step)`` turns true on every process at that
+    same step. It costs the loop no host sync, so it is asked every step. No Python handler is
+    installed then: one would replace JAX's and the notice would never reach the service.
+  * **A Python SIGTERM flag** (one process, where the sync manager does not exist, or several
+    processes with ``jax_enable_preemption_service`` off). With several processes the flag is
+    all-gathered every ``every`` steps (``all_agree``), which waits for the queued step.
+  """
 
   def __init__(self):
     self.flag = False
-    signal.signal(signal.SIGTERM, self._handler)
+    self.native = jax.process_count() > 1 and _sync_manager() is not None
+    if not self.native:
+      signal.signal(signal.SIGTERM, self._handler)
+
+  @property
+  def route(self) -> str:
+    return "JAX preemption sync manager" if self.native else "SIGTERM flag"
 
   def _handler(self, signum, frame):
     del signum, frame
     self.flag = True
 
-  def agreed(self, step: int, every: int, *, now: bool = False) -> bool:
-    """True when any process got the signal (all processes must stop at the same step).
+  def before_first_step(self, step: int) -> bool:
+    """True when a notice arrived during start-up (restore, input, the first compile). The sync
+    manager cannot answer before the first step (it agrees on a step one past the highest reached),
+    so with it the first agreed save comes one step later."""
+    if self.native:
+      return False
+    return self.agreed(step, 1, now=True)
 
-    With several processes the agreement is an all-gather, which blocks the host until the devices
-    have finished the queued step; done every step it would stop the host from preparing the next
-    batch while the current step runs, so it happens every ``every`` steps only (or ``now``: the
-    check before the first step)."""
+  def agreed(self, step: int, every: int, *, now: bool = False) -> bool:
+    """True at the step all processes agreed to stop at (call it after every step: the sync
+    manager's protocol counts on every step being reported).
+
+    The flag route's all-gather blocks the host until the devices have finished the queued step;
+    done every step it would stop the host from preparing the next batch while the current step
+    runs, so it happens every ``every`` steps only (or ``now``)."""
+    if self.native:
+      return bool(multihost_utils.reached_preemption_sync_point(step))
     if jax.process_count() == 1:
       return self.flag
     if step % max(every, 1) and not now:
       return False
     return not all_agree(not self.flag)
+
+
+def _sync_manager():
+  """JAX's preemption sync manager, or None (no ``jax.distributed``, or the service disabled)."""
+  from jax._src import distributed as jax_distributed  # the manager is not exported publicly
+
+  return jax_distributed.global_state.preemption_sync_manager
 
 
 def all_agree(ok: bool) -> bool:

@@ -77,6 +77,8 @@ def _train(
   claim = stack.enter_context(workdir_lib.Claim(workdir, config))
   writer = MetricWriter(workdir, enabled=process == 0)
   preempted = distributed.Preempted()
+  if process == 0:
+    logging.info("preemption notices: %s", preempted.route)
 
   # ############################################################ mesh, shardings, jitted steps
   setup = state_lib.build(config)
@@ -170,12 +172,12 @@ def _train(
   first = next(data_iter)
   batches = itertools.chain([first], data_iter)
   train_step = None
-  if not preempted.agreed(step, 1, now=True):
+  if not preempted.before_first_step(step):
     train_step = _compile_train_step(
       setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
     )
   compiles = int(train_step is not None)
-  if preempted.agreed(step, 1, now=True):
+  if preempted.before_first_step(step):
     if process == 0:
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
     ckpts.close()
