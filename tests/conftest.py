@@ -60,6 +60,20 @@ def tiny_run(default_data, tmp_path_factory) -> tuple[str, str, dict]:
   return wd, text, result
 
 
+@pytest.fixture(scope="session")
+def trained_workdir(default_data: str, tmp_path_factory) -> tuple[str, dict]:
+  """A tiny training workdir with checkpoints at steps 1 and 2, and the final trained params."""
+  from configs import mert as mert_configs
+  from mert_jax.train.loop import train
+
+  c = mert_configs.get_config("tiny")
+  c.data.dir, c.total_steps, c.checkpoint_every = default_data, 2, 1
+  c.log_every, c.eval_every, c.data.shuffle_window = 1, 0, 16
+  wd = str(tmp_path_factory.mktemp("workdir") / "run")
+  state = train(c, wd)["state"]
+  return wd, state["params"]
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch) -> None:
   """The Hugging Face Hub offline (HF_HUB_OFFLINE=1) with an empty cache, in this process."""
@@ -70,3 +84,4 @@ def offline_hub(tmp_path, monkeypatch) -> None:
   # huggingface_hub read these at import; make this process honour them as a fresh one would.
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_home/hub"))
+

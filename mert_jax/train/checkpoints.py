@@ -217,6 +217,14 @@ def quiet_orbax_save_failures() -> None:
     logger.addFilter(_OrbaxSaveFailureFilter())
 
 
+def local_absolute(path: Any) -> epath.Path:
+  """``path`` as an epath, made absolute when it is local: orbax reads a checkpoint's arrays
+  through tensorstore, which fails on a relative folder (``--checkpoint=runs/tiny``) with an
+  AttributeError deep in the restore; a URL (``gs://``) is left as it is."""
+  text = os.fspath(path)
+  return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
 def checkpoint_manager(
   workdir: str, *, keep_last: int | None = None, keep_every: int = 0
 ) -> ocp.CheckpointManager:
@@ -228,13 +236,13 @@ def checkpoint_manager(
     enable_async_checkpointing=True,
     create=True,
   )
-  return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINTS, options=options)
+  return ocp.CheckpointManager(local_absolute(workdir) / CHECKPOINTS, options=options)
 
 
 def complete_steps(workdir: str | os.PathLike) -> list[int]:
   """The finalised checkpoint steps of a workdir, ascending (orbax's listing, without a manager:
   creates nothing, logs nothing)."""
-  path = epath.Path(workdir) / CHECKPOINTS
+  path = local_absolute(workdir) / CHECKPOINTS
   return sorted(ocp.utils.checkpoint_steps(path)) if path.exists() else []
 
 
@@ -258,7 +266,7 @@ def _read_meta(step: int, step_dir: epath.Path) -> dict[str, Any]:
 
 def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
   try:
-    return json.loads((epath.Path(checkpoints_dir) / str(step) / META / "metadata").read_text())
+    return json.loads((local_absolute(checkpoints_dir) / str(step) / META / "metadata").read_text())
   except (OSError, ValueError):
     return {}
 
@@ -319,7 +327,7 @@ class RunCheckpoints:
     keep_every: int = 0,
     model_config: ModelConfig | None = None,
   ):
-    self.workdir = epath.Path(workdir)
+    self.workdir = local_absolute(workdir)
     self.directory = self.workdir / CHECKPOINTS
     self.mngr = checkpoint_manager(workdir, keep_last=keep_last, keep_every=keep_every)
     self.model_config = model_config
@@ -647,7 +655,7 @@ def save(ckpts: RunCheckpoints, step: int, state: Any, data_iter: Any, *, data_g
 def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool = False) -> None:
   """Write ``model``'s parameters, their fingerprints and its config to ``ckpt_dir`` (created). An
   existing ``params/`` is an error unless ``overwrite``."""
-  path = epath.Path(ckpt_dir)
+  path = local_absolute(ckpt_dir)
   path.mkdir(parents=True, exist_ok=True)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   with ocp.StandardCheckpointer() as ckptr:
@@ -658,7 +666,7 @@ def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool
 
 
 def load_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
-  path = epath.Path(ckpt_dir) / MODEL_CONFIG
+  path = local_absolute(ckpt_dir) / MODEL_CONFIG
   if not path.exists():
     raise FileNotFoundError(
       f"{path} not found: {ckpt_dir} is not a model checkpoint written by "
@@ -668,13 +676,13 @@ def load_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
 
 
 def is_workdir(path: str | os.PathLike) -> bool:
-  p = epath.Path(path)
+  p = local_absolute(path)
   return (p / CHECKPOINTS).exists() and (p / WORKDIR_CONFIG).exists()
 
 
 def workdir_model_config(workdir: str | os.PathLike) -> ModelConfig:
   return ModelConfig.from_dict(
-    dict(json.loads((epath.Path(workdir) / WORKDIR_CONFIG).read_text())["model"])
+    dict(json.loads((local_absolute(workdir) / WORKDIR_CONFIG).read_text())["model"])
   )
 
 
@@ -689,7 +697,7 @@ def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Pa
     raise FileNotFoundError(
       f"{workdir}: no complete checkpoint at step {step}; available: {sorted(steps)}"
     )
-  return epath.Path(workdir) / CHECKPOINTS / str(step) / STATE
+  return local_absolute(workdir) / CHECKPOINTS / str(step) / STATE
 
 
 def _model_source(
@@ -701,7 +709,7 @@ def _model_source(
   if not is_workdir(ckpt_dir):
     if step is not None:
       raise ValueError(f"--step applies to training workdirs; {ckpt_dir} is a model checkpoint")
-    path = epath.Path(ckpt_dir)
+    path = local_absolute(ckpt_dir)
     saved = None
     if (path / PARAMS_FINGERPRINT).exists():
       try:
@@ -737,7 +745,7 @@ def load_model(
   host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   on_host = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=host)
   target = jax.tree.map(on_host, nnx.to_pure_dict(state))
-  where = params_path.parent if workdir else epath.Path(ckpt_dir)
+  where = params_path.parent if workdir else local_absolute(ckpt_dir)
   if not params_path.exists():
     raise FileNotFoundError(f"{params_path} not found: the checkpoint in {ckpt_dir} is incomplete.")
   _quiet_failed_reads()

@@ -1,4 +1,4 @@
-"""Shared CLI fixtures: a saved tiny checkpoint and a 2-step training workdir."""
+"""Shared CLI fixtures: a saved tiny checkpoint (a trained workdir: tests/conftest.py)."""
 
 import pytest
 
@@ -13,17 +13,3 @@ def tiny_checkpoint(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("tiny_ckpt") / "ckpt"
   checkpoints.save_model(path, create_model(model_config("tiny"), seed=11))
   return str(path)
-
-
-@pytest.fixture(scope="session")
-def trained_workdir(default_data: str, tmp_path_factory) -> tuple[str, dict]:
-  """A tiny training workdir with checkpoints at steps 1 and 2, and the final trained params."""
-  from configs import mert as mert_configs
-  from mert_jax.train.loop import train
-
-  c = mert_configs.get_config("tiny")
-  c.data.dir, c.total_steps, c.checkpoint_every = default_data, 2, 1
-  c.log_every, c.eval_every, c.data.shuffle_window = 1, 0, 16
-  wd = str(tmp_path_factory.mktemp("workdir") / "run")
-  state = train(c, wd)["state"]
-  return wd, state["params"]

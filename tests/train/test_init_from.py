@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 
@@ -28,6 +27,7 @@ from mert_jax.recipe import model_config_from
 from mert_jax.train import checkpoints, init_from, state
 from mert_jax.train.loop import train
 from tests.cli.helpers import python_m_error_line
+from tests.documented import documented_commands
 from tests.train.helpers import REPO_ROOT, cli_args, final_params, tiny
 
 torch = pytest.importorskip("torch")
@@ -237,14 +237,6 @@ def test_fairseq_source_brings_backbone_and_heads(data_dir, tmp_path):
 # --------------------------------------------------------------------- docs/continue_pretraining.md
 
 
-def documented_commands(path: str) -> list[list[str]]:
-  """The ``python -m ...`` lines of the doc's bash blocks, split into arguments."""
-  text = open(path).read()
-  blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-  lines = [line for b in blocks for line in b.replace("\\\n", " ").splitlines()]
-  return [shlex.split(line, comments=True) for line in lines if line.startswith("python")]
-
-
 def train_command(*args: str) -> str:
   """``python -m mert_jax.cli.train ARGS`` from the repo root; asserts exit 0, returns stdout."""
   cmd = [sys.executable, "-m", "mert_jax.cli.train", *args]
@@ -258,9 +250,10 @@ def test_documented_recipe_runs_on_a_tiny_stand_in(published, tmp_path, music):
   """Every command of docs/continue_pretraining.md, with tiny stand-ins for the model, the music,
   the EnCodec weights and the published checkpoints: prepare (EnCodec teacher) -> continue from a
   fairseq file for one step -> export; and the hub-folder variant through its first steps."""
-  commands = documented_commands(DOC)
+  commands = [list(c.argv) for c in documented_commands(DOC)]
   # The README's init_from commands are the doc's, so this test runs them too.
-  readme_init_from = [c for c in documented_commands(README) if "init_from" in " ".join(c)]
+  readme = [list(c.argv) for c in documented_commands(README)]
+  readme_init_from = [c for c in readme if "init_from" in " ".join(c)]
   assert len(readme_init_from) == 2 and all(c in commands for c in readme_init_from)
   assert [c[2] for c in commands] == [
     "data_pipeline.prepare",

@@ -1,0 +1,362 @@
+"""Every command line the docs show (README.md, docs/*.md, benchmarks/README.md) runs: through its
+flag parsing with the documented values, then its first steps on a CPU stand-in (tiny model,
+tiny data, the same flags).
+
+Placeholders (CKPT_DIR, MUSIC_DIR, gs://BUCKET, ...) become folders of the test; the recipe's
+variant becomes ``tiny`` after the documented one has been resolved with every override; a
+training command stops after its start-up summary (config, mesh, data, state: everything before
+the first compile); a documented command this file has no runner for fails, naming it."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import soundfile as sf
+
+from data_pipeline import default_corpus, tfds_builder
+from data_pipeline import prepare as prepare_cli
+from data_pipeline.example_audio import music_clip
+from mert_jax import plot, recipe
+from mert_jax.cli import convert as convert_cli
+from mert_jax.cli import demo as demo_cli
+from mert_jax.cli import extract as extract_cli
+from mert_jax.cli import params as params_cli
+from mert_jax.cli import sweep as sweep_cli
+from mert_jax.cli import train as train_cli
+from mert_jax.model.mert import create_model
+from mert_jax.train import console
+from mert_jax.train import input as input_lib
+from tests.documented import (
+  Documented,
+  all_documented,
+  documented_commands,
+  substitute,
+  with_optional,
+  without_optional,
+)
+from tests.hf.fairseq_format import write_fairseq_checkpoint
+
+REPO = recipe.REPO_ROOT
+COMMANDS = all_documented()
+# Commands run elsewhere, whole, by a test that reads the same doc.
+CONTINUE_DOC = "docs/continue_pretraining.md"  # tests/train/test_init_from.py runs its recipe
+
+
+class FirstStepsDone(Exception):
+  """Raised once a long command has taken its first steps."""
+
+
+def program(argv: tuple[str, ...] | list[str]) -> str:
+  """What a command runs: ``python -m MOD`` -> MOD, ``python SCRIPT`` -> SCRIPT, else argv[0]."""
+  if argv[0] in ("python", "python3") and len(argv) > 2 and argv[1] == "-m":
+    return argv[2]
+  if argv[0] in ("python", "python3"):
+    return argv[1]
+  return argv[0]
+
+
+def args_of(argv: list[str]) -> list[str]:
+  """The arguments after the program."""
+  return list(
+    argv[3:] if argv[1:2] == ["-m"] else argv[2:] if argv[0].startswith("python") else argv[1:]
+  )
+
+
+class Stage:
+  """A command's surroundings: a scratch folder as the working directory, stand-ins for the
+  placeholders, and the session's tiny run, corpus and music."""
+
+  def __init__(
+    self, tmp_path, trained_workdir, default_data, music_dir, data_dir, monkeypatch, capsys
+  ):
+    self.tmp, self.tiny_workdir, self.data = tmp_path, trained_workdir[0], default_data
+    self.monkeypatch, self.capsys = monkeypatch, capsys
+    song = str(tmp_path / "song.flac")
+    sf.write(song, music_clip(6.0), 24000)
+    self.stand_ins = {
+      "gs://BUCKET/data": default_data,  # a prepared corpus where the docs read training data
+      "gs://BUCKET": str(tmp_path / "bucket"),
+      "gs://B": str(tmp_path / "bucket"),
+      "CKPT_DIR": str(tmp_path / "ckpt"),
+      "HF_DIR": str(tmp_path / "hf"),
+      "MUSIC_DIR": music_dir,
+      "DATA_DIR2": str(tmp_path / "data2"),
+      "DATA_DIR": data_dir,  # one per module: tfds_builder reads what the prepare line wrote
+      "TFDS_DIR": str(tmp_path / "tfds"),
+      "FEATS_DIR": str(tmp_path / "feats"),
+      "ENCODEC_24KHZ_DIR": "random-init",  # an EnCodec of the real architecture, random weights
+      "song.flac": song,
+      "--config.data.dir=DATA": f"--config.data.dir={default_data}",
+      "benchmarks/results/": os.path.join(REPO, "benchmarks", "results", ""),  # committed rows
+      "/tmp/": f"{tmp_path}/",
+      "docs/images/": f"{tmp_path}/",  # the committed pictures stay as they are
+      "MERT-v1-95M_fairseq.pt": str(tmp_path / "fairseq.pt"),
+      "--step=N": f"--step={max(_steps(self.tiny_workdir))}",
+    }
+    monkeypatch.chdir(tmp_path)  # runs/... lands here
+
+  def argv(self, command: Documented, *, optional: bool = False) -> list[str]:
+    """The command with its placeholders replaced; its ``[...]`` options in when ``optional``."""
+    argv = with_optional(command.argv) if optional else without_optional(command.argv)
+    return substitute(argv, self.stand_ins)
+
+  def trained(self, path: str) -> str:
+    """``path`` holding a trained tiny workdir (a copy of the session's run) unless it exists."""
+    if not os.path.exists(path):
+      shutil.copytree(self.tiny_workdir, path)
+    return path
+
+  @contextlib.contextmanager
+  def first_steps_of_training(self):
+    """Training stops once its start-up summary is printed (before the first compile), and the
+    embedded default corpus is the session's (the same corpus, prepared once)."""
+    real_summary = console.summary_lines
+
+    def summary_then_stop(summary):
+      print("\n".join(real_summary(summary)), flush=True)
+      raise FirstStepsDone
+
+    def session_corpus(root, num_codebooks, codebook_size, **_):
+      target = default_corpus.corpus_dir(root, num_codebooks, codebook_size)
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      if not os.path.exists(target):
+        os.symlink(self.data, target)
+      return target
+
+    with pytest.MonkeyPatch.context() as m:
+      m.setattr(console, "summary_lines", summary_then_stop)
+      m.setattr(input_lib.default_corpus, "ensure_default_corpus", session_corpus)
+      with pytest.raises(FirstStepsDone):
+        yield
+    assert "model" in self.capsys.readouterr().out  # the summary's first lines were printed
+
+
+def _steps(workdir: str) -> list[int]:
+  return [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+
+
+def _in_continue_recipe(command: Documented) -> bool:
+  """The command is one of docs/continue_pretraining.md's (placeholder names aside), which
+  tests/train/test_init_from.py runs whole."""
+  same = {"MY_MUSIC": "MUSIC_DIR", "MY_DATA": "DATA_DIR"}
+  recipe_commands = [
+    tuple(substitute(list(c.argv), same)) for c in documented_commands(CONTINUE_DOC)
+  ]
+  return tuple(substitute(list(command.argv), same)) in recipe_commands
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+  values = [a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")]
+  return values[-1] if values else None
+
+
+# ----------------------------------------------------------------------------- runners
+
+
+def run_setup(command: Documented, stage: Stage) -> None:
+  """Installing and the test command: what CI's own script (.ci/run) runs."""
+  ci = open(os.path.join(REPO, ".ci", "run")).read()
+  argv = list(command.argv)
+  if argv[:2] == ["pip", "install"]:
+    assert re.search(r"pip install .*-e " + re.escape(f"'{argv[-1]}'"), ci), command.text
+  else:
+    assert command.text in ci, f"{command.where}: .ci/run does not run `{command.text}`"
+
+
+def run_train(command: Documented, stage: Stage) -> None:
+  argv = stage.argv(command)
+  args = args_of(argv)
+  if any(a.startswith("--config.init_from") for a in args):
+    assert _in_continue_recipe(command), f"{command.where}: not in {CONTINUE_DOC}'s tested recipe"
+    return
+  # The documented recipe and every documented override, resolved and checked.
+  assert train_cli.run([*args, "--list-config"]) == 0
+  listing = stage.capsys.readouterr().out
+  for field, value in (
+    a[len("--config.") :].split("=", 1) for a in args if "=" in a and a.startswith("--config.")
+  ):
+    assert field.rsplit(".", 1)[-1] in listing, field
+  # The stand-in: the tiny variant, the same flags but the CPU-sized ones.
+  cpu_sized = ("--config.batch_size=", "--config.total_steps=")
+  tiny = [
+    re.sub(r"(--config=\S*?):\w+$", r"\1:tiny", a) for a in args if not a.startswith(cpu_sized)
+  ]
+  with stage.first_steps_of_training():
+    train_cli.run(tiny)
+
+
+def run_demo(command: Documented, stage: Stage) -> None:
+  with stage.first_steps_of_training():
+    demo_cli.main(args_of(stage.argv(command)))
+
+
+def run_sweep(command: Documented, stage: Stage) -> None:
+  args = args_of(stage.argv(command))
+  if "--tpu" in args:  # one launch_tpu.sh per run, printed
+    assert sweep_cli.main([*args, "--dry-run"]) == 0
+    return
+  with stage.first_steps_of_training():  # the first run of the sweep starts
+    sweep_cli.main(args)
+
+
+def run_params(command: Documented, stage: Stage) -> None:
+  params_cli.main(args_of(stage.argv(command)))
+  assert "total" in stage.capsys.readouterr().out.lower()
+
+
+def run_convert(command: Documented, stage: Stage) -> None:
+  convert_cli.build_parser().parse_args(args_of(stage.argv(command, optional=True)))
+  args = args_of(stage.argv(command))
+  if (ckpt := _flag(args, "--checkpoint")) is not None:
+    stage.trained(ckpt)
+  if (hf := _flag(args, "--hf")) is not None and not os.path.exists(hf):
+    assert (
+      convert_cli.main(["jax-to-hf", f"--checkpoint={stage.trained('tiny')}", f"--output={hf}"])
+      == 0
+    )
+  if (fairseq := _flag(args, "--fairseq")) is not None:
+    config = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
+    config.model.hidden_size = 48  # wider than the conv front end, as fairseq MERT is
+    write_fairseq_checkpoint(fairseq, create_model(recipe.model_config_from(config), seed=0))
+  assert convert_cli.main(args) == 0
+  assert os.path.exists(_flag(args, "--output"))
+
+
+def run_extract(command: Documented, stage: Stage) -> None:
+  args = args_of(stage.argv(command))
+  stage.trained(_flag(args, "--checkpoint"))
+  assert extract_cli.main(args) == 0
+  assert os.path.exists(_flag(args, "--output"))
+
+
+def run_plot(command: Documented, stage: Stage) -> None:
+  args = args_of(stage.argv(command))
+  for a in args:
+    if not a.startswith("-"):
+      stage.trained(a)
+  assert plot.main(args) == 0
+
+
+def run_prepare(command: Documented, stage: Stage) -> None:
+  if _in_continue_recipe(command):  # the same command, run whole by that test
+    return
+  args = args_of(stage.argv(command))
+  assert prepare_cli.main(args) in (0, prepare_cli.EXIT_SKIPPED)
+  assert os.path.exists(os.path.join(_flag(args, "--output"), "manifest.json"))
+
+
+def run_tfds_builder(command: Documented, stage: Stage) -> None:
+  """After the README's k-means prepare line above it (its DATA_DIR/teacher)."""
+  args = args_of(stage.argv(command))
+  data_dir = os.path.dirname(_flag(args, "--teacher-dir"))
+  (kmeans,) = [
+    c
+    for c in COMMANDS
+    if c.doc == command.doc and "--teacher=kmeans" in c.argv and c.line < command.line
+  ]
+  if not os.path.exists(os.path.join(data_dir, "manifest.json")):
+    run_prepare(kmeans, stage)
+  assert os.path.isdir(os.path.join(data_dir, "teacher"))
+  assert tfds_builder.main(args) == 0
+
+
+def run_benchmark_script(command: Documented, stage: Stage) -> None:
+  """A benchmark script's documented flags, then a tiny stand-in run. train_step.py runs each
+  configuration in a child process (to survive running out of memory); here in this one."""
+  argv = stage.argv(command)
+  script = os.path.join(REPO, argv[1])
+  args = args_of(argv)
+  spec = importlib.util.spec_from_file_location("benchmark_under_test", script)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
+    out = str(stage.tmp / "rows.jsonl")
+    args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]
+    args += ["--sizes=tiny", "--batches=1", "--steps=1", "--seconds=2", f"--json={out}"]
+    child = lambda a, size, batch: module.run_one(
+      size, batch, a.seconds, a.steps, a.mode, a.set, ""
+    )
+    stage.monkeypatch.setattr(module, "_child", child)
+  stage.monkeypatch.setattr(sys, "argv", [script, *args])
+  module.main()
+  assert stage.capsys.readouterr().out.strip()
+
+
+def run_launcher(command: Documented, stage: Stage) -> None:
+  """launch_tpu.sh prints every command it would run (--dry-run), in its shortest and longest
+  documented forms."""
+  for optional in (False, True):
+    args = args_of(stage.argv(command, optional=optional))
+    cmd = ["bash", os.path.join(REPO, "launch_tpu.sh"), *args]
+    if "--dry-run" not in args:
+      cmd.append("--dry-run")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, f"{command.where}: {proc.stderr[-2000:]}"
+    assert proc.stdout.startswith("+"), proc.stdout[:500]
+
+
+RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
+  "venv": run_setup,
+  ".": run_setup,
+  "pip": run_setup,
+  "pytest": run_setup,
+  "mert_jax.cli.train": run_train,
+  "mert_jax.cli.demo": run_demo,
+  "mert_jax.cli.sweep": run_sweep,
+  "mert_jax.cli.params": run_params,
+  "mert_jax.cli.convert": run_convert,
+  "mert_jax.cli.extract": run_extract,
+  "mert_jax.plot": run_plot,
+  "data_pipeline.prepare": run_prepare,
+  "data_pipeline.tfds_builder": run_tfds_builder,
+  "benchmarks/train_step.py": run_benchmark_script,
+  "benchmarks/scaling.py": run_benchmark_script,
+  "./launch_tpu.sh": run_launcher,
+}
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def music_dir(tmp_path_factory) -> str:
+  """Two 16-s files of real music: MUSIC_DIR (one trains the default 1024-centroid k-means)."""
+  d = tmp_path_factory.mktemp("music")
+  for i in range(2):
+    sf.write(d / f"{i}.wav", music_clip(16.0, offset_seconds=16.0 * i), 24000)
+  return str(d)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+  """DATA_DIR, shared by the commands of this module (in one process, one after another)."""
+  return str(tmp_path_factory.mktemp("prepared") / "data")
+
+
+def test_the_docs_show_commands_and_each_has_a_runner():
+  assert len(COMMANDS) > 20
+  # docs/continue_pretraining.md's commands are run whole by the recipe test.
+  recipe_test = open(os.path.join(REPO, "tests", "train", "test_init_from.py")).read()
+  assert "documented_commands(DOC)" in recipe_test and CONTINUE_DOC.split("/")[-1] in recipe_test
+  missing = [f"{c.where}: {c.text}" for c in COMMANDS if program(c.argv) not in RUNNERS]
+  assert not missing, "documented commands without a runner here:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.where for c in COMMANDS])
+def test_documented_command_runs(
+  command, tmp_path, trained_workdir, default_data, music_dir, data_dir, monkeypatch, capsys
+):
+  if command.doc == CONTINUE_DOC:
+    assert _in_continue_recipe(command)
+    return
+  stage = Stage(tmp_path, trained_workdir, default_data, music_dir, data_dir, monkeypatch, capsys)
+  RUNNERS[program(command.argv)](command, stage)
