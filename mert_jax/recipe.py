@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import glob
 import importlib.util
+import json
 import os
 from typing import Any
 
@@ -122,7 +123,8 @@ def parse_value(text: str, current: Any, key: str = "") -> Any:
   """The command-line text ``text`` as a value of the field's current type.
 
   bool accepts true/false/1/0/yes/no/on/off (``bool("false")`` would be True); an int field takes
-  a whole float (``1e5``); lists and tuples take Python literals (``[2,1,1]``); a field that is
+  a whole float (``1e5``); lists and tuples take Python or JSON literals (``[2,1,1]``,
+  ``[["mlp", null]]``); a field that is
   None (an unset placeholder) takes the text as a literal when it parses as one, else as a
   string."""
   if isinstance(current, bool):
@@ -135,9 +137,12 @@ def parse_value(text: str, current: Any, key: str = "") -> Any:
   try:
     value = ast.literal_eval(text.strip())
   except (ValueError, SyntaxError) as e:
-    if current is None:
-      return text
-    raise RecipeError(f"{key}: cannot parse {text!r} as {type(current).__name__}") from e
+    try:  # JSON spells None as null, True as true: accepted as well
+      value = json.loads(text)
+    except ValueError:
+      if current is None:
+        return text
+      raise RecipeError(f"{key}: cannot parse {text!r} as {type(current).__name__}") from e
   if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if type(current) is int and isinstance(value, float) and value.is_integer():

@@ -153,3 +153,18 @@ def test_dataclasses_round_trip_through_config_dicts(size: str) -> None:
   assert isinstance(c.model.conv_layers, list)  # ConfigDicts store lists
   assert recipe.model_config_from(c) == cfg
   assert recipe.objective_config_from(c) == ObjectiveConfig()
+
+
+@pytest.mark.parametrize(
+  "text",
+  [
+    "[['batch', ['data', 'fsdp']], ['mlp', None]]",  # Python
+    '[["batch", ["data", "fsdp"]], ["mlp", null]]',  # JSON
+  ],
+)
+def test_rules_take_python_or_json_literals(text: str) -> None:
+  c = recipe.load_config("configs/mert.py:tiny")
+  recipe.apply_overrides(c, {"rules": text})
+  assert [list(r) for r in c.rules] == [["batch", ["data", "fsdp"]], ["mlp", None]]
+  with pytest.raises(recipe.RecipeError, match="rules: cannot parse"):
+    recipe.apply_overrides(c, {"rules": "[[mlp, nope"})
