@@ -7,19 +7,28 @@ an exception the temporary is removed and the target is left as it was. A rename
 is atomic on POSIX file systems, so a reader sees either no file (or the old one) or the whole new
 one, and a restarted run can trust every file it finds. Local files are fsynced before the rename,
 so the guarantee also holds across a power loss. The temporary name is fixed: a leftover of a
-killed process is overwritten by the next attempt. Remote paths (``gs://``, ``memory://``) go
-through fsspec; object stores rename by copying, and an upload is only visible once complete.
+killed process is overwritten by the next attempt.
+
+Remote paths (``gs://``, ``memory://``; ``storage.py``) have no rename, but an object store makes
+an upload visible only once it completed: the file is written to a local temporary file and
+uploaded in one piece when the block completes (nothing is uploaded on an exception), so a reader
+again sees the old object or the whole new one. A folder (``atomic_dir``) is uploaded file by file,
+the file that marks it complete last.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
+import tempfile
 from typing import IO, Any, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from data_pipeline import storage
 
 TMP_SUFFIX = ".tmp"
 
@@ -45,16 +54,15 @@ def _open_local(path: str, mode: str) -> Iterator[IO[Any]]:
 
 
 @contextlib.contextmanager
-def _open_fsspec(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> Iterator[IO[Any]]:
-  tmp = temp_path(path)
+def _open_remote(fs: fsspec.AbstractFileSystem, path: str, mode: str) -> Iterator[IO[Any]]:
+  fd, tmp = tempfile.mkstemp(prefix="mert-upload-")
   try:
-    with fs.open(tmp, mode) as f:
+    with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
       yield f
-    fs.mv(tmp, path)
-  except BaseException:
-    if fs.exists(tmp):
-      fs.rm(tmp)
-    raise
+    fs.put_file(tmp, path)
+    fs.invalidate_cache(posixpath.dirname(path))
+  finally:
+    os.remove(tmp)
 
 
 def atomic_open(
@@ -68,7 +76,7 @@ def atomic_open(
   fs, fs_path = fsspec.core.url_to_fs(os.fspath(path))
   if isinstance(fs, LocalFileSystem):
     return _open_local(fs_path, mode)
-  return _open_fsspec(fs, fs_path, mode)
+  return _open_remote(fs, fs_path, mode)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -84,10 +92,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+def atomic_dir(path: str | os.PathLike, *, last: str | None = None) -> Iterator[str]:
   """A fresh local folder ``<path>.tmp`` to fill; renamed to ``path`` when the block completes,
-  removed on an exception. ``path`` must not exist or be an empty folder."""
+  removed on an exception. A local ``path`` must not exist or be an empty folder.
+
+  A remote ``path`` (no folder rename there) is filled in a local temporary folder whose files are
+  uploaded when the block completes, ``last`` (the file whose presence says the folder is whole: a
+  model's config.json, a teacher's teacher.json) after all the others. A remote folder already
+  there is replaced: its ``last`` is deleted first, so that it stops looking whole, and its files
+  the new folder lacks are deleted once the new ``last`` is in place."""
   path = os.fspath(path)
+  if storage.is_remote(path):
+    with _remote_dir(path, last) as tmp:
+      yield tmp
+    return
   tmp = temp_path(path)
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
@@ -97,3 +115,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+@contextlib.contextmanager
+def _remote_dir(path: str, last: str | None) -> Iterator[str]:
+  if last is None:
+    raise ValueError(f"{path}: a remote folder is uploaded file by file; atomic_dir needs last=")
+  with tempfile.TemporaryDirectory(prefix="mert-upload-") as tmp:
+    yield tmp
+    new = storage.files_under(tmp)
+    if last not in new:
+      raise ValueError(f"{path}: the folder written holds no {last}")
+    old = storage.files_under(path)
+    if last in old:
+      storage.remove(posixpath.join(path, last))
+    for rel in [*(r for r in new if r != last), last]:
+      storage.upload_file(os.path.join(tmp, rel), posixpath.join(path, rel))
+    for rel in old:
+      if rel not in new:
+        storage.remove(posixpath.join(path, rel))

@@ -1,14 +1,17 @@
 """The embedded default corpus: a few minutes of real music (Debian soundtrack packages, see
 data_pipeline/example_audio.py) or, without them, synthesised music, prepared with a k-means teacher
-whose codebooks match the model config. Used when ``config.data.dir`` is unset."""
+whose codebooks match the model config. Used when ``config.data.dir`` is unset. In a bucket
+(a ``gs://`` workdir) only the prepared data goes there; the music stays in a local folder."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 
 import soundfile as sf
 
-from data_pipeline import example_audio
+from data_pipeline import example_audio, storage
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.audio_format import SAMPLE_RATE
@@ -17,6 +20,15 @@ from data_pipeline.audio_format import SAMPLE_RATE
 def corpus_dir(directory: str, num_codebooks: int, codebook_size: int) -> str:
   """Where ``ensure_default_corpus`` puts the prepared data for this teacher shape."""
   return os.path.join(directory, f"default_{num_codebooks}x{codebook_size}")
+
+
+def _music_dir(directory: str) -> str:
+  """The folder of the music to prepare: DIRECTORY/default_music, or for a remote ``directory`` a
+  local folder named after it (the input is read locally)."""
+  if not storage.is_remote(directory):
+    return os.path.join(directory, "default_music")
+  key = hashlib.sha1(directory.rstrip("/").encode()).hexdigest()[:16]
+  return os.path.join(tempfile.gettempdir(), f"mert-default-music-{key}")
 
 
 def _is_prepared(out: str, num_codebooks: int, codebook_size: int) -> bool:
@@ -41,7 +53,7 @@ def ensure_default_corpus(
   out = corpus_dir(directory, num_codebooks, codebook_size)
   if _is_prepared(out, num_codebooks, codebook_size):
     return out
-  music = os.path.join(directory, "default_music")
+  music = _music_dir(directory)
   os.makedirs(music, exist_ok=True)
   files = example_audio.real_music_files()
   if files:

@@ -25,6 +25,12 @@ the plan and the earlier manifest's size and sha256; what fails is rebuilt, in o
             teacher config, codebook sizes, label rate and a content hash (sha256 over the shards
             and the teacher config).
 
+--input and --output may be in a bucket (gs://BUCKET/PATH, the gcs extra): input files are
+downloaded one at a time to be decoded, and the caches stay local (--cache-dir; by default a
+folder named after the output under the system's temporary folder), while the teacher, shards,
+reports and manifest are uploaded, each in one piece once complete (the teacher's files before its
+teacher.json). A bucket that does not exist or refuses writes is refused before anything is read.
+
 A re-run on an output prepared (or partly prepared) with other content options (seed, teacher,
 k-means settings, segment or shard lengths, valid fraction, ...) or other input files is refused in
 one line naming the differences, before anything is written: use a new --output, or --overwrite to
@@ -46,13 +52,16 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Iterable, Iterator
 
+import fsspec
 import numpy as np
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import progress as progress_lib
+from data_pipeline import storage
 from data_pipeline import teachers as teachers_lib
 from data_pipeline.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
@@ -68,7 +77,7 @@ PLAN = "plan.json"
 TEACHER_DIR = "teacher"
 EXIT_SKIPPED = 3
 # Options that do not change what is written (a re-run may change them freely).
-NOT_CONTENT_OPTIONS = ("input", "output", "workers", "keep_cache", "overwrite")
+NOT_CONTENT_OPTIONS = ("input", "output", "workers", "keep_cache", "cache_dir", "overwrite")
 OVERWRITE_HINT = "use a new --output, or --overwrite to delete it and prepare again"
 _SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")
 
@@ -98,7 +107,10 @@ class PrepareConfig:
   kmeans_codebooks: int = 8  # k-means teacher: residual codebooks
   kmeans_codebook_size: int = 1024  # k-means teacher: codes per codebook
   kmeans_max_fit_frames: int = 200_000  # k-means teacher: frames sampled for fitting
-  keep_cache: bool = False  # keep OUTPUT/.work (decoded audio and tokens) afterwards
+  keep_cache: bool = False  # keep the caches (decoded audio and tokens) afterwards
+  # where the caches go, in a folder named after the output (default: OUTPUT/.work; for a gs://
+  # output, the system's temporary folder); they hold the decoded corpus, 173 MB per hour
+  cache_dir: str | None = None
   overwrite: bool = False  # delete an earlier run's files in OUTPUT first (whatever its options)
 
 
@@ -111,13 +123,25 @@ def _write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
   atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def _cache_key(path: str, rel: str) -> str:
-  try:
-    st = os.stat(path)
-    stamp = f"{st.st_size}:{st.st_mtime_ns}"
-  except OSError:
-    stamp = "unstatable"
+def _cache_key(path: str, rel: str, stamp: str | None = None) -> str:
+  """The cache name of input ``path`` (``rel`` under --input; ``stamp``: its ``storage.stamp``,
+  looked up when not given): another name once the file changes."""
+  if stamp is None:
+    try:
+      stamp = storage.stamp(path)
+    except OSError:
+      stamp = "unstatable"
   return hashlib.sha1(f"{rel}|{stamp}".encode()).hexdigest()[:20]
+
+
+def work_dir(cfg: PrepareConfig) -> str:
+  """Where the caches and the plan of a run live: OUTPUT/.work, or with --cache-dir or a remote
+  output (the caches are memory-mapped and read many times) a local folder named after the output
+  in --cache-dir (default: the system's temporary folder)."""
+  if not cfg.cache_dir and not storage.is_remote(cfg.output):
+    return os.path.join(cfg.output, WORK)
+  key = hashlib.sha1(cfg.output.rstrip("/").encode()).hexdigest()[:16]
+  return os.path.join(cfg.cache_dir or tempfile.gettempdir(), f"mert-prepare-{key}")
 
 
 # ------------------------------------------------------------------------------------ workers
@@ -154,11 +178,14 @@ def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> di
       if note is None:
         return result
   try:
-    pcm = decode_file(path, sample_rate, min_samples)
+    with storage.local_copy(path, os.path.dirname(cache)) as local:  # a remote file: downloaded
+      pcm = decode_file(local, sample_rate, min_samples)
   except BadAudioError as e:
     result = {"ok": False, "reason": str(e)}
   except MemoryError:
     result = {"ok": False, "reason": "out of memory while decoding"}
+  except OSError as e:  # a remote file that could not be downloaded
+    result = {"ok": False, "reason": f"unreadable ({e})"}
   else:
     _save_npy(cache + ".npy", pcm)
     result = {"ok": True, "num_samples": int(pcm.shape[0])}
@@ -231,7 +258,7 @@ def _shard_job(
   was rebuilt or None)."""
   lengths = [length for _, _, _, length in segments]
   note = None
-  if os.path.exists(path):
+  if storage.exists(path):
     scan, note = _verify_shard(path, segments, recorded)
     if note is None:
       return manifest_lib.shard_info(path, lengths, scan), None
@@ -254,15 +281,17 @@ def _shard_job(
 # ------------------------------------------------------------------------------------ planning
 
 
-def scan(input_dir: str) -> tuple[list[str], list[str]]:
-  """(audio files, other files) as sorted paths relative to ``input_dir``."""
+def split_audio(rels: Iterable[str]) -> tuple[list[str], list[str]]:
+  """(audio files, other files) of ``rels``, by extension, in their order."""
   audio, other = [], []
-  for root, dirs, files in os.walk(input_dir, followlinks=False):
-    dirs.sort()
-    for name in sorted(files):
-      rel = os.path.relpath(os.path.join(root, name), input_dir)
-      (audio if name.lower().endswith(AUDIO_EXTENSIONS) else other).append(rel)
-  return sorted(audio), sorted(other)
+  for rel in rels:
+    (audio if rel.lower().endswith(AUDIO_EXTENSIONS) else other).append(rel)
+  return audio, other
+
+
+def scan(input_dir: str) -> tuple[list[str], list[str]]:
+  """(audio files, other files) as sorted paths relative to ``input_dir`` (local or remote)."""
+  return split_audio(storage.files_under(input_dir))
 
 
 def segment_bounds(num_samples: int, segment: int, minimum: int) -> list[tuple[int, int]]:
@@ -352,12 +381,13 @@ def option_changes(recorded: dict[str, Any], cfg: PrepareConfig) -> list[str]:
   return changes
 
 
-def _previous_run(out: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-  """(manifest of a finished run, plan record of an unfinished or cached one) found in ``out``."""
+def _previous_run(out: str, work: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+  """(manifest of a finished run, plan record of an unfinished or cached one) found in ``out`` and
+  its cache folder ``work``."""
   found: list[dict[str, Any] | None] = []
-  for path in (manifest_lib.manifest_path(out), os.path.join(out, WORK, PLAN)):
+  for path in (manifest_lib.manifest_path(out), os.path.join(work, PLAN)):
     try:
-      with open(path) as f:
+      with fsspec.open(path, "r") as f:
         found.append(json.load(f))
     except FileNotFoundError:
       found.append(None)
@@ -410,26 +440,28 @@ def _other_inputs(
   return None
 
 
-def _clear_output(out: str) -> list[str]:
+def _clear_output(out: str, work: str) -> list[str]:
   """Delete what a run of prepare wrote in ``out`` (the manifest first, so that the folder stops
-  looking finished); other files are kept. Returns the names removed."""
-  if not os.path.isdir(out):
-    return []
+  looking finished) and its cache folder ``work``; other files are kept. Returns the names
+  removed."""
   removed = []
-  names = sorted(os.listdir(out), key=lambda n: n != manifest_lib.MANIFEST)
+  names = sorted(storage.list_names(out), key=lambda n: n != manifest_lib.MANIFEST)
   for name in names:
     path = os.path.join(out, name)
-    if name in (WORK, TEACHER_DIR, TEACHER_DIR + TMP_SUFFIX) and os.path.isdir(path):
-      shutil.rmtree(path)
+    if name in (WORK, TEACHER_DIR, TEACHER_DIR + TMP_SUFFIX) and storage.isdir(path):
+      storage.remove(path)
     elif (
       name in (manifest_lib.MANIFEST, SKIPPED, IGNORED)
       or name.removesuffix(TMP_SUFFIX) in (manifest_lib.MANIFEST, SKIPPED, IGNORED)
       or _SHARD_FILE.match(name)
     ):
-      os.remove(path)
+      storage.remove(path)
     else:
       continue
     removed.append(name)
+  if os.path.isdir(work) and WORK not in removed:
+    shutil.rmtree(work)
+    removed.append(work)
   return removed
 
 
@@ -440,7 +472,8 @@ def _warn(msg: str) -> None:
 
 def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
-  if not os.path.isdir(cfg.input):
+  storage.check_bucket(cfg.input, "--input")
+  if not storage.isdir(cfg.input):
     raise ValueError(f"--input={cfg.input} is not a directory")
   check_options(cfg)  # bad teacher or output options fail before hours of decoding
   if cfg.segment_seconds * cfg.sample_rate % cfg.hop:
@@ -450,20 +483,22 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   t_start = time.time()
   out = cfg.output
   say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+  work = work_dir(cfg)
   if cfg.overwrite:
-    removed = _clear_output(out)
+    removed = _clear_output(out, work)
     if removed:
       _warn(f"prepare: --overwrite: deleted the earlier run's {len(removed)} files in {out}")
     previous, previous_plan = None, None
   else:
-    previous, previous_plan = _previous_run(out)  # before anything is written
+    previous, previous_plan = _previous_run(out, work)  # before anything is written
     _refuse_other_options(out, cfg, previous, previous_plan)
-  work = os.path.join(out, WORK)
   work_existed = os.path.isdir(work)
   workers = cfg.workers or os.cpu_count() or 1
   ctx = multiprocessing.get_context("spawn")
 
   audio_files, other = scan(cfg.input)
+  # A bucket's stamps from one listing (local files are examined one by one by _cache_key).
+  stamps = storage.file_stamps(cfg.input) if storage.is_remote(cfg.input) else {}
   if not audio_files:
     raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {cfg.input}")
   say(
@@ -471,7 +506,8 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     f"ignored), {workers} workers"
   )
   caches = {
-    rel: os.path.join(work, _cache_key(os.path.join(cfg.input, rel), rel)) for rel in audio_files
+    rel: os.path.join(work, _cache_key(os.path.join(cfg.input, rel), rel, stamps.get(rel)))
+    for rel in audio_files
   }
   min_samples = int(cfg.min_seconds * cfg.sample_rate)
 
@@ -609,7 +645,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     options={
       k: v
       for k, v in dataclasses.asdict(cfg).items()
-      if k not in ("input", "output", "workers", "overwrite")
+      if k not in ("input", "output", "workers", "cache_dir", "overwrite")
     },
     plan_hash=plan_hash,
   )
@@ -626,7 +662,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
 
 
 # --flag metavars, where the field's type says too little.
-_METAVARS = {"input": "DIR", "output": "DIR", "encodec": "PATH_OR_HUB_ID"}
+_METAVARS = {"input": "DIR", "output": "DIR", "encodec": "PATH_OR_HUB_ID", "cache_dir": "DIR"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -667,7 +703,7 @@ def _looks_like_hub_id(source: str) -> bool:
 def check_options(cfg: PrepareConfig) -> None:
   """Refuses (one ValueError line) the options that would fail only after hours of decoding: the
   teacher's, an EnCodec source that is neither a folder nor a Hub id, an output that cannot be
-  written."""
+  written (a file, a read-only folder, a bucket that does not exist or refuses writes)."""
   teacher_request(cfg, ())
   if cfg.teacher == "encodec" and not cfg.encodec.startswith("random-init"):
     if not os.path.exists(cfg.encodec) and not _looks_like_hub_id(cfg.encodec):
@@ -677,15 +713,7 @@ def check_options(cfg: PrepareConfig) -> None:
       )
   if cfg.encodec and cfg.teacher != "encodec":
     raise ValueError(f"--encodec applies only with --teacher=encodec (not --teacher={cfg.teacher})")
-  parent = os.path.abspath(cfg.output)
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
-    raise ValueError(f"--output={cfg.output} is a file, not a folder")
-  if not os.path.isdir(parent):
-    raise ValueError(f"--output={cfg.output}: {parent} is a file, not a folder")
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise ValueError(f"--output={cfg.output}: {parent} is not writable")
+  storage.check_writable_folder(cfg.output, "--output")
 
 
 def main(argv: list[str] | None = None) -> int:

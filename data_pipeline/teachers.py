@@ -23,15 +23,18 @@ import abc
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
 import sys
 from typing import Any, Callable, Iterable
 
+import fsspec
 import numpy as np
 
 from data_pipeline import progress as progress_lib
+from data_pipeline import storage
 from data_pipeline.atomic import atomic_dir, atomic_open, atomic_write_text
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 
@@ -72,7 +75,7 @@ def _check_tokens(
 
 
 def _write_json(directory: str | os.PathLike, payload: dict[str, Any]) -> None:
-  os.makedirs(directory, exist_ok=True)
+  storage.makedirs(directory)
   atomic_write_text(
     os.path.join(directory, TEACHER_JSON), json.dumps(payload, indent=2, sort_keys=True)
   )
@@ -81,9 +84,9 @@ def _write_json(directory: str | os.PathLike, payload: dict[str, Any]) -> None:
 def read_teacher_json(directory: str | os.PathLike) -> dict[str, Any]:
   """The dict saved by ``Teacher.save``; raises FileNotFoundError / ValueError naming the file."""
   path = os.path.join(directory, TEACHER_JSON)
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise FileNotFoundError(f"{path}: no saved teacher (Teacher.save writes it)")
-  with open(path) as f:
+  with fsspec.open(path, "r") as f:
     d = json.load(f)
   if d.get("format_version") != FORMAT_VERSION:
     raise ValueError(
@@ -620,7 +623,7 @@ class KMeansTeacher(Teacher):
     }
 
   def save(self, directory: str | os.PathLike) -> None:
-    os.makedirs(directory, exist_ok=True)
+    storage.makedirs(directory)
     with atomic_open(os.path.join(directory, KMEANS_ARRAYS), "wb") as f:
       np.savez(f, mean=self.mean, std=self.std, centroids=self.centroids)
     _write_json(
@@ -632,7 +635,9 @@ class KMeansTeacher(Teacher):
     d = read_teacher_json(directory)
     if d.get("name") != cls.name:
       raise ValueError(f"{directory}: saved teacher is {d.get('name')!r}, not {cls.name!r}")
-    with np.load(os.path.join(directory, d["arrays"]), allow_pickle=False) as z:
+    with fsspec.open(os.path.join(directory, d["arrays"]), "rb") as f:
+      arrays = io.BytesIO(f.read())
+    with np.load(arrays, allow_pickle=False) as z:
       mean, std, centroids = z["mean"], z["std"], z["centroids"]
     teacher = cls(KMeansConfig(**d["settings"]), mean, std, centroids, d.get("fit"))
     if teacher.centroids_sha256 != d["centroids_sha256"]:
@@ -987,11 +992,11 @@ def load_or_make_teacher(directory: str | os.PathLike, name: str, **kwargs: Any)
 
   A saved teacher of another name (or, for k-means, other ``config=`` settings) is refused. Give
   k-means ``audios=`` as a lazy iterable: it is only consumed when the teacher is fitted."""
-  if os.path.exists(os.path.join(directory, TEACHER_JSON)):
+  if storage.exists(os.path.join(directory, TEACHER_JSON)):
     teacher = load_teacher(directory)
     _check_saved_matches(teacher, directory, name, kwargs.get("config"))
     return teacher
   teacher = make_teacher(name, **kwargs)
-  with atomic_dir(directory) as tmp:
+  with atomic_dir(directory, last=TEACHER_JSON) as tmp:
     teacher.save(tmp)
   return teacher

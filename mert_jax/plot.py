@@ -33,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from data_pipeline import cli_help
+from data_pipeline import cli_help, storage
 from data_pipeline.atomic import atomic_open
 
 METRICS_FILE = "metrics.jsonl"  # as mert_jax/train/metrics.py writes it
@@ -204,14 +204,10 @@ def draw_benchmark(rows: list[dict[str, Any]], title: str) -> Figure:
 
 
 def write_png(fig: Figure, path: str) -> None:
-  """Write ``fig`` as PNG to ``path``: locally through a temporary file renamed into place,
-  remote paths (gs://) through epath."""
+  """Write ``fig`` as PNG to ``path`` (local or gs://) atomically (``atomic.atomic_open``)."""
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=DPI)
-  if "://" in path:
-    epath.Path(path).write_bytes(buf.getvalue())
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  storage.make_parent(path)
   with atomic_open(path, "wb") as f:
     f.write(buf.getvalue())
 

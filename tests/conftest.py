@@ -85,3 +85,7 @@ def offline_hub(tmp_path, monkeypatch) -> None:
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_home/hub"))
 
+
+# The gs:// tests: a local GCS emulator (once per session) and a fresh bucket per test with the
+# environment pointed at it (tests/gcs_emulator.py).
+from tests.gcs_emulator import gcs, gcs_emulator  # noqa: E402, F401

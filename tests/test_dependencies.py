@@ -16,6 +16,8 @@ OWN = {"mert_jax", "data_pipeline", "configs", "tests", "benchmarks"}
 # Declared without an import of their own: pulled in for what they provide to another package.
 NOT_IMPORTED = {
   "importlib-resources": "tfds builders defined outside tfds need it (code_path)",
+  "libtpu": "the TPU compiler jax loads for mert-compile-check (mert_jax/tpu_topology.py)",
+  "mert-jax": "this project: the tpu extra includes the gcs extra (mert-jax[gcs])",
   "pytest-xdist": "a pytest plugin (-n 2)",
   "ruff": "the formatter and linter, a command",
   "tensorboard": "the viewer, a command (the tensorboard extra)",

@@ -12,15 +12,17 @@ mert_heads.safetensors and mert_jax_config.json. The folder is built beside HF_D
 into place when complete; an existing non-empty HF_DIR is refused unless --overwrite (which only
 replaces a model folder, and only once the new one is whole). --push-to-hub uploads the finished
 folder. hf-to-jax reads a local folder or a Hub id such as m-a-p/MERT-v1-95M (downloading only
-configs and weights, never remote code).
+configs and weights, never remote code). Checkpoints, workdirs, folders and outputs may be in a
+bucket (gs://BUCKET/PATH, the gcs extra): an export there is built locally and uploaded,
+config.json last; an output bucket that does not exist or refuses writes is refused first.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from data_pipeline import storage
 from data_pipeline.cli_help import ArgumentParser, HelpFormatter, RawHelpFormatter, prog
 from data_pipeline.progress import stage
 from mert_jax.hf import hub, model_card
@@ -140,14 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _refuse_non_empty(path: str, overwrite: bool) -> None:
-  if os.path.isdir(path) and os.listdir(path) and not overwrite:
+  if storage.list_names(path) and not overwrite:
     raise FileExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
 
 
+def _check_remote_output(path: str) -> None:
+  """A bucket output that does not exist or refuses writes, refused before anything is read."""
+  if storage.is_remote(path):
+    storage.check_writable_folder(path, "--output")
+
+
 def _hf_to_jax(args: argparse.Namespace) -> None:
-  if args.fairseq and not os.path.isfile(args.fairseq):  # before torch is imported
+  if args.fairseq and not storage.isfile(args.fairseq):  # before torch is imported
     raise FileNotFoundError(f"--fairseq={args.fairseq}: no such file")
   _refuse_non_empty(args.output, args.overwrite)
+  _check_remote_output(args.output)
   if args.fairseq:
     with stage(f"reading {args.fairseq}", sys.stdout):
       model, what = import_fairseq(args.fairseq, seed=args.seed)
@@ -169,6 +178,7 @@ def _jax_to_hf(args: argparse.Namespace) -> None:
     hub.check_repo_id(args.push_to_hub)
     api = hub.make_api()
   check_export_output(args.output, overwrite=args.overwrite)
+  _check_remote_output(args.output)
   with stage(f"reading {args.checkpoint}", sys.stdout):
     model = checkpoints.load_model(args.checkpoint, step=args.step)
   info = model_card.gather(

@@ -16,18 +16,23 @@ produce exactly the whole file's frames (window k starts on a frame boundary and
 320 samples plus the 80-sample receptive-field tail). Each window is normalised and attended on
 its own (the extractor's GroupNorm, the positional conv and attention see only the window), so
 features near window edges differ from a whole-file pass; memory stays bounded.
+
+--checkpoint, --hf, --audio and --output may be in a bucket (gs://BUCKET/PATH, the gcs extra):
+audio files are downloaded one at a time, each .npy is uploaded whole once written.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 import sys
 import time
 
 import jax
 import numpy as np
 
+from data_pipeline import storage
 from data_pipeline.atomic import atomic_open
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
@@ -45,8 +50,17 @@ def save_npy(path: str, array: np.ndarray) -> None:
     np.save(f, array)
 
 
+def _load(path: str, sample_rate: int) -> np.ndarray:
+  """``load_audio`` of a local or remote file (its errors name ``path``, not a download)."""
+  with storage.local_copy(path) as local:
+    try:
+      return load_audio(local, sample_rate)
+    except (ValueError, FileNotFoundError) as e:
+      raise type(e)(str(e).replace(local, path)) from e
+
+
 def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float) -> tuple[int, ...]:
-  audio = load_audio(path, backbone.cfg.sample_rate)
+  audio = _load(path, backbone.cfg.sample_rate)
   try:
     with jax.default_matmul_precision("highest"):
       if window_seconds > 0:
@@ -55,7 +69,7 @@ def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float)
         feats = hidden_states(backbone, audio)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from e
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  storage.make_parent(out)
   save_npy(out, feats)
   return feats.shape
 
@@ -96,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_inputs(args: argparse.Namespace) -> None:
-  """Refuses a missing --audio or a negative window before a model is loaded (a missing model
-  folder is refused by its loader, which reads its config first)."""
-  if not os.path.exists(args.audio):
+  """Refuses a missing --audio (or bucket), an output bucket that cannot be written, or a negative
+  window before a model is loaded (a missing model folder is refused by its loader, which reads
+  its config first)."""
+  storage.check_bucket(args.audio, "--audio")
+  if storage.is_remote(args.output):  # the folder the features go into
+    folder = args.output if storage.isdir(args.audio) else posixpath.dirname(args.output)
+    storage.check_writable_folder(folder, "--output")
+  if not storage.exists(args.audio):
     raise FileNotFoundError(f"{args.audio}: no such audio file or folder (--audio)")
   if args.window_seconds < 0:
     raise ValueError(f"--window-seconds={args.window_seconds}: must be >= 0")
@@ -123,24 +142,21 @@ def _run(args: argparse.Namespace) -> int:
   else:
     model, _ = import_hf(args.hf, dtype="float32")
   backbone = model.backbone
-  if not os.path.isdir(args.audio):
+  if not storage.isdir(args.audio):
     shape = _extract_one(backbone, args.audio, args.output, args.window_seconds)
     print(f"wrote {args.output}: {shape} (layers+1, frames, hidden) float32")
     return 0
-  paths = []
-  for root, dirs, files in os.walk(args.audio):
-    dirs.sort()
-    paths += [os.path.join(root, n) for n in sorted(files) if n.lower().endswith(AUDIO_EXTENSIONS)]
+  rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
   failures, start = 0, time.monotonic()
-  for i, path in enumerate(paths, 1):
-    out = os.path.join(args.output, os.path.relpath(path, args.audio) + ".npy")
+  for i, rel in enumerate(rels, 1):
+    path, out = os.path.join(args.audio, rel), os.path.join(args.output, rel + ".npy")
     try:
       shape = _extract_one(backbone, path, out, args.window_seconds)
-      line = counted_line(i, len(paths), f"wrote {out}: {shape}", time.monotonic() - start)
+      line = counted_line(i, len(rels), f"wrote {out}: {shape}", time.monotonic() - start)
       print(line, flush=True)
     except (ValueError, FileNotFoundError) as e:
       failures += 1
-      print(f"[{i}/{len(paths)}] skipped {path}: {e}", file=sys.stderr, flush=True)
+      print(f"[{i}/{len(rels)}] skipped {path}: {e}", file=sys.stderr, flush=True)
   if failures:
     print(f"{failures} files could not be processed (listed above)", file=sys.stderr)
   return 3 if failures else 0

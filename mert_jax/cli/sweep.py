@@ -11,7 +11,8 @@ end (local runs) ``WORKDIR/summary.json`` and ``WORKDIR/summary.md`` list, per r
 final loss terms, clips/s, MFU (when known) and the final step. A sweep is named FILE.py:NAME, or
 STEM:NAME for a file in configs/sweeps/ (model_size:tiny), found from any directory. Every run's
 config is built and checked before the first run starts: a misspelt --set field is one error
-line naming the closest field.
+line naming the closest field. The workdir may be in a bucket (gs://BUCKET/PATH, the gcs extra);
+locally run, one that cannot be written is refused in one line before the first run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import ml_collections
 
+from data_pipeline import storage
 from data_pipeline.atomic import atomic_write_text
 from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     common = recipe.parse_assignments(args.set)
     runs = load_sweep(args.sweep)
     configs = [run_config(variant, {**overrides, **common}) for _, variant, overrides in runs]
+    if not args.tpu:  # the slices write there themselves
+      storage.check_writable_folder(args.workdir, "--workdir")
   except (ValueError, FileNotFoundError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         },
       }
     )
-  os.makedirs(args.workdir, exist_ok=True)
+  storage.makedirs(args.workdir)
   atomic_write_text(os.path.join(args.workdir, "summary.json"), json.dumps(rows, indent=2))
   table = summarise(rows)
   atomic_write_text(os.path.join(args.workdir, "summary.md"), table)

@@ -12,7 +12,9 @@ Any field is set with --config.FIELD=VALUE (or --config.FIELD VALUE), typed by t
 false), a number 1e-4. A misspelt file, variant or field, or a value of the wrong type, is one
 `error:` line naming the closest valid name, before anything starts (exit status 1).
 Re-running the same command resumes from the workdir's newest checkpoint that verifies, or from
---config.restore_step=N (mert_jax/train/loop.py, checkpoints.py).
+--config.restore_step=N (mert_jax/train/loop.py, checkpoints.py). --workdir and --config.data.dir
+may be in a bucket (gs://BUCKET/PATH, the gcs extra); a workdir that cannot be written (a bucket
+that does not exist or refuses writes) or a data bucket that does not exist is refused first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import ml_collections
 from absl import app, flags, logging
 
+from data_pipeline import storage
 from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.cli import config_help
@@ -176,6 +179,9 @@ def run(argv: list[str] | None = None) -> int:
       return 0
     if not args.workdir:
       raise recipe.RecipeError("--workdir is required (where checkpoints and metrics go)")
+    storage.check_writable_folder(args.workdir, "--workdir")
+    if config.data.dir:
+      storage.check_bucket(config.data.dir, "--config.data.dir")
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -18,7 +18,8 @@ An exported folder holds ``config.json`` + ``model.safetensors`` (loadable with
 MERT-v1 ``preprocessor_config.json`` (``AutoFeatureExtractor``), a ``README.md`` model card
 (``model_card.py``), and beside them ``mert_heads.safetensors`` (final_proj, label embeddings, CQT
 head) and ``mert_jax_config.json`` (the full ModelConfig), so a run can resume pretraining from an
-exported model. The folder is built beside its target and renamed into place when complete.
+exported model. The folder is built beside its target and renamed into place when complete; in a
+bucket (``gs://``), built locally and uploaded, config.json last.
 
 Weights are only ever read from safetensors, or from ``pytorch_model.bin`` through
 ``torch.load(weights_only=True)``; a pickle that would run code is refused.
@@ -36,10 +37,12 @@ import safetensors.numpy
 from etils import epath
 from flax import nnx
 
+from data_pipeline import storage
 from data_pipeline.atomic import atomic_dir, atomic_write_bytes
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
 
+HF_CONFIG_FILE = "config.json"
 HF_WEIGHTS = "model.safetensors"
 HF_BIN = "pytorch_model.bin"
 HEADS_FILE = "mert_heads.safetensors"
@@ -377,24 +380,17 @@ class OutputExistsError(FileExistsError):
 
 
 def check_export_output(hf_dir: str | os.PathLike, *, overwrite: bool) -> None:
-  """Refuses an output that ``export_hf`` would not write: a remote path, an existing file, a
-  non-empty folder without ``overwrite``, and (even with it) a non-empty folder that is not a
-  model folder (no config.json), so a mistyped path never loses unrelated files."""
+  """Refuses an output that ``export_hf`` would not write (local or in a bucket): an existing
+  file, a non-empty folder without ``overwrite``, and (even with it) a non-empty folder that is not
+  a model folder (no config.json), so a mistyped path never loses unrelated files."""
   path = os.fspath(hf_dir)
-  if "://" in path:
-    raise ValueError(
-      f"{path}: the export is written to a local folder (built beside it, then renamed into "
-      f"place); write it locally, then upload it (--push-to-hub) or copy it"
-    )
-  if not os.path.exists(path):
-    return
-  if not os.path.isdir(path):
+  if storage.isfile(path):
     raise OutputExistsError(f"{path} exists and is not a folder")
-  if not os.listdir(path):
+  if not storage.list_names(path):
     return
   if not overwrite:
     raise OutputExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
-  if not os.path.exists(os.path.join(path, "config.json")):
+  if not storage.exists(os.path.join(path, "config.json")):
     raise OutputExistsError(
       f"{path} is not empty and holds no config.json (not a model folder): refusing to replace "
       f"it even with --overwrite; choose another --output"
@@ -416,36 +412,51 @@ def export_hf(
   so an interrupted export leaves no folder that looks whole. ``hf_dir`` may be missing or an
   empty folder; a non-empty model folder is replaced only with ``overwrite`` (the command line
   defaults to refusing; library callers such as the demo re-export into the same folder), and
-  then only once the new folder is complete (see ``check_export_output``)."""
-  path = os.path.abspath(os.fspath(hf_dir))
+  then only once the new folder is complete (see ``check_export_output``).
+
+  In a bucket (``gs://``), which cannot rename a folder, the folder is written to a local
+  temporary folder and then uploaded file by file, config.json last (``atomic.atomic_dir``): an
+  interrupted upload leaves no config.json, so nothing loads it as a model. A model folder being
+  replaced loses its config.json first, and its files the new export lacks at the end."""
+  remote = storage.is_remote(hf_dir)
+  path = os.fspath(hf_dir) if remote else os.path.abspath(os.fspath(hf_dir))
   check_export_output(path, overwrite=overwrite)
   if card is None:
     from mert_jax.hf import model_card  # pylint: disable=g-import-not-at-top
 
     card = model_card.render(model_card.gather(model))
+  if remote:
+    with atomic_dir(path, last=HF_CONFIG_FILE) as tmp:
+      _write_export(model, tmp, card)
+    return
   replace = os.path.isdir(path) and bool(os.listdir(path))
   staged = path + ".new" if replace else path
   with atomic_dir(staged) as tmp:
-    d = epath.Path(tmp)
-
-    def write(name: str, data: bytes) -> None:
-      atomic_write_bytes(d / name, data)
-
-    write(
-      HF_WEIGHTS,
-      safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}),
-    )
-    write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
-    write(MERT_CONFIG_FILE, model.cfg.to_json().encode())
-    write("config.json", json.dumps(hf_config_dict(model.cfg), indent=2).encode())
-    write(PREPROCESSOR_FILE, json.dumps(preprocessor_config_dict(model.cfg), indent=2).encode())
-    write(README_FILE, card.encode())
+    _write_export(model, tmp, card)
   if replace:  # both folders are whole at every moment; the old one goes once the new is in place
     old = path + ".old"
     shutil.rmtree(old, ignore_errors=True)
     os.replace(path, old)
     os.replace(staged, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_export(model: MERTModel, folder: str, card: str) -> None:
+  """The files of an export, written into the local ``folder``."""
+  d = epath.Path(folder)
+
+  def write(name: str, data: bytes) -> None:
+    atomic_write_bytes(d / name, data)
+
+  write(
+    HF_WEIGHTS,
+    safetensors.numpy.save(backbone_to_hf_state_dict(model), metadata={"format": "pt"}),
+  )
+  write(HEADS_FILE, safetensors.numpy.save(heads_to_state_dict(model), metadata={"format": "pt"}))
+  write(MERT_CONFIG_FILE, model.cfg.to_json().encode())
+  write(HF_CONFIG_FILE, json.dumps(hf_config_dict(model.cfg), indent=2).encode())
+  write(PREPROCESSOR_FILE, json.dumps(preprocessor_config_dict(model.cfg), indent=2).encode())
+  write(README_FILE, card.encode())
 
 
 def import_hf(

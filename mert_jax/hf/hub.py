@@ -13,6 +13,8 @@ import os
 import re
 from typing import Any
 
+from data_pipeline import storage
+
 # What a Hub model id looks like: owner/name, each [A-Za-z0-9._-], not starting with . or -.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The files ``mert_jax.hf.convert.import_hf`` reads; remote code (*.py) is never downloaded.
@@ -128,16 +130,17 @@ def push_folder(
   api: Any = None,
 ) -> str:
   """Creates the model repository ``repo_id`` if needed (``private`` only applies to a new one)
-  and uploads ``folder``'s files in one commit; returns the commit (or repository) URL. ``api``:
-  an ``HfApi``-like object (default ``make_api()``)."""
+  and uploads ``folder``'s files (downloaded first from a bucket) in one commit; returns the
+  commit (or repository) URL. ``api``: an ``HfApi``-like object (default ``make_api()``)."""
   check_repo_id(repo_id)
   api = api if api is not None else make_api()
   message = commit_message or DEFAULT_COMMIT_MESSAGE
   try:
     api.create_repo(repo_id, repo_type="model", private=private or None, exist_ok=True)
-    commit = api.upload_folder(
-      repo_id=repo_id, folder_path=os.fspath(folder), repo_type="model", commit_message=message
-    )
+    with storage.local_folder(folder) as local:  # a folder in a bucket is downloaded first
+      commit = api.upload_folder(
+        repo_id=repo_id, folder_path=local, repo_type="model", commit_message=message
+      )
   except Exception as e:  # pylint: disable=broad-except  (network, auth, HTTP: one line each)
     raise HubError(
       f"pushing {folder} to {repo_id} failed ({_first_line(e)}); the export itself is complete: "

@@ -81,6 +81,7 @@ from absl import logging as absl_logging
 from etils import epath
 from flax import nnx
 
+from data_pipeline import storage
 from data_pipeline.atomic import atomic_write_text
 from mert_jax.config import ModelConfig
 from mert_jax.model.mert import MERTModel, create_model
@@ -504,7 +505,7 @@ class RunCheckpoints:
         dest, n = dest_root / str(t), 1
         while dest.exists():
           dest, n = dest_root / f"{t}.{n}", n + 1
-        self.path(t).rename(dest)
+        storage.move(self.path(t), dest)  # in a bucket: copied, then deleted
     distributed.sync("checkpoints set aside")
     self.mngr.reload()
     return dest_root

@@ -173,10 +173,11 @@ def _train(
   batches = itertools.chain([first], data_iter)
   train_step = None
   if not preempted.before_first_step(step):
-    train_step = _compile_train_step(
+    train_step = compile_train_step(
       setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
     )
   compiles = int(train_step is not None)
+  distributed.wait_for_every_process("train step compiled", distributed.COMPILE_BARRIER_TIMEOUT_S)
   if preempted.before_first_step(step):
     if process == 0:
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
@@ -260,7 +261,7 @@ def _train(
   return {"metrics": last, "state": state, "train_step_compiles": compiles}
 
 
-def _compile_train_step(
+def compile_train_step(
   setup: state_lib.TrainSetup,
   state: dict[str, Any],
   batch: dict[str, jax.Array],
@@ -269,7 +270,8 @@ def _compile_train_step(
   announce: bool,
 ) -> jax.stages.Compiled:
   """The train step compiled for these shapes and shardings (donating the state, as the jitted
-  function does); ``announce``: print the compile lines."""
+  function does); ``announce``: print the compile lines. The arguments may be ShapeDtypeStructs:
+  mert_jax/train/aot.py compiles this same step for TPU slices that are not attached."""
   if announce:
     print(console.COMPILING, flush=True)
   began = clock()

@@ -15,6 +15,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from data_pipeline import storage
 from data_pipeline.atomic import atomic_write_text
 
 METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
@@ -95,13 +96,18 @@ class MetricWriter:
   A resumed run replays the steps after its checkpoint: ``resume(step)`` first drops the rows of
   those steps from metrics.jsonl (rewritten atomically) and opens every run's event file with
   ``purge_step=step + 1``, which makes TensorBoard hide the older events of the replayed steps, so
-  every step appears once in both."""
+  every step appears once in both.
+
+  An object store cannot append (gcsfs silently replaces the object instead): in a bucket the
+  writer keeps the file's text and uploads it whole, atomically, with each new row."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.dir = epath.Path(workdir)
     self._tb: dict[str, Any] = {}  # run -> SummaryWriter, each opened at its first use
     self._purge_step: int | None = None
+    self._remote = storage.is_remote(workdir)
+    self._text: str | None = None  # in a bucket: metrics.jsonl as last uploaded
 
   @property
   def path(self) -> epath.Path:
@@ -121,7 +127,8 @@ class MetricWriter:
     lines = self.path.read_text().splitlines()
     kept = [line for line in lines if not _after(line, step)]
     if len(kept) != len(lines):
-      atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+      self._text = "".join(line + "\n" for line in kept)
+      atomic_write_text(self.path, self._text)
       logging.info("metrics.jsonl: dropped %d rows after step %d", len(lines) - len(kept), step)
 
   def tensorboard(self, run: str) -> Any:
@@ -149,12 +156,21 @@ class MetricWriter:
       return
     prefix = JSONL_PREFIX[run]
     row = {"step": step, **{prefix + k: v for k, v in metrics.items() if k != "step"}}
-    with self.path.open("a") as f:
-      f.write(json.dumps(row) + "\n")
+    self._append(json.dumps(row) + "\n")
     tb = self.tensorboard(run)
     for tag, value in scalars(metrics):
       tb.add_scalar(tag, value, step)
     tb.flush()
+
+  def _append(self, line: str) -> None:
+    if not self._remote:
+      with self.path.open("a") as f:
+        f.write(line)
+      return
+    if self._text is None:
+      self._text = self.path.read_text() if self.path.exists() else ""
+    self._text += line
+    atomic_write_text(self.path, self._text)
 
   def close(self) -> None:
     """Flushes and closes the TensorBoard writers (a later use reopens them)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from etils import epath
 
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.train import loop
@@ -66,6 +67,23 @@ def test_set_is_typed_and_wins_over_the_sweep(fake_train, tmp_path, capsys) -> N
   assert (a.total_steps, b.total_steps, b.model.num_layers) == (6, 200, 3)
   assert [r["run"] for r in json.load(open(tmp_path / "w" / "summary.json"))] == ["a", "b"]
   capsys.readouterr()
+
+
+def test_a_sweep_in_a_bucket(fake_train, gcs, tmp_path, capsys) -> None:
+  (tmp_path / "sweep.py").write_text(SWEEP)
+  sweep = f"--sweep={tmp_path / 'sweep.py'}:x"
+  assert sweep_cli.main([sweep, f"--workdir={gcs.path('sweep')}"]) == 0
+  assert [wd for _, wd in fake_train] == [gcs.path("sweep", "a"), gcs.path("sweep", "b")]
+  rows = json.loads(epath.Path(gcs.path("sweep", "summary.json")).read_text())
+  assert [r["run"] for r in rows] == ["a", "b"]
+  assert "| a |" in epath.Path(gcs.path("sweep", "summary.md")).read_text()
+  capsys.readouterr()
+  assert sweep_cli.main([sweep, "--workdir=gs://no-such-bucket/sweep"]) == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith(
+    "error: --workdir=gs://no-such-bucket/sweep: bucket 'no-such-bucket' does not exist"
+  )
+  assert len(fake_train) == 2  # no run started
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,26 @@ def test_mistakes_are_one_line_before_anything_starts(
   assert not wd.exists() and not calls
 
 
+def test_a_bucket_that_cannot_hold_the_run_is_one_line_before_anything_starts(
+  started, gcs, monkeypatch, capsys
+) -> None:
+  calls, fail = started
+  monkeypatch.setattr(distributed, "initialize_distributed", fail)
+  read_only = f"gs://{gcs.emulator.bucket(read_only=True)}/run"
+  missing = "bucket 'no-such-bucket' does not exist (create it with: gcloud storage buckets create"
+  cases = [
+    ([f"--workdir={gcs.path('run')}", "--config.data.dir=gs://no-such-bucket/data"], missing),
+    (["--workdir=gs://no-such-bucket/run"], f"error: --workdir=gs://no-such-bucket/run: {missing}"),
+    ([f"--workdir={read_only}"], f"error: --workdir={read_only}: bucket"),
+  ]
+  for args, line in cases:
+    assert cli.run([TINY, *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and line in err, err
+  assert "refuses writes with these credentials (Forbidden: " in err
+  assert not calls
+
+
 def test_workdir_is_required(started, capsys) -> None:
   assert cli.run([TINY]) == 1
   assert capsys.readouterr().err.startswith("error: --workdir is required")

@@ -7,11 +7,13 @@ import json
 import os
 import re
 
+import fsspec
 import numpy as np
 import pytest
 import yaml
 
 from data_pipeline import manifest as manifest_lib
+from data_pipeline import storage
 from mert_jax.config import model_config
 from mert_jax.hf import convert, hub, model_card
 from mert_jax.model.mert import abstract_model, count_params, create_model
@@ -212,8 +214,24 @@ def test_output_folder_rules(tiny_model, tmp_path):
   with pytest.raises(convert.OutputExistsError, match="not a model folder"):
     convert.export_hf(tiny_model, other, overwrite=True)
   assert os.listdir(other) == ["todo.txt"]
-  with pytest.raises(ValueError, match="local folder"):
-    convert.check_export_output("gs://bucket/hf", overwrite=True)
+
+
+def test_an_export_into_a_bucket_is_built_locally_and_uploaded(tiny_model):
+  """fsspec's memory:// stands in for gs:// (tests/test_bucket_end_to_end.py uses a GCS
+  emulator): the same rules, config.json last, and a replaced folder loses its stale files."""
+  out, fs = "memory://test_export/hf", fsspec.filesystem("memory")
+  try:
+    convert.export_hf(tiny_model, out, overwrite=False)
+    assert set(storage.list_names(out)) == EXPORT_FILES
+    with pytest.raises(convert.OutputExistsError, match="not empty; pass --overwrite"):
+      convert.export_hf(tiny_model, out, overwrite=False)
+    fs.pipe_file("/test_export/hf/stale.bin", b"old")
+    convert.export_hf(tiny_model, out, overwrite=True)
+    assert set(storage.list_names(out)) == EXPORT_FILES
+    config = json.loads(fs.cat_file("/test_export/hf/config.json"))
+    assert config == convert.hf_config_dict(tiny_model.cfg)
+  finally:
+    fs.rm("/test_export", recursive=True)
 
 
 # --------------------------------------------------------------------------- Hub ids

@@ -1,6 +1,6 @@
 """Shared by the trainer tests: the tiny recipe with overrides, logged losses, the command line
-run as a subprocess, the parameters of a workdir's latest checkpoint, and a tiny run on a fake
-clock (what the console, TensorBoard and plot tests read)."""
+run as a subprocess (or SIGKILLed after a checkpoint), the parameters of a workdir's latest
+checkpoint, and a tiny run on a fake clock (what the console, TensorBoard and plot tests read)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import ml_collections
 import orbax.checkpoint as ocp
 import pytest
+from etils import epath
 
 from configs import mert as mert_configs
 from mert_jax import recipe
@@ -39,9 +41,9 @@ def tiny(data_dir: str, **over: Any) -> ml_collections.ConfigDict:
 
 
 def rows(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-  """Every line of WORKDIR/metrics.jsonl."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  """Every line of WORKDIR/metrics.jsonl (local or in a bucket)."""
+  text = (epath.Path(workdir) / "metrics.jsonl").read_text()
+  return [json.loads(line) for line in text.splitlines()]
 
 
 def losses(workdir: str | os.PathLike) -> dict[int, float]:
@@ -79,8 +81,43 @@ def run_cli(
   return proc
 
 
+# Runs the trainer's command line with checkpoints.save wrapped: once the checkpoint of step
+# KILL_AFTER is complete the process SIGKILLs itself. Deterministic: the kill follows the save, not
+# a timer. The loop calls checkpoints.save through the module, so the patch takes effect.
+KILL_AFTER_SAVE = """
+import os, signal, sys
+from mert_jax.cli import train as cli
+from mert_jax.train import checkpoints
+
+kill_after, real_save = int(sys.argv[1]), checkpoints.save
+
+def save_then_die(mngr, step, *args, **kwargs):
+  real_save(mngr, step, *args, **kwargs)
+  if step == kill_after:
+    mngr.wait_until_finished()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+checkpoints.save = save_then_die
+cli.run(sys.argv[2:])
+"""
+
+
+def run_cli_killed_after_save(
+  workdir: str | os.PathLike, data_dir: str, step: int, script_dir: str | os.PathLike, *flags: str
+) -> subprocess.CompletedProcess:
+  """``run_cli`` that SIGKILLs the trainer once its checkpoint of ``step`` is complete (the
+  wrapper script is written into ``script_dir``); asserts that it died that way."""
+  script = os.path.join(script_dir, "kill_after_save.py")
+  with open(script, "w") as f:
+    f.write(KILL_AFTER_SAVE)
+  proc = run_cli(workdir, data_dir, *flags, check=False, prefix=(script, str(step)))
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  return proc
+
+
 def final_params(workdir: str | os.PathLike) -> tuple[int, Any]:
-  """(step, params) of the latest complete checkpoint of a training workdir."""
+  """(step, params) of the latest complete checkpoint of a training workdir (local or in a
+  bucket)."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   step = ocp.CheckpointManager(ckpt_dir).latest_step()
   restored = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), "state"))

@@ -1,11 +1,11 @@
-"""Checkpoints: a run killed with SIGKILL resumes bit for bit from its last complete checkpoint,
-a half-written checkpoint is never chosen, and what is read back is checked against fingerprints
-taken at save (the workdir faults are in test_faults.py)."""
+"""Checkpoints: what is read back is checked against fingerprints taken at save (the workdir
+faults are in test_faults.py; a run killed with SIGKILL resuming bit for bit from its last complete
+checkpoint, never a half-written one, is tests/test_bucket_end_to_end.py's, in a bucket)."""
 
 import json
 import shutil
-import signal
 
+import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,55 +13,10 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from data_pipeline import storage
 from mert_jax.config import model_config
 from mert_jax.model.mert import create_model
 from mert_jax.train import checkpoints, fingerprint
-from tests.train.helpers import final_params, losses, run_cli
-
-# Runs the trainer's command line with checkpoints.save wrapped: once the checkpoint of step
-# KILL_AFTER is on disk the process SIGKILLs itself. Deterministic: the kill follows the save, not
-# a timer. The loop calls checkpoints.save through the module, so the patch takes effect.
-KILL_AFTER_SAVE = """
-import os, signal, sys
-from mert_jax.cli import train as cli
-from mert_jax.train import checkpoints
-
-kill_after, real_save = int(sys.argv[1]), checkpoints.save
-
-def save_then_die(mngr, step, *args, **kwargs):
-  real_save(mngr, step, *args, **kwargs)
-  if step == kill_after:
-    mngr.wait_until_finished()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-checkpoints.save = save_then_die
-cli.run(sys.argv[2:])
-"""
-
-
-@pytest.mark.multiprocess
-def test_exact_resume_after_sigkill(data_dir, tmp_path):
-  straight, killed = tmp_path / "straight", tmp_path / "killed"
-  flags = ("--config.total_steps=8", "--config.checkpoint_every=4")
-  run_cli(straight, data_dir, *flags)
-  script = tmp_path / "kill_after_save.py"
-  script.write_text(KILL_AFTER_SAVE)
-  proc = run_cli(killed, data_dir, *flags, check=False, prefix=(str(script), "4"))
-  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-  assert max(losses(killed)) == 4
-  # What a crash during a later save leaves behind must never be chosen for the resume.
-  partial = killed / "checkpoints" / "6.orbax-checkpoint-tmp-1234"
-  (partial / "state").mkdir(parents=True)
-  (partial / "state" / "garbage").write_text("half written")
-  run_cli(killed, data_dir, *flags)  # same command: resumes
-  assert min(s for s in losses(killed) if s > 4) == 5
-  a, b = losses(straight), losses(killed)
-  assert [a[s] for s in range(5, 9)] == [b[s] for s in range(5, 9)]  # bit for bit
-  sa, pa = final_params(straight)
-  sb, pb = final_params(killed)
-  assert sa == sb == 8
-  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_fingerprints_ignore_sharding_and_see_every_change():
@@ -101,3 +56,20 @@ def test_a_model_checkpoint_whose_parameters_changed_is_refused(tmp_path):
   (a / checkpoints.PARAMS_FINGERPRINT).write_text(json.dumps({"fingerprints": {}}))
   with pytest.raises(checkpoints.CorruptCheckpoint, match="has no saved fingerprint"):
     checkpoints.load_model(a)
+
+
+def test_checkpoints_are_set_aside_in_a_bucket(gcs):
+  """No rename in a bucket: a checkpoint set aside is copied to checkpoints_set_aside, then
+  deleted (orbax there marks a complete step with commit_success.txt)."""
+  fs = fsspec.filesystem("gs")
+  for step in (4, 8):
+    for name in ("commit_success.txt", "state/x"):
+      fs.pipe_file(f"{gcs.name}/run/checkpoints/{step}/{name}", b"1")
+  ckpts = checkpoints.RunCheckpoints(gcs.path("run"), keep_last=None)
+  try:
+    ckpts._set_aside([8])
+  finally:
+    ckpts.abandon()
+  assert checkpoints.complete_steps(gcs.path("run")) == [4]
+  aside = storage.files_under(gcs.path("run", checkpoints.SET_ASIDE))
+  assert aside == ["8/commit_success.txt", "8/state/x"]
