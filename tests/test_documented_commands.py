@@ -26,6 +26,7 @@ from data_pipeline import default_corpus, tfds_builder
 from data_pipeline import prepare as prepare_cli
 from data_pipeline.example_audio import music_clip
 from mert_jax import plot, recipe
+from mert_jax.cli import compile_check as compile_check_cli
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import demo as demo_cli
 from mert_jax.cli import extract as extract_cli
@@ -33,7 +34,7 @@ from mert_jax.cli import params as params_cli
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.cli import train as train_cli
 from mert_jax.model.mert import create_model
-from mert_jax.train import console
+from mert_jax.train import aot, console
 from mert_jax.train import input as input_lib
 from tests.documented import (
   Documented,
@@ -291,6 +292,20 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   assert stage.capsys.readouterr().out.strip()
 
 
+def run_compile_check(command: Documented, stage: Stage) -> None:
+  """The slice, the recipe with its overrides, the batch, the mesh and libtpu's deviceless devices
+  for the slice; the compiles (minutes to an hour each: tests/cli/test_compile_check.py compiles a
+  tiny step) are where it stops."""
+
+  def first_compile(config, devices, hbm_bytes):
+    assert devices and hbm_bytes > 0
+    raise FirstStepsDone
+
+  stage.monkeypatch.setattr(aot, "compile_step", first_compile)
+  with pytest.raises(FirstStepsDone):
+    compile_check_cli.run(args_of(stage.argv(command)))
+
+
 def run_launcher(command: Documented, stage: Stage) -> None:
   """launch_tpu.sh prints every command it would run (--dry-run), in its shortest and longest
   documented forms."""
@@ -321,6 +336,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "benchmarks/train_step.py": run_benchmark_script,
   "benchmarks/scaling.py": run_benchmark_script,
   "./launch_tpu.sh": run_launcher,
+  "mert_jax.compile_check": run_compile_check,
 }
 
 

@@ -401,6 +401,16 @@ def test_the_compile_check_refuses_in_one_line_before_any_slice(cloud: Cloud, tm
   assert cloud.calls() == []
 
 
+def test_the_real_compile_check_refuses_an_unknown_slice_before_any_slice(cloud: Cloud) -> None:
+  """The real module (``python -m mert_jax.compile_check``): a slice type libtpu has no topology
+  for is refused before anything compiles, its closest names in the launcher's one line."""
+  args = ["--name=n", "--project=p", "--zone=z", "--config=configs/mert.py:tiny", "--workdir=w"]
+  proc = cloud.launch(*args, "--accelerator-type=v4-33", ok=False, PYTHON=sys.executable)
+  line = one_line(proc)
+  assert "the compile check refused configs/mert.py:tiny on v4-33" in line and "v4-32" in line
+  assert cloud.calls() == []
+
+
 def test_missing_gcloud_and_bad_options_are_one_line(tmp_path) -> None:
   path = str(tmp_path)  # the tools the launcher needs before it looks for gcloud, and no gcloud
   for tool in ("bash", "dirname", "tr"):
