@@ -116,6 +116,19 @@ class RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
   """... and keeps the description's and epilog's own line breaks (a module docstring)."""
 
 
+def option_value(argv: Sequence[str], name: str) -> str | None:
+  """The value of the last ``NAME=VALUE`` or ``NAME VALUE`` in ``argv`` (None when absent), read
+  before a parser runs: which recipe's fields a help lists, a slice name checked before importing
+  jax."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"{name}="):
+      value = arg.split("=", 1)[1]
+    elif arg == name and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
 def prog(module: str) -> str:
   """The command's name as it was typed: the console script (``mert-train``), else
   ``python -m MODULE``."""

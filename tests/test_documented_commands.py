@@ -24,6 +24,7 @@ import soundfile as sf
 
 from data_pipeline import default_corpus, tfds_builder
 from data_pipeline import prepare as prepare_cli
+from data_pipeline.cli_help import option_value
 from data_pipeline.example_audio import music_clip
 from mert_jax import plot, recipe
 from mert_jax.cli import compile_check as compile_check_cli
@@ -34,7 +35,7 @@ from mert_jax.cli import params as params_cli
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.cli import train as train_cli
 from mert_jax.model.mert import create_model
-from mert_jax.train import aot, console
+from mert_jax.train import aot, checkpoints, console
 from mert_jax.train import input as input_lib
 from tests.documented import (
   Documented,
@@ -101,7 +102,7 @@ class Stage:
       "/tmp/": f"{tmp_path}/",
       "docs/images/": f"{tmp_path}/",  # the committed pictures stay as they are
       "MERT-v1-95M_fairseq.pt": str(tmp_path / "fairseq.pt"),
-      "--step=N": f"--step={max(_steps(self.tiny_workdir))}",
+      "--step=N": f"--step={max(checkpoints.complete_steps(self.tiny_workdir))}",
     }
     monkeypatch.chdir(tmp_path)  # runs/... lands here
 
@@ -141,10 +142,6 @@ class Stage:
     assert "model" in self.capsys.readouterr().out  # the summary's first lines were printed
 
 
-def _steps(workdir: str) -> list[int]:
-  return [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
-
-
 def _in_continue_recipe(command: Documented) -> bool:
   """The command is one of docs/continue_pretraining.md's (placeholder names aside), which
   tests/train/test_init_from.py runs whole."""
@@ -153,14 +150,6 @@ def _in_continue_recipe(command: Documented) -> bool:
     tuple(substitute(list(c.argv), same)) for c in documented_commands(CONTINUE_DOC)
   ]
   return tuple(substitute(list(command.argv), same)) in recipe_commands
-
-
-def _flag(argv: list[str], name: str) -> str | None:
-  values = [a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")]
-  return values[-1] if values else None
-
-
-# ----------------------------------------------------------------------------- runners
 
 
 def run_setup(command: Documented, stage: Stage) -> None:
@@ -217,26 +206,26 @@ def run_params(command: Documented, stage: Stage) -> None:
 def run_convert(command: Documented, stage: Stage) -> None:
   convert_cli.build_parser().parse_args(args_of(stage.argv(command, optional=True)))
   args = args_of(stage.argv(command))
-  if (ckpt := _flag(args, "--checkpoint")) is not None:
+  if (ckpt := option_value(args, "--checkpoint")) is not None:
     stage.trained(ckpt)
-  if (hf := _flag(args, "--hf")) is not None and not os.path.exists(hf):
+  if (hf := option_value(args, "--hf")) is not None and not os.path.exists(hf):
     assert (
       convert_cli.main(["jax-to-hf", f"--checkpoint={stage.trained('tiny')}", f"--output={hf}"])
       == 0
     )
-  if (fairseq := _flag(args, "--fairseq")) is not None:
+  if (fairseq := option_value(args, "--fairseq")) is not None:
     config = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
     config.model.hidden_size = 48  # wider than the conv front end, as fairseq MERT is
     write_fairseq_checkpoint(fairseq, create_model(recipe.model_config_from(config), seed=0))
   assert convert_cli.main(args) == 0
-  assert os.path.exists(_flag(args, "--output"))
+  assert os.path.exists(option_value(args, "--output"))
 
 
 def run_extract(command: Documented, stage: Stage) -> None:
   args = args_of(stage.argv(command))
-  stage.trained(_flag(args, "--checkpoint"))
+  stage.trained(option_value(args, "--checkpoint"))
   assert extract_cli.main(args) == 0
-  assert os.path.exists(_flag(args, "--output"))
+  assert os.path.exists(option_value(args, "--output"))
 
 
 def run_plot(command: Documented, stage: Stage) -> None:
@@ -252,13 +241,13 @@ def run_prepare(command: Documented, stage: Stage) -> None:
     return
   args = args_of(stage.argv(command))
   assert prepare_cli.main(args) in (0, prepare_cli.EXIT_SKIPPED)
-  assert os.path.exists(os.path.join(_flag(args, "--output"), "manifest.json"))
+  assert os.path.exists(os.path.join(option_value(args, "--output"), "manifest.json"))
 
 
 def run_tfds_builder(command: Documented, stage: Stage) -> None:
   """After the README's k-means prepare line above it (its DATA_DIR/teacher)."""
   args = args_of(stage.argv(command))
-  data_dir = os.path.dirname(_flag(args, "--teacher-dir"))
+  data_dir = os.path.dirname(option_value(args, "--teacher-dir"))
   (kmeans,) = [
     c
     for c in COMMANDS

@@ -30,7 +30,7 @@ import shlex
 import sys
 from typing import Any, NoReturn
 
-from data_pipeline.cli_help import ArgumentParser, prog
+from data_pipeline.cli_help import ArgumentParser, option_value, prog
 from mert_jax import tpu_topology
 
 GIB = 2**30
@@ -103,7 +103,7 @@ def run(argv: list[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
   # Checked in the order of their cost: the slice name (milliseconds), the command line and the
   # recipe (the trainer's parsing imports jax: seconds), libtpu, then the compiles (minutes).
-  topology = _option(argv, "--topology")
+  topology = option_value(argv, "--topology")
   if topology is not None:
     tpu_topology.parse(topology)
   from mert_jax.cli import train as train_cli
@@ -193,17 +193,6 @@ def _per_chip_batch(requested: int | None, config: Any, slice_: tpu_topology.Sli
       f"per chip per micro-batch on {slice_.name}'s {slice_.chips} chips; pass --per-chip-batch=N"
     )
   return int(per_chip)
-
-
-def _option(argv: list[str], name: str) -> str | None:
-  """The value of the last ``NAME=VALUE`` or ``NAME VALUE`` in ``argv``."""
-  value = None
-  for i, arg in enumerate(argv):
-    if arg.startswith(f"{name}="):
-      value = arg.split("=", 1)[1]
-    elif arg == name and i + 1 < len(argv):
-      value = argv[i + 1]
-  return value
 
 
 def _check_mesh(config: Any, slice_: tpu_topology.Slice) -> None:

@@ -29,7 +29,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from data_pipeline import storage
-from data_pipeline.cli_help import ArgumentParser, prog
+from data_pipeline.cli_help import ArgumentParser, option_value, prog
 from mert_jax import recipe
 from mert_jax.cli import config_help
 from mert_jax.train import checkpoints, distributed, loop_config, workdir
@@ -168,7 +168,7 @@ def run(argv: list[str] | None = None) -> int:
   overrides, rest = split_overrides(argv)
   try:
     if any(a in _HELP for a in rest):  # the help lists the fields of the --config given
-      build_parser(_config_arg(rest)).parse_args(rest)  # prints the help, exits 0
+      build_parser(option_value(rest, "--config")).parse_args(rest)  # prints the help, exits 0
     args, absl_args = build_parser(fields=False).parse_known_args(rest)
     if args.config is None and not args.list_config:
       raise recipe.RecipeError(f"--config is required ({CONFIG_HELP})")
@@ -191,17 +191,6 @@ def run(argv: list[str] | None = None) -> int:
       absl_args.append(f"{option}={value}")
   app.run(functools.partial(_main, config), argv=[sys.argv[0], *absl_args], flags_parser=_absl)
   return 0
-
-
-def _config_arg(argv: list[str]) -> str | None:
-  """The value of the last ``--config=SPEC`` or ``--config SPEC`` in ``argv``."""
-  spec = None
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      spec = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      spec = argv[i + 1]
-  return spec
 
 
 def _absl(argv: list[str]) -> list[str]:
