@@ -190,13 +190,18 @@ class DropShort(grain.transforms.Filter):
     return False
 
 
+def labels_per_crop(crop_samples: int, hop: int) -> int:
+  """Teacher labels that come with a crop of ``crop_samples`` samples (``hop`` samples each)."""
+  return int(round(crop_samples / hop))
+
+
 class CropToLabels(grain.transforms.RandomMap):
   """Random hop-aligned crop of audio (kept int16) and its tokens."""
 
   def __init__(self, crop_samples: int, hop: int):
     self.crop = crop_samples
     self.hop = hop
-    self.num_labels = int(round(crop_samples / hop))
+    self.num_labels = labels_per_crop(crop_samples, hop)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = element["num_samples"]

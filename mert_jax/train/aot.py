@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from data_pipeline import reader
 from mert_jax import sharding
 from mert_jax.model.flops import train_flops_per_clip
 from mert_jax.recipe import model_config_from
@@ -116,11 +117,6 @@ def per_chip_batch_of(config: ml_collections.ConfigDict, chips: int) -> float:
   return config.batch_size / config.optimizer.grad_accum_steps / chips
 
 
-def labels_per_clip(crop_samples: int, frame_stride: int) -> int:
-  """Teacher labels per crop, as the reader cuts them (data_pipeline/reader.py)."""
-  return int(round(crop_samples / frame_stride))
-
-
 def abstract_args(setup: state_lib.TrainSetup) -> tuple[dict, dict, jax.ShapeDtypeStruct]:
   """(state, batch, seed key) of the train step as ShapeDtypeStructs with the trainer's
   shardings: a batch is (micro-batches, clips, ...) float32 audio and int32 labels."""
@@ -132,7 +128,7 @@ def abstract_args(setup: state_lib.TrainSetup) -> tuple[dict, dict, jax.ShapeDty
     setup.abstract_state,
     setup.state_shardings,
   )
-  labels = labels_per_clip(c.crop_samples, m.frame_stride)
+  labels = reader.labels_per_crop(c.crop_samples, m.frame_stride)
   batch = {
     "audio": jax.ShapeDtypeStruct(
       (accum, clips, c.crop_samples), jnp.float32, sharding=setup.batch_shardings["audio"]
