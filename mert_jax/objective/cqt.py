@@ -13,8 +13,9 @@ l_k = ceil(Q * sr / f_k) taps (50,460 for bin 0 and 400 for bin 335 at the defau
 
 A full-scale sine at a bin's centre frequency gives about 0.5 * sqrt(l_k).
 
-Two methods, both fp32 convolutions (``lax.conv_general_dilated`` at ``Precision.HIGHEST``) with
-kernels built once per parameter set on the host in float64 and closed over as constants:
+Two methods, both fp32 strided correlations (frames gathered from the signal, then a matmul at
+``Precision.HIGHEST``) with kernels built once per parameter set on the host in float64 and closed
+over as constants:
 
 * ``method="exact"`` is nnAudio's transform. nnAudio correlates the signal, padded by 32,768 zeros
   each side, with 336 kernels of 65,536 taps that are mostly zero. Here the bins are grouped per
@@ -111,9 +112,9 @@ HALVING_BLOCK = 16  # outputs per block of the polyphase (block) form of a halvi
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Group:
-  """Bins [lo, hi) computed from the signal decimated by 2^stage with one strided conv.
+  """Bins [lo, hi) computed from the signal decimated by 2^stage with one strided correlation.
 
-  ``kernels`` (2 * half, 1, 2 * (hi - lo)) float32 in WIO layout: row m is tap
+  ``kernels`` (2 * half, 2 * (hi - lo)) float32: row m is tap
   n = 2^stage (m - half) of the full-rate kernels; output channels are the real parts then the
   negated imaginary parts, scaled by sqrt(l_k) (and 2^stage)."""
 
@@ -219,7 +220,7 @@ def min_samples(longest_kernel: int) -> int:
 def group_kernels(
   freqs: np.ndarray, lengths: np.ndarray, sample_rate: int, stage: int
 ) -> tuple[int, np.ndarray]:
-  """Kernels of one group at rate sr / 2^stage: (half, (2 half, 1, 2 G) float32), see ``_Group``."""
+  """Kernels of one group at rate sr / 2^stage: (half, (2 half, 2 G) float32), see ``_Group``."""
   d = 2**stage
   taps = [bin_kernel(f, int(l), sample_rate) for f, l in zip(freqs, lengths)]
   spans = [(-(-n0 // d), (n0 + len(h) - 1) // d) for n0, h in taps]  # j range with n = d j
@@ -230,7 +231,7 @@ def group_kernels(
     sub = h[d * np.arange(lo, hi + 1) - n0] * (d * math.sqrt(lengths[k]))
     out[half + lo : half + hi + 1, k] = sub.real
     out[half + lo : half + hi + 1, g + k] = -sub.imag
-  return half, out.astype(np.float32)[:, None, :]
+  return half, out.astype(np.float32)
 
 
 def _check_params(
@@ -283,16 +284,29 @@ def _plan(
   )
 
 
-def _conv(x: jax.Array, kernels: np.ndarray, stride: int) -> jax.Array:
-  """x (B, n, C_in) with (W, C_in, C) kernels, valid strided cross-correlation -> (B, T, C)
-  float32."""
-  return jax.lax.conv_general_dilated(
-    x,
-    jnp.asarray(kernels),
-    (stride,),
-    "VALID",
-    dimension_numbers=("NWC", "WIO", "NWC"),
-    precision=jax.lax.Precision.HIGHEST,
+def _frames(x: jax.Array, width: int, stride: int) -> jax.Array:
+  """x (B, n) -> (B, T, width) with row t = x[:, stride t : stride t + width], T = (n - width) //
+  stride + 1: one gather, its indices from iotas (not a constant array)."""
+  t = (x.shape[1] - width) // stride + 1
+  index = stride * jax.lax.broadcasted_iota(jnp.int32, (t, width), 0) + jax.lax.broadcasted_iota(
+    jnp.int32, (t, width), 1
+  )
+  return x[:, index]
+
+
+def _correlate(x: jax.Array, kernels: np.ndarray, stride: int) -> jax.Array:
+  """Valid strided cross-correlation of x (B, n) with (W, C) kernels -> (B, T, C) float32,
+  T = (n - W) // stride + 1: framing, then one fp32 matmul.
+
+  Written as gather + matmul rather than ``lax.conv_general_dilated`` with one input channel:
+  XLA:TPU (libtpu 0.0.42.1, deviceless v4 chip) compiled the fast CQT of 16 five-second clips
+  in 444 s (14 CPU-minutes, most of the 95M train step's compile) with convolutions and in 17 s
+  this way. Measured on the project CPU (XLA:CPU, 8 five-second clips): fast 61 ms here against
+  40 ms with convolutions, a negligible part of a train step; framing by slicing and concatenating
+  instead of one gather compiled 2.4 s longer on the CPU for the lowest octave (hop 5)."""
+  frames = _frames(x, kernels.shape[0], stride)
+  return jnp.einsum(
+    "btw,wc->btc", frames, jnp.asarray(kernels), precision=jax.lax.Precision.HIGHEST
   )
 
 
@@ -311,7 +325,7 @@ def _halve(x: jax.Array, start: int, fir: np.ndarray, blocks: np.ndarray) -> tup
   n_blocks = -(-n_out // p)
   left = start - (2 * u0 - c)
   x = jnp.pad(x, ((0, 0), (left, two_p * (n_blocks + k - 1) - n - left)))
-  y = _conv(x.reshape(x.shape[0], -1, two_p), blocks, 1)  # (B, n_blocks, p)
+  y = _correlate(x, blocks.reshape(k * two_p, p), two_p)  # (B, n_blocks, p)
   return y.reshape(x.shape[0], -1)[:, :n_out], u0
 
 
@@ -335,7 +349,7 @@ def _transform(audio: jax.Array, plan: _Plan) -> jax.Array:
     x, start = signals[g.stage]
     hop = plan.hop_length // 2**g.stage
     x = _window(x, start, -g.half, hop * (frames - 1) + 2 * g.half)
-    y = _conv(x[:, :, None], g.kernels, hop)  # (B, T, 2G): real, -imaginary
+    y = _correlate(x, g.kernels, hop)  # (B, T, 2G): real, -imaginary
     re, im = jnp.split(y, 2, axis=-1)
     out.append(jnp.sqrt(re * re + im * im))
   return jnp.concatenate(out, axis=-1)

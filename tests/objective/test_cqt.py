@@ -245,6 +245,21 @@ def test_decimation_filter_and_margins():
   assert plan.groups[0].kernels.shape[0] == 790  # bin 0: 50,460 taps -> 789 at 1/64 rate
 
 
+@pytest.mark.parametrize("n, width, stride", [(1000, 790, 5), (1000, 128, 32), (999, 7, 320)])
+def test_strided_correlation_matches_numpy(n, width, stride):
+  """The framing + matmul that every CQT filter runs through, against numpy's correlate."""
+  rng = np.random.default_rng(n + width)
+  x = rng.standard_normal((2, n)).astype(np.float32)
+  k = rng.standard_normal((width, 3)).astype(np.float32)
+  y = np.asarray(jax.jit(lambda a: cqt_lib._correlate(a, k, stride))(x))
+  t = (n - width) // stride + 1
+  want = np.stack(
+    [[np.correlate(row, k[:, c], "valid")[::stride] for c in range(3)] for row in x]
+  ).transpose(0, 2, 1)
+  assert y.shape == want.shape == (2, t, 3)
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
+
+
 def test_min_samples_boundary():
   assert cqt_lib.cqt_lengths(SR, FMIN, BINS, BPO)[0] == 50460
   assert cqt_lib._plan(SR, HOP, FMIN, BINS, BPO, "fast").min_samples == 25230
