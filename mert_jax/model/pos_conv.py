@@ -86,7 +86,14 @@ grouped_conv_einsum_grad.defvjp(_fwd, _bwd)
 def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, impl: str = "auto") -> jax.Array:
   """The positional convolution with the configured kernel-gradient implementation."""
   if impl == "auto":
-    impl = "einsum" if jax.default_backend() == "cpu" else "xla"
+    # Chosen when lowering, for the platform compiled for (not JAX's default backend: an
+    # ahead-of-time compile for a TPU runs with the CPU as the default backend).
+    return jax.lax.platform_dependent(
+      x,
+      kernel,
+      cpu=lambda x_, k_: grouped_conv_einsum_grad(x_, k_, groups),
+      default=lambda x_, k_: _conv(x_, k_, groups),
+    )
   return (
     grouped_conv_einsum_grad(x, kernel, groups) if impl == "einsum" else _conv(x, kernel, groups)
   )

@@ -41,3 +41,20 @@ def test_einsum_gradient_in_bf16_is_close_to_fp32() -> None:
   g32, g16 = grad(jnp.float32), grad(jnp.bfloat16)
   assert g16.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(g16 - g32)) / jnp.max(jnp.abs(g32))) < 2e-2
+
+
+def test_auto_is_chosen_for_the_platform_lowered_for() -> None:
+  """ "auto" is the einsum gradient when lowered for the CPU, whatever the default backend, and is
+  decided when lowering (so a TPU compile on a CPU host gets XLA's gradient)."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 40, 32)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((8, 2, 32)), jnp.float32)
+
+  def grads(impl: str):
+    loss = lambda k_, x_: (grouped_conv(x_, k_, 16, impl) ** 2).sum()  # noqa: E731
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(k, x)
+
+  auto, einsum, xla = grads("auto"), grads("einsum"), grads("xla")
+  for a, e in zip(auto, einsum):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(e))  # bit-identical: the same path
+  assert float(jnp.abs(auto[0] - xla[0]).max()) > 0  # a different summation, so not that one
