@@ -10,8 +10,11 @@ The forward is XLA's grouped convolution. Its kernel gradient is a convolution w
 95M, 2 x 5 s clips, bf16: forward 47 ms, forward + backward 3.3 s, ~37 % of the whole training
 step). ``grouped_conv`` with ``weight_grad="einsum"`` keeps the forward and the input gradient and
 computes the kernel gradient as chunked per-tap einsums instead (forward + backward 0.32 s, equal
-to fp32 rounding; benchmarks/README.md). ``model.pos_conv_impl`` picks it ("auto": einsum on CPU,
-XLA's own gradient on GPU/TPU, where neither has been measured yet).
+to fp32 rounding; benchmarks/README.md). ``model.pos_conv_impl`` picks it ("auto": einsum on CPU
+and TPU, XLA's own gradient on GPU). On TPU the choice rests on compiled memory, not speed (no
+chip measured either): XLA:TPU's plan for the 95M step at 31 clips per chip needs 31.91 GiB with
+the einsum gradient and 32.88 GiB with XLA's, for the same FLOP count within 0.1 %
+(docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, impl: str = "auto
       x,
       kernel,
       cpu=lambda x_, k_: grouped_conv_einsum_grad(x_, k_, groups),
+      tpu=lambda x_, k_: grouped_conv_einsum_grad(x_, k_, groups),
       default=lambda x_, k_: _conv(x_, k_, groups),
     )
   return (

@@ -45,7 +45,8 @@ def test_einsum_gradient_in_bf16_is_close_to_fp32() -> None:
 
 def test_auto_is_chosen_for_the_platform_lowered_for() -> None:
   """ "auto" is the einsum gradient when lowered for the CPU, whatever the default backend, and is
-  decided when lowering (so a TPU compile on a CPU host gets XLA's gradient)."""
+  decided when lowering (so a TPU compile on a CPU host gets the TPU's choice, and a GPU one
+  XLA's gradient)."""
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.standard_normal((2, 40, 32)), jnp.float32)
   k = jnp.asarray(rng.standard_normal((8, 2, 32)), jnp.float32)
@@ -58,3 +59,20 @@ def test_auto_is_chosen_for_the_platform_lowered_for() -> None:
   for a, e in zip(auto, einsum):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(e))  # bit-identical: the same path
   assert float(jnp.abs(auto[0] - xla[0]).max()) > 0  # a different summation, so not that one
+
+
+@pytest.mark.parametrize(
+  "platform, expected", [("tpu", "einsum"), ("cuda", "xla"), ("cpu", "einsum")]
+)
+def test_auto_lowers_to_the_platforms_choice(platform: str, expected: str) -> None:
+  """Lowered for each platform (no such device needed), "auto" is the einsum kernel gradient (a
+  dot_general) on CPU and TPU, and XLA's convolution gradient (none) on GPU."""
+  x, k = jnp.ones((2, 40, 32)), jnp.ones((8, 2, 32))
+
+  def dots(impl: str) -> int:
+    loss = lambda k_, x_: (grouped_conv(x_, k_, 16, impl) ** 2).sum()  # noqa: E731
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(k, x)
+    return lowered.lower(lowering_platforms=(platform,)).as_text().count("dot_general")
+
+  assert dots("einsum") > 0 and dots("xla") == 0  # the two paths are told apart
+  assert dots("auto") == dots(expected)
