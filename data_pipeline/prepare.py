@@ -177,20 +177,28 @@ def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> di
       note = _npy_problem(cache + ".npy", (result["num_samples"],))
       if note is None:
         return result
-  try:
-    with storage.local_copy(path, os.path.dirname(cache)) as local:  # a remote file: downloaded
-      pcm = decode_file(local, sample_rate, min_samples)
-  except BadAudioError as e:
-    result = {"ok": False, "reason": str(e)}
-  except MemoryError:
-    result = {"ok": False, "reason": "out of memory while decoding"}
-  except OSError as e:  # a remote file that could not be downloaded
-    result = {"ok": False, "reason": f"unreadable ({e})"}
-  else:
+  pcm, result = decode_source(path, sample_rate, min_samples, os.path.dirname(cache))
+  if pcm is not None:
     _save_npy(cache + ".npy", pcm)
-    result = {"ok": True, "num_samples": int(pcm.shape[0])}
   atomic_write_text(status, json.dumps(result))
   return {**result, "rebuilt": note} if note else result
+
+
+def decode_source(
+  path: str, sample_rate: int, min_samples: int, scratch: str | None = None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+  """(int16 mono audio at ``sample_rate`` or None, {"ok", "num_samples" | "reason"}) of input file
+  ``path``; a remote file is downloaded into ``scratch`` (default: a temporary folder) first."""
+  try:
+    with storage.local_copy(path, scratch) as local:
+      pcm = decode_file(local, sample_rate, min_samples)
+  except BadAudioError as e:
+    return None, {"ok": False, "reason": str(e)}
+  except MemoryError:
+    return None, {"ok": False, "reason": "out of memory while decoding"}
+  except OSError as e:  # a remote file that could not be downloaded
+    return None, {"ok": False, "reason": f"unreadable ({e})"}
+  return pcm, {"ok": True, "num_samples": int(pcm.shape[0])}
 
 
 _TEACHER: teachers_lib.Teacher | None = None
@@ -312,22 +320,24 @@ def valid_split(sources: list[str], fraction: float, seed: int) -> set[str]:
   and there are at least two files."""
   if fraction <= 0 or len(sources) < 2:
     return set()
-  score = {
-    s: int(hashlib.sha256(f"{seed}|{s}".encode()).hexdigest()[:12], 16) / 16**12 for s in sources
-  }
+  score = {s: valid_score(s, seed) for s in sources}
   chosen = {s for s in sources if score[s] < fraction}
-  return chosen or {min(sources, key=score.get)}
+  return chosen or {min(sources, key=lambda s: (score[s], s))}
 
 
-def plan_shards(
-  segments: list[tuple[str, str, int, int]], shard_samples: int, seed: int
-) -> list[list[tuple[str, str, int, int]]]:
-  """Seeded shuffle of the segments, then consecutive groups of about ``shard_samples`` samples."""
+def valid_score(source: str, seed: int) -> float:
+  """The seeded draw in [0, 1) of file ``source`` that ``valid_split`` compares with the fraction."""
+  return int(hashlib.sha256(f"{seed}|{source}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def plan_shards(segments: list[tuple], shard_samples: int, seed: int) -> list[list[tuple]]:
+  """Seeded shuffle of the segments (their last item: the length in samples), then consecutive
+  groups of about ``shard_samples`` samples."""
   order = np.random.default_rng(seed).permutation(len(segments))
   shards, current, size = [], [], 0
   for i in order:
     current.append(segments[i])
-    size += segments[i][3]
+    size += segments[i][-1]
     if size >= shard_samples:
       shards.append(current)
       current, size = [], 0
@@ -336,24 +346,54 @@ def plan_shards(
   return shards
 
 
+def plan_splits(
+  num_samples: dict[str, int], valid: set[str], cfg: PrepareConfig
+) -> tuple[dict[str, list[list[tuple[str, int, int]]]], str]:
+  """The shards of each split as lists of (file, start, length) segments, and the plan's hash:
+  ``num_samples`` of every usable file (sorted by path), ``valid`` the held-out ones."""
+  segment = int(cfg.segment_seconds * cfg.sample_rate)
+  shard_samples = int(cfg.shard_seconds * cfg.sample_rate)
+  min_samples = int(cfg.min_seconds * cfg.sample_rate)
+  train = [rel for rel in sorted(num_samples) if rel not in valid]
+  plans = {}
+  for split, files in (("train", train), ("valid", sorted(valid))):
+    segs = [
+      (rel, start, length)
+      for rel in files
+      for start, length in segment_bounds(num_samples[rel], segment, min_samples)
+    ]
+    if segs:
+      plans[split] = plan_shards(segs, shard_samples, cfg.seed)
+  plan_hash = hashlib.sha256(json.dumps(plans).encode()).hexdigest()
+  return plans, plan_hash
+
+
 # ------------------------------------------------------------------------------------ main
 
 
-def _cached_audios(caches: list[str]) -> Iterator[np.ndarray]:
-  """The decoded files as float32, one at a time (the k-means fit streams them)."""
-  for cache in caches:
-    yield from_int16(np.load(cache + ".npy", mmap_mode="r"))
+def _cached_audios(caches: dict[str, str]) -> Iterator[tuple[str, np.ndarray]]:
+  """(file, decoded float32 audio) of ``caches`` (file -> its cache), one at a time (the k-means
+  fit streams them; its frame sample is keyed by the file's path, not its position)."""
+  for rel, cache in caches.items():
+    yield rel, from_int16(np.load(cache + ".npy", mmap_mode="r"))
 
 
-def teacher_request(cfg: PrepareConfig, audios: Iterable[np.ndarray]) -> tuple[str, dict[str, Any]]:
-  """``teachers.make_teacher``'s arguments for the --teacher options (``audios``: k-means fit)."""
+def kmeans_config(cfg: PrepareConfig) -> teachers_lib.KMeansConfig:
+  """The k-means teacher's settings that the --kmeans-* options set."""
+  return teachers_lib.KMeansConfig(
+    num_codebooks=cfg.kmeans_codebooks,
+    codebook_size=cfg.kmeans_codebook_size,
+    max_fit_frames=cfg.kmeans_max_fit_frames,
+  )
+
+
+def teacher_request(
+  cfg: PrepareConfig, audios: Iterable[tuple[str, np.ndarray]]
+) -> tuple[str, dict[str, Any]]:
+  """``teachers.make_teacher``'s arguments for the --teacher options (``audios``: the k-means
+  fit's (file, audio) pairs)."""
   if cfg.teacher == "kmeans":
-    kcfg = teachers_lib.KMeansConfig(
-      num_codebooks=cfg.kmeans_codebooks,
-      codebook_size=cfg.kmeans_codebook_size,
-      max_fit_frames=cfg.kmeans_max_fit_frames,
-    )
-    return "kmeans", {"audios": audios, "config": kcfg, "seed": cfg.seed}
+    return "kmeans", {"audios": audios, "config": kmeans_config(cfg), "seed": cfg.seed}
   if cfg.teacher == "encodec":
     if not cfg.encodec:
       raise ValueError(
@@ -534,25 +574,11 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
 
   valid = valid_split(good, cfg.valid_fraction, cfg.seed)
   train_files = [rel for rel in good if rel not in valid]
-  segment = int(cfg.segment_seconds * cfg.sample_rate)
-  shard_samples = int(cfg.shard_seconds * cfg.sample_rate)
-  split_plans = {}
-  for split, files in (("train", train_files), ("valid", sorted(valid))):
-    segs = [
-      (caches[rel], rel, start, length)
-      for rel in files
-      for start, length in segment_bounds(decoded[rel]["num_samples"], segment, min_samples)
-    ]
-    if segs:
-      split_plans[split] = plan_shards(segs, shard_samples, cfg.seed)
-  plan_hash = hashlib.sha256(
-    json.dumps(
-      {
-        s: [[(src, st, ln) for _, src, st, ln in shard] for shard in p]
-        for s, p in split_plans.items()
-      }
-    ).encode()
-  ).hexdigest()
+  rel_plans, plan_hash = plan_splits({rel: decoded[rel]["num_samples"] for rel in good}, valid, cfg)
+  split_plans = {
+    split: [[(caches[rel], rel, st, ln) for rel, st, ln in shard] for shard in shards]
+    for split, shards in rel_plans.items()
+  }
   refusal = _other_inputs(out, split_plans, plan_hash, previous, previous_plan)
   if refusal:
     if not work_existed:
@@ -576,7 +602,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   teacher_dir = os.path.join(out, TEACHER_DIR)
   say(f"teacher: {cfg.teacher}")
   fit_audios = progress_lib.progress(  # lazy: silent when a saved teacher is reused
-    _cached_audios([caches[rel] for rel in train_files]),
+    _cached_audios({rel: caches[rel] for rel in train_files}),
     len(train_files),
     "k-means features",
     "files",

@@ -28,11 +28,12 @@ import json
 import math
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 import numpy as np
 
+from data_pipeline import frame_sample
 from data_pipeline import progress as progress_lib
 from data_pipeline import storage
 from data_pipeline.atomic import atomic_dir, atomic_open, atomic_write_text
@@ -343,39 +344,33 @@ def _residual_quantize(
   return codes, r
 
 
-def _subsample_frames(
-  audios: Iterable[np.ndarray], cfg: KMeansConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, int]:
-  """Uniform seeded subsample of at most max_fit_frames feature rows from a stream of clips.
+def named_audios(
+  audios: Iterable[np.ndarray] | Iterable[tuple[str, np.ndarray]],
+) -> Iterator[tuple[str, np.ndarray]]:
+  """(file id, (samples,) audio) pairs of ``audios``: pairs as given; bare arrays are named by
+  their position in the stream ("#0", "#1", ...)."""
+  for i, item in enumerate(audios):
+    yield item if isinstance(item, tuple) else (f"#{i}", item)
 
-  Every frame gets an i.i.d. U[0,1) key in stream order and the frames with the smallest keys are
-  kept (a bounded-memory reservoir: at most ~2 x max_fit_frames rows are held). Returns
-  (frames, d) float32 in stream order and the total number of frames seen.
-  """
-  limit = cfg.max_fit_frames
-  feats, keys, held, total, threshold = [], [], 0, 0, 1.0
 
-  def compact() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    f, k = np.concatenate(feats), np.concatenate(keys)
-    if len(k) > limit:
-      sel = np.sort(np.argpartition(k, limit - 1)[:limit])
-      f, k = f[sel], k[sel]
-    return [f], [k]
+def sample_frames(
+  audios: Iterable[tuple[str, np.ndarray]], cfg: KMeansConfig, seed: int
+) -> frame_sample.FrameSample:
+  """The seeded uniform sample of at most max_fit_frames feature rows of (file id, audio) pairs
+  (data_pipeline/frame_sample.py: the same for any order or partition of the files)."""
+  sample = frame_sample.FrameSample.empty(cfg.max_fit_frames, cfg.feature_dim)
+  for file_id, audio in audios:
+    sample = sample.add(file_candidates(file_id, audio, cfg, seed))
+  return sample.compact()
 
-  for audio in audios:
-    f = frame_features(audio, cfg)
-    k = rng.random(len(f))
-    total += len(f)
-    keep = k < threshold  # cannot enter a full reservoir otherwise
-    feats.append(f[keep])
-    keys.append(k[keep])
-    held += int(keep.sum())
-    if held > 2 * limit:
-      feats, keys = compact()
-      held, threshold = len(keys[0]), float(keys[0].max())
-  if not feats:
-    return np.empty((0, cfg.feature_dim), np.float32), 0
-  return compact()[0][0], total
+
+def file_candidates(
+  file_id: str, audio: np.ndarray, cfg: KMeansConfig, seed: int
+) -> frame_sample.FrameSample:
+  """One file's contribution to ``sample_frames``: its features' smallest-keyed frames."""
+  with _thread_limit(cfg.num_threads):
+    feats = frame_features(audio, cfg)
+  return frame_sample.FrameSample.of_file(cfg.max_fit_frames, feats, seed, file_id)
 
 
 def _check_fit_frames(frames: int, cfg: KMeansConfig) -> None:
@@ -544,26 +539,42 @@ class KMeansTeacher(Teacher):
   @classmethod
   def fit(
     cls,
-    audios: Iterable[np.ndarray],
+    audios: Iterable[np.ndarray] | Iterable[tuple[str, np.ndarray]],
     *,
     config: KMeansConfig = KMeansConfig(),
     seed: int = 0,
     progress: bool = False,
   ) -> "KMeansTeacher":
-    """Fit on (a seeded subsample of) the frames of ``audios`` (each (samples,) float32, 24 kHz).
+    """Fit on a seeded sample of the frames of ``audios``: (file id, (samples,) float32) pairs at
+    24 kHz, or bare arrays (named by position). The sample depends on the files' ids and content,
+    not on their order (``sample_frames``).
 
     ``progress``: report the clustering on stderr (the plan, then each codebook's mini-batch steps
     with an ETA); the result is the same either way. To see the feature pass over ``audios`` too,
     wrap them in ``data_pipeline.progress.progress`` (as prepare does)."""
+    config.validate()
+    if isinstance(audios, np.ndarray) and audios.ndim == 1:
+      audios = [audios]  # one clip, not a stream of samples
+    sample = sample_frames(named_audios(audios), config, seed)
+    return cls.fit_sample(sample, config=config, seed=seed, progress=progress)
+
+  @classmethod
+  def fit_sample(
+    cls,
+    sample: frame_sample.FrameSample,
+    *,
+    config: KMeansConfig = KMeansConfig(),
+    seed: int = 0,
+    progress: bool = False,
+  ) -> "KMeansTeacher":
+    """Fit on a frame sample (``sample_frames``, or merged ``file_candidates`` of many workers)."""
     # Imported here so that its OpenMP runtime is loaded before the thread limit is taken.
     import sklearn.cluster  # pylint: disable=g-import-not-at-top
 
     config.validate()
-    if isinstance(audios, np.ndarray) and audios.ndim == 1:
-      audios = [audios]  # one clip, not a stream of samples
-    sub_seq, *km_seqs = np.random.SeedSequence(seed).spawn(1 + config.num_codebooks)
+    feats = sample.compact().features
+    _, *km_seqs = np.random.SeedSequence(seed).spawn(1 + config.num_codebooks)
     with _thread_limit(config.num_threads, fresh=True):
-      feats, total = _subsample_frames(audios, config, np.random.default_rng(sub_seq))
       _check_fit_frames(len(feats), config)
       mean = feats.mean(axis=0, dtype=np.float64).astype(np.float32)
       std = np.maximum(feats.std(axis=0, dtype=np.float64), config.std_floor).astype(np.float32)
@@ -571,7 +582,7 @@ class KMeansTeacher(Teacher):
     info = {
       "seed": int(seed),
       "fit_frames": int(len(feats)),
-      "frames_seen": int(total),
+      "frames_seen": int(sample.frames_seen),
       "sklearn_version": sklearn.__version__,
     }
     return cls(config, mean, std, centroids, info)

@@ -175,12 +175,13 @@ def to_tfrecord(
   return manifest
 
 
-def _decoded_audios(input_dir: str) -> Iterator[np.ndarray]:
-  """Every usable audio file under ``input_dir`` as float32, one at a time (bad ones skipped)."""
+def _decoded_audios(input_dir: str) -> Iterator[tuple[str, np.ndarray]]:
+  """(file, float32 audio) of every usable audio file under ``input_dir``, one at a time (bad
+  ones skipped)."""
   files, _ = prepare_lib.scan(input_dir)
   for rel in files:
     try:
-      yield from_int16(decode_file(os.path.join(input_dir, rel), SAMPLE_RATE, 1))
+      yield rel, from_int16(decode_file(os.path.join(input_dir, rel), SAMPLE_RATE, 1))
     except BadAudioError:
       continue
 
