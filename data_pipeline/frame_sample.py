@@ -44,7 +44,7 @@ class FrameSample:
 
   @classmethod
   def of_file(cls, limit: int, features: np.ndarray, seed: int, file_id: str) -> "FrameSample":
-    """The candidates of one file: its ``limit`` smallest-keyed frames of ``features`` (frames, d)."""
+    """The candidates of one file: the ``limit`` smallest-keyed frames of ``features`` (n, d)."""
     keys = frame_keys(seed, file_id, len(features))
     return cls(limit, keys, np.asarray(features, np.float32), len(features)).compact()
 

@@ -73,16 +73,27 @@ from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordW
 SKIPPED = "skipped.jsonl"
 IGNORED = "ignored.jsonl"
 WORK = ".work"
+BEAM_WORK = ".beam"  # --engine=beam: what its passes hand to the launcher (beam_prepare.py)
 PLAN = "plan.json"
 TEACHER_DIR = "teacher"
 EXIT_SKIPPED = 3
 # Options that do not change what is written (a re-run may change them freely).
-NOT_CONTENT_OPTIONS = ("input", "output", "workers", "keep_cache", "cache_dir", "overwrite")
+NOT_CONTENT_OPTIONS = (
+  "input",
+  "output",
+  "workers",
+  "keep_cache",
+  "cache_dir",
+  "overwrite",
+  "engine",
+)
+MANIFEST_OMITS = ("input", "output", "workers", "cache_dir", "overwrite", "engine")
 OVERWRITE_HINT = "use a new --output, or --overwrite to delete it and prepare again"
 _SHARD_FILE = re.compile(r"^\w+-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")
 
 
 TEACHERS = ("kmeans", "encodec")  # the values of --teacher
+ENGINES = ("local", "beam")  # the values of --engine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +123,10 @@ class PrepareConfig:
   # output, the system's temporary folder); they hold the decoded corpus, 173 MB per hour
   cache_dir: str | None = None
   overwrite: bool = False  # delete an earlier run's files in OUTPUT first (whatever its options)
+  # "local": this machine's process pool, through a cache of decoded files | "beam": an Apache
+  # Beam pipeline streaming each file (no cache; data_pipeline/beam_prepare.py), on any runner:
+  # Beam's options (--runner, --direct_num_workers, Dataflow's ...) pass through
+  engine: str = "local"
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -326,7 +341,7 @@ def valid_split(sources: list[str], fraction: float, seed: int) -> set[str]:
 
 
 def valid_score(source: str, seed: int) -> float:
-  """The seeded draw in [0, 1) of file ``source`` that ``valid_split`` compares with the fraction."""
+  """The seeded draw in [0, 1) of ``source`` that ``valid_split`` compares with the fraction."""
   return int(hashlib.sha256(f"{seed}|{source}".encode()).hexdigest()[:12], 16) / 16**12
 
 
@@ -410,6 +425,11 @@ def content_options(cfg: PrepareConfig) -> dict[str, Any]:
   return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_CONTENT_OPTIONS}
 
 
+def manifest_options(cfg: PrepareConfig) -> dict[str, Any]:
+  """The options the manifest records: the content options and --keep-cache."""
+  return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in MANIFEST_OMITS}
+
+
 def option_changes(recorded: dict[str, Any], cfg: PrepareConfig) -> list[str]:
   """``--flag RECORDED -> NOW`` for each content option of ``cfg`` that differs from
   ``recorded`` (an earlier run's options)."""
@@ -488,7 +508,7 @@ def _clear_output(out: str, work: str) -> list[str]:
   names = sorted(storage.list_names(out), key=lambda n: n != manifest_lib.MANIFEST)
   for name in names:
     path = os.path.join(out, name)
-    if name in (WORK, TEACHER_DIR, TEACHER_DIR + TMP_SUFFIX) and storage.isdir(path):
+    if name in (WORK, BEAM_WORK, TEACHER_DIR, TEACHER_DIR + TMP_SUFFIX) and storage.isdir(path):
       storage.remove(path)
     elif (
       name in (manifest_lib.MANIFEST, SKIPPED, IGNORED)
@@ -668,11 +688,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       "num_skipped_files": len(skipped),
       "num_ignored_files": len(other),
     },
-    options={
-      k: v
-      for k, v in dataclasses.asdict(cfg).items()
-      if k not in ("input", "output", "workers", "cache_dir", "overwrite")
-    },
+    options=manifest_options(cfg),
     plan_hash=plan_hash,
   )
   splits = manifest["splits"]
@@ -711,14 +727,25 @@ def build_parser() -> argparse.ArgumentParser:
       kw.update(type=type(default) if default is not None else str, default=default)
     if field.name == "teacher":
       kw.update(choices=TEACHERS)
+    elif field.name == "engine":
+      kw.update(choices=ENGINES)
     elif field.name in _METAVARS or "type" in kw:
       kw.update(metavar=_METAVARS.get(field.name, "X" if kw.get("type") is float else "N"))
     p.add_argument(flag, **kw)
   return p
 
 
-def parse_args(argv: list[str] | None) -> PrepareConfig:
-  return PrepareConfig(**vars(build_parser().parse_args(argv)))
+def parse_args(argv: list[str] | None) -> tuple[PrepareConfig, list[str]]:
+  """(the options, the Beam pipeline options: the arguments prepare does not know, which only
+  --engine=beam takes)."""
+  parser = build_parser()
+  known, rest = parser.parse_known_args(argv)
+  cfg = PrepareConfig(**vars(known))
+  if rest and cfg.engine != "beam":
+    parser.error(
+      f"unrecognized arguments: {' '.join(rest)} (Beam pipeline options need --engine=beam)"
+    )
+  return cfg, rest
 
 
 def _looks_like_hub_id(source: str) -> bool:
@@ -743,9 +770,15 @@ def check_options(cfg: PrepareConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  cfg = parse_args(argv)
+  cfg, beam_args = parse_args(argv)
   try:
-    manifest = prepare(cfg)
+    if cfg.engine == "beam":
+      # Imported here: Beam is the optional `beam` extra, and its module builds on this one.
+      from data_pipeline import beam_prepare  # pylint: disable=g-import-not-at-top
+
+      manifest = beam_prepare.prepare(cfg, beam_args)
+    else:
+      manifest = prepare(cfg)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -33,9 +33,8 @@ from typing import Any, Callable, Iterable, Iterator
 import fsspec
 import numpy as np
 
-from data_pipeline import frame_sample
+from data_pipeline import frame_sample, storage
 from data_pipeline import progress as progress_lib
-from data_pipeline import storage
 from data_pipeline.atomic import atomic_dir, atomic_open, atomic_write_text
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 
@@ -938,12 +937,14 @@ TEACHERS: dict[str, type[Teacher]] = {"kmeans": KMeansTeacher, "encodec": Encode
 def make_teacher(name: str, **kwargs: Any) -> Teacher:
   """Build a teacher by name.
 
-  "kmeans": ``audios=`` (iterable of (samples,) float32), ``config=KMeansConfig(...)``,
-  ``seed=`` -> fitted.
+  "kmeans": ``audios=`` (iterable of (file id, (samples,) float32) pairs, or bare arrays) or
+  ``sample=`` (a ``frame_sample.FrameSample``), ``config=KMeansConfig(...)``, ``seed=`` -> fitted.
   "encodec": ``source=`` folder or hub id (and ``revision=``), or ``seed=`` alone for an untrained
   model; ``config=EncodecTeacherConfig(...)``.
   """
   if name == "kmeans":
+    if "sample" in kwargs:
+      return KMeansTeacher.fit_sample(kwargs.pop("sample"), **kwargs)
     if "audios" not in kwargs:
       raise ValueError(
         "the kmeans teacher must be fitted: make_teacher('kmeans', audios=..., config=..., "

@@ -112,7 +112,7 @@ def test_prepare_help_is_its_fields_comments(capsys) -> None:
   assert "--teacher=kmeans|encodec \\\n      [--encodec=PATH_OR_HUB_ID]" in out
   assert f"--{'-'.join(['kmeans', 'codebook', 'size'])} N" in out
   assert {f.name for f in dataclasses.fields(PrepareConfig)} == set(
-    vars(prepare_lib.parse_args(["--input=i", "--output=o"]))
+    vars(prepare_lib.parse_args(["--input=i", "--output=o"])[0])
   )
 
 
