@@ -57,7 +57,9 @@ from data_pipeline.tfrecord import TFRecordWriter
 FILES = "files.json"
 SAMPLE = "kmeans_sample.npz"
 SHARDS = "shards.json"
+NOTES = "rebuilt.json"
 SAMPLE_TAG = "sample"
+WORKER_LOG_LEVEL = "ERROR"  # Beam workers' own log lines below this are dropped
 
 
 def _join(folder: str, name: str) -> str:
@@ -198,7 +200,8 @@ def read_pass(
 
 class KeepOrPlan(beam.DoFn):
   """A planned shard -> its manifest entry on ``kept`` when an earlier run wrote it whole, else
-  (file, (shard, position, start, length)) for each of its segments."""
+  (file, (shard, position, start, length)) for each of its segments, and on ``notes`` why an
+  existing shard is rebuilt (the launcher prints them: a worker's own output may be far away)."""
 
   def __init__(self, out: str):
     self.out = out
@@ -214,7 +217,7 @@ class KeepOrPlan(beam.DoFn):
           "kept", (shard["name"], manifest_lib.shard_info(path, lengths, scan))
         )
         return
-      print(f"prepare: {path} {note}; rebuilt it", file=sys.stderr, flush=True)
+      yield beam.pvalue.TaggedOutput("notes", f"prepare: {path} {note}; rebuilt it")
     for position, (rel, start, length) in enumerate(shard["segments"]):
       yield rel, (shard["name"], position, start, length)
 
@@ -265,7 +268,14 @@ def write_pass(
       p
       | "shards" >> beam.Create(shards)
       | "spread" >> beam.Reshuffle()
-      | "keep or plan" >> beam.ParDo(KeepOrPlan(cfg.output)).with_outputs("kept", main="todo")
+      | "keep or plan"
+      >> beam.ParDo(KeepOrPlan(cfg.output)).with_outputs("kept", "notes", main="todo")
+    )
+    _ = (
+      planned.notes
+      | "all notes" >> beam.combiners.ToList()
+      | "write notes"
+      >> beam.Map(lambda notes: atomic_write_text(_join(work, NOTES), json.dumps(sorted(notes))))
     )
     written = (
       planned.todo
@@ -288,13 +298,16 @@ def write_pass(
 def pipeline_options(cfg: local.PrepareConfig, beam_args: list[str]) -> PipelineOptions:
   """Beam's options from the pass-through arguments; on the DirectRunner, --workers processes
   unless --direct_num_workers says otherwise."""
+  given = " ".join(beam_args)
+  if "--default_sdk_harness_log_level" not in given:  # workers' lines: errors only
+    beam_args = [*beam_args, f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}"]
   options = PipelineOptions(beam_args)
   runner = options.view_as(StandardOptions).runner
   if runner in (None, "DirectRunner", "direct"):
     direct = options.view_as(DirectOptions)
-    if "--direct_num_workers" not in " ".join(beam_args):
+    if "--direct_num_workers" not in given:
       direct.direct_num_workers = cfg.workers or os.cpu_count() or 1
-    if direct.direct_num_workers > 1 and "--direct_running_mode" not in " ".join(beam_args):
+    if direct.direct_num_workers > 1 and "--direct_running_mode" not in given:
       direct.direct_running_mode = "multi_processing"
   return options
 
@@ -407,6 +420,8 @@ def prepare(
   t0 = time.time()
   write_pass(cfg, shard_list, work, options)
   entries = _read_json(_join(work, SHARDS))
+  for note in _read_json(_join(work, NOTES)):
+    local._warn(note)  # pylint: disable=protected-access
   say(f"shards: {len(shard_list)} written or kept in {time.time() - t0:.1f} s")
   shards_by_split = {
     split: [entries[manifest_lib.shard_name(split, i, len(shards))] for i in range(len(shards))]

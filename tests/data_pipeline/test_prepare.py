@@ -192,7 +192,9 @@ def _bad_folder(root):
 
 
 @pytest.mark.multiprocess
-def test_bad_inputs_nothing_lost(tmp_path):
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_bad_inputs_nothing_lost(tmp_path, engine):
+  """Both engines (the Beam one with two DirectRunner worker processes)."""
   root, out = str(tmp_path / "in"), str(tmp_path / "out")
   good, bad = _bad_folder(root)
   proc = subprocess.run(
@@ -208,6 +210,7 @@ def test_bad_inputs_nothing_lost(tmp_path):
       "--valid-fraction=0",
       "--workers=2",
       "--shard-seconds=1800",
+      f"--engine={engine}",
     ],
     capture_output=True,
     text=True,
