@@ -107,6 +107,12 @@ class PrepareConfig:
   # with --teacher=encodec: the weights, a local folder or a Hugging Face Hub id
   # (facebook/encodec_24khz); "random-init" (tests only)
   encodec: str | None = None
+  # with --teacher=encodec: "windowed" (30 s windows with 1 s of left context: bounded memory) |
+  # "whole" (each file in one causal pass, as the reference; memory grows with the file)
+  encodec_mode: str = "windowed"
+  # with --teacher=encodec: the torch device (cpu, cuda, cuda:N, or auto: cuda when present); the
+  # codes can differ between devices in near ties, so it is recorded with the teacher
+  device: str = "cpu"
   workers: int = 0  # processes; 0 = all cores
   seed: int = 0  # shuffling, valid split and k-means
   sample_rate: int = SAMPLE_RATE  # Hz
@@ -414,9 +420,14 @@ def teacher_request(
       raise ValueError(
         "--teacher=encodec needs --encodec=PATH_OR_HUB_ID (a local EnCodec 24 kHz folder)"
       )
+    # One torch thread per worker process: parallel over files, and the codes do not depend on
+    # the machine's core count (torch's thread count moves near ties, as the batch does).
+    ecfg = teachers_lib.EncodecTeacherConfig(
+      mode=cfg.encodec_mode, device=cfg.device, num_threads=1
+    )
     if cfg.encodec.startswith("random-init"):
-      return "encodec", {"seed": cfg.seed}
-    return "encodec", {"source": cfg.encodec}
+      return "encodec", {"seed": cfg.seed, "config": ecfg}
+    return "encodec", {"source": cfg.encodec, "config": ecfg}
   raise ValueError(f"--teacher must be kmeans or encodec, got {cfg.teacher!r}")
 
 
@@ -704,7 +715,13 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
 
 
 # --flag metavars, where the field's type says too little.
-_METAVARS = {"input": "DIR", "output": "DIR", "encodec": "PATH_OR_HUB_ID", "cache_dir": "DIR"}
+_METAVARS = {
+  "input": "DIR",
+  "output": "DIR",
+  "encodec": "PATH_OR_HUB_ID",
+  "cache_dir": "DIR",
+  "device": "DEVICE",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -729,6 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
       kw.update(choices=TEACHERS)
     elif field.name == "engine":
       kw.update(choices=ENGINES)
+    elif field.name == "encodec_mode":
+      kw.update(choices=teachers_lib.ENCODEC_MODES)
     elif field.name in _METAVARS or "type" in kw:
       kw.update(metavar=_METAVARS.get(field.name, "X" if kw.get("type") is float else "N"))
     p.add_argument(flag, **kw)
@@ -766,6 +785,8 @@ def check_options(cfg: PrepareConfig) -> None:
       )
   if cfg.encodec and cfg.teacher != "encodec":
     raise ValueError(f"--encodec applies only with --teacher=encodec (not --teacher={cfg.teacher})")
+  if cfg.teacher == "encodec":
+    teachers_lib.resolve_device(cfg.device)  # a CUDA device that is not there: one line, now
   storage.check_writable_folder(cfg.output, "--output")
 
 

@@ -668,12 +668,21 @@ class EncodecTeacherConfig:
   """How the EnCodec codec is run (MERT-v1: 24 kHz model, 6 kbps -> 8 codebooks x 1024)."""
 
   bandwidth: float = 6.0  # kbps; 1.5/3/6/12/24 -> 2/4/8/16/32 codebooks
+  # "windowed": windows of window_seconds, each with context_seconds of left context (bounded
+  # memory; ~0.5 % of codes differ from one pass) | "whole": each file in one causal pass, as the
+  # reference encodes it (memory grows with the file; files over whole_max_seconds are refused)
+  mode: str = "windowed"
+  whole_max_seconds: float = 1800.0  # "whole": the longest file encoded in one pass
   window_seconds: float = 30.0  # audio encoded per call, rounded to whole hops (bounds memory)
   # Hop-aligned left context re-encoded before each window (warms up the causal convs and the
   # LSTM); its codes are dropped. Without it ~15 frames after each window start differed from
   # whole-file codes (untrained model, tests); with 1 s, only isolated near-tie flips (~0.5%).
   context_seconds: float = 1.0
-  device: str = "cpu"  # torch device
+  # "windowed": a file's windows of equal length encoded together, this many per call. Only a
+  # file's own windows share a call: the codes depend on the batch at the level of float rounding
+  # (a near-tie flips), so batching several files would tie a file's codes to its neighbours.
+  batch_windows: int = 8
+  device: str = "cpu"  # torch device: cpu, cuda, cuda:N, or auto (cuda when present)
   num_threads: int | None = (
     None  # torch intra-op threads while encoding (then restored); None: as set
   )
@@ -690,6 +699,21 @@ class EncodecTeacherConfig:
   @property
   def context_samples(self) -> int:
     return max(0, round(self.context_seconds * SAMPLE_RATE / HOP)) * HOP
+
+
+ENCODEC_MODES = ("windowed", "whole")
+
+
+def resolve_device(device: str) -> str:
+  """The torch device of ``device``: "auto" is cuda when torch sees a GPU, else cpu; a CUDA
+  device that is not there is one line."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  if device == "auto":
+    return "cuda" if torch.cuda.is_available() else "cpu"
+  if device.startswith("cuda") and not torch.cuda.is_available():
+    raise ValueError(f"EnCodec device {device!r}: torch sees no CUDA device here (use cpu or auto)")
+  return device
 
 
 @contextlib.contextmanager
@@ -828,7 +852,10 @@ class EncodecTeacher(Teacher):
         f"bandwidth {config.bandwidth} not supported by {source}; choose from "
         f"{mc.target_bandwidths}"
       )
-    self.model = model.eval().to(config.device)
+    if config.mode not in ENCODEC_MODES:
+      raise ValueError(f"EnCodec mode must be one of {ENCODEC_MODES}, got {config.mode!r}")
+    self.device = resolve_device(config.device)
+    self.model = model.eval().to(self.device)
     self.cfg = config
     self.source = source
     self.seed = seed
@@ -867,27 +894,48 @@ class EncodecTeacher(Teacher):
 
   def _encode(self, x: np.ndarray) -> np.ndarray:
     """(n,) float32 -> (K, frames) int64 codes of one window."""
+    return self._encode_batch(x[None])[0]
+
+  def _encode_batch(self, x: np.ndarray) -> np.ndarray:
+    """(B, n) float32 -> (B, K, frames) int64 codes of B windows of equal length."""
     import torch  # pylint: disable=g-import-not-at-top
 
     with torch.inference_mode():
-      inp = torch.from_numpy(x)[None, None].to(self.cfg.device)
+      inp = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self.device)
       codes = self.model.encode(inp, bandwidth=self.cfg.bandwidth, return_dict=True).audio_codes
-    return codes[0, 0].cpu().numpy()
+    return codes[0].cpu().numpy()
 
   def tokens(self, audio: np.ndarray) -> np.ndarray:
-    """Windows of ``window_samples`` (hop-aligned), each encoded with ``context_samples`` of left
-    context."""
+    """ "windowed": windows of ``window_samples`` (hop-aligned), each encoded with
+    ``context_samples`` of left context, those of equal length ``batch_windows`` per call;
+    "whole": the file in one pass."""
     x = _as_audio(audio)
     n = num_tokens(len(x), self.hop)
+    if self.cfg.mode == "whole":
+      seconds = len(x) / self.sample_rate
+      if seconds > self.cfg.whole_max_seconds:
+        raise ValueError(
+          f"{seconds:.0f} s of audio is over the EnCodec teacher's whole_max_seconds="
+          f"{self.cfg.whole_max_seconds:g} for one pass; raise it (memory grows with the file) or "
+          "encode in windows (mode=windowed)"
+        )
+      with _torch_threads(self.cfg.num_threads):
+        codes = _fit_length(self._encode(x), n) if len(x) else np.empty((self.num_codebooks, 0))
+      return _check_tokens(codes.astype(np.int16), self.num_codebooks, self.codebook_size, n)
     codes = np.empty((self.num_codebooks, n), np.int16)
     win, ctx = self.cfg.window_samples, self.cfg.context_samples
+    by_length: dict[int, list[tuple[int, int, int]]] = {}  # length -> (first, start, stop)
+    for start in range(0, len(x), win):
+      stop, first = min(start + win, len(x)), max(0, start - ctx)
+      by_length.setdefault(stop - first, []).append((first, start, stop))
     with _torch_threads(self.cfg.num_threads):
-      for start in range(0, len(x), win):
-        stop = min(start + win, len(x))
-        first = max(0, start - ctx)
-        c = self._encode(x[first:stop])[:, (start - first) // self.hop :]
-        t0, t1 = start // self.hop, num_tokens(stop, self.hop)
-        codes[:, t0:t1] = _fit_length(c, t1 - t0)
+      for length, windows in sorted(by_length.items()):
+        for b in range(0, len(windows), self.cfg.batch_windows):
+          batch = windows[b : b + self.cfg.batch_windows]
+          encoded = self._encode_batch(np.stack([x[f : f + length] for f, _, _ in batch]))
+          for c, (first, start, stop) in zip(encoded, batch):
+            t0, t1 = start // self.hop, num_tokens(stop, self.hop)
+            codes[:, t0:t1] = _fit_length(c[:, (start - first) // self.hop :], t1 - t0)
     return _check_tokens(codes, self.num_codebooks, self.codebook_size, n)
 
   def config(self) -> dict[str, Any]:

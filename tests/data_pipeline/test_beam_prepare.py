@@ -208,3 +208,17 @@ def test_kmeans_teacher_from_a_sample_equals_the_teacher_fitted_on_the_files():
     hashlib.sha256(from_sample.mean.tobytes()).digest()
     == hashlib.sha256(direct.mean.tobytes()).digest()
   )
+
+
+def test_encodec_teacher_whole_files_same_as_the_local_engine(tmp_path):
+  """The EnCodec teacher (untrained, seeded) in one pass per file: the Beam engine with two
+  workers writes what the local engine writes."""
+  root = tmp_path / "music"
+  make_corpus(str(root), seconds=(7.0, 5.5, 6.25))
+  kw = dict(teacher="encodec", encodec="random-init", encodec_mode="whole", valid_fraction=0.0)
+  here = prepare_lib.prepare(prepare_config(root, tmp_path / "local", **kw), progress=False)
+  beam = beam_prepare.prepare(
+    prepare_config(root, tmp_path / "beam", workers=2, engine="beam", **kw), progress=False
+  )
+  assert beam["content_hash"] == here["content_hash"]
+  assert here["teacher"]["settings"]["mode"] == "whole" and here["num_codebooks"] == 8

@@ -3,6 +3,7 @@ deterministic, restartable, and a folder of bad inputs where nothing is lost."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -105,9 +106,16 @@ def test_teacher_request_maps_options_to_make_teacher():
   assert (kwargs["config"].num_codebooks, kwargs["config"].codebook_size) == (4, 32)
   assert kwargs["config"].max_fit_frames == 4000
   enc = prepare_config("in", "out", teacher="encodec", encodec="random-init", seed=2)
-  assert prepare_lib.teacher_request(enc, ()) == ("encodec", {"seed": 2})
-  enc = prepare_config("in", "out", teacher="encodec", encodec="/weights")
-  assert prepare_lib.teacher_request(enc, ()) == ("encodec", {"source": "/weights"})
+  default = teachers.EncodecTeacherConfig(num_threads=1)
+  assert prepare_lib.teacher_request(enc, ()) == ("encodec", {"seed": 2, "config": default})
+  enc = prepare_config(
+    "in", "out", teacher="encodec", encodec="/weights", encodec_mode="whole", device="auto"
+  )
+  whole = dataclasses.replace(default, mode="whole", device="auto")
+  assert prepare_lib.teacher_request(enc, ()) == (
+    "encodec",
+    {"source": "/weights", "config": whole},
+  )
 
 
 def test_segment_bounds_lose_nothing():

@@ -22,11 +22,13 @@ from data_pipeline.teachers import (
   EncodecTeacherConfig,
   KMeansConfig,
   KMeansTeacher,
+  _torch_threads,
   frame_features,
   load_or_make_teacher,
   load_teacher,
   make_teacher,
   num_tokens,
+  resolve_device,
 )
 
 SMALL = KMeansConfig(num_codebooks=4, codebook_size=32)
@@ -217,6 +219,63 @@ def test_encodec_windows_match_whole_file(encodec, music):
   parts = windowed.tokens(music)
   assert parts.shape == whole.shape
   assert (parts == whole).mean() > 0.97
+
+
+def test_encodec_whole_mode_is_one_pass_of_the_model(encodec, music):
+  """mode="whole" is transformers' EncodecModel.encode of the whole file, code for code (the
+  reference's preprocessing); the windowed default (30 s windows here cover it all) too, up to
+  the window size."""
+  import torch
+
+  whole = EncodecTeacher(
+    encodec.model,
+    source=encodec.source,
+    seed=0,
+    config=dataclasses.replace(ONE_THREAD, mode="whole"),
+  )
+  x = music[: 5 * SAMPLE_RATE + 123]
+  with torch.inference_mode(), _torch_threads(1):  # the thread count moves near ties too
+    ref = encodec.model.encode(torch.from_numpy(x)[None, None], bandwidth=6.0).audio_codes[0, 0]
+  np.testing.assert_array_equal(whole.tokens(x), ref.numpy())
+  np.testing.assert_array_equal(encodec.tokens(x), ref.numpy())  # one window: one pass
+  check_tokens(whole.tokens(x[:0]), 8, 1024, 0)
+
+
+def test_encodec_batched_windows_differ_from_single_ones_only_in_near_ties(encodec, music):
+  """A file's equal-length windows are encoded batch_windows per call; the codes depend on the
+  batch only through float rounding (near-tie flips), and are a function of the file alone."""
+  cfg = dataclasses.replace(ONE_THREAD, window_seconds=1.0, context_seconds=0.5)
+  batched = EncodecTeacher(encodec.model, source=encodec.source, seed=0, config=cfg)
+  single = EncodecTeacher(
+    encodec.model, source=encodec.source, seed=0, config=dataclasses.replace(cfg, batch_windows=1)
+  )
+  x = music[: 6 * SAMPLE_RATE]
+  a, b = batched.tokens(x), single.tokens(x)
+  np.testing.assert_array_equal(a, batched.tokens(x.copy()))
+  assert a.shape == b.shape and (a == b).mean() > 0.95
+
+
+def test_encodec_whole_mode_refuses_a_file_over_its_limit(encodec, music):
+  cfg = dataclasses.replace(ONE_THREAD, mode="whole", whole_max_seconds=2.0)
+  teacher = EncodecTeacher(encodec.model, source=encodec.source, seed=0, config=cfg)
+  with pytest.raises(ValueError, match=r"^3 s of audio is over the EnCodec teacher's whole_max_"):
+    teacher.tokens(music[: 3 * SAMPLE_RATE])
+
+
+def test_encodec_device_choice(encodec):
+  import torch
+
+  assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+  assert resolve_device("cpu") == "cpu"
+  if not torch.cuda.is_available():
+    with pytest.raises(ValueError, match="torch sees no CUDA device here"):
+      resolve_device("cuda:0")
+  with pytest.raises(ValueError, match="EnCodec mode must be one of"):
+    EncodecTeacher(
+      encodec.model,
+      source=encodec.source,
+      config=dataclasses.replace(ONE_THREAD, mode="chunked"),
+    )
 
 
 def test_encodec_alignment_at_hop_boundary(encodec, music):
