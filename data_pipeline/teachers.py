@@ -669,18 +669,20 @@ class EncodecTeacherConfig:
 
   bandwidth: float = 6.0  # kbps; 1.5/3/6/12/24 -> 2/4/8/16/32 codebooks
   # "windowed": windows of window_seconds, each with context_seconds of left context (bounded
-  # memory; ~0.5 % of codes differ from one pass) | "whole": each file in one causal pass, as the
+  # memory; 1.2-1.3 % of codes differed from one pass on real music with the untrained model,
+  # benchmarks/encodec_modes.py) | "whole": each file in one causal pass, as the
   # reference encodes it (memory grows with the file; files over whole_max_seconds are refused)
   mode: str = "windowed"
   whole_max_seconds: float = 1800.0  # "whole": the longest file encoded in one pass
   window_seconds: float = 30.0  # audio encoded per call, rounded to whole hops (bounds memory)
   # Hop-aligned left context re-encoded before each window (warms up the causal convs and the
   # LSTM); its codes are dropped. Without it ~15 frames after each window start differed from
-  # whole-file codes (untrained model, tests); with 1 s, only isolated near-tie flips (~0.5%).
+  # whole-file codes (untrained model, tests); with 1 s, only isolated near-tie flips (~1 %).
   context_seconds: float = 1.0
   # "windowed": a file's windows of equal length encoded together, this many per call. Only a
   # file's own windows share a call: the codes depend on the batch at the level of float rounding
-  # (a near-tie flips), so batching several files would tie a file's codes to its neighbours.
+  # (a near tie flips), so batching several files would tie a file's codes to its neighbours;
+  # on one CPU thread the batch gains 1 % (benchmarks/encodec_modes.py).
   batch_windows: int = 8
   device: str = "cpu"  # torch device: cpu, cuda, cuda:N, or auto (cuda when present)
   num_threads: int | None = (

@@ -10,6 +10,7 @@ the first compile); a documented command this file has no runner for fails, nami
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.util
 import os
 import re
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 
-from data_pipeline import default_corpus, tfds_builder
+from data_pipeline import default_corpus, example_audio, tfds_builder
 from data_pipeline import prepare as prepare_cli
 from data_pipeline.cli_help import option_value
 from data_pipeline.example_audio import music_clip
@@ -96,6 +97,7 @@ class Stage:
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
       "ENCODEC_24KHZ_DIR": "random-init",  # an EnCodec of the real architecture, random weights
+      "facebook/encodec_24khz": "random-init",  # the Hub's weights are not downloaded here
       "song.flac": song,
       "--config.data.dir=DATA": f"--config.data.dir={default_data}",
       "benchmarks/results/": os.path.join(REPO, "benchmarks", "results", ""),  # committed rows
@@ -237,9 +239,17 @@ def run_plot(command: Documented, stage: Stage) -> None:
 
 
 def run_prepare(command: Documented, stage: Stage) -> None:
+  """Whole, on the stand-in music; a Dataflow line runs on Beam's DirectRunner, its Dataflow
+  options parsed and left unused, with its bucket's music folder filled from MUSIC_DIR."""
   if _in_continue_recipe(command):  # the same command, run whole by that test
     return
-  args = args_of(stage.argv(command))
+  args = [
+    "--runner=DirectRunner" if a == "--runner=DataflowRunner" else a
+    for a in args_of(stage.argv(command))
+  ]
+  inp = option_value(args, "--input")
+  if not os.path.exists(inp) and inp.startswith(stage.stand_ins["gs://B"]):
+    shutil.copytree(stage.stand_ins["MUSIC_DIR"], inp)
   assert prepare_cli.main(args) in (0, prepare_cli.EXIT_SKIPPED)
   assert os.path.exists(os.path.join(option_value(args, "--output"), "manifest.json"))
 
@@ -268,6 +278,13 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   spec = importlib.util.spec_from_file_location("benchmark_under_test", script)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  if argv[1] in ("benchmarks/prepare_engines.py", "benchmarks/encodec_modes.py"):
+    # Half a minute of the stand-in music (not whichever Debian packages are installed); one
+    # worker count per engine.
+    args = [a for a in args if not a.startswith(("--minutes=", "--workers="))]
+    args += ["--minutes=0.5", "--workers=1"] if "prepare" in argv[1] else ["--minutes=0.5"]
+    files = sorted(glob.glob(os.path.join(stage.stand_ins["MUSIC_DIR"], "*.wav")))
+    stage.monkeypatch.setattr(example_audio, "real_music_files", lambda: files)
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
     args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]
@@ -324,6 +341,8 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "data_pipeline.tfds_builder": run_tfds_builder,
   "benchmarks/train_step.py": run_benchmark_script,
   "benchmarks/scaling.py": run_benchmark_script,
+  "benchmarks/prepare_engines.py": run_benchmark_script,
+  "benchmarks/encodec_modes.py": run_benchmark_script,
   "./launch_tpu.sh": run_launcher,
   "mert_jax.compile_check": run_compile_check,
 }
