@@ -17,7 +17,7 @@ each pass decodes the files it needs again (decoding costs far less than the tea
              (the k-means fit runs here, on the sample, with its progress lines), saved in
              OUTPUT/teacher for the workers.
 2. write     shards an earlier run finished are read back and kept when whole
-             (``prepare._verify_shard``); for the rest, each file that has segments in them is
+             (``prepare.verify_shard``); for the rest, each file that has segments in them is
              decoded, tokenised once and cut into records, which are grouped by shard and written
              atomically in plan order.
    (launcher) manifest.json.
@@ -33,26 +33,36 @@ a Hugging Face Hub id for EnCodec).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import logging
 import os
 import posixpath
 import sys
 import time
 from typing import Any, Iterable, Iterator
 
-import apache_beam as beam
 import fsspec
 import numpy as np
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from data_pipeline import frame_sample, storage
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as local
 from data_pipeline import teachers as teachers_lib
 from data_pipeline.atomic import atomic_write_bytes, atomic_write_text
+from data_pipeline.progress import log_level
 from data_pipeline.records import encode_example, from_int16
 from data_pipeline.tfrecord import TFRecordWriter
+
+with log_level(logging.ERROR):  # Beam's import warns that optional BigQuery clients are missing
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,  # Beam's parser for its options (value-provider arguments)
+  )
 
 FILES = "files.json"
 SAMPLE = "kmeans_sample.npz"
@@ -210,7 +220,7 @@ class KeepOrPlan(beam.DoFn):
     path = _join(self.out, shard["name"])
     segments = [(None, rel, st, ln) for rel, st, ln in shard["segments"]]
     if storage.exists(path):
-      scan, note = local._verify_shard(path, segments, shard["recorded"])  # pylint: disable=protected-access
+      scan, note = local.verify_shard(path, segments, shard["recorded"])
       if note is None:
         lengths = [ln for _, _, ln in shard["segments"]]
         yield beam.pvalue.TaggedOutput(
@@ -312,6 +322,31 @@ def pipeline_options(cfg: local.PrepareConfig, beam_args: list[str]) -> Pipeline
   return options
 
 
+def _beam_option_parser() -> argparse.ArgumentParser:
+  """A parser of every pipeline option Beam defines (all runners')."""
+
+  def subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+      yield sub
+      yield from subclasses(sub)
+
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  for cls in dict.fromkeys(subclasses(PipelineOptions)):
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
+def unknown_options(args: list[str]) -> list[str]:
+  """The arguments in ``args`` that are no Beam pipeline option (which Beam would drop with a
+  warning, so a typo would pass silently)."""
+  return _beam_option_parser().parse_known_args(args)[1]
+
+
+def option_names() -> list[str]:
+  """Every Beam pipeline option's flag (for the closest-name hint)."""
+  return [s for a in _beam_option_parser()._actions for s in a.option_strings]  # pylint: disable=protected-access
+
+
 def _read_json(path: str) -> Any:
   with fsspec.open(path, "r") as f:
     return json.load(f)
@@ -321,26 +356,11 @@ def prepare(
   cfg: local.PrepareConfig, beam_args: list[str] | None = None, *, progress: bool = True
 ) -> dict[str, Any]:
   """Run both passes; returns the manifest (also written to OUTPUT/manifest.json)."""
-  storage.check_bucket(cfg.input, "--input")
-  if not storage.isdir(cfg.input):
-    raise ValueError(f"--input={cfg.input} is not a directory")
-  local.check_options(cfg)
-  if cfg.segment_seconds * cfg.sample_rate % cfg.hop:
-    raise ValueError(
-      f"--segment-seconds={cfg.segment_seconds} is not a whole number of {cfg.hop}-sample frames"
-    )
-  t_start = time.time()
   out = cfg.output
   work = _join(out, local.BEAM_WORK)
+  previous, previous_plan = local.open_run(cfg, work)
+  t_start = time.time()
   say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-  if cfg.overwrite:
-    removed = local._clear_output(out, work)  # pylint: disable=protected-access
-    if removed:
-      local._warn(f"prepare: --overwrite: deleted the earlier run's {len(removed)} files in {out}")  # pylint: disable=protected-access
-    previous, previous_plan = None, None
-  else:
-    previous, previous_plan = local._previous_run(out, work)  # pylint: disable=protected-access
-    local._refuse_other_options(out, cfg, previous, previous_plan)  # pylint: disable=protected-access
   options = pipeline_options(cfg, beam_args or [])
   runner = options.view_as(StandardOptions).runner or "DirectRunner"
   audio_files, other = local.scan(cfg.input)
@@ -372,18 +392,18 @@ def prepare(
   plans, plan_hash = local.plan_splits(
     {rel: summaries[rel]["num_samples"] for rel in good}, valid, cfg
   )
-  refusal = local._other_inputs(out, plans, plan_hash, previous, previous_plan)  # pylint: disable=protected-access
+  refusal = local.other_inputs(out, plans, plan_hash, previous, previous_plan)
   if refusal:
     raise ValueError(refusal)
   atomic_write_text(
     _join(work, local.PLAN),
     json.dumps({"plan": plan_hash, "options": local.content_options(cfg)}),
   )
-  local._write_jsonl(  # pylint: disable=protected-access
+  local.write_jsonl(
     _join(out, local.IGNORED),
     ({"path": p, "reason": "not an audio file extension"} for p in other),
   )
-  local._write_jsonl(_join(out, local.SKIPPED), skipped)  # pylint: disable=protected-access
+  local.write_jsonl(_join(out, local.SKIPPED), skipped)
   for s in skipped:
     say(f"  skipped {s['path']}: {s['reason']}")
   if not good:
@@ -398,16 +418,8 @@ def prepare(
     kwargs["progress"] = progress
     if fit_kmeans:
       kwargs["sample"] = _load_sample(_join(work, SAMPLE), kwargs["config"].max_fit_frames)
-  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
-  if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
-    raise ValueError(
-      f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
-      f"{cfg.sample_rate} Hz / {cfg.hop}"
-    )
-
-  recorded = {
-    s["path"]: s for info in (previous or {}).get("splits", {}).values() for s in info["shards"]
-  }
+  teacher = local.checked_teacher(cfg, teacher_dir, name, kwargs)
+  recorded = local.recorded_shards(previous)
   shard_list = [
     {
       "name": (shard_name := manifest_lib.shard_name(split, i, len(shards))),
@@ -421,27 +433,14 @@ def prepare(
   write_pass(cfg, shard_list, work, options)
   entries = _read_json(_join(work, SHARDS))
   for note in _read_json(_join(work, NOTES)):
-    local._warn(note)  # pylint: disable=protected-access
+    local.warn(note)
   say(f"shards: {len(shard_list)} written or kept in {time.time() - t0:.1f} s")
   shards_by_split = {
     split: [entries[manifest_lib.shard_name(split, i, len(shards))] for i in range(len(shards))]
     for split, shards in plans.items()
   }
-  manifest = manifest_lib.build_manifest(
-    shards_by_split,
-    {"train": len(train_files), "valid": len(valid)},
-    teacher.config(),
-    sample_rate=cfg.sample_rate,
-    hop=cfg.hop,
-    counts={
-      "num_input_files": len(audio_files),
-      "num_used_files": len(good),
-      "num_skipped_files": len(skipped),
-      "num_ignored_files": len(other),
-    },
-    options=local.manifest_options(cfg),
-    plan_hash=plan_hash,
-  )
+  files = {"input": audio_files, "used": good, "train": train_files, "valid": valid}
+  manifest = local.dataset_manifest(cfg, shards_by_split, files, skipped, other, teacher, plan_hash)
   manifest_lib.write_manifest(out, manifest)
   storage.remove(work)
   say(

@@ -160,10 +160,18 @@ class ArgumentParser(argparse.ArgumentParser):
   def parse_args(self, args=None, namespace=None):  # type: ignore[override]
     ns, extras = self.parse_known_args(args, namespace)
     if extras:
-      options = [s for a in self._actions for s in a.option_strings]
-      hint = "".join(did_you_mean(e.split("=", 1)[0], options) for e in extras[:1] if e[:1] == "-")
-      self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+      self.refuse(extras)
     return ns
+
+  def refuse(
+    self, extras: list[str], known: Iterable[str] = (), note: str = "", hint: bool = True
+  ) -> NoReturn:
+    """The one-line error for arguments nobody takes, naming (with ``hint``) the closest of this
+    parser's options and ``known`` (other options the command passes on), then ``note``."""
+    options = [s for a in self._actions for s in a.option_strings] + list(known)
+    first = extras[:1] if hint else []
+    hint = "".join(did_you_mean(e.split("=", 1)[0], options) for e in first if e[:1] == "-")
+    self.error(f"unrecognized arguments: {' '.join(extras)}{hint}{note}")
 
 
 def options_of(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:

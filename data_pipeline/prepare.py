@@ -140,7 +140,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
     np.save(f, array)
 
 
-def _write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
+def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
   atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
@@ -243,7 +243,7 @@ def _tokens_job(cache: str, teacher_dir: str, shape: tuple[int, int]) -> str | N
   return note
 
 
-def _verify_shard(
+def verify_shard(
   path: str, segments: list[tuple[str, str, int, int]], recorded: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, str | None]:
   """Read back a shard an earlier run wrote: (its ``tfrecord.scan_shard`` result, None) when it
@@ -282,13 +282,13 @@ def _verify_shard(
 def _shard_job(
   path: str, segments: list[tuple[str, str, int, int]], hop: int, recorded: dict[str, Any] | None
 ) -> tuple[dict[str, Any], str | None]:
-  """Write one shard, or reuse the one an earlier run wrote if ``_verify_shard`` passes it;
+  """Write one shard, or reuse the one an earlier run wrote if ``verify_shard`` passes it;
   segments are (cache, source_id, start, length). Returns (manifest entry, why an existing shard
   was rebuilt or None)."""
   lengths = [length for _, _, _, length in segments]
   note = None
   if storage.exists(path):
-    scan, note = _verify_shard(path, segments, recorded)
+    scan, note = verify_shard(path, segments, recorded)
     if note is None:
       return manifest_lib.shard_info(path, lengths, scan), None
   with TFRecordWriter(path) as writer:
@@ -452,7 +452,7 @@ def option_changes(recorded: dict[str, Any], cfg: PrepareConfig) -> list[str]:
   return changes
 
 
-def _previous_run(out: str, work: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def previous_run(out: str, work: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
   """(manifest of a finished run, plan record of an unfinished or cached one) found in ``out`` and
   its cache folder ``work``."""
   found: list[dict[str, Any] | None] = []
@@ -467,7 +467,7 @@ def _previous_run(out: str, work: str) -> tuple[dict[str, Any] | None, dict[str,
   return found[0], found[1]
 
 
-def _refuse_other_options(out: str, cfg: PrepareConfig, manifest: dict | None, plan: dict | None):
+def refuse_other_options(out: str, cfg: PrepareConfig, manifest: dict | None, plan: dict | None):
   """Refuse (in one line) to continue an earlier run in ``out`` made with other content options."""
   for what, record in (("a dataset", manifest), ("an unfinished run", plan)):
     if record is None or "options" not in record:  # plan records before options were recorded
@@ -495,7 +495,7 @@ def _plan_difference(split_plans: dict[str, list], plan_hash: str, manifest: dic
   return None if counts == recorded else "the shards' record and sample counts differ"
 
 
-def _other_inputs(
+def other_inputs(
   out: str,
   split_plans: dict[str, list],
   plan_hash: str,
@@ -511,7 +511,7 @@ def _other_inputs(
   return None
 
 
-def _clear_output(out: str, work: str) -> list[str]:
+def clear_output(out: str, work: str) -> list[str]:
   """Delete what a run of prepare wrote in ``out`` (the manifest first, so that the folder stops
   looking finished) and its cache folder ``work``; other files are kept. Returns the names
   removed."""
@@ -536,13 +536,15 @@ def _clear_output(out: str, work: str) -> list[str]:
   return removed
 
 
-def _warn(msg: str) -> None:
+def warn(msg: str) -> None:
   """A line about reused work that was bad and redone: printed even without progress output."""
   print(msg, file=sys.stderr, flush=True)
 
 
-def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
-  """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
+def open_run(cfg: PrepareConfig, work: str) -> tuple[dict | None, dict | None]:
+  """The checks before any file is read (input, options, output), then the earlier run in the
+  output: (its manifest, its plan record), after refusing one made with other options; with
+  --overwrite, its files are deleted first and there is none. ``work``: the run's work folder."""
   storage.check_bucket(cfg.input, "--input")
   if not storage.isdir(cfg.input):
     raise ValueError(f"--input={cfg.input} is not a directory")
@@ -551,18 +553,72 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     raise ValueError(
       f"--segment-seconds={cfg.segment_seconds} is not a whole number of {cfg.hop}-sample frames"
     )
+  if cfg.overwrite:
+    removed = clear_output(cfg.output, work)
+    if removed:
+      warn(f"prepare: --overwrite: deleted the earlier run's {len(removed)} files in {cfg.output}")
+    return None, None
+  previous, previous_plan = previous_run(cfg.output, work)  # before anything is written
+  refuse_other_options(cfg.output, cfg, previous, previous_plan)
+  return previous, previous_plan
+
+
+def checked_teacher(
+  cfg: PrepareConfig, teacher_dir: str, name: str, kwargs: dict[str, Any]
+) -> teachers_lib.Teacher:
+  """The teacher saved in ``teacher_dir``, else made from ``teacher_request``'s (name, kwargs) and
+  saved there; refused when its rate or hop is not the run's."""
+  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
+  if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
+    raise ValueError(
+      f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
+      f"{cfg.sample_rate} Hz / {cfg.hop}"
+    )
+  return teacher
+
+
+def recorded_shards(previous: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+  """Shard name -> its entry in an earlier run's manifest (what a kept shard is checked against)."""
+  return {
+    s["path"]: s for info in (previous or {}).get("splits", {}).values() for s in info["shards"]
+  }
+
+
+def dataset_manifest(
+  cfg: PrepareConfig,
+  shards_by_split: dict[str, list[dict[str, Any]]],
+  files: dict[str, Any],
+  skipped: list[dict[str, str]],
+  other: list[str],
+  teacher: teachers_lib.Teacher,
+  plan_hash: str,
+) -> dict[str, Any]:
+  """The manifest of a finished run: ``files`` holds the "input", "used", "train" and "valid"
+  files."""
+  return manifest_lib.build_manifest(
+    shards_by_split,
+    {"train": len(files["train"]), "valid": len(files["valid"])},
+    teacher.config(),
+    sample_rate=cfg.sample_rate,
+    hop=cfg.hop,
+    counts={
+      "num_input_files": len(files["input"]),
+      "num_used_files": len(files["used"]),
+      "num_skipped_files": len(skipped),
+      "num_ignored_files": len(other),
+    },
+    options=manifest_options(cfg),
+    plan_hash=plan_hash,
+  )
+
+
+def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
+  """Run every stage; returns the manifest (also written to OUTPUT/manifest.json)."""
+  work = work_dir(cfg)
+  previous, previous_plan = open_run(cfg, work)
   t_start = time.time()
   out = cfg.output
   say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
-  work = work_dir(cfg)
-  if cfg.overwrite:
-    removed = _clear_output(out, work)
-    if removed:
-      _warn(f"prepare: --overwrite: deleted the earlier run's {len(removed)} files in {out}")
-    previous, previous_plan = None, None
-  else:
-    previous, previous_plan = _previous_run(out, work)  # before anything is written
-    _refuse_other_options(out, cfg, previous, previous_plan)
   work_existed = os.path.isdir(work)
   workers = cfg.workers or os.cpu_count() or 1
   ctx = multiprocessing.get_context("spawn")
@@ -597,7 +653,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       decoded[futs[fut]] = fut.result()
   for rel in audio_files:
     if decoded[rel].get("rebuilt"):
-      _warn(f"prepare: the decoded cache of {rel} was bad ({decoded[rel]['rebuilt']}); redone")
+      warn(f"prepare: the decoded cache of {rel} was bad ({decoded[rel]['rebuilt']}); redone")
   skipped = [
     {"path": rel, "reason": decoded[rel]["reason"]} for rel in audio_files if not decoded[rel]["ok"]
   ]
@@ -610,7 +666,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
     split: [[(caches[rel], rel, st, ln) for rel, st, ln in shard] for shard in shards]
     for split, shards in rel_plans.items()
   }
-  refusal = _other_inputs(out, split_plans, plan_hash, previous, previous_plan)
+  refusal = other_inputs(out, split_plans, plan_hash, previous, previous_plan)
   if refusal:
     if not work_existed:
       shutil.rmtree(work, ignore_errors=True)  # leave the folder as it was
@@ -618,11 +674,11 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   atomic_write_text(
     os.path.join(work, PLAN), json.dumps({"plan": plan_hash, "options": content_options(cfg)})
   )
-  _write_jsonl(
+  write_jsonl(
     os.path.join(out, IGNORED),
     ({"path": p, "reason": "not an audio file extension"} for p in other),
   )
-  _write_jsonl(os.path.join(out, SKIPPED), skipped)
+  write_jsonl(os.path.join(out, SKIPPED), skipped)
   for s in skipped:
     say(f"  skipped {s['path']}: {s['reason']}")
   if not good:
@@ -642,16 +698,8 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   name, kwargs = teacher_request(cfg, fit_audios)
   if name == "kmeans":
     kwargs["progress"] = progress  # the clustering's own lines (per codebook, per step)
-  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
-  if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
-    raise ValueError(
-      f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
-      f"{cfg.sample_rate} Hz / {cfg.hop}"
-    )
-
-  recorded = {
-    s["path"]: s for info in (previous or {}).get("splits", {}).values() for s in info["shards"]
-  }
+  teacher = checked_teacher(cfg, teacher_dir, name, kwargs)
+  recorded = recorded_shards(previous)
   with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
     token_futs = {
       pool.submit(
@@ -666,7 +714,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       cf.as_completed(token_futs), len(token_futs), "tokens", "files", enabled=progress
     ):
       if note := fut.result():
-        _warn(f"prepare: the token cache of {token_futs[fut]} was bad ({note}); redone")
+        warn(f"prepare: the token cache of {token_futs[fut]} was bad ({note}); redone")
     shard_futs = {}
     for split, shards in split_plans.items():
       for i, shard in enumerate(shards):
@@ -681,27 +729,13 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
       split, i, shard_name = shard_futs[fut]
       results[split][i], note = fut.result()
       if note:
-        _warn(f"prepare: {os.path.join(out, shard_name)} {note}; rebuilt it")
+        warn(f"prepare: {os.path.join(out, shard_name)} {note}; rebuilt it")
 
   shards_by_split = {
     split: [by_index[i] for i in sorted(by_index)] for split, by_index in results.items()
   }
-  files_by_split = {"train": len(train_files), "valid": len(valid)}
-  manifest = manifest_lib.build_manifest(
-    shards_by_split,
-    files_by_split,
-    teacher.config(),
-    sample_rate=cfg.sample_rate,
-    hop=cfg.hop,
-    counts={
-      "num_input_files": len(audio_files),
-      "num_used_files": len(good),
-      "num_skipped_files": len(skipped),
-      "num_ignored_files": len(other),
-    },
-    options=manifest_options(cfg),
-    plan_hash=plan_hash,
-  )
+  files = {"input": audio_files, "used": good, "train": train_files, "valid": valid}
+  manifest = dataset_manifest(cfg, shards_by_split, files, skipped, other, teacher, plan_hash)
   splits = manifest["splits"]
   manifest_lib.write_manifest(out, manifest)
   if not cfg.keep_cache:
@@ -760,10 +794,19 @@ def parse_args(argv: list[str] | None) -> tuple[PrepareConfig, list[str]]:
   parser = build_parser()
   known, rest = parser.parse_known_args(argv)
   cfg = PrepareConfig(**vars(known))
-  if rest and cfg.engine != "beam":
-    parser.error(
-      f"unrecognized arguments: {' '.join(rest)} (Beam pipeline options need --engine=beam)"
-    )
+  if not rest:
+    return cfg, []
+  try:
+    # Imported here: Beam is the optional `beam` extra, and its module builds on this one.
+    from data_pipeline import beam_prepare  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    parser.refuse(rest, note=" (Beam's options need --engine=beam and the beam extra)")
+  unknown = beam_prepare.unknown_options(rest)
+  if cfg.engine != "beam":
+    note = " (Beam pipeline options need --engine=beam)"
+    parser.refuse(rest, note=note, hint=bool(unknown))  # no hint for what is Beam's
+  if unknown:
+    parser.refuse(unknown, beam_prepare.option_names(), " (neither prepare's nor Beam's)")
   return cfg, rest
 
 

@@ -22,6 +22,7 @@ time) and nothing is printed when ``enabled`` is False.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sys
 import time
@@ -243,3 +244,16 @@ def stage(
   yield
   out.write(f"{desc}: done in {format_duration(clock() - start)}\n")
   out.flush()
+
+
+@contextlib.contextmanager
+def log_level(level: int) -> Iterator[None]:
+  """The root logger at ``level`` for the ``with`` block (then as before): quiets a library's
+  import-time warnings."""
+  root = logging.getLogger()
+  before = root.level
+  root.setLevel(level)
+  try:
+    yield
+  finally:
+    root.setLevel(before)

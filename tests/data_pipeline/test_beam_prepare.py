@@ -100,6 +100,13 @@ def test_cli_passes_beam_options_through_and_refuses_them_without_beam(corpus, t
     prepare_lib.main([f"--input={root}", f"--output={tmp_path / 'p'}", "--runner=DirectRunner"])
   err = capsys.readouterr().err
   assert "unrecognized arguments: --runner=DirectRunner (Beam pipeline options need " in err
+  with pytest.raises(SystemExit):  # a misspelt Beam option is one line, not dropped by Beam
+    prepare_lib.main(
+      [f"--input={root}", f"--output={tmp_path / 'p'}", "--engine=beam", "--direct_num_wrkers=2"]
+    )
+  err = capsys.readouterr().err
+  assert err.startswith("error: unrecognized arguments: --direct_num_wrkers=2; did you mean ")
+  assert "--direct_num_workers? (neither prepare's nor Beam's)" in err and err.count("\n") == 1
   assert not (tmp_path / "p").exists()
 
 
