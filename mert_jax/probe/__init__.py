@@ -1,0 +1,1 @@
+"""Probing frozen features (MARBLE v1): the head, its training, the tasks' metrics."""
