@@ -20,27 +20,12 @@ import sys
 import tempfile
 import time
 
-import soundfile as sf
-
 from data_pipeline import example_audio, teachers
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.audio import decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.reader import ReaderConfig, make_dataset
 from data_pipeline.records import from_int16
-
-
-def corpus(dir_: str, minutes: float) -> float:
-  """Copy real music files into dir_ until ``minutes`` of audio; returns the seconds copied."""
-  total = 0.0
-  for path in example_audio.real_music_files():
-    if total >= minutes * 60:
-      break
-    shutil.copy(path, dir_)
-    total += sf.info(path).duration
-  if total == 0:
-    raise SystemExit("no Debian music package installed (apt-get install singularity-music)")
-  return total
 
 
 def main() -> None:
@@ -57,7 +42,7 @@ def main() -> None:
   tmp = tempfile.mkdtemp()
   inp = os.path.join(tmp, "in")
   os.makedirs(inp)
-  seconds = corpus(inp, args.minutes)
+  seconds = example_audio.copy_real_music(inp, args.minutes)
   print(f"corpus: {seconds / 60:.1f} min of ogg/vorbis music")
   out_kmeans = None
   for teacher in args.teachers.split(","):

@@ -22,11 +22,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script: its neighbour
-import pipeline_throughput  # noqa: E402
-
-from data_pipeline import beam_prepare  # noqa: E402
-from data_pipeline import prepare as prepare_lib  # noqa: E402
+from data_pipeline import beam_prepare, example_audio
+from data_pipeline import prepare as prepare_lib
 
 FIT_FRAMES = 50_000  # the k-means fit's sample (as benchmarks/pipeline_throughput.py)
 
@@ -55,7 +52,7 @@ def main() -> None:
   tmp = tempfile.mkdtemp()
   inp = os.path.join(tmp, "in")
   os.makedirs(inp)
-  seconds = pipeline_throughput.corpus(inp, args.minutes)
+  seconds = example_audio.copy_real_music(inp, args.minutes)
   print(f"corpus: {seconds / 60:.1f} min of real music, {len(os.listdir(inp))} files")
 
   teacher = os.path.join(tmp, "teacher_run")

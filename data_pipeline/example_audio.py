@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -31,6 +32,21 @@ def real_music_files() -> list[str]:
   for pattern in MUSIC_GLOBS:
     files.extend(sorted(glob.glob(pattern)))
   return files
+
+
+def copy_real_music(folder: str, minutes: float) -> float:
+  """Copy installed real music files into ``folder`` until ``minutes`` of audio (whole files, in
+  order); returns the seconds copied. Exits with the apt line when none is installed
+  (benchmarks measure real music only)."""
+  total = 0.0
+  for path in real_music_files():
+    if total >= minutes * 60:
+      break
+    shutil.copy(path, folder)
+    total += sf.info(path).duration
+  if total == 0:
+    raise SystemExit("no Debian music package installed (apt-get install singularity-music)")
+  return total
 
 
 def synth_music(seconds: float, seed: int = 0) -> np.ndarray:
