@@ -33,6 +33,7 @@ from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import demo as demo_cli
 from mert_jax.cli import extract as extract_cli
 from mert_jax.cli import params as params_cli
+from mert_jax.cli import probe as probe_cli
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.cli import train as train_cli
 from mert_jax.model.mert import create_model
@@ -96,6 +97,7 @@ class Stage:
       "DATA_DIR": data_dir,  # one per module: tfds_builder reads what the prepare line wrote
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
+      "PROBE_DIR": str(tmp_path / "probe"),
       "ENCODEC_24KHZ_DIR": "random-init",  # an EnCodec of the real architecture, random weights
       "facebook/encodec_24khz": "random-init",  # the Hub's weights are not downloaded here
       "song.flac": song,
@@ -230,6 +232,16 @@ def run_extract(command: Documented, stage: Stage) -> None:
   assert os.path.exists(option_value(args, "--output"))
 
 
+def run_probe(command: Documented, stage: Stage) -> None:
+  """The documented flags on the tiny note set, a few epochs and one learning rate."""
+  args = args_of(stage.argv(command))
+  if option_value(args, "--checkpoint"):
+    stage.trained(option_value(args, "--checkpoint"))
+  quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01"]
+  assert probe_cli.main([*args, *quick, f"--cache-dir={stage.tmp / 'probe_cache'}"]) == 0
+  assert os.path.exists(os.path.join(option_value(args, "--output"), "results.json"))
+
+
 def run_plot(command: Documented, stage: Stage) -> None:
   args = args_of(stage.argv(command))
   for a in args:
@@ -337,6 +349,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "mert_jax.cli.convert": run_convert,
   "mert_jax.cli.extract": run_extract,
   "mert_jax.plot": run_plot,
+  "mert_jax.probe": run_probe,
   "data_pipeline.prepare": run_prepare,
   "data_pipeline.tfds_builder": run_tfds_builder,
   "benchmarks/train_step.py": run_benchmark_script,

@@ -11,6 +11,7 @@ ProbeConfig, and each result records the config it ran with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -51,29 +52,38 @@ class Split:
   labels: np.ndarray
 
 
-def _train_step(layer: int, dropout: float, optimizer: optax.GradientTransformation):
-  """The jitted Adam step on one padded batch (``weight``: 1 for real examples, 0 for padding)."""
+# Adam with its learning rate in its state (set per run, halved on plateaus): one optimizer, so
+# one compiled step per (layer, dropout) and shape serves every learning rate of the grid.
+OPTIMIZER = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
 
-  def loss_fn(params, x, y, weight, key):
+
+@functools.cache
+def _train_step(dropout: float, optimizer: optax.GradientTransformation = OPTIMIZER):
+  """The jitted Adam step on one padded batch (``weight``: 1 for real examples, 0 for padding);
+  the layer is an argument, so one program per shape serves every layer."""
+
+  def loss_fn(params, x, y, weight, layer, key):
     logits = head_lib.head_logits(params, x, layer, dropout, key)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return jnp.sum(ce * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
   @jax.jit
-  def step(params, opt_state, x, y, weight, key):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, weight, key)
+  def step(params, opt_state, x, y, weight, layer, key):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, weight, layer, key)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
   return step
 
 
-_eval_logits = jax.jit(head_lib.head_logits, static_argnums=(2, 3))
+@jax.jit
+def _eval_logits(params: head_lib.Params, feats: jax.Array, layer: jax.Array) -> jax.Array:
+  return head_lib.head_logits(params, feats, layer, 0.0, None)
 
 
 def predict(params: head_lib.Params, feats: np.ndarray, layer: int) -> np.ndarray:
   """Predicted class per example (no dropout)."""
-  return np.asarray(jnp.argmax(_eval_logits(params, feats, layer, 0.0, None), axis=-1))
+  return np.asarray(jnp.argmax(_eval_logits(params, feats, jnp.int32(layer)), axis=-1))
 
 
 def fit_head(
@@ -86,9 +96,10 @@ def fit_head(
   key = jax.random.key(cfg.seed)
   key, init_key = jax.random.split(key)
   params = head_lib.init_head(init_key, dim, classes, layers_plus_one - 1, cfg.hidden)
-  optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-  opt_state = optimizer.init(params)
-  step = _train_step(layer, cfg.dropout, optimizer)
+  opt_state = OPTIMIZER.init(params)
+  opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+  step = _train_step(cfg.dropout)
+  layer_arg = jnp.int32(layer)
   rng = np.random.default_rng(cfg.seed)
   bs = cfg.batch_size
   steps = math.ceil(n / bs)
@@ -107,6 +118,7 @@ def fit_head(
         train.features[idx],
         train.labels[idx],
         weight[s * bs : (s + 1) * bs],
+        layer_arg,
         dropout_key,
       )
     score = metric(valid.labels, predict(params, valid.features, layer))

@@ -37,17 +37,17 @@ def init_head(key: jax.Array, dim: int, classes: int, num_layers: int, hidden: i
   }
 
 
-def select_layer(params: Params, feats: jax.Array, layer: int) -> jax.Array:
+def select_layer(params: Params, feats: jax.Array, layer: int | jax.Array) -> jax.Array:
   """(N, L + 1, D) -> (N, D): layer ``layer``, or with WEIGHTED the softmax(layer_logits)-weighted
-  sum of layers 1..L."""
-  if layer == WEIGHTED:
-    weights = jax.nn.softmax(params["layer_logits"])
-    return jnp.einsum("l,nld->nd", weights, feats[:, 1:])
-  return feats[:, layer]
+  sum of layers 1..L. ``layer`` may be traced: one compiled program serves every layer."""
+  soft = jnp.concatenate([jnp.zeros((1,)), jax.nn.softmax(params["layer_logits"])])
+  one_hot = jax.nn.one_hot(layer, feats.shape[1])
+  mix = jnp.where(jnp.asarray(layer) == WEIGHTED, soft, one_hot)
+  return jnp.einsum("l,nld->nd", mix, feats)
 
 
 def head_logits(
-  params: Params, feats: jax.Array, layer: int, dropout: float, key: jax.Array | None
+  params: Params, feats: jax.Array, layer: int | jax.Array, dropout: float, key: jax.Array | None
 ) -> jax.Array:
   """(N, L + 1, D) features -> (N, classes) logits; dropout only when ``key`` is given
   (training)."""

@@ -1,0 +1,57 @@
+"""python -m mert_jax.probe: a tiny model on the tiny note set, end to end, in process."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from mert_jax.cli import probe as probe_cli
+
+QUICK = ["--set=tiny", "--max-epochs=3", "--learning-rates=0.01", "--task=pitch,instrument"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+  return str(tmp_path_factory.mktemp("probe_cache"))
+
+
+def test_checkpoint_probed_against_random_weights_and_mfcc(trained_workdir, cache, tmp_path):
+  out = tmp_path / "probe"
+  argv = [f"--checkpoint={trained_workdir[0]}", f"--output={out}", f"--cache-dir={cache}", *QUICK]
+  assert probe_cli.main(argv) == 0
+  report = json.loads((out / "results.json").read_text())
+  assert set(report["results"]) == {"model", "random init", "MFCC mean+std"}
+  for task in ("pitch", "instrument"):
+    model = report["results"]["model"][task]
+    assert set(model["layers"]) == {"0", "1", "2"} and model["weighted"] is not None
+    assert 0.0 <= model["best_layer_test"] <= 1.0 and model["best_layer"] in (0, 1, 2)
+    assert len(model["runs"]["weighted"]["layer_weights"]) == 2
+    assert list(report["results"]["MFCC mean+std"][task]["layers"]) == ["0"]
+  assert report["results"]["model"]["instrument"]["chance"] == pytest.approx(1 / 3)
+  assert report["set"]["num_notes"] == 27 and len(report["set"]["data_sha256"]) == 64
+  table = (out / "results.md").read_text()
+  assert "### pitch (accuracy, 13 classes" in table and "| random init |" in table
+  assert os.path.getsize(out / "layers.png") > 1000
+
+
+def test_same_seed_same_report(cache, tmp_path):
+  reports = []
+  for name in ("a", "b"):
+    argv = ["--random-init=tiny", f"--output={tmp_path / name}", f"--cache-dir={cache}", *QUICK]
+    assert probe_cli.main(argv) == 0
+    reports.append(json.loads((tmp_path / name / "results.json").read_text()))
+  assert reports[0] == reports[1]
+
+
+def test_an_unknown_task_is_one_line(cache, tmp_path, capsys):
+  argv = [
+    "--random-init=tiny",
+    f"--output={tmp_path}",
+    "--task=pitch,tempo",
+    f"--cache-dir={cache}",
+  ]
+  assert probe_cli.main(argv) == 1
+  err = capsys.readouterr().err
+  assert err == "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument\n"
