@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -103,11 +104,71 @@ def extrapolated_rows(rows: list[dict[str, Any]]) -> list[str]:
   return out
 
 
+def summary_rows(rows: list[dict[str, Any]], mfu: float) -> list[str]:
+  """Per (size, remat, mesh, chip): the largest per-chip batch compiled to fit, the smallest
+  compiled not to (exact when they are adjacent), the memory there, XLA's FLOPs per clip and the
+  clips/s per chip they imply at ``mfu`` of the chip's peak (an estimate), and the command."""
+  groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+  for r in rows:
+    if r.get("kind") != "compile" or any(o.startswith(LAYERS) for o in r["overrides"]):
+      continue
+    mesh = ",".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
+    fsdp = r["mesh"]["fsdp"]
+    key = (
+      r["variant"],
+      _remat(r["overrides"], r["variant"]),
+      fsdp,
+      r["device_kind"],
+      r["hbm_gib_per_chip"],
+    )
+    groups[key].append({**r, "_mesh": mesh})
+  out = [
+    "| size | remat | fsdp | chip (HBM) | largest per-chip batch that fits "
+    "| GiB there (args + temps) "
+    f"| smallest compiled not to fit | XLA GFLOP/clip | est. clips/s/chip at {mfu:.0%} MFU "
+    f"| slices compiled | command |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  sizes = ("tiny", "95m", "330m", "1b")
+  for key in sorted(groups, key=lambda k: (k[3], sizes.index(k[0]) if k[0] in sizes else 9, k[1:])):
+    size, remat, fsdp, kind, hbm = key
+    group = groups[key]
+    fit_rows = [r for r in group if r["fits"]]
+    over = [r["per_chip_batch"] for r in group if not r["fits"]]
+    best = max(fit_rows, key=lambda r: r["per_chip_batch"]) if fit_rows else None
+    smallest_over = min(over) if over else None
+    if best is None:
+      biggest = f"none of {sorted(r['per_chip_batch'] for r in group)}"
+      mem = flops = est = "-"
+      command = group[0]["command"]
+    else:
+      b = best["per_chip_batch"]
+      exact = smallest_over == b + 1
+      biggest = f"**{b}**" + (" (exact)" if exact else " (lower bound)")
+      m = best["bytes_per_chip"]
+      mem = f"{m['total'] / GIB:.2f} ({m['arguments'] / GIB:.2f} + {m['temporaries'] / GIB:.2f})"
+      per_clip = best["xla_flops_per_chip"] / b
+      flops = f"{per_clip / 1e9:.0f}"
+      est = f"{mfu * best['peak_flops_per_chip'] / per_clip:.0f}"
+      command = best["command"]
+    command = re.sub(r" --json=\S+", "", command)  # where the row was saved is not part of it
+    slices = ", ".join(sorted({r["topology"] for r in group}))
+    out.append(
+      f"| {size} | {remat} | {fsdp} | {kind} ({hbm:g} GiB) | {biggest} | {mem} "
+      f"| {smallest_over if smallest_over is not None else 'not compiled'} | {flops} | {est} "
+      f"| {slices} | `{command}` |"
+    )
+  return out
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("files", nargs="+", help="JSON lines written by mert-compile-check --json")
+  p.add_argument("--mfu", type=float, default=0.4, help="the MFU of the clips/s estimate")
   args = p.parse_args()
   rows = [json.loads(line) for f in args.files for line in open(f) if line.strip()]
+  print("\n".join(summary_rows(rows, args.mfu)))
+  print()
   print("\n".join(compile_rows(rows)))
   print()
   print("| size | remat | slice | max per-chip batch | how | command |")
