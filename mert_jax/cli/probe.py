@@ -5,17 +5,18 @@ r"""Probe a model's frozen features in the MARBLE v1 protocol: what did pretrain
   python -m mert_jax.probe --hf=HF_DIR --task=instrument --output=PROBE_DIR
   python -m mert_jax.probe --random-init=VARIANT --task=pitch,instrument --output=PROBE_DIR
 
-The tasks' data is rendered here from General MIDI with the SoundFont pretty_midi ships
-(mert_jax/probe/note_set.py; cached in --cache-dir): pitch (MIDI pitch) and instrument (NSynth's 11
-families), on instrument-disjoint splits. Every layer's hidden states, time-averaged over each clip,
-and a softmax-weighted sum of layers 1..N, are probed with a small head (mert_jax/probe/fit.py);
-beside the model, the same architecture with random weights and time-averaged MFCCs are probed as
-baselines. OUTPUT gets results.json (per extractor and task: the test metric per layer and for the
-weighted sum, the layer chosen on validation, chance, the seed and the set's data hash),
-results.md (the tables) and layers.png.
+The tasks' data is rendered here from General MIDI with the SoundFont pretty_midi ships (cached in
+--cache-dir): pitch (MIDI pitch) and instrument (NSynth's 11 families) from single notes on
+instrument-disjoint splits (mert_jax/probe/note_set.py); key (24 classes, MIREX weighted score)
+from music21's Bach chorales, transposed and rendered (mert_jax/probe/key_set.py). Every layer's
+hidden states, time-averaged over each clip, and a softmax-weighted sum of layers 1..N, are probed
+with a small head (mert_jax/probe/fit.py); beside the model, the same architecture with random
+weights and time-averaged MFCCs are probed as baselines. OUTPUT gets results.json (per extractor
+and task: the test metric per layer and for the weighted sum, the layer chosen on validation,
+chance, the seed and the set's data hash), results.md (the tables) and layers.png.
 
-Not built yet (issue 15): the key, beat and custom tasks, the in-training probe, and the sweep's
-probe scores.
+Not built yet (issue 15): the beat and custom tasks, the in-training probe, and the sweep's probe
+scores.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.mert import create_model
-from mert_jax.probe import features, fit, note_set, run
+from mert_jax.probe import features, fit, key_set, note_set, run
 from mert_jax.train import checkpoints
 
 # Set sizes (--set): notes per program and families; "full" is NSynth-like in kind, not in size.
-SETS = {
+NOTE_SETS = {
   "full": note_set.NoteSetConfig(),
   "small": note_set.NoteSetConfig(notes_per_program=4, hold_seconds=1.5, release_seconds=0.5),
   "tiny": note_set.NoteSetConfig(
@@ -44,6 +45,12 @@ SETS = {
     hold_seconds=0.5,
     release_seconds=0.25,
   ),
+}
+# The key set's sizes (--set): music21's Bach chorales, transposed and rendered.
+KEY_SETS = {
+  "full": key_set.KeySetConfig(),
+  "small": key_set.KeySetConfig(num_chorales=120, transpositions=1, clip_seconds=10.0),
+  "tiny": key_set.KeySetConfig(num_chorales=6, transpositions=2, clip_seconds=5.0),
 }
 
 
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--output", required=True, metavar="DIR", help="folder for results.json/.md/.png")
   p.add_argument(
-    "--set", default="small", choices=tuple(SETS), help="probe set size (default: small)"
+    "--set", default="small", choices=tuple(NOTE_SETS), help="probe set size (default: small)"
   )
   p.add_argument("--cache-dir", default=".probe_cache", metavar="DIR", help="rendered sets")
   p.add_argument("--seed", type=int, default=0, metavar="N", help="heads, batches, random twin")
@@ -87,6 +94,25 @@ def _tasks(text: str) -> tuple[str, ...]:
   return tasks
 
 
+def _sets(tasks: tuple[str, ...], args: argparse.Namespace) -> dict[str, object]:
+  """task -> its probe set (rendered, or read from --cache-dir), one line about each set."""
+  sets: dict[str, object] = {}
+  for task in tasks:
+    t0 = time.perf_counter()
+    if task in ("pitch", "instrument"):
+      made = next((s for t, s in sets.items() if t in ("pitch", "instrument")), None)
+      config = dataclasses.replace(NOTE_SETS[args.set], seed=args.seed)
+      sets[task] = made or note_set.build(config, args.cache_dir)
+    else:
+      config = dataclasses.replace(KEY_SETS[args.set], seed=args.seed)
+      sets[task] = key_set.build(config, args.cache_dir)
+    info = sets[task].info
+    size = info.get("num_notes", info.get("num_clips"))
+    took = time.perf_counter() - t0
+    print(f"{task}: {size} clips {info['per_split']}, {info['hours']:.2f} h ({took:.1f} s)")
+  return sets
+
+
 def _backbones(args: argparse.Namespace):
   """(the model's backbone, its random-init twin: same architecture, seed --seed)."""
   if args.random_init:
@@ -105,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     tasks = _tasks(args.task)
-    t0 = time.perf_counter()
-    notes = note_set.build(dataclasses.replace(SETS[args.set], seed=args.seed), args.cache_dir)
-    took = time.perf_counter() - t0
-    print(
-      f"set: {notes.info['num_notes']} notes {notes.info['per_split']}, {took:.1f} s", flush=True
-    )
+    sets = _sets(tasks, args)
     backbone, twin = _backbones(args)
     extractors = {
       "model": features.pooled_layers(backbone, args.batch),
@@ -119,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     grid = tuple(float(x) for x in args.learning_rates.split(","))
     cfg = fit.ProbeConfig(seed=args.seed, max_epochs=args.max_epochs, learning_rates=grid)
-    report = run.probe(extractors, notes, tasks, cfg)
+    report = run.probe(extractors, sets, cfg)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

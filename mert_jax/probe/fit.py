@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +21,9 @@ import numpy as np
 import optax
 
 from mert_jax.probe import head as head_lib
+from mert_jax.probe import metrics
 
-Metric = Callable[[np.ndarray, np.ndarray], float]  # (true labels, predicted labels) -> score
+Metric = metrics.Metric
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,11 @@ parallel, else 0). Each maps (true, predicted) class ids to a score in [0, 1].""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+Metric = Callable[[np.ndarray, np.ndarray], float]  # (true classes, predicted classes) -> score
 
 # The 24 key classes: 0-11 major on C, C#, ..., B; 12-23 minor on the same tonics.
 TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")

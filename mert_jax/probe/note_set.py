@@ -191,12 +191,3 @@ def build(cfg: NoteSetConfig, cache_dir: str) -> NoteSet:
   os.makedirs(cache_dir, exist_ok=True)
   atomic_write_bytes(path, buf.getvalue())
   return note_set
-
-
-def chance_level(labels: np.ndarray, split: np.ndarray) -> float:
-  """The test accuracy of always answering the most frequent training class."""
-  train, test = labels[split == SPLITS.index("train")], labels[split == SPLITS.index("test")]
-  if not len(test):
-    return float("nan")
-  majority = np.bincount(train).argmax() if len(train) else 0
-  return float(np.mean(test == majority))

@@ -12,8 +12,21 @@ import numpy as np
 from mert_jax.probe import fit, head, metrics, note_set
 from mert_jax.probe.features import FeatureFn
 
-TASKS = ("pitch", "instrument")  # the tasks built so far (key, beat and custom: not yet)
-METRICS = {"pitch": ("accuracy", metrics.accuracy), "instrument": ("accuracy", metrics.accuracy)}
+TASKS = ("pitch", "instrument", "key")  # the tasks built so far (beat and custom: not yet)
+METRICS = {
+  "pitch": ("accuracy", metrics.accuracy),
+  "instrument": ("accuracy", metrics.accuracy),
+  "key": ("MIREX weighted key score", metrics.key_weighted_score),
+}
+
+
+def chance(labels: np.ndarray, split: np.ndarray, metric: metrics.Metric) -> float:
+  """The test metric of always answering the most frequent training class."""
+  train, test = labels[split == 0], labels[split == 2]
+  if not len(test):
+    return float("nan")
+  majority = np.bincount(train).argmax() if len(train) else 0
+  return float(metric(test, np.full_like(test, majority)))
 
 
 def _splits(feats: np.ndarray, labels: np.ndarray, split: np.ndarray) -> list[fit.Split]:
@@ -27,7 +40,7 @@ def _splits(feats: np.ndarray, labels: np.ndarray, split: np.ndarray) -> list[fi
 
 
 def probe_features(
-  feats: np.ndarray, notes: note_set.NoteSet, tasks: tuple[str, ...], cfg: fit.ProbeConfig
+  feats: np.ndarray, notes: Any, tasks: tuple[str, ...], cfg: fit.ProbeConfig
 ) -> dict[str, Any]:
   """task -> {"metric", "layers": {layer: test score}, "weighted", "best_layer", "runs", ...} for
   features (N, layers, D) of the set's notes; one layer only (a baseline): no weighted sum."""
@@ -51,7 +64,7 @@ def probe_features(
     results[task] = {
       "metric": name,
       "classes": classes,
-      "chance": note_set.chance_level(labels, notes.split),
+      "chance": chance(labels, notes.split, metric),
       "layers": {k: v["test"] for k, v in per_layer.items()},
       "weighted": runs.get("weighted", {}).get("test"),
       "best_layer": int(best),  # chosen on validation
@@ -62,18 +75,23 @@ def probe_features(
 
 
 def probe(
-  features: dict[str, FeatureFn], notes: note_set.NoteSet, tasks: tuple[str, ...],
-  cfg: fit.ProbeConfig,
-) -> dict[str, Any]:  # fmt: skip
+  features: dict[str, FeatureFn], sets: dict[str, Any], cfg: fit.ProbeConfig
+) -> dict[str, Any]:
   """Each named feature extractor (the model, its random-init twin, the handcrafted baseline) on
-  every task, with the set's description."""
-  clips = notes.audio.astype(np.float32) / 32768
+  every task of ``sets`` (task -> its probe set: audio, split, labels(task), info), with the
+  sets' descriptions; a set's clips go through each extractor once."""
+  results: dict[str, dict[str, Any]] = {name: {} for name in features}
+  groups: dict[int, tuple[Any, list[str]]] = {}
+  for task, probe_set in sets.items():
+    groups.setdefault(id(probe_set), (probe_set, []))[1].append(task)
+  for probe_set, tasks in groups.values():
+    clips = probe_set.audio.astype(np.float32) / 32768
+    for name, fn in features.items():
+      results[name].update(probe_features(fn(clips), probe_set, tuple(tasks), cfg))
   return {
-    "set": {k: v for k, v in notes.info.items()},
+    "sets": {task: probe_set.info for task, probe_set in sets.items()},
     "probe_config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
-    "results": {
-      name: probe_features(fn(clips), notes, tasks, cfg) for name, fn in features.items()
-    },
+    "results": {name: {t: r[t] for t in sets} for name, r in results.items()},
   }
 
 

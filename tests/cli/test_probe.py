@@ -30,7 +30,8 @@ def test_checkpoint_probed_against_random_weights_and_mfcc(trained_workdir, cach
     assert len(model["runs"]["weighted"]["layer_weights"]) == 2
     assert list(report["results"]["MFCC mean+std"][task]["layers"]) == ["0"]
   assert report["results"]["model"]["instrument"]["chance"] == pytest.approx(1 / 3)
-  assert report["set"]["num_notes"] == 27 and len(report["set"]["data_sha256"]) == 64
+  assert report["sets"]["pitch"]["num_notes"] == 27
+  assert len(report["sets"]["instrument"]["data_sha256"]) == 64
   table = (out / "results.md").read_text()
   assert "### pitch (accuracy, 13 classes" in table and "| random init |" in table
   assert os.path.getsize(out / "layers.png") > 1000
@@ -54,4 +55,16 @@ def test_an_unknown_task_is_one_line(cache, tmp_path, capsys):
   ]
   assert probe_cli.main(argv) == 1
   err = capsys.readouterr().err
-  assert err == "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument\n"
+  assert err == (
+    "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument, key\n"
+  )
+
+
+def test_key_task_on_the_chorales(cache, tmp_path):
+  out = tmp_path / "key"
+  argv = ["--random-init=tiny", f"--output={out}", f"--cache-dir={cache}", "--task=key"]
+  assert probe_cli.main([*argv, "--set=tiny", "--max-epochs=2", "--learning-rates=0.01"]) == 0
+  report = json.loads((out / "results.json").read_text())
+  key = report["results"]["model"]["key"]
+  assert key["metric"] == "MIREX weighted key score" and key["classes"] == 24
+  assert report["sets"]["key"]["num_clips"] == 12 and 0.0 <= key["chance"] <= 1.0

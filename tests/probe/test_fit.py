@@ -81,3 +81,14 @@ def test_metrics_agree_with_scikit_learn_and_mir_eval():
   c, g, a_min, c_min, d = 0, 7, 12 + 9, 12, 2
   got = [metrics.key_weighted_score([c], [p]) for p in (c, g, a_min, c_min, d)]
   assert got == [1.0, 0.5, 0.3, 0.2, 0.0]
+
+
+def test_chance_is_the_majority_training_class_under_the_task_metric():
+  from mert_jax.probe import run
+
+  labels = np.array([0, 0, 1, 7, 0, 12])
+  split = np.array([0, 0, 0, 2, 2, 2])  # train: 0, 0, 1 -> always answer 0 (C major)
+  assert run.chance(labels, split, metrics.accuracy) == pytest.approx(1 / 3)
+  # Test keys G major (answering C, a fourth above G: 0 in MIREX, which credits only the fifth
+  # above), C major (1), C minor (parallel: 0.2).
+  assert run.chance(labels, split, metrics.key_weighted_score) == pytest.approx((0 + 1 + 0.2) / 3)

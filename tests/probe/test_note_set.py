@@ -67,9 +67,3 @@ def test_near_silent_notes_are_dropped_and_counted(tmp_path):
   never = note_set.NoteSetConfig(**{**TINY.__dict__, "min_rms_db": 10.0})
   with pytest.raises(ValueError, match="every one of the 18 notes is below 10.0 dB RMS"):
     note_set.build(never, str(tmp_path))
-
-
-def test_chance_level_is_the_majority_class():
-  labels = np.array([0, 0, 1, 2, 0, 1])
-  split = np.array([0, 0, 0, 2, 2, 2])
-  assert note_set.chance_level(labels, split) == pytest.approx(1 / 3)
