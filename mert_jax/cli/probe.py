@@ -15,7 +15,10 @@ weights and time-averaged MFCCs are probed as baselines. OUTPUT gets results.jso
 and task: the test metric per layer and for the weighted sum, the layer chosen on validation,
 chance, the seed and the set's data hash), results.md (the tables) and layers.png.
 
-Not built yet (issue 15): the beat and custom tasks, the in-training probe, and the sweep's probe
+--task=custom --data=DIR probes a folder of your own audio and its labels.jsonl
+(mert_jax/probe/custom_set.py: {"file", "label", "split"} per line).
+
+Not built yet (issue 15): the beat task, the in-training probe, and the sweep's probe
 scores.
 """
 
@@ -30,7 +33,7 @@ from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.mert import create_model
-from mert_jax.probe import features, fit, key_set, note_set, run
+from mert_jax.probe import custom_set, features, fit, key_set, note_set, run
 from mert_jax.train import checkpoints
 
 # Set sizes (--set): notes per program and families; "full" is NSynth-like in kind, not in size.
@@ -70,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--task", required=True, metavar="TASKS", help=f"comma-separated: {','.join(run.TASKS)}"
   )
+  p.add_argument("--data", metavar="DIR", help="--task=custom: audio files and labels.jsonl")
+  p.add_argument(
+    "--clip-seconds", type=float, default=10.0, metavar="S", help="--task=custom: seconds per clip"
+  )
   p.add_argument("--output", required=True, metavar="DIR", help="folder for results.json/.md/.png")
   p.add_argument(
     "--set", default="small", choices=tuple(NOTE_SETS), help="probe set size (default: small)"
@@ -103,9 +110,13 @@ def _sets(tasks: tuple[str, ...], args: argparse.Namespace) -> dict[str, object]
       made = next((s for t, s in sets.items() if t in ("pitch", "instrument")), None)
       config = dataclasses.replace(NOTE_SETS[args.set], seed=args.seed)
       sets[task] = made or note_set.build(config, args.cache_dir)
-    else:
+    elif task == "key":
       config = dataclasses.replace(KEY_SETS[args.set], seed=args.seed)
       sets[task] = key_set.build(config, args.cache_dir)
+    else:
+      if not args.data:
+        raise ValueError("--task=custom needs --data=DIR (audio and labels.jsonl)")
+      sets[task] = custom_set.build(args.data, args.clip_seconds)
     info = sets[task].info
     size = info.get("num_notes", info.get("num_clips"))
     took = time.perf_counter() - t0

@@ -12,11 +12,12 @@ import numpy as np
 from mert_jax.probe import fit, head, metrics, note_set
 from mert_jax.probe.features import FeatureFn
 
-TASKS = ("pitch", "instrument", "key")  # the tasks built so far (beat and custom: not yet)
+TASKS = ("pitch", "instrument", "key", "custom")  # the tasks built so far (beat: not yet)
 METRICS = {
   "pitch": ("accuracy", metrics.accuracy),
   "instrument": ("accuracy", metrics.accuracy),
   "key": ("MIREX weighted key score", metrics.key_weighted_score),
+  "custom": ("accuracy", metrics.accuracy),
 }
 
 

@@ -68,3 +68,21 @@ def test_key_task_on_the_chorales(cache, tmp_path):
   key = report["results"]["model"]["key"]
   assert key["metric"] == "MIREX weighted key score" and key["classes"] == 24
   assert report["sets"]["key"]["num_clips"] == 12 and 0.0 <= key["chance"] <= 1.0
+
+
+def test_custom_task_on_a_folder_built_here(cache, tmp_path, capsys):
+  from tests.probe.test_custom_set import ROWS, _folder
+
+  rows = [*ROWS, ("e.wav", "calm", "train"), ("f.wav", "busy", "valid")]
+  folder = _folder(tmp_path / "mine", rows)
+  out = tmp_path / "custom"
+  base = ["--random-init=tiny", f"--output={out}", f"--cache-dir={cache}", "--task=custom"]
+  quick = ["--max-epochs=2", "--learning-rates=0.01", "--clip-seconds=0.5"]
+  assert probe_cli.main([*base, *quick]) == 1
+  assert (
+    capsys.readouterr().err == "error: --task=custom needs --data=DIR (audio and labels.jsonl)\n"
+  )
+  assert probe_cli.main([*base, *quick, f"--data={folder}"]) == 0
+  report = json.loads((out / "results.json").read_text())
+  assert report["sets"]["custom"]["classes"] == ["busy", "calm"]
+  assert set(report["results"]["model"]["custom"]["layers"]) == {"0", "1", "2"}
