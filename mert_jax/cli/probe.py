@@ -36,26 +36,6 @@ from mert_jax.model.mert import create_model
 from mert_jax.probe import custom_set, features, fit, key_set, note_set, run
 from mert_jax.train import checkpoints
 
-# Set sizes (--set): notes per program and families; "full" is NSynth-like in kind, not in size.
-NOTE_SETS = {
-  "full": note_set.NoteSetConfig(),
-  "small": note_set.NoteSetConfig(notes_per_program=4, hold_seconds=1.5, release_seconds=0.5),
-  "tiny": note_set.NoteSetConfig(
-    families=("keyboard", "flute", "organ"),
-    programs_per_family=3,
-    pitches=(57, 69),
-    notes_per_program=3,
-    hold_seconds=0.5,
-    release_seconds=0.25,
-  ),
-}
-# The key set's sizes (--set): music21's Bach chorales, transposed and rendered.
-KEY_SETS = {
-  "full": key_set.KeySetConfig(),
-  "small": key_set.KeySetConfig(num_chorales=120, transpositions=1, clip_seconds=10.0),
-  "tiny": key_set.KeySetConfig(num_chorales=6, transpositions=2, clip_seconds=5.0),
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
   p = ArgumentParser(
@@ -79,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--output", required=True, metavar="DIR", help="folder for results.json/.md/.png")
   p.add_argument(
-    "--set", default="small", choices=tuple(NOTE_SETS), help="probe set size (default: small)"
+    "--set",
+    default="small",
+    choices=tuple(note_set.PRESETS),
+    help="probe set size (default: small)",
   )
   p.add_argument("--cache-dir", default=".probe_cache", metavar="DIR", help="rendered sets")
   p.add_argument("--seed", type=int, default=0, metavar="N", help="heads, batches, random twin")
@@ -108,10 +91,10 @@ def _sets(tasks: tuple[str, ...], args: argparse.Namespace) -> dict[str, object]
     t0 = time.perf_counter()
     if task in ("pitch", "instrument"):
       made = next((s for t, s in sets.items() if t in ("pitch", "instrument")), None)
-      config = dataclasses.replace(NOTE_SETS[args.set], seed=args.seed)
+      config = dataclasses.replace(note_set.PRESETS[args.set], seed=args.seed)
       sets[task] = made or note_set.build(config, args.cache_dir)
     elif task == "key":
-      config = dataclasses.replace(KEY_SETS[args.set], seed=args.seed)
+      config = dataclasses.replace(key_set.PRESETS[args.set], seed=args.seed)
       sets[task] = key_set.build(config, args.cache_dir)
     else:
       if not args.data:

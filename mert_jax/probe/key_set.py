@@ -44,6 +44,14 @@ class KeySetConfig:
   seed: int = 0
 
 
+# Set sizes (the probe's --set).
+PRESETS = {
+  "full": KeySetConfig(),
+  "small": KeySetConfig(num_chorales=120, transpositions=1, clip_seconds=10.0),
+  "tiny": KeySetConfig(num_chorales=6, transpositions=2, clip_seconds=5.0),
+}
+
+
 @dataclasses.dataclass
 class KeySet:
   """Rendered clips: audio (N, samples) int16 at 24 kHz, key class per clip, split per clip."""

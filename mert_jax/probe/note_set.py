@@ -64,6 +64,21 @@ class NoteSetConfig:
     return self.pitches[1] - self.pitches[0] + 1
 
 
+# Set sizes (the probe's --set): "full" is NSynth-like in kind, not in size (86 programs x 12).
+PRESETS = {
+  "full": NoteSetConfig(),
+  "small": NoteSetConfig(notes_per_program=4, hold_seconds=1.5, release_seconds=0.5),
+  "tiny": NoteSetConfig(
+    families=("keyboard", "flute", "organ"),
+    programs_per_family=3,
+    pitches=(57, 69),
+    notes_per_program=3,
+    hold_seconds=0.5,
+    release_seconds=0.25,
+  ),
+}
+
+
 def program_splits(cfg: NoteSetConfig) -> dict[int, tuple[str, str]]:
   """program -> (family, split): each family's programs dealt (seeded) one each to test, valid and
   train, then the rest 60/20/20; every family is in every split (families need 3 programs)."""

@@ -8,7 +8,7 @@ import pytest
 
 from mert_jax.probe import key_set, metrics
 
-TINY = key_set.KeySetConfig(num_chorales=6, transpositions=2, clip_seconds=5.0)
+TINY = key_set.PRESETS["tiny"]
 # Krumhansl-Kessler key profiles (C major, C minor), for an audio key estimate independent of ours.
 MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])

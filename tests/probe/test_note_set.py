@@ -3,20 +3,15 @@ pretty_midi ships, with labels by construction and instrument-disjoint splits.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
 
 from mert_jax.probe import note_set, render
 
-TINY = note_set.NoteSetConfig(
-  families=("keyboard", "flute", "organ"),
-  programs_per_family=3,
-  pitches=(57, 69),
-  notes_per_program=2,
-  hold_seconds=0.5,
-  release_seconds=0.25,
-)
+TINY = dataclasses.replace(note_set.PRESETS["tiny"], notes_per_program=2)
 
 
 def test_splits_are_instrument_disjoint_and_cover_every_family():
