@@ -262,6 +262,8 @@ def run_prepare(command: Documented, stage: Stage) -> None:
   inp = option_value(args, "--input")
   if not os.path.exists(inp) and inp.startswith(stage.stand_ins["gs://B"]):
     shutil.copytree(stage.stand_ins["MUSIC_DIR"], inp)
+  if "--engine=beam" in args and "--teacher=kmeans" in args:  # a small k-means: the fit is minutes
+    args += ["--kmeans-codebooks=2", "--kmeans-codebook-size=16"]
   assert prepare_cli.main(args) in (0, prepare_cli.EXIT_SKIPPED)
   assert os.path.exists(os.path.join(option_value(args, "--output"), "manifest.json"))
 
