@@ -25,6 +25,7 @@ import numpy as np
 
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
+from data_pipeline.records import to_int16
 from mert_jax.probe.note_set import SPLITS
 
 LABELS = "labels.jsonl"
@@ -101,7 +102,7 @@ def build(folder: str, clip_seconds: float = 10.0) -> CustomSet:
         f"remove it from {LABELS}"
       )
     x = x[:n]
-    audio[i, : len(x)] = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    audio[i, : len(x)] = to_int16(x)
   info = {
     "folder": os.path.abspath(folder),
     "num_clips": len(rows),

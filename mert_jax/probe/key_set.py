@@ -22,12 +22,14 @@ import numpy as np
 
 from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.audio_format import SAMPLE_RATE
+from data_pipeline.records import to_int16
 from mert_jax.probe import metrics, render
 from mert_jax.probe.note_set import SPLITS
 
 # General MIDI programs the voices are drawn from: piano, organs, strings, choir, brass, reeds,
 # flutes (one per voice, seeded per chorale).
-CACHE_FORMAT = 2  # bumped when the cached arrays change (2: the chorale of each clip)
+# Bumped when the cached arrays change (2: the chorale of each clip; 3: records.to_int16 scaling).
+CACHE_FORMAT = 3
 ENSEMBLE_PROGRAMS = (0, 19, 20, 40, 41, 42, 48, 52, 56, 57, 60, 64, 68, 70, 71, 73)
 
 
@@ -136,7 +138,7 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
       k = next(iter(moved.recurse().getElementsByClass(key.Key)))
       programs = [int(p) for p in rng.choice(ENSEMBLE_PROGRAMS, len(moved.parts))]
       x = _render(moved, programs, cfg)
-      audio.append(np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16))
+      audio.append(to_int16(x))
       keys.append(key_class(k.tonic.pitchClass, k.mode))
       splits.append(split_of[index])
       sources.append(index)

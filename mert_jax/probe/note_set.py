@@ -24,6 +24,7 @@ import numpy as np
 
 from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.audio_format import SAMPLE_RATE
+from data_pipeline.records import to_int16
 from mert_jax.probe import render
 
 # NSynth's families from General MIDI program groups (programs 0-127). Left out: synth pads and
@@ -117,7 +118,9 @@ def _cache_key(cfg: NoteSetConfig) -> str:
   import midirenderer  # pylint: disable=g-import-not-at-top
 
   version = getattr(midirenderer, "__version__", None) or _dist_version("midirenderer")
-  text = json.dumps([dataclasses.asdict(cfg), render.soundfont_sha256(), version], sort_keys=True)
+  text = json.dumps(
+    [2, dataclasses.asdict(cfg), render.soundfont_sha256(), version], sort_keys=True
+  )
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -170,7 +173,7 @@ def build(cfg: NoteSetConfig, cache_dir: str) -> NoteSet:
       dropped += 1
       continue
     kept.append(note)
-    audio.append(np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16))
+    audio.append(to_int16(x))
   seconds = time.perf_counter() - t0
   if not kept:
     raise ValueError(f"every one of the {len(plan)} notes is below {cfg.min_rms_db} dB RMS")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.records import from_int16
 from mert_jax.probe import fit, head, metrics, note_set
 from mert_jax.probe.features import FeatureFn
 
@@ -86,7 +87,7 @@ def probe(
   for task, probe_set in sets.items():
     groups.setdefault(id(probe_set), (probe_set, []))[1].append(task)
   for probe_set, tasks in groups.values():
-    clips = probe_set.audio.astype(np.float32) / 32768
+    clips = from_int16(probe_set.audio)
     for name, fn in features.items():
       results[name].update(probe_features(fn(clips), probe_set, tuple(tasks), cfg))
   return {
