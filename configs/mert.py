@@ -3,7 +3,7 @@
   python -m mert_jax.cli.train --config=configs/mert.py:95m --workdir=DIR
   python -m mert_jax.cli.train --config=95m --list-config      # every field, its value and meaning
 
-Variants: ``tiny`` (CPU tests), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
+Variants: ``tiny`` (CPU tests), ``small`` (the CPU probing experiment), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
 holds only what a recipe changes. The comment beside (or right above) each field is its help text
 (``--help``, ``--list-config``; mert_jax/cli/config_help.py reads it). Recipes at a glance
@@ -107,6 +107,20 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     c.batch_size = 3584
     c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
     c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
+  elif variant == "small":
+    # The CPU experiment of docs/probing.md: under an hour on two cores (0.45 steps/s measured).
+    c.total_steps = 1400
+    c.batch_size = 16
+    c.crop_samples = 3 * SAMPLE_RATE  # 3 s
+    c.optimizer.warmup_steps = 100
+    c.optimizer.lr = 1e-3  # pre-LN at 4 x 256: a short warm-up to a large step [design choice]
+    c.optimizer.clip_norm = 1.0
+    c.model.codebook_size = 256  # a k-means teacher of 8 x 256 codes on the hour of music
+    c.log_every = 25
+    c.eval_every = 200
+    c.eval_batches = 4
+    c.checkpoint_every = 200
+    c.keep_every = 200  # every checkpoint stays: docs/probing.md probes each one
   elif variant == "tiny":
     c.total_steps = 200
     c.batch_size = 8

@@ -211,6 +211,21 @@ def _sizes() -> dict[str, ModelConfig]:
       pos_conv_groups=4,
       final_dim=16,
     ),
+    # CPU experiment size (docs/probing.md): the real strides with 128-channel convolutions and a
+    # 4 x 256 encoder, about 3.5M backbone parameters, trainable for an hour on two CPU cores.
+    # Pre-LN (the 330M's choice) so that a short warm-up is stable. [design choice, not MERT's]
+    "small": base.replace(
+      conv_layers=((128, 10, 5),) + ((128, 3, 2),) * 4 + ((128, 2, 2),) * 2,
+      hidden_size=256,
+      num_layers=4,
+      num_heads=4,
+      ffn_size=1024,
+      pos_conv_kernel=32,
+      pos_conv_groups=16,
+      layer_norm_first=True,
+      feature_grad_mult=1.0,
+      final_dim=64,
+    ),
     # MERT-v1-95M (spec §1.1): post-LN.
     "95m": base,
     # MERT-v1-330M: pre-LN, no dropout, feature_grad_mult 1, attention relaxation flag (a no-op).
