@@ -3,7 +3,8 @@
   python -m mert_jax.cli.train --config=configs/mert.py:95m --workdir=DIR
   python -m mert_jax.cli.train --config=95m --list-config      # every field, its value and meaning
 
-Variants: ``tiny`` (CPU tests), ``small`` (the CPU probing experiment), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
+Variants: ``tiny`` (CPU tests), ``small`` (the CPU probing experiment, docs/probing.md), ``95m``
+(MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
 holds only what a recipe changes. The comment beside (or right above) each field is its help text
 (``--help``, ``--list-config``; mert_jax/cli/config_help.py reads it). Recipes at a glance
@@ -89,6 +90,15 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   # (host syncs); with it (jax.distributed's default) every step is checked at no cost
   c.preemption_check_every = 10
   c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
+  # --- in-training probe (mert_jax/train/probing.py, docs/probing.md) ---
+  c.probe_every = 0  # steps between probes of the current weights (0 = never); also the last step
+  c.probe_tasks = "pitch,instrument"  # comma-separated: pitch, instrument, key, beat
+  c.probe_set = "tiny"  # probe set size: tiny, small or full (rendered once, at start-up)
+  c.probe_max_epochs = 20  # probe head epochs per learning rate (the probe command's default: 100)
+  c.probe_learning_rates = [1e-3]  # probe head learning rates (the command's: MARBLE's grid of 5)
+  c.probe_batch = 8  # clips per feature call
+  # where the probe sets are rendered; unset: WORKDIR/probe_cache (a bucket workdir: the temp dir)
+  c.probe_cache_dir = ml_collections.config_dict.placeholder(str)
   # Resuming a workdir with other model / objective / optimizer / data fields is refused; list the
   # dotted fields to change deliberately, "optimizer.lr,model.dropout" (mert_jax/train/workdir.py)
   c.allow_config_change = ""

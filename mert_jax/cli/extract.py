@@ -4,6 +4,8 @@ r"""Frame-level features of every layer, for downstream probes.
   python -m mert_jax.cli.extract --checkpoint=WORKDIR [--step=N] --audio=DIR --output=OUT_DIR \
       [--window-seconds=30]
   python -m mert_jax.cli.extract --hf=HF_DIR --audio=FILE --output=OUT.npy
+  python -m mert_jax.cli.extract --checkpoint=CKPT_DIR --audio=DIR --output=OUT_DIR \
+      --window-seconds=10 --layers=4,8,12 --pool=mean --dtype=float16
 
 Decodes each file, downmixes and resamples to the model's rate (24 kHz), runs the backbone in
 float32 and saves (num_layers + 1, frames, hidden) float32: entry for entry the quantities of
@@ -12,10 +14,17 @@ file is one input (the default, ``--window-seconds=0``). With ``--audio`` a fold
 file under it gets ``OUT_DIR/<relative path>.npy``.
 
 Long files: ``--window-seconds=S`` runs windows of about S seconds, placed so that together they
-produce exactly the whole file's frames (window k starts on a frame boundary and holds n frames of
-320 samples plus the 80-sample receptive-field tail). Each window is normalised and attended on
-its own (the extractor's GroupNorm, the positional conv and attention see only the window), so
-features near window edges differ from a whole-file pass; memory stays bounded.
+produce exactly the whole file's frames: every window holds n frames of 320 samples plus the
+80-sample receptive-field tail and starts on a frame boundary, the last one ending at the file's
+last frame (it overlaps the one before; only its new frames are kept). All windows of all files
+have one shape, so they run --batch at a time through one compiled program
+(mert_jax/model/features.py: batched_layers); nothing is padded. Each window is normalised and
+attended on its own (the extractor's GroupNorm, the positional conv and attention see only the
+window), so features near window edges differ from a whole-file pass; memory stays bounded.
+Without windows each file is one eager pass at its own length (no compile per length).
+
+--layers picks hidden states (0 is the CNN projection; default all), --pool=mean averages them over
+the file's frames ((layers, hidden) per file), --dtype=float16 halves the files.
 
 --checkpoint, --hf, --audio and --output may be in a bucket (gs://BUCKET/PATH, the gcs extra):
 audio files are downloaded one at a time, each .npy is uploaded whole once written.
@@ -39,7 +48,7 @@ from data_pipeline.audio_format import AUDIO_EXTENSIONS
 from data_pipeline.cli_help import ArgumentParser, prog
 from data_pipeline.progress import counted_line
 from mert_jax.hf.convert import import_hf
-from mert_jax.model.features import hidden_states, windowed_hidden_states
+from mert_jax.model.features import POOLS, batched_layers, hidden_states, windowed_hidden_states
 from mert_jax.model.mert import Backbone
 from mert_jax.train import checkpoints
 
@@ -59,19 +68,43 @@ def _load(path: str, sample_rate: int) -> np.ndarray:
       raise type(e)(str(e).replace(local, path)) from e
 
 
-def _extract_one(backbone: Backbone, path: str, out: str, window_seconds: float) -> tuple[int, ...]:
+def _extract_one(
+  backbone: Backbone, path: str, out: str, args: argparse.Namespace, windows
+) -> tuple[int, ...]:
+  """Extracts one file to ``out``; ``windows``: the batched extractor of --window-seconds (made
+  once per run, so its compiled program serves every file) or None for a whole-file pass."""
   audio = _load(path, backbone.cfg.sample_rate)
   try:
     with jax.default_matmul_precision("highest"):
-      if window_seconds > 0:
-        feats = windowed_hidden_states(backbone, audio, window_seconds)
+      if windows is not None:
+        feats = windowed_hidden_states(backbone, audio, args.window_seconds, windows)
       else:
-        feats = hidden_states(backbone, audio)
+        feats = hidden_states(backbone, audio)[list(_layers(args, backbone))]
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from e
+  if args.pool == "mean":
+    feats = feats.mean(axis=1)
+  feats = feats.astype(args.dtype)
   storage.make_parent(out)
   save_npy(out, feats)
   return feats.shape
+
+
+def _layers(args: argparse.Namespace, backbone: Backbone) -> tuple[int, ...]:
+  """--layers as indices (all when unset), each checked against the model's depth."""
+  depth = backbone.cfg.num_layers + 1
+  if not args.layers:
+    return tuple(range(depth))
+  try:
+    chosen = tuple(int(x) for x in args.layers.split(","))
+  except ValueError:
+    chosen = ()
+  if not chosen or any(not 0 <= i < depth for i in chosen):
+    raise ValueError(
+      f"--layers={args.layers}: comma-separated indices among 0..{depth - 1} "
+      "(0: the CNN projection, i: transformer layer i)"
+    )
+  return chosen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="S",
     help="process in windows of ~S s (0: the whole file at once)",
   )
+  parser.add_argument(
+    "--layers", default="", metavar="I,J,...", help="hidden states to keep (default: all)"
+  )
+  parser.add_argument(
+    "--pool", default="none", choices=POOLS, help="mean: average over frames (default: none)"
+  )
+  parser.add_argument(
+    "--dtype", default="float32", choices=("float32", "float16"), help="of the saved features"
+  )
+  parser.add_argument(
+    "--batch", type=int, default=8, metavar="N", help="windows per compiled call (default: 8)"
+  )
   return parser
 
 
@@ -121,6 +166,8 @@ def check_inputs(args: argparse.Namespace) -> None:
     raise FileNotFoundError(f"{args.audio}: no such audio file or folder (--audio)")
   if args.window_seconds < 0:
     raise ValueError(f"--window-seconds={args.window_seconds}: must be >= 0")
+  if args.batch < 1:
+    raise ValueError(f"--batch={args.batch}: must be >= 1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,16 +189,23 @@ def _run(args: argparse.Namespace) -> int:
   else:
     model, _ = import_hf(args.hf, dtype="float32")
   backbone = model.backbone
+  layers = _layers(args, backbone)
+  windows = None
+  if args.window_seconds > 0:
+    windows = batched_layers(
+      backbone, layers=layers, pool="none", dtype="float32", batch_size=args.batch
+    )
+  layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
   if not storage.isdir(args.audio):
-    shape = _extract_one(backbone, args.audio, args.output, args.window_seconds)
-    print(f"wrote {args.output}: {shape} (layers+1, frames, hidden) float32")
+    shape = _extract_one(backbone, args.audio, args.output, args, windows)
+    print(f"wrote {args.output}: {shape} {layout} {args.dtype}")
     return 0
   rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
   failures, start = 0, time.monotonic()
   for i, rel in enumerate(rels, 1):
     path, out = os.path.join(args.audio, rel), os.path.join(args.output, rel + ".npy")
     try:
-      shape = _extract_one(backbone, path, out, args.window_seconds)
+      shape = _extract_one(backbone, path, out, args, windows)
       line = counted_line(i, len(rels), f"wrote {out}: {shape}", time.monotonic() - start)
       print(line, flush=True)
     except (ValueError, FileNotFoundError) as e:

@@ -4,36 +4,45 @@ r"""Probe a model's frozen features in the MARBLE v1 protocol: what did pretrain
   python -m mert_jax.probe --checkpoint=WORKDIR [--step=N] --task=pitch --output=PROBE_DIR
   python -m mert_jax.probe --hf=HF_DIR --task=instrument --output=PROBE_DIR
   python -m mert_jax.probe --random-init=VARIANT --task=pitch,instrument --output=PROBE_DIR
+  python -m mert_jax.probe --random-init=VARIANT --task=beat --dtype=float16 --output=PROBE_DIR
 
 The tasks' data is rendered here from General MIDI with the SoundFont pretty_midi ships (cached in
 --cache-dir): pitch (MIDI pitch) and instrument (NSynth's 11 families) from single notes on
 instrument-disjoint splits (mert_jax/probe/note_set.py); key (24 classes, MIREX weighted score)
-from music21's Bach chorales, transposed and rendered (mert_jax/probe/key_set.py). Every layer's
-hidden states, time-averaged over each clip, and a softmax-weighted sum of layers 1..N, are probed
-with a small head (mert_jax/probe/fit.py); beside the model, the same architecture with random
-weights and time-averaged MFCCs are probed as baselines. OUTPUT gets results.json (per extractor
-and task: the test metric per layer and for the weighted sum, the layer chosen on validation,
-chance, the seed and the set's data hash), results.md (the tables) and layers.png.
+from music21's Bach chorales, transposed and rendered (mert_jax/probe/key_set.py); beat (frame
+level, 75 Hz, F-measure at 70 ms) from seeded grooves (mert_jax/probe/beat_set.py). Every layer's
+hidden states, time-averaged over each clip (per frame for beat), and a softmax-weighted sum of
+layers 1..N, are probed with a small head (mert_jax/probe/fit.py); beside the model, the same
+architecture with random weights and MFCCs are probed as baselines. OUTPUT gets results.json
+(per extractor and task: the test metric per layer and for the weighted sum, the layer chosen on
+validation, chance, the seed and the set's data hash), results.md (the tables) and layers.png.
 
 --task=custom --data=DIR probes a folder of your own audio and its labels.jsonl
 (mert_jax/probe/custom_set.py: {"file", "label", "split"} per line).
 
-Not built yet (issue 15): the beat task, the in-training probe, and the sweep's probe
-scores.
+Input normalisation (--normalize): MARBLE v1 normalises each clip to zero mean and unit variance
+for MERT-v1-95M but not for 330M (its processor_normalize), while the published 95M
+preprocessor_config.json says do_normalize: false. "auto" follows the --hf folder's
+preprocessor_config.json (off without one, and for checkpoints); "on"/"off" force it.
+
+--dtype=float16 halves the memory of the stored features (frame-level beat features of a large
+model are the big ones); the model runs in float32 either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
-import time
 
 from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.mert import create_model
-from mert_jax.probe import custom_set, features, fit, key_set, note_set, run
+from mert_jax.probe import features, fit, run
+from mert_jax.probe import sets as sets_lib
 from mert_jax.train import checkpoints
 
 
@@ -51,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     "--step", type=int, default=None, metavar="N", help="workdir step (default: latest)"
   )
   p.add_argument(
-    "--task", required=True, metavar="TASKS", help=f"comma-separated: {','.join(run.TASKS)}"
+    "--task", required=True, metavar="TASKS", help=f"comma-separated: {','.join(sets_lib.TASKS)}"
   )
   p.add_argument("--data", metavar="DIR", help="--task=custom: audio files and labels.jsonl")
   p.add_argument(
@@ -61,10 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--set",
     default="small",
-    choices=tuple(note_set.PRESETS),
+    choices=sets_lib.SIZES,
     help="probe set size (default: small)",
   )
   p.add_argument("--cache-dir", default=".probe_cache", metavar="DIR", help="rendered sets")
+  p.add_argument(
+    "--normalize",
+    default="auto",
+    choices=("auto", "on", "off"),
+    help="zero-mean unit-variance clips before the model (auto: the --hf folder's "
+    "preprocessor_config.json do_normalize, else off)",
+  )
+  p.add_argument(
+    "--dtype",
+    default="float32",
+    choices=("float32", "float16"),
+    help="stored features (the model computes in float32)",
+  )
   p.add_argument("--seed", type=int, default=0, metavar="N", help="heads, batches, random twin")
   p.add_argument("--batch", type=int, default=8, metavar="N", help="clips per feature call")
   p.add_argument("--max-epochs", type=int, default=100, metavar="N", help="per learning rate")
@@ -73,38 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     "--learning-rates", default=grid, metavar="LRS", help=f"the grid (default, MARBLE v1's: {grid})"
   )
   return p
-
-
-def _tasks(text: str) -> tuple[str, ...]:
-  tasks = tuple(t.strip() for t in text.split(",") if t.strip())
-  unknown = [t for t in tasks if t not in run.TASKS]
-  if unknown or not tasks:
-    bad = unknown[0] if unknown else "(none)"
-    raise ValueError(f"--task={text}: unknown task {bad!r}; choose from {', '.join(run.TASKS)}")
-  return tasks
-
-
-def _sets(tasks: tuple[str, ...], args: argparse.Namespace) -> dict[str, object]:
-  """task -> its probe set (rendered, or read from --cache-dir), one line about each set."""
-  sets: dict[str, object] = {}
-  for task in tasks:
-    t0 = time.perf_counter()
-    if task in ("pitch", "instrument"):
-      made = next((s for t, s in sets.items() if t in ("pitch", "instrument")), None)
-      config = dataclasses.replace(note_set.PRESETS[args.set], seed=args.seed)
-      sets[task] = made or note_set.build(config, args.cache_dir)
-    elif task == "key":
-      config = dataclasses.replace(key_set.PRESETS[args.set], seed=args.seed)
-      sets[task] = key_set.build(config, args.cache_dir)
-    else:
-      if not args.data:
-        raise ValueError("--task=custom needs --data=DIR (audio and labels.jsonl)")
-      sets[task] = custom_set.build(args.data, args.clip_seconds)
-    info = sets[task].info
-    size = info.get("num_notes", info.get("num_clips"))
-    took = time.perf_counter() - t0
-    print(f"{task}: {size} clips {info['per_split']}, {info['hours']:.2f} h ({took:.1f} s)")
-  return sets
 
 
 def _backbones(args: argparse.Namespace):
@@ -121,16 +111,32 @@ def _backbones(args: argparse.Namespace):
   return model.backbone, twin.backbone
 
 
+def _normalize(args: argparse.Namespace) -> bool:
+  """--normalize resolved: "auto" reads do_normalize from the --hf folder's
+  preprocessor_config.json (False without one)."""
+  if args.normalize != "auto":
+    return args.normalize == "on"
+  path = os.path.join(args.hf, "preprocessor_config.json") if args.hf else None
+  if path and os.path.exists(path):
+    with open(path) as f:
+      return bool(json.load(f).get("do_normalize", False))
+  return False
+
+
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
-    tasks = _tasks(args.task)
-    sets = _sets(tasks, args)
+    tasks = sets_lib.parse_tasks(args.task)
+    sets = sets_lib.build_sets(
+      tasks, args.set, args.cache_dir, args.seed, data=args.data, clip_seconds=args.clip_seconds
+    )
     backbone, twin = _backbones(args)
+    normalize = _normalize(args)
+    print(f"input normalisation: {'on' if normalize else 'off'} (--normalize={args.normalize})")
     extractors = {
-      "model": features.pooled_layers(backbone, args.batch),
-      "random init": features.pooled_layers(twin, args.batch),
-      "MFCC mean+std": features.mfcc_baseline,
+      "model": features.model_layers(backbone, args.batch, args.dtype, normalize),
+      "random init": features.model_layers(twin, args.batch, args.dtype, normalize),
+      "MFCC": features.mfcc_baseline,
     }
     grid = tuple(float(x) for x in args.learning_rates.split(","))
     cfg = fit.ProbeConfig(seed=args.seed, max_epochs=args.max_epochs, learning_rates=grid)

@@ -8,10 +8,11 @@ r"""Run a sweep of training runs and collect a summary table.
 Locally the runs go one after another in this process, each in ``WORKDIR/<run>``; with ``--tpu``
 each run is started on its own slice through ``launch_tpu.sh`` (named ``<prefix>-<run>``). At the
 end (local runs) ``WORKDIR/summary.json`` and ``WORKDIR/summary.md`` list, per run: parameters,
-final loss terms, clips/s, MFU (when known) and the final step. A sweep is named FILE.py:NAME, or
-STEM:NAME for a file in configs/sweeps/ (model_size:tiny), found from any directory. Every run's
-config is built and checked before the first run starts: a misspelt --set field is one error
-line naming the closest field. The workdir may be in a bucket (gs://BUCKET/PATH, the gcs extra);
+final loss terms, clips/s, MFU (when known) and the final step; with ``--set=probe_every=N`` also
+each run's last in-training probe scores per task and their mean, by which the runs are ranked.
+A sweep is named FILE.py:NAME, or STEM:NAME for a file in configs/sweeps/ (model_size:tiny), found
+from any directory. Every run's config is built and checked before the first run starts: a
+misspelt --set field is one error line naming the closest field. The workdir may be in a bucket (gs://BUCKET/PATH, the gcs extra);
 locally run, one that cannot be written is refused in one line before the first run.
 """
 
@@ -55,8 +56,22 @@ def run_config(
   return config, recipe.model_config_from(config)
 
 
+def rank_by_probe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """With probe scores, the runs ranked by their mean (best first; ``probe_mean``), so a sweep is
+  ordered by what the models learned; without, as they ran."""
+  for r in rows:
+    scores = [v for k, v in r.items() if k.startswith("probe_") and v is not None]
+    if scores:
+      r["probe_mean"] = float(sum(scores) / len(scores))
+  if not any("probe_mean" in r for r in rows):
+    return rows
+  return sorted(rows, key=lambda r: -r.get("probe_mean", float("-inf")))
+
+
 def summarise(rows: list[dict[str, Any]]) -> str:
-  cols = ["run", "params", "step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu"]
+  probes = sorted({k for r in rows for k in r if k.startswith("probe_") and k != "probe_mean"})
+  probes += ["probe_mean"] if probes else []
+  cols = ["run", "params", "step", "loss", "loss_codes", "loss_cqt", *probes, "clips_per_s", "mfu"]
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for r in rows:
     cells = []
@@ -145,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
   rows = []
   for (run, variant, overrides), (config, mcfg) in zip(runs, configs):
     print(f"=== {run} ({variant}, {overrides})", flush=True)
-    last = train(config, os.path.join(args.workdir, run))["metrics"]
+    result = train(config, os.path.join(args.workdir, run))
+    last = result["metrics"]
     params = count_params(abstract_model(mcfg))
     rows.append(
       {
@@ -155,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         **{
           k: last.get(k) for k in ("step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu")
         },
+        # the in-training probe's last scores (config.probe_every): what each model learned
+        **{f"probe_{k}": v for k, v in result["probe"].items() if "_" not in k},
       }
     )
+  rows = rank_by_probe(rows)
   storage.makedirs(args.workdir)
   atomic_write_text(os.path.join(args.workdir, "summary.json"), json.dumps(rows, indent=2))
   table = summarise(rows)

@@ -3,17 +3,23 @@ is ``python -m mert_jax.cli.extract``.
 
 ``hidden_states`` runs the backbone in float32 on one input and returns (num_layers + 1, frames,
 hidden): entry for entry ``transformers.HubertModel(..., output_hidden_states=True).hidden_states``
-(spec §5.5). ``windowed_hidden_states`` runs windows placed so that together they produce exactly
-the whole file's frames (window k starts on a frame boundary and holds n frames of 320 samples plus
-the 80-sample receptive-field tail). Each window is normalised and attended on its own (the
-extractor's GroupNorm, the positional conv and attention see only the window), so features near
-window edges differ from a whole-file pass; memory stays bounded.
+(spec §5.5). ``windowed_hidden_states`` runs equal windows placed so that together they produce
+exactly the whole file's frames (window_starts), several per jitted call. Each window is
+normalised and attended on its own (the extractor's GroupNorm, the positional conv and attention
+see only the window), so features near window edges differ from a whole-file pass; memory stays
+bounded.
+``batched_layers`` is the jitted, batched extractor behind both the windows and the probe
+(mert_jax/probe): chosen layers, time-averaged or per frame, float32 or float16.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from mert_jax.model.conv_extractor import num_frames, receptive_field
 from mert_jax.model.mert import Backbone, check_audio, check_finite
@@ -29,20 +35,102 @@ def hidden_states(backbone: Backbone, audio: np.ndarray) -> np.ndarray:
   return np.stack([np.asarray(h[0], np.float32) for h in out.hidden_states])
 
 
-def windowed_hidden_states(
-  backbone: Backbone, audio: np.ndarray, window_seconds: float
-) -> np.ndarray:
-  """hidden_states over frame-aligned windows, concatenated: the same frame count as one pass."""
-  cfg = backbone.cfg
+def window_starts(num_samples: int, cfg, window_seconds: float) -> tuple[list[int], int]:
+  """Where the windows of a ``num_samples`` file start (in frames), and the frames each holds.
+
+  Every window has the same length, ``n`` frames of ``frame_stride`` samples plus the
+  receptive-field tail, and starts on a frame boundary: window k starts at frame k n, except the
+  last, which ends at the file's last frame (it overlaps the one before; only its new frames are
+  kept). So every window of every file has one shape: batched, and compiled once. A file shorter
+  than one window is one window of its own length."""
   stride, field = cfg.frame_stride, receptive_field(cfg.conv_layers)
-  frames_per_window = max(1, int(window_seconds * cfg.sample_rate - (field - stride)) // stride)
-  total = num_frames(len(audio), cfg.conv_layers)
-  parts = []
-  for first in range(0, total, frames_per_window):
-    n = min(frames_per_window, total - first)
-    start = first * stride
-    end = (
-      len(audio) if first + n == total else start + (n - 1) * stride + field
-    )  # last window: to the end
-    parts.append(hidden_states(backbone, audio[start:end]))
+  n = max(1, int(window_seconds * cfg.sample_rate - (field - stride)) // stride)
+  total = num_frames(num_samples, cfg.conv_layers)
+  if total <= n:
+    return [0], total
+  starts = list(range(0, total - n, n)) + [total - n]
+  return starts, n
+
+
+def windowed_hidden_states(
+  backbone: Backbone,
+  audio: np.ndarray,
+  window_seconds: float,
+  extract: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+  """hidden_states over frame-aligned windows of equal length (window_starts), several windows
+  per jitted call: the same frame count as one pass, (layers, T, D). ``extract``: a
+  ``batched_layers(backbone, pool="none", ...)`` made once for many files (its compiled program
+  is reused); default: every layer, float32."""
+  cfg = backbone.cfg
+  audio = np.asarray(audio, np.float32)
+  check_audio(audio[None], cfg)
+  check_finite(audio[None])
+  starts, n = window_starts(len(audio), cfg, window_seconds)
+  field, stride = receptive_field(cfg.conv_layers), cfg.frame_stride
+  if len(starts) == 1:
+    windows = audio[None]
+  else:
+    length = (n - 1) * stride + field
+    windows = np.stack([audio[s * stride : s * stride + length] for s in starts])
+  extract = extract or batched_layers(backbone, pool="none")
+  feats = extract(windows)  # (W, layers, n, D)
+  parts = [feats[0]]
+  for k in range(1, len(starts)):
+    new = starts[k] + n - (starts[k - 1] + n)  # frames not in the previous window
+    parts.append(feats[k][:, n - new :])
   return np.concatenate(parts, axis=1)
+
+
+POOLS = ("mean", "none")  # time-average each clip's frames, or keep them
+
+
+def batched_layers(
+  backbone: Backbone,
+  *,
+  layers: tuple[int, ...] | None = None,
+  pool: str = "mean",
+  dtype: str = "float32",
+  batch_size: int = 8,
+) -> Callable[[np.ndarray], np.ndarray]:
+  """A function (N, samples) equal-length clips -> the hidden states of ``layers`` (indices into
+  0..num_layers, HF's order; None: all), time-averaged (``pool="mean"``: (N, len(layers), D)) or
+  per frame (``pool="none"``: (N, len(layers), T, D)), as ``dtype``. One jitted call per
+  ``batch_size`` clips (float32 compute; the cast and the pooling happen on the device).
+
+  Clips are never padded: a batch holds clips of one length, and the last batch is filled with
+  silent clips whose outputs are dropped. So a clip's features do not depend on its batch: the
+  extractor's GroupNorm normalises each clip over its own frames and attention sees only its own
+  frames (tests/model/test_features.py checks a batch against one clip at a time). Padding a short
+  clip with zeros would change both."""
+  if pool not in POOLS:
+    raise ValueError(f"pool={pool!r}: choose one of {', '.join(POOLS)}")
+  depth = backbone.cfg.num_layers + 1
+  chosen = tuple(range(depth)) if layers is None else tuple(layers)
+  bad = [i for i in chosen if not 0 <= i < depth]
+  if bad or not chosen:
+    raise ValueError(f"layers={list(chosen)}: choose among 0..{depth - 1} (0: the CNN projection)")
+  out_dtype = jnp.dtype(dtype)
+  graphdef = nnx.graphdef(backbone)
+
+  @jax.jit
+  def run(state: nnx.State, audio: jax.Array) -> jax.Array:
+    out = nnx.merge(graphdef, state)(audio, output_hidden_states=True)
+    hs = jnp.stack([out.hidden_states[i].astype(jnp.float32) for i in chosen], axis=1)
+    return (hs.mean(axis=2) if pool == "mean" else hs).astype(out_dtype)
+
+  def extract(clips: np.ndarray) -> np.ndarray:
+    clips = np.asarray(clips, np.float32)
+    check_audio(clips, backbone.cfg)
+    state = nnx.state(backbone)  # the module's weights now (the in-training probe updates them)
+    parts = []
+    with jax.default_matmul_precision("highest"):
+      for start in range(0, len(clips), batch_size):
+        batch = clips[start : start + batch_size]
+        fill = np.zeros((batch_size - len(batch), clips.shape[1]), np.float32)
+        parts.append(
+          np.asarray(run(state, jnp.asarray(np.concatenate([batch, fill]))))[: len(batch)]
+        )
+    return np.concatenate(parts)
+
+  return extract

@@ -1,60 +1,70 @@
-"""Clip-level features for probing: every layer's hidden states time-averaged over the clip, from
-one jitted call per batch of clips; and the handcrafted baseline (time-averaged MFCCs).
+"""Features for probing, per extractor: ``(clips, pool) -> features``, with ``pool="mean"`` for
+clip-level tasks, (N, layers, D), and ``pool="none"`` for frame-level ones (beat),
+(N, layers, T, D) on the model's 75 Hz frame grid.
 
-Clips of one call have one length (a probe set's clips do), so no clip is padded: the extractor's
-GroupNorm normalises each clip over its own frames, and attention sees only its own frames, so a
-clip's features do not depend on the batch (the tests check a batch against one clip at a time).
-The last batch is filled with silent clips whose outputs are dropped, which keeps one compiled
-shape.
+The model's layers come from mert_jax.model.features.batched_layers (jitted, several clips per
+call, no padding: the same extractor as ``python -m mert_jax.cli.extract``). The handcrafted
+baseline is librosa's MFCCs: mean and standard deviation over the clip, or per frame with their
+deltas.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from data_pipeline.audio_format import SAMPLE_RATE
-from mert_jax.model.mert import Backbone, check_audio
+from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from mert_jax.config import MERT_CONV_LAYERS
+from mert_jax.model.conv_extractor import num_frames
+from mert_jax.model.features import batched_layers
+from mert_jax.model.mert import Backbone
 
-FeatureFn = Callable[[np.ndarray], np.ndarray]  # (N, samples) float32 -> (N, layers, D) float32
-
-
-def pooled_layers(backbone: Backbone, batch_size: int = 8) -> FeatureFn:
-  """A function (N, samples) -> (N, num_layers + 1, hidden): each layer's hidden states (HF
-  semantics: 0 is the feature projection) averaged over the clip's frames, float32."""
-  graphdef, state = nnx.split(backbone)
-
-  @jax.jit
-  def run(state: nnx.State, audio: jax.Array) -> jax.Array:
-    out = nnx.merge(graphdef, state)(audio, output_hidden_states=True)
-    return jnp.stack([h.astype(jnp.float32).mean(axis=1) for h in out.hidden_states], axis=1)
-
-  def features(clips: np.ndarray) -> np.ndarray:
-    clips = np.asarray(clips, np.float32)
-    check_audio(clips, backbone.cfg)
-    parts = []
-    for start in range(0, len(clips), batch_size):
-      batch = clips[start : start + batch_size]
-      filled = np.concatenate(
-        [batch, np.zeros((batch_size - len(batch), clips.shape[1]), np.float32)]
-      )
-      parts.append(np.asarray(run(state, jnp.asarray(filled)))[: len(batch)])
-    return np.concatenate(parts)
-
-  return features
+# (N, samples) float32 clips, pool ("mean" | "none") -> (N, layers, [T,] D)
+Extractor = Callable[[np.ndarray, str], np.ndarray]
+N_MFCC = 20  # MFCC coefficients of the baseline
+MFCC_FFT = 1024  # its analysis window (samples at 24 kHz, 43 ms)
 
 
-def mfcc_baseline(clips: np.ndarray, n_mfcc: int = 20) -> np.ndarray:
-  """The handcrafted baseline: (N, samples) -> (N, 1, 2 n_mfcc), the mean and standard deviation
-  over time of librosa's MFCCs (one "layer")."""
+# Wav2Vec2FeatureExtractor's zero_mean_unit_var_norm adds this to the variance.
+NORMALIZE_EPS = 1e-7
+
+
+def normalize_clips(clips: np.ndarray) -> np.ndarray:
+  """Each clip to zero mean and unit variance, as a Hugging Face processor with
+  ``do_normalize: true`` does ((x - mean) / sqrt(var + 1e-7))."""
+  clips = np.asarray(clips, np.float32)
+  mean = clips.mean(axis=-1, keepdims=True)
+  var = clips.var(axis=-1, keepdims=True)
+  return (clips - mean) / np.sqrt(var + NORMALIZE_EPS)
+
+
+def model_layers(
+  backbone: Backbone, batch_size: int = 8, dtype: str = "float32", normalize: bool = False
+) -> Extractor:
+  """Every layer of ``backbone`` (HF order: 0 is the feature projection), pooled or per frame;
+  ``normalize``: each clip normalised first (MARBLE's ``processor_normalize``)."""
+  fns = {
+    pool: batched_layers(backbone, pool=pool, dtype=dtype, batch_size=batch_size)
+    for pool in ("mean", "none")
+  }
+  return lambda clips, pool: fns[pool](normalize_clips(clips) if normalize else clips)
+
+
+def mfcc_baseline(clips: np.ndarray, pool: str = "mean") -> np.ndarray:
+  """The handcrafted baseline, one "layer": for ``pool="mean"`` (N, 1, 2 N_MFCC), the mean and
+  standard deviation over time of librosa's MFCCs; for ``pool="none"`` (N, 1, T, 2 N_MFCC), each
+  model frame's MFCCs and their deltas (librosa frames every 320 samples, centred 8 ms before the
+  model's frames)."""
   import librosa  # pylint: disable=g-import-not-at-top
 
   rows = []
   for x in np.asarray(clips, np.float32):
-    m = librosa.feature.mfcc(y=x, sr=SAMPLE_RATE, n_mfcc=n_mfcc)
-    rows.append(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
+    m = librosa.feature.mfcc(y=x, sr=SAMPLE_RATE, n_mfcc=N_MFCC, n_fft=MFCC_FFT, hop_length=HOP)
+    if pool == "mean":
+      rows.append(np.concatenate([m.mean(axis=1), m.std(axis=1)]))
+    else:
+      frames = num_frames(len(x), MERT_CONV_LAYERS)
+      both = np.concatenate([m, librosa.feature.delta(m)])[:, :frames]
+      rows.append(both.T)
   return np.stack(rows).astype(np.float32)[:, None]

@@ -47,7 +47,8 @@ class ProbeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """Features (N, L + 1, D) float32 and integer labels (N,) of one split."""
+  """Features (N, L + 1, D), or (N, L + 1, T, D) for a frame-level task, float32 or float16, and
+  integer labels (N,) or (N, T) of one split."""
 
   features: np.ndarray
   labels: np.ndarray
@@ -65,8 +66,9 @@ def _train_step(dropout: float, optimizer: optax.GradientTransformation = OPTIMI
 
   def loss_fn(params, x, y, weight, layer, key):
     logits = head_lib.head_logits(params, x, layer, dropout, key)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(ce * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)  # (B,) or (B, T) per frame
+    w = weight.reshape(weight.shape + (1,) * (ce.ndim - 1)) * jnp.ones_like(ce)
+    return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
 
   @jax.jit
   def step(params, opt_state, x, y, weight, layer, key):
@@ -83,7 +85,7 @@ def _eval_logits(params: head_lib.Params, feats: jax.Array, layer: jax.Array) ->
 
 
 def predict(params: head_lib.Params, feats: np.ndarray, layer: int) -> np.ndarray:
-  """Predicted class per example (no dropout)."""
+  """Predicted class per example, or per frame of frame-level features (no dropout)."""
   return np.asarray(jnp.argmax(_eval_logits(params, feats, jnp.int32(layer)), axis=-1))
 
 
@@ -93,7 +95,8 @@ def fit_head(
 ) -> dict[str, Any]:  # fmt: skip
   """Train one head at learning rate ``lr`` on ``layer`` (or head.WEIGHTED); returns the best
   validation metric, the test metric at that point, the epoch, and the final learning rate."""
-  n, layers_plus_one, dim = train.features.shape
+  shape = train.features.shape  # (N, L + 1, [T,] D)
+  n, layers_plus_one, dim = shape[0], shape[1], shape[-1]
   key = jax.random.key(cfg.seed)
   key, init_key = jax.random.split(key)
   params = head_lib.init_head(init_key, dim, classes, layers_plus_one - 1, cfg.hidden)

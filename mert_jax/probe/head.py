@@ -2,9 +2,11 @@
 frozen features.
 
 Features are one vector per layer per example: ``(N, L + 1, D)``, layer 0 the CNN front end's
-projection and 1..L the transformer layers, each time-averaged over the clip. The head reads one
-layer, or a learnable softmax-weighted sum of layers 1..L, then Linear(D -> 512) -> ReLU ->
-Dropout(0.2) -> Linear(512 -> classes). Pure functions over a parameter dict; ``fit.py`` trains it.
+projection and 1..L the transformer layers, each time-averaged over the clip; or, for frame-level
+tasks (beat), one per layer per frame: ``(N, L + 1, T, D)``, and the head classifies each frame.
+The head reads one layer, or a learnable softmax-weighted sum of layers 1..L, then
+Linear(D -> 512) -> ReLU -> Dropout(0.2) -> Linear(512 -> classes). Pure functions over a
+parameter dict; ``fit.py`` trains it.
 """
 
 from __future__ import annotations
@@ -38,18 +40,19 @@ def init_head(key: jax.Array, dim: int, classes: int, num_layers: int, hidden: i
 
 
 def select_layer(params: Params, feats: jax.Array, layer: int | jax.Array) -> jax.Array:
-  """(N, L + 1, D) -> (N, D): layer ``layer``, or with WEIGHTED the softmax(layer_logits)-weighted
-  sum of layers 1..L. ``layer`` may be traced: one compiled program serves every layer."""
+  """(N, L + 1, [T,] D) -> (N, [T,] D): layer ``layer``, or with WEIGHTED the
+  softmax(layer_logits)-weighted sum of layers 1..L. ``layer`` may be traced: one compiled program
+  serves every layer. Stored features may be float16; the sum is float32."""
   soft = jnp.concatenate([jnp.zeros((1,)), jax.nn.softmax(params["layer_logits"])])
   one_hot = jax.nn.one_hot(layer, feats.shape[1])
   mix = jnp.where(jnp.asarray(layer) == WEIGHTED, soft, one_hot)
-  return jnp.einsum("l,nld->nd", mix, feats)
+  return jnp.einsum("l,nl...d->n...d", mix, feats.astype(jnp.float32))
 
 
 def head_logits(
   params: Params, feats: jax.Array, layer: int | jax.Array, dropout: float, key: jax.Array | None
 ) -> jax.Array:
-  """(N, L + 1, D) features -> (N, classes) logits; dropout only when ``key`` is given
+  """(N, L + 1, [T,] D) features -> (N, [T,] classes) logits; dropout only when ``key`` is given
   (training)."""
   h = jax.nn.relu(select_layer(params, feats, layer) @ params["w1"] + params["b1"])
   if key is not None and dropout > 0:

@@ -1,4 +1,4 @@
-"""Probing a feature extractor on the note set's tasks: every layer and the weighted sum, each with
+"""Probing feature extractors on the probe sets' tasks: every layer and the weighted sum, each with
 its learning-rate grid (fit.py), and the table, JSON and picture of the results."""
 
 from __future__ import annotations
@@ -11,23 +11,25 @@ import numpy as np
 
 from data_pipeline.records import from_int16
 from mert_jax.probe import fit, head, metrics, note_set
-from mert_jax.probe.features import FeatureFn
+from mert_jax.probe.features import Extractor
 
-TASKS = ("pitch", "instrument", "key", "custom")  # the tasks built so far (beat: not yet)
 METRICS = {
   "pitch": ("accuracy", metrics.accuracy),
   "instrument": ("accuracy", metrics.accuracy),
   "key": ("MIREX weighted key score", metrics.key_weighted_score),
+  "beat": ("beat F-measure (70 ms)", metrics.beat_f_measure),
   "custom": ("accuracy", metrics.accuracy),
 }
+FRAME_TASKS = ("beat",)  # probed on per-frame features; the others on clip averages
 
 
 def chance(labels: np.ndarray, split: np.ndarray, metric: metrics.Metric) -> float:
-  """The test metric of always answering the most frequent training class."""
+  """The test metric of always answering the most frequent training class (for beat: never a
+  beat, F = 0)."""
   train, test = labels[split == 0], labels[split == 2]
   if not len(test):
     return float("nan")
-  majority = np.bincount(train).argmax() if len(train) else 0
+  majority = np.bincount(train.ravel()).argmax() if train.size else 0
   return float(metric(test, np.full_like(test, majority)))
 
 
@@ -49,7 +51,7 @@ def probe_features(
   results = {}
   for task in tasks:
     if task not in METRICS:
-      raise ValueError(f"unknown probe task {task!r}; choose from {', '.join(TASKS)}")
+      raise ValueError(f"unknown probe task {task!r}; choose from {', '.join(METRICS)}")
     labels, classes = notes.labels(task)
     train, valid, test = _splits(feats, labels, notes.split)
     name, metric = METRICS[task]
@@ -77,19 +79,24 @@ def probe_features(
 
 
 def probe(
-  features: dict[str, FeatureFn], sets: dict[str, Any], cfg: fit.ProbeConfig
+  features: dict[str, Extractor], sets: dict[str, Any], cfg: fit.ProbeConfig
 ) -> dict[str, Any]:
   """Each named feature extractor (the model, its random-init twin, the handcrafted baseline) on
   every task of ``sets`` (task -> its probe set: audio, split, labels(task), info), with the
   sets' descriptions; a set's clips go through each extractor once."""
   results: dict[str, dict[str, Any]] = {name: {} for name in features}
-  groups: dict[int, tuple[Any, list[str]]] = {}
+  groups: dict[tuple[int, str], tuple[Any, list[str]]] = {}
   for task, probe_set in sets.items():
-    groups.setdefault(id(probe_set), (probe_set, []))[1].append(task)
-  for probe_set, tasks in groups.values():
+    pool = "none" if task in FRAME_TASKS else "mean"
+    groups.setdefault((id(probe_set), pool), (probe_set, []))[1].append(task)
+  for (_, pool), (probe_set, tasks) in groups.items():
     clips = from_int16(probe_set.audio)
     for name, fn in features.items():
-      results[name].update(probe_features(fn(clips), probe_set, tuple(tasks), cfg))
+      results[name].update(probe_features(fn(clips, pool), probe_set, tuple(tasks), cfg))
+  for name in results:
+    for task, probe_set in sets.items():  # what a reader needs to reproduce each number
+      results[name][task]["seed"] = cfg.seed
+      results[name][task]["data_sha256"] = probe_set.info["data_sha256"]
   return {
     "sets": {task: probe_set.info for task, probe_set in sets.items()},
     "probe_config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},

@@ -175,6 +175,13 @@ def eval_line(step: int, total: int, scores: dict[str, Any], seconds: float) -> 
   )
 
 
+def probe_line(step: int, total: int, scores: dict[str, Any], seconds: float) -> str:
+  """``probe 20/30  pitch 0.412  instrument 0.380  |  12.0 s``: each task's weighted-sum test
+  metric (mert_jax/train/probing.py)."""
+  tasks = [f"{k} {v:.3f}" for k, v in scores.items() if "_" not in k]
+  return "  ".join([f"probe {_step_field(step, total)}", *tasks]) + f"  |  {seconds:.1f} s"
+
+
 # ############################################################ throughput
 
 

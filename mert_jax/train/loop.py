@@ -3,9 +3,10 @@ mert_jax/cli/train.py).
 
 ``train(config, workdir)`` reads top to bottom in data-flow order: workdir and logging -> step
 functions and sharded state (state.py) -> input (input.py) -> restore (checkpoints.py) -> the loop:
-step, log, evaluate, checkpoint, stop on preemption. Re-running the same call resumes from the
-workdir's newest checkpoint that verifies (checkpoints.py), or from ``restore_step``. Process 0
-prints a start-up summary, the compile time and a line per logged step and evaluation (console.py).
+step, log, evaluate, probe (probing.py), checkpoint, stop on preemption. Re-running the same call
+resumes from the workdir's newest checkpoint that verifies (checkpoints.py), or from
+``restore_step``. Process 0 prints a start-up summary, the compile time and a line per logged step,
+evaluation and probe (console.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mert_jax.train import (
   evaluate,
   init_from,
   loop_config,
+  probing,
 )
 from mert_jax.train import (
   input as input_lib,
@@ -54,9 +56,10 @@ def train(
   *,
   clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-  """Runs (or resumes) training; returns {"metrics": last logged metrics, "state": final train
-  state, "train_step_compiles": how many times the step was compiled (1; 0 when the run had
-  nothing to do)}. What the run holds (the workdir's lock) is released when it returns or
+  """Runs (or resumes) training; returns {"metrics": last logged metrics, "probe": the last
+  in-training probe's scores ({} without one), "state": final train state,
+  "train_step_compiles": how many times the step was compiled (1; 0 when the run had nothing to
+  do)}. What the run holds (the workdir's lock) is released when it returns or
   raises. ``clock``: seconds, for the compile time and the throughput (tests pass a fake one)."""
   loop_config.check(config)  # one-line ConfigError before anything is written, built or compiled
   with contextlib.ExitStack() as stack:
@@ -124,6 +127,9 @@ def _train(
       setup, data_dir, manifest, rcfg, clips=config.eval_picture_clips
     )
 
+  # The in-training probe's sets, rendered (or read from their cache) once, before the compile.
+  probe = probing.TrainingProbe(config, workdir, mcfg) if config.get("probe_every") else None
+
   # ############################################################ state: restore or initialise
   ckpts = checkpoints.RunCheckpoints(
     workdir, keep_last=config.keep_last, keep_every=config.keep_every, model_config=mcfg
@@ -157,7 +163,7 @@ def _train(
       print(f"the run is already at step {step} (total_steps={config.total_steps})", flush=True)
     ckpts.close()
     writer.close()
-    return {"metrics": {}, "state": state, "train_step_compiles": 0}
+    return {"metrics": {}, "probe": {}, "state": state, "train_step_compiles": 0}
   writer.resume(step)  # the steps after `step` are replayed: their old metric rows go
   if process == 0:
     start_at = console.start_point(start, init_source)
@@ -183,13 +189,13 @@ def _train(
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
     ckpts.close()
     writer.close()
-    return {"metrics": {}, "state": state, "train_step_compiles": compiles}
+    return {"metrics": {}, "probe": {}, "state": state, "train_step_compiles": compiles}
 
   # ############################################################ loop
   flops_per_step = train_flops_per_clip(mcfg, config.crop_samples) * config.batch_size
   peak = peak_flops_per_device(setup.devices[0])
   peak = peak * len(setup.devices) if peak else None
-  pace, last = console.Pace(step, config.total_steps, clock=clock), {}
+  pace, last, last_probe = console.Pace(step, config.total_steps, clock=clock), {}, {}
   while step < config.total_steps:
     local = next(batches)
     check_label_values(local["labels"], mcfg)
@@ -242,6 +248,14 @@ def _train(
         if process == 0:
           print(console.eval_line(step, config.total_steps, scores, seconds), flush=True)
 
+    if probe is not None and (step % config.probe_every == 0 or is_last):
+      jax.block_until_ready(metrics)  # as for evaluations: the probe's time is not training's
+      with pace.paused():
+        last_probe, seconds = probe(state["params"])
+        writer.write(step, last_probe, run="probe")
+      if process == 0:
+        print(console.probe_line(step, config.total_steps, last_probe, seconds), flush=True)
+
     stop = preempted.agreed(step, config.preemption_check_every)
     if step % config.checkpoint_every == 0 or is_last or stop:
       jax.block_until_ready(metrics)  # as above: saving waits for the state
@@ -258,7 +272,7 @@ def _train(
   compiles += setup.train_step._cache_size()  # pylint: disable=protected-access
   if compiles > 1:
     logging.warning("the train step was compiled %d times; expected once", compiles)
-  return {"metrics": last, "state": state, "train_step_compiles": compiles}
+  return {"metrics": last, "probe": last_probe, "state": state, "train_step_compiles": compiles}
 
 
 def compile_train_step(

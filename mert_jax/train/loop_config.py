@@ -18,6 +18,9 @@ FIELDS = {
   "keep_last": (1, "checkpoints kept"),
   "keep_every": (0, "step multiple whose checkpoints are kept (0 = none)"),
   "max_nonfinite_steps": (1, "consecutive non-finite steps before stopping"),
+  "probe_every": (0, "steps between in-training probes (0 = never)"),
+  "probe_max_epochs": (1, "probe head epochs per learning rate"),
+  "probe_batch": (1, "clips per probe feature call"),
 }
 OPTIONAL = {"restore_step": (0, "the checkpoint to resume from")}  # unset: None
 
@@ -36,3 +39,22 @@ def check(config: ml_collections.ConfigDict) -> None:
       continue
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       raise ConfigError(f"{name}={value!r}: must be an integer >= {low} ({what})")
+  if config.get("probe_every"):
+    _check_probe(config)
+
+
+def _check_probe(config: ml_collections.ConfigDict) -> None:
+  """The in-training probe's names: known tasks (not custom, which needs a folder), a set size,
+  a non-empty learning-rate list."""
+  from mert_jax.probe import sets  # pylint: disable=g-import-not-at-top
+
+  try:
+    tasks = sets.parse_tasks(config.probe_tasks, "probe_tasks")
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  if "custom" in tasks:
+    raise ConfigError("probe_tasks: custom is for the probe command (it needs --data)")
+  if config.probe_set not in sets.SIZES:
+    raise ConfigError(f"probe_set={config.probe_set!r}: choose one of {', '.join(sets.SIZES)}")
+  if not list(config.probe_learning_rates):
+    raise ConfigError("probe_learning_rates: give at least one learning rate")

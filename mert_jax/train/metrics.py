@@ -20,7 +20,11 @@ from data_pipeline.atomic import atomic_write_text
 
 METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
 RUNS = ("train", "eval")  # TensorBoard runs: WORKDIR/tb/train, WORKDIR/tb/eval
-JSONL_PREFIX = {"train": "", "eval": "eval_"}  # metrics.jsonl keys of each run's rows
+JSONL_PREFIX = {
+  "train": "",
+  "eval": "eval_",
+  "probe": "probe_",
+}  # metrics.jsonl keys of each run's rows
 _WRITERS_OPENED = itertools.count()  # makes each event file's name unique (see tensorboard())
 
 # Dense bf16 peak FLOP/s per chip, by jax.Device.device_kind (vendor figures; an H100 SXM's measured

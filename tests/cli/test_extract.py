@@ -70,7 +70,7 @@ def test_hf_folder_features_equal_checkpoint_features(
   out = tmp_path / "f.npy"
   capsys.readouterr()
   assert extract_cli.main([f"--hf={hf_dir}", f"--audio={short_music_file}", f"--output={out}"]) == 0
-  wrote = f"wrote {out}: {features.shape} (layers+1, frames, hidden) float32"
+  wrote = f"wrote {out}: {features.shape} (layers, frames, hidden) float32"
   assert wrote in capsys.readouterr().out
   np.testing.assert_allclose(np.load(out), features, atol=1e-6)
 

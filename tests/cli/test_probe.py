@@ -22,13 +22,13 @@ def test_checkpoint_probed_against_random_weights_and_mfcc(trained_workdir, cach
   argv = [f"--checkpoint={trained_workdir[0]}", f"--output={out}", f"--cache-dir={cache}", *QUICK]
   assert probe_cli.main(argv) == 0
   report = json.loads((out / "results.json").read_text())
-  assert set(report["results"]) == {"model", "random init", "MFCC mean+std"}
+  assert set(report["results"]) == {"model", "random init", "MFCC"}
   for task in ("pitch", "instrument"):
     model = report["results"]["model"][task]
     assert set(model["layers"]) == {"0", "1", "2"} and model["weighted"] is not None
     assert 0.0 <= model["best_layer_test"] <= 1.0 and model["best_layer"] in (0, 1, 2)
     assert len(model["runs"]["weighted"]["layer_weights"]) == 2
-    assert list(report["results"]["MFCC mean+std"][task]["layers"]) == ["0"]
+    assert list(report["results"]["MFCC"][task]["layers"]) == ["0"]
   assert report["results"]["model"]["instrument"]["chance"] == pytest.approx(1 / 3)
   assert report["sets"]["pitch"]["num_notes"] == 27
   assert len(report["sets"]["instrument"]["data_sha256"]) == 64
@@ -57,7 +57,7 @@ def test_an_unknown_task_is_one_line(cache, tmp_path, capsys):
   assert probe_cli.main(argv) == 1
   err = capsys.readouterr().err
   assert err == (
-    "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument, key, custom\n"
+    "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument, key, beat, custom\n"
   )
 
 
