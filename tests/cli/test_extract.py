@@ -95,6 +95,34 @@ def test_folder_of_a_training_workdir_in_windows(
   assert "skipped" not in capsys.readouterr().err
 
 
+def test_layers_pool_and_dtype(
+  features: np.ndarray, tiny_checkpoint: str, short_music_file: str, tmp_path, capsys
+) -> None:
+  """--layers/--pool/--dtype select, average and store; windows batched through one program give
+  the whole-file frame count; a bad --layers is one line."""
+  base = [f"--checkpoint={tiny_checkpoint}", f"--audio={short_music_file}"]
+  out = tmp_path / "pooled.npy"
+  argv = [*base, f"--output={out}", "--layers=0,2", "--pool=mean", "--dtype=float16"]
+  assert extract_cli.main(argv) == 0
+  pooled = np.load(out)
+  assert pooled.dtype == np.float16 and pooled.shape == (2, 32)
+  np.testing.assert_allclose(pooled, features[[0, 2]].mean(axis=1), atol=2e-3)
+  windowed = tmp_path / "windowed.npy"
+  argv = [*base, f"--output={windowed}", "--window-seconds=1", "--batch=2", "--layers=2"]
+  assert extract_cli.main(argv) == 0
+  got = np.load(windowed)
+  assert got.shape == (1, 299, 32)
+  every = tmp_path / "every.npy"
+  assert extract_cli.main([*base, f"--output={every}", "--window-seconds=1"]) == 0
+  np.testing.assert_allclose(got[0], np.load(every)[2], atol=1e-6)  # the layer chosen in windows
+  capsys.readouterr()
+  assert extract_cli.main([*base, f"--output={out}", "--layers=1,7"]) == 1
+  assert capsys.readouterr().err == (
+    "error: --layers=1,7: comma-separated indices among 0..2 (0: the CNN projection, i: "
+    "transformer layer i)\n"
+  )
+
+
 def test_folder_skips_bad_files_and_exits_3(
   tiny_checkpoint: str, music: np.ndarray, tmp_path, capsys
 ) -> None:

@@ -87,3 +87,42 @@ def test_custom_task_on_a_folder_built_here(cache, tmp_path, capsys):
   report = json.loads((out / "results.json").read_text())
   assert report["sets"]["custom"]["classes"] == ["busy", "calm"]
   assert set(report["results"]["model"]["custom"]["layers"]) == {"0", "1", "2"}
+
+
+def test_beat_task_frame_level_end_to_end(cache, tmp_path):
+  out = tmp_path / "beat"
+  argv = ["--random-init=tiny", f"--output={out}", f"--cache-dir={cache}", "--task=beat"]
+  argv += ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--dtype=float16"]
+  assert probe_cli.main(argv) == 0
+  report = json.loads((out / "results.json").read_text())
+  beat = report["results"]["model"]["beat"]
+  assert beat["metric"] == "beat F-measure (70 ms)" and beat["classes"] == 2
+  assert beat["chance"] == 0.0  # the majority frame class is "no beat"
+  assert set(beat["layers"]) == {"0", "1", "2"} and 0.0 <= beat["weighted"] <= 1.0
+  assert list(report["results"]["MFCC"]["beat"]["layers"]) == ["0"]
+  assert beat["seed"] == 0 and beat["data_sha256"] == report["sets"]["beat"]["data_sha256"]
+
+
+def test_normalize_follows_the_hf_preprocessor_config(tmp_path):
+  """--normalize=auto reads do_normalize from the --hf folder's preprocessor_config.json."""
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  args = probe_cli.build_parser().parse_args(
+    [f"--hf={hf}", "--task=pitch", f"--output={tmp_path}"]
+  )
+  assert probe_cli._normalize(args) is False  # no preprocessor config
+  (hf / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
+  assert probe_cli._normalize(args) is True
+  args.normalize = "off"
+  assert probe_cli._normalize(args) is False
+
+
+def test_normalized_clips_are_zero_mean_unit_variance(music):
+  import numpy as np
+
+  from mert_jax.probe import features
+
+  clips = np.stack([0.1 * music[:24000], 3.0 * music[24000:48000] + 0.2])
+  out = features.normalize_clips(clips)
+  np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(out.std(axis=1), 1.0, atol=1e-3)

@@ -7,7 +7,12 @@ import pytest
 
 from mert_jax.config import model_config
 from mert_jax.model.conv_extractor import num_frames
-from mert_jax.model.features import hidden_states, windowed_hidden_states
+from mert_jax.model.features import (
+  batched_layers,
+  hidden_states,
+  window_starts,
+  windowed_hidden_states,
+)
 from mert_jax.model.mert import create_model
 
 
@@ -50,12 +55,68 @@ def test_window_is_hidden_states_of_its_samples(backbone, music: np.ndarray) -> 
   feats = windowed_hidden_states(backbone, audio, 1.5)
   per_window = (int(1.5 * 24000) - 80) // 320  # 112 frames of 320 samples + 80
   second = hidden_states(backbone, audio[per_window * 320 : 2 * per_window * 320 + 80])
-  np.testing.assert_array_equal(feats[:, per_window : 2 * per_window], second)
+  # jitted windows against an eager pass: equal up to float rounding
+  np.testing.assert_allclose(feats[:, per_window : 2 * per_window], second, atol=1e-5)
 
 
 def test_a_window_longer_than_the_clip_is_the_whole_file_computation(
   backbone, music: np.ndarray
 ) -> None:
-  np.testing.assert_array_equal(
-    windowed_hidden_states(backbone, music[:30000], 10.0), hidden_states(backbone, music[:30000])
+  np.testing.assert_allclose(
+    windowed_hidden_states(backbone, music[:30000], 10.0),
+    hidden_states(backbone, music[:30000]),
+    atol=1e-5,
   )
+
+
+def test_the_last_window_ends_at_the_file_end_and_keeps_only_new_frames(backbone, music):
+  """Every window has one length; the last overlaps the one before and contributes its own last
+  frames: those equal hidden_states of its samples."""
+  cfg = backbone.cfg
+  audio = music[: 2 * 24000 + 777]
+  starts, n = window_starts(len(audio), cfg, 1.5)
+  total = num_frames(len(audio), cfg.conv_layers)
+  assert starts == [0, total - n] and n == 112
+  feats = windowed_hidden_states(backbone, audio, 1.5)
+  last = hidden_states(backbone, audio[starts[-1] * 320 : starts[-1] * 320 + (n - 1) * 320 + 400])
+  new = total - n  # frames after the first window
+  np.testing.assert_allclose(feats[:, n:], last[:, n - new :], rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_equals_one_clip_at_a_time_and_padding_would_not(backbone, music):
+  """batched_layers: a clip's features do not depend on its batch (no padding: one length per
+  batch, filler clips dropped), pooled or per frame. A clip padded with zeros to a longer length,
+  which this project never does, changes its features (GroupNorm and attention see the zeros)."""
+  clips = np.stack([music[i * 9000 : i * 9000 + 9000] for i in range(3)])
+  per_frame = batched_layers(backbone, pool="none", batch_size=2)(clips)  # batches of 2 and 1+1
+  assert per_frame.shape == (3, 3, num_frames(9000, backbone.cfg.conv_layers), 32)
+  for i in range(3):
+    np.testing.assert_allclose(per_frame[i], hidden_states(backbone, clips[i]), atol=2e-5)
+  pooled = batched_layers(backbone, layers=(0, 2), dtype="float16", batch_size=4)(clips)
+  assert pooled.shape == (3, 2, 32) and pooled.dtype == np.float16
+  np.testing.assert_allclose(pooled, per_frame[:, (0, 2)].mean(axis=2), atol=2e-3)
+  padded = np.pad(clips[0], (0, 4500))
+  frames = per_frame.shape[2]
+  moved = hidden_states(backbone, padded)[:, :frames]
+  assert np.max(np.abs(moved - per_frame[0])) > 1e-2
+
+
+def test_batched_layers_refuses_bad_options(backbone):
+  with pytest.raises(ValueError, match=r"layers=\[5\]: choose among 0..2"):
+    batched_layers(backbone, layers=(5,))
+  with pytest.raises(ValueError, match="pool='max': choose one of mean, none"):
+    batched_layers(backbone, pool="max")
+
+
+def test_extraction_reads_the_module_weights_at_each_call(backbone, music):
+  """The in-training probe updates a model in place and calls the same extractor."""
+  from flax import nnx
+
+  model = create_model(model_config("tiny", dtype="float32"), seed=3).backbone
+  extract = batched_layers(model, batch_size=1)
+  before = extract(music[None, :9000])
+  nnx.update(model, nnx.state(backbone))
+  np.testing.assert_allclose(
+    extract(music[None, :9000]), batched_layers(backbone, batch_size=1)(music[None, :9000])
+  )
+  assert not np.allclose(before, extract(music[None, :9000]))

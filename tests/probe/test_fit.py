@@ -92,3 +92,33 @@ def test_chance_is_the_majority_training_class_under_the_task_metric():
   # Test keys G major (answering C, a fourth above G: 0 in MIREX, which credits only the fifth
   # above), C major (1), C minor (parallel: 0.2).
   assert run.chance(labels, split, metrics.key_weighted_score) == pytest.approx((0 + 1 + 0.2) / 3)
+
+
+ONE_RATE = dataclasses.replace(FAST, learning_rates=(1e-2,))
+
+
+def test_a_frame_level_head_finds_the_beats_in_the_informative_layer():
+  """Frame-level features (N, L + 1, T, D) with the beat frames marked in layer 2 only: the head
+  classifies each frame, and the beat F-measure on layer 2 beats layer 1's, which is noise."""
+  from mert_jax.probe import beat_set
+
+  rng = np.random.default_rng(4)
+  direction = rng.standard_normal(8).astype(np.float32)
+  out = []
+  for clips in (24, 6, 6):
+    labels = np.stack(
+      [
+        beat_set.frame_labels(np.arange(rng.uniform(0, 0.6), 4.0, 0.6), 300, 75.0, 0.0)
+        for _ in range(clips)
+      ]
+    )
+    x = rng.standard_normal((clips, 4, 300, 8)).astype(np.float16)  # stored as float16
+    x[:, 2] += (3.0 * labels[..., None] * direction).astype(np.float16)
+    out.append(fit.Split(x, labels))
+  got = {
+    layer: fit.probe_layer(
+      *out, layer=layer, classes=2, metric=metrics.beat_f_measure, cfg=ONE_RATE
+    )["test"]
+    for layer in (1, 2)
+  }
+  assert got[2] > 0.9 and got[1] < 0.3
