@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
           k: last.get(k) for k in ("step", "loss", "loss_codes", "loss_cqt", "clips_per_s", "mfu")
         },
         # the in-training probe's last scores (config.probe_every): what each model learned
-        **{f"probe_{k}": v for k, v in result["probe"].items() if "_" not in k},
+        **{f"probe_{k}": v for k, v in result.get("probe", {}).items() if "_" not in k},
       }
     )
   rows = rank_by_probe(rows)

@@ -19,7 +19,7 @@ from data_pipeline import storage
 from data_pipeline.atomic import atomic_write_text
 
 METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
-RUNS = ("train", "eval")  # TensorBoard runs: WORKDIR/tb/train, WORKDIR/tb/eval
+RUNS = ("train", "eval", "probe")  # TensorBoard runs: WORKDIR/tb/train, WORKDIR/tb/eval, ...
 JSONL_PREFIX = {
   "train": "",
   "eval": "eval_",

@@ -15,12 +15,22 @@ from mert_jax.train import loop
 from tests.cli.helpers import python_m_error_line
 
 
-def test_tiny_sweep_writes_its_summary(default_data: str, tmp_path, capsys) -> None:
+def test_tiny_sweep_writes_its_summary_ranked_by_probe(
+  default_data: str, tmp_path, capsys
+) -> None:
   sweep = "--sweep=configs/sweeps/model_size.py:tiny"
   sets = [f"--set=data.dir={default_data}", "--set=model.remat=false"]
+  probe = ["probe_every=6", "probe_tasks=pitch", "probe_max_epochs=2"]
+  probe += [f"probe_cache_dir={tmp_path / 'probe_cache'}"]
+  sets += [f"--set={s}" for s in probe]
   assert sweep_cli.main([sweep, f"--workdir={tmp_path}", *sets]) == 0
   rows = json.load(open(tmp_path / "summary.json"))
-  assert [r["run"] for r in rows] == ["tiny-2x32", "tiny-4x32", "tiny-2x64"]
+  assert sorted(r["run"] for r in rows) == ["tiny-2x32", "tiny-2x64", "tiny-4x32"]
+  # ranked by what each model learned: the in-training probe's mean score, best first
+  assert all(0.0 <= r["probe_pitch"] <= 1.0 and r["probe_mean"] == r["probe_pitch"] for r in rows)
+  assert [r["probe_mean"] for r in rows] == sorted((r["probe_mean"] for r in rows), reverse=True)
+  assert "| probe_pitch | probe_mean |" in open(tmp_path / "summary.md").read()
+  rows = sorted(rows, key=lambda r: ["tiny-2x32", "tiny-4x32", "tiny-2x64"].index(r["run"]))
   assert rows[0]["params"] < rows[1]["params"] < rows[2]["params"]
   assert all(r["step"] == 6 and np.isfinite(r["loss"]) and r["clips_per_s"] > 0 for r in rows)
   assert "| tiny-4x32 |" in open(tmp_path / "summary.md").read()
