@@ -207,16 +207,21 @@ def run_params(command: Documented, stage: Stage) -> None:
   assert "total" in stage.capsys.readouterr().out.lower()
 
 
-def run_convert(command: Documented, stage: Stage) -> None:
-  convert_cli.build_parser().parse_args(args_of(stage.argv(command, optional=True)))
-  args = args_of(stage.argv(command))
-  if (ckpt := option_value(args, "--checkpoint")) is not None:
-    stage.trained(ckpt)
+def _export_hf(args: list[str], stage: Stage) -> None:
+  """--hf=DIR, when it does not exist yet: the tiny trained model exported there."""
   if (hf := option_value(args, "--hf")) is not None and not os.path.exists(hf):
     assert (
       convert_cli.main(["jax-to-hf", f"--checkpoint={stage.trained('tiny')}", f"--output={hf}"])
       == 0
     )
+
+
+def run_convert(command: Documented, stage: Stage) -> None:
+  convert_cli.build_parser().parse_args(args_of(stage.argv(command, optional=True)))
+  args = args_of(stage.argv(command))
+  if (ckpt := option_value(args, "--checkpoint")) is not None:
+    stage.trained(ckpt)
+  _export_hf(args, stage)
   if (fairseq := option_value(args, "--fairseq")) is not None:
     config = recipe.load_config(f"{recipe.DEFAULT_RECIPE}:tiny")
     config.model.hidden_size = 48  # wider than the conv front end, as fairseq MERT is
@@ -237,6 +242,7 @@ def run_probe(command: Documented, stage: Stage) -> None:
   args = args_of(stage.argv(command))
   if option_value(args, "--checkpoint"):
     stage.trained(option_value(args, "--checkpoint"))
+  _export_hf(args, stage)
   quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01"]
   assert probe_cli.main([*args, *quick, f"--cache-dir={stage.tmp / 'probe_cache'}"]) == 0
   assert os.path.exists(os.path.join(option_value(args, "--output"), "results.json"))
@@ -299,6 +305,9 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     args += ["--minutes=0.5", "--workers=1"] if "prepare" in argv[1] else ["--minutes=0.5"]
     files = sorted(glob.glob(os.path.join(stage.stand_ins["MUSIC_DIR"], "*.wav")))
     stage.monkeypatch.setattr(example_audio, "real_music_files", lambda: files)
+  if argv[1] == "benchmarks/extract_throughput.py":  # the tiny model on 20 s of music
+    args = [a for a in args if not a.startswith(("--size=", "--minutes=", "--json="))]
+    args += ["--size=tiny", "--minutes=0.33"]
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
     args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]
@@ -358,6 +367,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "benchmarks/scaling.py": run_benchmark_script,
   "benchmarks/prepare_engines.py": run_benchmark_script,
   "benchmarks/encodec_modes.py": run_benchmark_script,
+  "benchmarks/extract_throughput.py": run_benchmark_script,
   "./launch_tpu.sh": run_launcher,
   "mert_jax.compile_check": run_compile_check,
 }

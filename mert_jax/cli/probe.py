@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--cache-dir", default=".probe_cache", metavar="DIR", help="rendered sets")
   p.add_argument(
+    "--baselines",
+    default="random,mfcc",
+    metavar="NAMES",
+    help="probed beside the model: random (same architecture, random weights), mfcc, or none "
+    "(default: random,mfcc)",
+  )
+  p.add_argument(
     "--normalize",
     default="auto",
     choices=("auto", "on", "off"),
@@ -111,6 +118,20 @@ def _backbones(args: argparse.Namespace):
   return model.backbone, twin.backbone
 
 
+BASELINES = ("random", "mfcc")
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+  """--baselines as names ("none": no baseline); an unknown name is a ValueError naming it."""
+  names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
+  unknown = [n for n in names if n not in BASELINES]
+  if unknown:
+    raise ValueError(
+      f"--baselines={text}: unknown baseline {unknown[0]!r}; choose from random, mfcc, none"
+    )
+  return names
+
+
 def _normalize(args: argparse.Namespace) -> bool:
   """--normalize resolved: "auto" reads do_normalize from the --hf folder's
   preprocessor_config.json (False without one)."""
@@ -127,17 +148,18 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     tasks = sets_lib.parse_tasks(args.task)
+    baselines = _baselines(args.baselines)
     sets = sets_lib.build_sets(
       tasks, args.set, args.cache_dir, args.seed, data=args.data, clip_seconds=args.clip_seconds
     )
     backbone, twin = _backbones(args)
     normalize = _normalize(args)
     print(f"input normalisation: {'on' if normalize else 'off'} (--normalize={args.normalize})")
-    extractors = {
-      "model": features.model_layers(backbone, args.batch, args.dtype, normalize),
-      "random init": features.model_layers(twin, args.batch, args.dtype, normalize),
-      "MFCC": features.mfcc_baseline,
-    }
+    extractors = {"model": features.model_layers(backbone, args.batch, args.dtype, normalize)}
+    if "random" in baselines:
+      extractors["random init"] = features.model_layers(twin, args.batch, args.dtype, normalize)
+    if "mfcc" in baselines:
+      extractors["MFCC"] = features.mfcc_baseline
     grid = tuple(float(x) for x in args.learning_rates.split(","))
     cfg = fit.ProbeConfig(seed=args.seed, max_epochs=args.max_epochs, learning_rates=grid)
     report = run.probe(extractors, sets, cfg)

@@ -42,9 +42,18 @@ def test_same_seed_same_report(cache, tmp_path):
   for name in ("a", "b"):
     argv = ["--random-init=tiny", f"--output={tmp_path / name}", f"--cache-dir={cache}"]
     argv += ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--task=instrument"]
-    assert probe_cli.main(argv) == 0
+    assert probe_cli.main([*argv, "--baselines=random"]) == 0
     reports.append(json.loads((tmp_path / name / "results.json").read_text()))
   assert reports[0] == reports[1]
+  assert set(reports[0]["results"]) == {"model", "random init"}
+
+
+def test_an_unknown_baseline_is_one_line(cache, tmp_path, capsys):
+  argv = ["--random-init=tiny", f"--output={tmp_path}", "--task=pitch", "--baselines=none,cqt"]
+  assert probe_cli.main(argv) == 1
+  assert capsys.readouterr().err == (
+    "error: --baselines=none,cqt: unknown baseline 'cqt'; choose from random, mfcc, none\n"
+  )
 
 
 def test_an_unknown_task_is_one_line(cache, tmp_path, capsys):
@@ -107,9 +116,7 @@ def test_normalize_follows_the_hf_preprocessor_config(tmp_path):
   """--normalize=auto reads do_normalize from the --hf folder's preprocessor_config.json."""
   hf = tmp_path / "hf"
   hf.mkdir()
-  args = probe_cli.build_parser().parse_args(
-    [f"--hf={hf}", "--task=pitch", f"--output={tmp_path}"]
-  )
+  args = probe_cli.build_parser().parse_args([f"--hf={hf}", "--task=pitch", f"--output={tmp_path}"])
   assert probe_cli._normalize(args) is False  # no preprocessor config
   (hf / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
   assert probe_cli._normalize(args) is True

@@ -15,9 +15,7 @@ from mert_jax.train import loop
 from tests.cli.helpers import python_m_error_line
 
 
-def test_tiny_sweep_writes_its_summary_ranked_by_probe(
-  default_data: str, tmp_path, capsys
-) -> None:
+def test_tiny_sweep_writes_its_summary_ranked_by_probe(default_data: str, tmp_path, capsys) -> None:
   sweep = "--sweep=configs/sweeps/model_size.py:tiny"
   sets = [f"--set=data.dir={default_data}", "--set=model.remat=false"]
   probe = ["probe_every=6", "probe_tasks=pitch", "probe_max_epochs=2"]

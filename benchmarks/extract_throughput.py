@@ -1,0 +1,92 @@
+"""Feature extraction throughput, before and after the batched extractor: seconds of audio per
+second of wall time for ``extract --window-seconds`` on real music.
+
+  python benchmarks/extract_throughput.py --size=small --minutes=2 --window-seconds=10 --json=ROWS.jsonl
+
+"before" is the previous path: each window through the model eagerly, one window per call
+(mert_jax.model.features.hidden_states); "after" is batched_layers: the windows ``--batch`` at a
+time through one jitted program (its compile timed apart, once per run). Random-init weights of
+the named size (speed does not depend on the weights); float32, every layer kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from data_pipeline import example_audio
+from mert_jax.config import model_config
+from mert_jax.model.conv_extractor import receptive_field
+from mert_jax.model.features import batched_layers, hidden_states, window_starts
+from mert_jax.model.mert import create_model
+
+
+def windows_of(audio: np.ndarray, cfg, window_seconds: float) -> np.ndarray:
+  """The equal windows extract cuts (window_starts), stacked: (W, samples)."""
+  starts, n = window_starts(len(audio), cfg, window_seconds)
+  length = (n - 1) * cfg.frame_stride + receptive_field(cfg.conv_layers)
+  return np.stack([audio[s * cfg.frame_stride : s * cfg.frame_stride + length] for s in starts])
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--size", default="small", help="model size (mert_jax/config.py)")
+  p.add_argument("--minutes", type=float, default=2.0, help="minutes of real music")
+  p.add_argument("--window-seconds", type=float, default=10.0)
+  p.add_argument("--batch", type=int, default=8, help="windows per call (after)")
+  p.add_argument("--json", default=None, help="also append the row to this file")
+  args = p.parse_args()
+  cfg = model_config(args.size, dtype="float32")
+  backbone = create_model(cfg, seed=0).backbone
+  audio = example_audio.music_clip(seconds=60.0 * args.minutes, offset_seconds=0.0)
+  windows = windows_of(audio, cfg, args.window_seconds)
+  seconds = len(audio) / cfg.sample_rate
+
+  began = time.perf_counter()
+  for w in windows:  # before: eager, one window per call
+    hidden_states(backbone, w)
+  before = time.perf_counter() - began
+
+  extract = batched_layers(backbone, pool="none", batch_size=args.batch)
+  began = time.perf_counter()
+  extract(windows[: args.batch])  # the compile (and one batch)
+  compile_s = time.perf_counter() - began
+  began = time.perf_counter()
+  extract(windows)
+  after = time.perf_counter() - began
+
+  row = {
+    "benchmark": "extract_throughput",
+    "date": datetime.date.today().isoformat(),
+    "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}",
+    "size": args.size,
+    "audio_seconds": round(seconds, 1),
+    "windows": len(windows),
+    "window_seconds": args.window_seconds,
+    "batch": args.batch,
+    "before_audio_s_per_s": round(seconds / before, 2),
+    "after_audio_s_per_s": round(seconds / after, 2),
+    "after_compile_s": round(compile_s, 2),
+    "command": "python benchmarks/extract_throughput.py " + " ".join(sys.argv[1:]),
+  }
+  print(json.dumps(row))
+  print(
+    f"{args.size}, {seconds:.0f} s of music in {len(windows)} windows of {args.window_seconds} s: "
+    f"before {row['before_audio_s_per_s']} s/s (eager, one window per call), after "
+    f"{row['after_audio_s_per_s']} s/s (jitted, {args.batch} per call; compile "
+    f"{compile_s:.1f} s, once)"
+  )
+  if args.json:
+    with open(args.json, "a") as f:
+      f.write(json.dumps({k: v for k, v in row.items()}) + "\n")
+
+
+if __name__ == "__main__":
+  main()
