@@ -1,7 +1,8 @@
 """Feature extraction throughput, before and after the batched extractor: seconds of audio per
 second of wall time for ``extract --window-seconds`` on real music.
 
-  python benchmarks/extract_throughput.py --size=small --minutes=2 --window-seconds=10 --json=ROWS.jsonl
+  python benchmarks/extract_throughput.py --size=small --minutes=2 --window-seconds=10 \
+      --json=ROWS.jsonl
 
 "before" is the previous path: each window through the model eagerly, one window per call
 (mert_jax.model.features.hidden_states); "after" is batched_layers: the windows ``--batch`` at a

@@ -12,8 +12,9 @@ final loss terms, clips/s, MFU (when known) and the final step; with ``--set=pro
 each run's last in-training probe scores per task and their mean, by which the runs are ranked.
 A sweep is named FILE.py:NAME, or STEM:NAME for a file in configs/sweeps/ (model_size:tiny), found
 from any directory. Every run's config is built and checked before the first run starts: a
-misspelt --set field is one error line naming the closest field. The workdir may be in a bucket (gs://BUCKET/PATH, the gcs extra);
-locally run, one that cannot be written is refused in one line before the first run.
+misspelt --set field is one error line naming the closest field. The workdir may be in a bucket
+(gs://BUCKET/PATH, the gcs extra); locally run, one that cannot be written is refused in one line
+before the first run.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def test_an_unknown_task_is_one_line(cache, tmp_path, capsys):
   assert probe_cli.main(argv) == 1
   err = capsys.readouterr().err
   assert err == (
-    "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument, key, beat, custom\n"
+    "error: --task=pitch,tempo: unknown task 'tempo'; choose from pitch, instrument, key, beat, "
+    "custom\n"
   )
 
 
