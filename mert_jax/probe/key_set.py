@@ -28,8 +28,9 @@ from mert_jax.probe.note_set import SPLITS
 
 # General MIDI programs the voices are drawn from: piano, organs, strings, choir, brass, reeds,
 # flutes (one per voice, seeded per chorale).
-# Bumped when the cached arrays change (2: the chorale of each clip; 3: records.to_int16 scaling).
-CACHE_FORMAT = 3
+# Bumped when the cached arrays change (2: the chorale of each clip; 3: records.to_int16 scaling;
+# 4: chorales music21 cannot render are skipped and listed).
+CACHE_FORMAT = 4
 ENSEMBLE_PROGRAMS = (0, 19, 20, 40, 41, 42, 48, 52, 56, 57, 60, 64, 68, 70, 71, 73)
 
 
@@ -126,7 +127,7 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
   split_of = {
     int(c): 2 if i < n_test else 1 if i < n_test + n_valid else 0 for i, c in enumerate(order)
   }
-  audio, keys, splits, sources, skipped = [], [], [], [], []
+  audio, keys, splits, sources, skipped, unrenderable = [], [], [], [], [], {}
   for index, chorale in enumerate(chorales):
     score = corpus.parse(chorale)
     notated = next(iter(score.recurse().getElementsByClass(key.Key)), None)
@@ -137,7 +138,12 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
       moved = score.transpose(int(shift))
       k = next(iter(moved.recurse().getElementsByClass(key.Key)))
       programs = [int(p) for p in rng.choice(ENSEMBLE_PROGRAMS, len(moved.parts))]
-      x = _render(moved, programs, cfg)
+      try:
+        x = _render(moved, programs, cfg)
+      except Exception as e:  # noqa: BLE001 - music21 raises its own kinds (e.g. bad repeats)
+        # A score music21 cannot turn into MIDI is left out, named in the set's info.
+        unrenderable[str(chorale.name)] = f"{type(e).__name__}: {e}"
+        break
       audio.append(to_int16(x))
       keys.append(key_class(k.tonic.pitchClass, k.mode))
       splits.append(split_of[index])
@@ -150,6 +156,7 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
         "num_clips": len(audio),
         "num_chorales": len(chorales),
         "skipped_without_mode": skipped,
+        "skipped_unrenderable": unrenderable,
         "hours": audio_arr.size / SAMPLE_RATE / 3600,
         "render_seconds": round(time.perf_counter() - t0, 2),
         "per_split": {s: int(np.sum(np.array(splits) == i)) for i, s in enumerate(SPLITS)},

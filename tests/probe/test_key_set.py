@@ -48,3 +48,22 @@ def test_deterministic_and_cached(keys, tmp_path, monkeypatch):
   assert again.info["data_sha256"] == keys.info["data_sha256"]
   monkeypatch.setattr(key_set, "_render", lambda *a: pytest.fail("rendered again"))
   assert key_set.build(TINY, str(tmp_path)).info == again.info
+
+
+def test_a_chorale_music21_cannot_render_is_left_out_and_named(tmp_path, monkeypatch):
+  """music21 refuses some corpus scores (badly formed repeats): the set is built without them
+  and its info names them with the reason."""
+  real = key_set._render
+  calls = []
+
+  def render(score, programs, cfg):
+    calls.append(1)
+    if len(calls) == 1:
+      raise ValueError("cannot expand Stream: badly formed repeats")
+    return real(score, programs, cfg)
+
+  monkeypatch.setattr(key_set, "_render", render)
+  got = key_set.build(TINY, str(tmp_path))
+  assert got.info["num_clips"] == 12 - TINY.transpositions
+  ((name, why),) = got.info["skipped_unrenderable"].items()
+  assert why == "ValueError: cannot expand Stream: badly formed repeats"
