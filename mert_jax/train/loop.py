@@ -223,10 +223,11 @@ def _train(
       if peak:
         last["mfu"] = flops_per_step * rate.steps_per_s / peak
       with pace.paused():  # the row's own writes (the first imports TensorBoard: seconds)
+        # First: a trainer that lost the workdir to another stops before writing its row.
+        claim.heartbeat(step)
         writer.write(step, last)
         if process == 0:
           print(console.step_line(step, config.total_steps, last), flush=True)
-        claim.heartbeat(step)
       if int(nonfinite_run) >= config.max_nonfinite_steps:
         ckpts.wait_until_finished()
         raise RuntimeError(

@@ -161,3 +161,26 @@ def test_grad_accumulation_trains_and_resumes_exactly(data_dir, tmp_path):
   assert [a[s] for s in range(1, 5)] == [b[s] for s in range(1, 5)]  # bit for bit
   for x, y in zip(jax.tree.leaves(straight["state"]), jax.tree.leaves(resumed["state"])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_trainer_that_lost_its_workdir_writes_no_row_of_that_step(
+  data_dir, tmp_path, monkeypatch
+):
+  """The lock is checked before a step's metrics row is written: a trainer another one took the
+  workdir from stops without adding that row (found when an old trainer wrote one row into a
+  fresh run's metrics.jsonl)."""
+  from mert_jax.train import workdir as workdir_lib
+
+  real = workdir_lib.Claim.heartbeat
+
+  def heartbeat(self, step=None, **kw):
+    if step == 2:
+      raise workdir_lib.WorkdirLockLost(f"taken over; stopping at step {step} before writing more")
+    return real(self, step, **kw)
+
+  monkeypatch.setattr(workdir_lib.Claim, "heartbeat", heartbeat)
+  wd = tmp_path / "run"
+  with pytest.raises(workdir_lib.WorkdirLockLost):
+    train(tiny(data_dir), str(wd))
+  steps = [json.loads(line)["step"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1]
