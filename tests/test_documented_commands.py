@@ -308,6 +308,13 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   if argv[1] == "benchmarks/extract_throughput.py":  # the tiny model on 20 s of music
     args = [a for a in args if not a.startswith(("--size=", "--minutes=", "--json="))]
     args += ["--size=tiny", "--minutes=0.33"]
+  if argv[1] == "benchmarks/probe_curve.py":  # one real probe of the stand-in run's last step
+    wd = stage.trained(option_value(args, "--workdir"))
+    step = max(checkpoints.complete_steps(wd))
+    folder = option_value(args, "--probes").replace("*", str(step))
+    quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--task=pitch"]
+    probe_argv = [f"--checkpoint={wd}", f"--step={step}", f"--output={folder}", *quick]
+    assert probe_cli.main([*probe_argv, f"--cache-dir={stage.tmp / 'probe_cache'}"]) == 0
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
     args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]
@@ -368,6 +375,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "benchmarks/prepare_engines.py": run_benchmark_script,
   "benchmarks/encodec_modes.py": run_benchmark_script,
   "benchmarks/extract_throughput.py": run_benchmark_script,
+  "benchmarks/probe_curve.py": run_benchmark_script,
   "./launch_tpu.sh": run_launcher,
   "mert_jax.compile_check": run_compile_check,
 }
