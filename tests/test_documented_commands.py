@@ -308,6 +308,9 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   if argv[1] == "benchmarks/extract_throughput.py":  # the tiny model on 20 s of music
     args = [a for a in args if not a.startswith(("--size=", "--minutes=", "--json="))]
     args += ["--size=tiny", "--minutes=0.33"]
+  if argv[1] == "benchmarks/feature_collapse.py":  # the stand-in run, the tiny note set
+    stage.trained(option_value(args, "--checkpoint"))
+    args = [a for a in args if not a.startswith("--set=")] + ["--set=tiny"]
   if argv[1] == "benchmarks/probe_curve.py":  # one real probe of the stand-in run's last step
     wd = stage.trained(option_value(args, "--workdir"))
     step = max(checkpoints.complete_steps(wd))
@@ -376,6 +379,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "benchmarks/encodec_modes.py": run_benchmark_script,
   "benchmarks/extract_throughput.py": run_benchmark_script,
   "benchmarks/probe_curve.py": run_benchmark_script,
+  "benchmarks/feature_collapse.py": run_benchmark_script,
   "./launch_tpu.sh": run_launcher,
   "mert_jax.compile_check": run_compile_check,
 }
