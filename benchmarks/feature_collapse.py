@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
   clips = from_int16(notes.audio)
   trained = checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32").backbone
   random = create_model(trained.cfg, seed=args.seed).backbone
-  print("| weights | layer | effective rank | first direction | pitch (linear) | instrument (linear) |")
+  print(
+    "| weights | layer | effective rank | first direction | pitch (linear) | instrument (linear) |"
+  )
   print("|---|---|---|---|---|---|")
   for name, backbone in (("pretrained", trained), ("random", random)):
     feats = features.model_layers(backbone)(clips, "mean")  # (N, L + 1, D)

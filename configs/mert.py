@@ -95,7 +95,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c.probe_tasks = "pitch,instrument"  # comma-separated: pitch, instrument, key, beat
   c.probe_set = "tiny"  # probe set size: tiny, small or full (rendered once, at start-up)
   c.probe_max_epochs = 20  # probe head epochs per learning rate (the probe command's default: 100)
-  c.probe_learning_rates = [1e-3]  # probe head learning rates (the command's: MARBLE's grid of 5)
+  c.probe_lrs = [1e-3]  # probe head learning rates (the command's: MARBLE's grid of 5)
   c.probe_batch = 8  # clips per feature call
   # where the probe sets are rendered; unset: WORKDIR/probe_cache (a bucket workdir: the temp dir)
   c.probe_cache_dir = ml_collections.config_dict.placeholder(str)

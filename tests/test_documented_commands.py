@@ -101,6 +101,7 @@ class Stage:
       "ENCODEC_24KHZ_DIR": "random-init",  # an EnCodec of the real architecture, random weights
       "facebook/encodec_24khz": "random-init",  # the Hub's weights are not downloaded here
       "song.flac": song,
+      "--config.data.dir=DATA_DIR": f"--config.data.dir={data_dir}",  # the doc's prepare output
       "--config.data.dir=DATA": f"--config.data.dir={default_data}",
       "benchmarks/results/": os.path.join(REPO, "benchmarks", "results", ""),  # committed rows
       "/tmp/": f"{tmp_path}/",
@@ -179,6 +180,11 @@ def run_train(command: Documented, stage: Stage) -> None:
     a[len("--config.") :].split("=", 1) for a in args if "=" in a and a.startswith("--config.")
   ):
     assert field.rsplit(".", 1)[-1] in listing, field
+  data = option_value(args, "--config.data.dir")
+  if data and not os.path.exists(os.path.join(data, "manifest.json")):
+    # Written by the doc's prepare line above it (which may run in another test worker).
+    (prepare,) = [c for c in COMMANDS if c.doc == command.doc and "data_pipeline.prepare" in c.text]
+    run_prepare(prepare, stage)
   # The stand-in: the tiny variant, the same flags but the CPU-sized ones.
   cpu_sized = ("--config.batch_size=", "--config.total_steps=")
   tiny = [

@@ -56,5 +56,5 @@ def _check_probe(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("probe_tasks: custom is for the probe command (it needs --data)")
   if config.probe_set not in sets.SIZES:
     raise ConfigError(f"probe_set={config.probe_set!r}: choose one of {', '.join(sets.SIZES)}")
-  if not list(config.probe_learning_rates):
-    raise ConfigError("probe_learning_rates: give at least one learning rate")
+  if not list(config.probe_lrs):
+    raise ConfigError("probe_lrs: give at least one learning rate")

@@ -53,7 +53,7 @@ def probe_config(config: ml_collections.ConfigDict) -> fit.ProbeConfig:
   return fit.ProbeConfig(
     seed=config.seed,
     max_epochs=config.probe_max_epochs,
-    learning_rates=tuple(float(x) for x in config.probe_learning_rates),
+    learning_rates=tuple(float(x) for x in config.probe_lrs),
   )
 
 

@@ -7,17 +7,23 @@ from configs import mert as mert_config
 from data_pipeline.audio_format import SAMPLE_RATE
 from mert_jax import recipe
 from mert_jax.model.mert import abstract_model, count_params
-from tests.expected import BACKBONE_PARAMS, TINY_RECIPE_TOTAL_PARAMS, TOTAL_PARAMS
+from tests.expected import (
+  BACKBONE_PARAMS,
+  SMALL_RECIPE_TOTAL_PARAMS,
+  TINY_RECIPE_TOTAL_PARAMS,
+  TOTAL_PARAMS,
+)
 
 
-@pytest.mark.parametrize("variant", ["tiny", "95m", "330m", "1b"])
+@pytest.mark.parametrize("variant", ["tiny", "small", "95m", "330m", "1b"])
 def test_variant_builds(variant: str) -> None:
   c = mert_config.get_config(variant)
   cfg = recipe.model_config_from(c)
   recipe.objective_config_from(c)
   model = abstract_model(cfg)
   assert count_params(model.backbone) == BACKBONE_PARAMS[variant]
-  total = TINY_RECIPE_TOTAL_PARAMS if variant == "tiny" else TOTAL_PARAMS[variant]
+  recipe_totals = {"tiny": TINY_RECIPE_TOTAL_PARAMS, "small": SMALL_RECIPE_TOTAL_PARAMS}
+  total = recipe_totals.get(variant, TOTAL_PARAMS[variant])
   assert count_params(model) == total
 
 
