@@ -95,6 +95,8 @@ class Stage:
       "MUSIC_DIR": music_dir,
       "DATA_DIR2": str(tmp_path / "data2"),
       "DATA_DIR": data_dir,  # one per module: tfds_builder reads what the prepare line wrote
+      # docs/probing.md's corpus (its own teacher size), beside DATA_DIR
+      "SMALL_DATA": os.path.join(os.path.dirname(data_dir), "small_data"),
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
       "PROBE_DIR": str(tmp_path / "probe"),
