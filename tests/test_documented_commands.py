@@ -86,6 +86,8 @@ class Stage:
     self.monkeypatch, self.capsys = monkeypatch, capsys
     song = str(tmp_path / "song.flac")
     sf.write(song, music_clip(6.0), 24000)
+    # The rendered probe sets, shared by this module's commands (deterministic, written atomically)
+    self.probe_cache = os.path.join(os.path.dirname(data_dir), "probe_cache")
     self.stand_ins = {
       "gs://BUCKET/data": default_data,  # a prepared corpus where the docs read training data
       "gs://BUCKET": str(tmp_path / "bucket"),
@@ -252,7 +254,7 @@ def run_probe(command: Documented, stage: Stage) -> None:
     stage.trained(option_value(args, "--checkpoint"))
   _export_hf(args, stage)
   quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01"]
-  assert probe_cli.main([*args, *quick, f"--cache-dir={stage.tmp / 'probe_cache'}"]) == 0
+  assert probe_cli.main([*args, *quick, f"--cache-dir={stage.probe_cache}"]) == 0
   assert os.path.exists(os.path.join(option_value(args, "--output"), "results.json"))
 
 
@@ -325,7 +327,7 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     folder = option_value(args, "--probes").replace("*", str(step))
     quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--task=pitch"]
     probe_argv = [f"--checkpoint={wd}", f"--step={step}", f"--output={folder}", *quick]
-    assert probe_cli.main([*probe_argv, f"--cache-dir={stage.tmp / 'probe_cache'}"]) == 0
+    assert probe_cli.main([*probe_argv, f"--cache-dir={stage.probe_cache}"]) == 0
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
     args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]

@@ -11,9 +11,15 @@ from tests.train.helpers import rows, tiny
 PROBE = dict(probe_every=2, probe_tasks="pitch,instrument", probe_max_epochs=2)
 
 
-def test_in_training_probe_is_logged(data_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+  """The rendered probe sets, shared by this module's runs."""
+  return str(tmp_path_factory.mktemp("probe_cache"))
+
+
+def test_in_training_probe_is_logged(data_dir, cache, tmp_path, capsys):
   wd = tmp_path / "run"
-  cfg = tiny(data_dir, total_steps=3, probe_cache_dir=str(tmp_path / "cache"), **PROBE)
+  cfg = tiny(data_dir, total_steps=3, probe_cache_dir=cache, **PROBE)
   result = loop.train(cfg, str(wd))
   probes = [r for r in rows(wd) if any(k.startswith("probe_") for k in r)]
   assert [r["step"] for r in probes] == [2, 3]  # every 2 steps, and the last
@@ -27,7 +33,7 @@ def test_in_training_probe_is_logged(data_dir, tmp_path, capsys):
   assert "pitch: 27 clips" in out and "probe 2/3  pitch " in out and "  instrument " in out
 
 
-def test_the_probe_reads_the_trained_parameters(trained_workdir, data_dir, tmp_path):
+def test_the_probe_reads_the_trained_parameters(trained_workdir, data_dir, cache, tmp_path):
   """The probe's model copy carries the train state's parameters: its features are those of the
   checkpoint loaded for the probe command."""
   import numpy as np
@@ -36,7 +42,7 @@ def test_the_probe_reads_the_trained_parameters(trained_workdir, data_dir, tmp_p
   from mert_jax.train import checkpoints
 
   wd, params = trained_workdir
-  cfg = tiny(data_dir, probe_cache_dir=str(tmp_path / "cache"), **PROBE)
+  cfg = tiny(data_dir, probe_cache_dir=cache, **PROBE)
   probe = probing.TrainingProbe(cfg, str(tmp_path), checkpoints.load_model(wd).cfg)
   probe(params)
   clips = np.random.default_rng(0).standard_normal((2, 9000)).astype(np.float32) * 0.1
