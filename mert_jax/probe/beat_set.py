@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 from data_pipeline.records import to_int16
 from mert_jax.config import MERT_CONV_LAYERS
 from mert_jax.model.conv_extractor import num_frames, receptive_field
-from mert_jax.probe import render
+from mert_jax.probe import render, set_cache
 from mert_jax.probe.note_set import SPLITS
 
 CACHE_FORMAT = 1  # bumped when the cached arrays change
@@ -163,13 +160,10 @@ def groove(rng: np.random.Generator, cfg: BeatSetConfig) -> tuple[Any, np.ndarra
 def build(cfg: BeatSetConfig, cache_dir: str) -> BeatSet:
   """The set of ``cfg``, labelled on the MERT frame grid (75 Hz; every model size shares its
   strides): from ``cache_dir`` when rendered before, else rendered and cached."""
-  ident = json.dumps(
-    [CACHE_FORMAT, dataclasses.asdict(cfg), render.soundfont_sha256()], sort_keys=True
-  )
-  path = os.path.join(cache_dir, f"beats-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz")
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as z:
-      return BeatSet(z["audio"], z["frames"], z["split"], z["beats"], json.loads(str(z["info"])))
+  path = set_cache.path(cache_dir, "beats", CACHE_FORMAT, dataclasses.asdict(cfg))
+  if cached := set_cache.load(path):
+    arrays, info = cached
+    return BeatSet(**arrays, info=info)
   t0 = time.perf_counter()
   rng = np.random.default_rng(cfg.seed)
   n = int(round(cfg.clip_seconds * SAMPLE_RATE))
@@ -210,10 +204,5 @@ def build(cfg: BeatSetConfig, cache_dir: str) -> BeatSet:
     )
   )
   out = BeatSet(audio_arr, np.stack(labels), split, beat_arr, info)
-  buf = io.BytesIO()
-  np.savez(
-    buf, audio=out.audio, frames=out.frames, split=out.split, beats=out.beats, info=json.dumps(info)
-  )
-  os.makedirs(cache_dir, exist_ok=True)
-  atomic_write_bytes(path, buf.getvalue())
+  set_cache.save(path, {k: getattr(out, k) for k in ("audio", "frames", "split", "beats")}, info)
   return out

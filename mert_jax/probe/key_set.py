@@ -14,16 +14,14 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.records import to_int16
-from mert_jax.probe import metrics, render
+from mert_jax.probe import metrics, render, set_cache
 from mert_jax.probe.note_set import SPLITS
 
 # General MIDI programs the voices are drawn from: piano, organs, strings, choir, brass, reeds,
@@ -111,13 +109,10 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
   """The set of ``cfg``: from ``cache_dir`` when rendered before, else rendered and cached."""
   from music21 import corpus, key  # pylint: disable=g-import-not-at-top
 
-  ident = json.dumps(
-    [CACHE_FORMAT, dataclasses.asdict(cfg), render.soundfont_sha256()], sort_keys=True
-  )
-  path = os.path.join(cache_dir, f"keys-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz")
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as z:
-      return KeySet(z["audio"], z["key"], z["split"], z["chorale"], json.loads(str(z["info"])))
+  path = set_cache.path(cache_dir, "keys", CACHE_FORMAT, dataclasses.asdict(cfg))
+  if cached := set_cache.load(path):
+    arrays, info = cached
+    return KeySet(**arrays, info=info)
   t0 = time.perf_counter()
   rng = np.random.default_rng(cfg.seed)
   chorales = _chorales(cfg)
@@ -171,10 +166,5 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
     np.array(sources, np.int32),
     info,
   )
-  buf = io.BytesIO()
-  np.savez(
-    buf, audio=out.audio, key=out.key, split=out.split, chorale=out.chorale, info=json.dumps(info)
-  )
-  os.makedirs(cache_dir, exist_ok=True)
-  atomic_write_bytes(path, buf.getvalue())
+  set_cache.save(path, {k: getattr(out, k) for k in ("audio", "key", "split", "chorale")}, info)
   return out

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.records import to_int16
-from mert_jax.probe import render
+from mert_jax.probe import render, set_cache
 
 # NSynth's families from General MIDI program groups (programs 0-127). Left out: synth pads and
 # effects, ethnic, percussive and sound-effect groups, timpani (47) and orchestra hit (55), which
@@ -114,20 +111,7 @@ def note_plan(cfg: NoteSetConfig) -> list[dict[str, Any]]:
   return plan
 
 
-def _cache_key(cfg: NoteSetConfig) -> str:
-  import midirenderer  # pylint: disable=g-import-not-at-top
-
-  version = getattr(midirenderer, "__version__", None) or _dist_version("midirenderer")
-  text = json.dumps(
-    [2, dataclasses.asdict(cfg), render.soundfont_sha256(), version], sort_keys=True
-  )
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _dist_version(name: str) -> str:
-  import importlib.metadata  # pylint: disable=g-import-not-at-top
-
-  return importlib.metadata.version(name)
+CACHE_FORMAT = 2  # bumped when the cached arrays change
 
 
 @dataclasses.dataclass
@@ -155,12 +139,10 @@ class NoteSet:
 
 def build(cfg: NoteSetConfig, cache_dir: str) -> NoteSet:
   """The set of ``cfg``: read from ``cache_dir`` when rendered before, else rendered and cached."""
-  path = os.path.join(cache_dir, f"notes-{_cache_key(cfg)}.npz")
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as z:
-      return NoteSet(
-        z["audio"], z["pitch"], z["family"], z["program"], z["split"], json.loads(str(z["info"]))
-      )
+  path = set_cache.path(cache_dir, "notes", CACHE_FORMAT, dataclasses.asdict(cfg))
+  if cached := set_cache.load(path):
+    arrays, info = cached
+    return NoteSet(**arrays, info=info)
   t0 = time.perf_counter()
   plan = note_plan(cfg)
   kept, audio, dropped = [], [], 0
@@ -196,16 +178,6 @@ def build(cfg: NoteSetConfig, cache_dir: str) -> NoteSet:
     np.array([SPLITS.index(n["split"]) for n in kept], np.int32),
     info,
   )
-  buf = io.BytesIO()
-  np.savez(
-    buf,
-    audio=note_set.audio,
-    pitch=note_set.pitch,
-    family=note_set.family,
-    program=note_set.program,
-    split=note_set.split,
-    info=json.dumps(info),
-  )
-  os.makedirs(cache_dir, exist_ok=True)
-  atomic_write_bytes(path, buf.getvalue())
+  arrays = {k: getattr(note_set, k) for k in ("audio", "pitch", "family", "program", "split")}
+  set_cache.save(path, arrays, info)
   return note_set
