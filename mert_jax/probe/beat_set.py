@@ -31,7 +31,7 @@ from data_pipeline.records import to_int16
 from mert_jax.config import MERT_CONV_LAYERS
 from mert_jax.model.conv_extractor import num_frames, receptive_field
 from mert_jax.probe import render, set_cache
-from mert_jax.probe.note_set import SPLITS
+from mert_jax.probe.note_set import SPLITS, deal_splits
 
 CACHE_FORMAT = 1  # bumped when the cached arrays change
 
@@ -169,12 +169,7 @@ def build(cfg: BeatSetConfig, cache_dir: str) -> BeatSet:
   n = int(round(cfg.clip_seconds * SAMPLE_RATE))
   frames = num_frames(n, MERT_CONV_LAYERS)
   frame_offset_s = receptive_field(MERT_CONV_LAYERS) / 2 / SAMPLE_RATE  # frame 0's centre
-  order = rng.permutation(cfg.num_clips)
-  n_test = max(1, round(cfg.test_fraction * cfg.num_clips))
-  n_valid = max(1, round(cfg.valid_fraction * cfg.num_clips))
-  split = np.zeros(cfg.num_clips, np.int32)
-  split[order[:n_test]] = 2
-  split[order[n_test : n_test + n_valid]] = 1
+  split = deal_splits(cfg.num_clips, cfg.valid_fraction, cfg.test_fraction, rng)
   audio, labels, beats, drums = [], [], [], 0
   for _ in range(cfg.num_clips):
     midi, times = groove(rng, cfg)

@@ -22,7 +22,7 @@ import numpy as np
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.records import to_int16
 from mert_jax.probe import metrics, render, set_cache
-from mert_jax.probe.note_set import SPLITS
+from mert_jax.probe.note_set import SPLITS, deal_splits
 
 # General MIDI programs the voices are drawn from: piano, organs, strings, choir, brass, reeds,
 # flutes (one per voice, seeded per chorale).
@@ -116,12 +116,7 @@ def build(cfg: KeySetConfig, cache_dir: str) -> KeySet:
   t0 = time.perf_counter()
   rng = np.random.default_rng(cfg.seed)
   chorales = _chorales(cfg)
-  order = rng.permutation(len(chorales))
-  n_test = max(1, round(cfg.test_fraction * len(chorales)))
-  n_valid = max(1, round(cfg.valid_fraction * len(chorales)))
-  split_of = {
-    int(c): 2 if i < n_test else 1 if i < n_test + n_valid else 0 for i, c in enumerate(order)
-  }
+  split_of = deal_splits(len(chorales), cfg.valid_fraction, cfg.test_fraction, rng)
   audio, keys, splits, sources, skipped, unrenderable = [], [], [], [], [], {}
   for index, chorale in enumerate(chorales):
     score = corpus.parse(chorale)

@@ -43,6 +43,21 @@ FAMILIES: dict[str, tuple[int, ...]] = {
 SPLITS = ("train", "valid", "test")
 
 
+def deal_splits(
+  n: int, valid_fraction: float, test_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+  """(n,) int32 split index (into SPLITS) per item: a seeded permutation, its first
+  ``test_fraction`` to test and the next ``valid_fraction`` to valid (at least one each), the rest
+  to train. The key and beat sets deal their chorales and grooves with it."""
+  order = rng.permutation(n)
+  n_test = max(1, round(test_fraction * n))
+  n_valid = max(1, round(valid_fraction * n))
+  split = np.zeros(n, np.int32)
+  split[order[:n_test]] = SPLITS.index("test")
+  split[order[n_test : n_test + n_valid]] = SPLITS.index("valid")
+  return split
+
+
 @dataclasses.dataclass(frozen=True)
 class NoteSetConfig:
   """What the set holds (its cache key)."""
