@@ -69,17 +69,23 @@ def _load(path: str, sample_rate: int) -> np.ndarray:
 
 
 def _extract_one(
-  backbone: Backbone, path: str, out: str, args: argparse.Namespace, windows
+  backbone: Backbone,
+  path: str,
+  out: str,
+  args: argparse.Namespace,
+  layers: tuple[int, ...],
+  windows,
 ) -> tuple[int, ...]:
-  """Extracts one file to ``out``; ``windows``: the batched extractor of --window-seconds (made
-  once per run, so its compiled program serves every file) or None for a whole-file pass."""
+  """Extracts ``layers`` of one file to ``out``; ``windows``: the batched extractor of
+  --window-seconds (made once per run, so its compiled program serves every file) or None for a
+  whole-file pass."""
   audio = _load(path, backbone.cfg.sample_rate)
   try:
     with jax.default_matmul_precision("highest"):
       if windows is not None:
         feats = windowed_hidden_states(backbone, audio, args.window_seconds, windows)
       else:
-        feats = hidden_states(backbone, audio)[list(_layers(args, backbone))]
+        feats = hidden_states(backbone, audio)[list(layers)]
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from e
   if args.pool == "mean":
@@ -197,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     )
   layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
   if not storage.isdir(args.audio):
-    shape = _extract_one(backbone, args.audio, args.output, args, windows)
+    shape = _extract_one(backbone, args.audio, args.output, args, layers, windows)
     print(f"wrote {args.output}: {shape} {layout} {args.dtype}")
     return 0
   rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
@@ -205,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
   for i, rel in enumerate(rels, 1):
     path, out = os.path.join(args.audio, rel), os.path.join(args.output, rel + ".npy")
     try:
-      shape = _extract_one(backbone, path, out, args, windows)
+      shape = _extract_one(backbone, path, out, args, layers, windows)
       line = counted_line(i, len(rels), f"wrote {out}: {shape}", time.monotonic() - start)
       print(line, flush=True)
     except (ValueError, FileNotFoundError) as e:

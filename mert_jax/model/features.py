@@ -77,7 +77,7 @@ def windowed_hidden_states(
   feats = extract(windows)  # (W, layers, n, D)
   parts = [feats[0]]
   for k in range(1, len(starts)):
-    new = starts[k] + n - (starts[k - 1] + n)  # frames not in the previous window
+    new = starts[k] - starts[k - 1]  # frames not in the previous window
     parts.append(feats[k][:, n - new :])
   return np.concatenate(parts, axis=1)
 
