@@ -7,10 +7,10 @@ import dataclasses
 import time
 from typing import Any, Callable
 
-from mert_jax.probe import beat_set, custom_set, key_set, note_set
+from mert_jax.probe import beat_set, custom_set, key_set, note_set, run
 
 SIZES = tuple(note_set.PRESETS)  # "full", "small", "tiny": every set has these presets
-TASKS = ("pitch", "instrument", "key", "beat", "custom")
+TASKS = tuple(run.METRICS)  # the tasks with a metric: pitch, instrument, key, beat, custom
 
 
 def parse_tasks(text: str, what: str = "--task") -> tuple[str, ...]:
