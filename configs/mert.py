@@ -90,6 +90,10 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   # (host syncs); with it (jax.distributed's default) every step is checked at no cost
   c.preemption_check_every = 10
   c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
+  # --- representation health at each evaluation (mert_jax/train/health.py) ---
+  c.health_clips = 32  # validation clips whose time-pooled features' effective rank is measured
+  c.health_min_rank = 3.0  # warn when a layer's effective rank falls below this
+  c.health_prior_patience = 3  # warn after this many evaluations not beating the training prior
   # --- in-training probe (mert_jax/train/probing.py, docs/probing.md) ---
   c.probe_every = 0  # steps between probes of the current weights (0 = never); also the last step
   c.probe_tasks = "pitch,instrument"  # comma-separated: pitch, instrument, key, beat

@@ -143,6 +143,10 @@ class ModelConfig:
     return _from_dict(cls, d, "model")
 
 
+TARGETS = ("teacher", "bestrq")  # where the codes come from (ObjectiveConfig.targets)
+CQT_TARGETS = ("raw", "log_standardised")  # ObjectiveConfig.cqt_target
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
   """MERT's masked-prediction objective (spec §1.8-1.10, §2.4, §2.6)."""
@@ -163,8 +167,30 @@ class ObjectiveConfig:
   mixup_max_len: int = SAMPLE_RATE  # samples (95M 1.0 s, 330M 1.5 s = 36000)
   mixup_max_segments: int = 3  # 1..this many segments per mixed clip
   mixup_volume: float = 1.0  # segments are added at this gain, no rescaling or clipping
+  # > 0: segment lengths are drawn in [crop_fraction / 2, crop_fraction] x the crop instead of
+  # [mixup_min_len, mixup_max_len] (MERT-95M's 0.5-1.0 s of a 5 s crop is 0.2)
+  mixup_crop_fraction: float = 0.0
+  # --- targets (mert_jax/objective/targets.py) ---
+  # "teacher": the codes of the data's offline teacher (k-means or EnCodec, data_pipeline.prepare);
+  # "bestrq": random-projection quantizer codes of the clean audio, computed in the step
+  # (mert_jax/objective/bestrq.py; the data's codes are then not read)
+  targets: str = "teacher"
+  bestrq_input: str = "mel"  # what BEST-RQ quantizes: "mel" (stacked log-mel) or "cqt" (log-CQT)
+  bestrq_dim: int = 16  # projection width of each random quantizer (BEST-RQ, MusicFM: 16)
+  bestrq_seed: int = 0  # draws the frozen projections and codebooks (saved as WORKDIR/bestrq.npz)
+  bestrq_mels: int = 128  # mel bands (MusicFM: 128)
+  bestrq_n_fft: int = 2048  # mel window in samples (MusicFM: 2048 at 24 kHz)
+  bestrq_stack: int = 2  # mel frames stacked per model frame (hop = frame stride / stack)
+  # per-codebook weights of the codes' cross-entropy (empty: 1 for every codebook)
+  codebook_weights: tuple[float, ...] = ()
   # CQT regression target (spec §3.1): nnAudio CQT1992v2 settings; bins = model.cqt_bins,
   # hop = the model's frame stride (320), sample rate = model.sample_rate.
+  # How the CQT magnitudes become the regression target: "raw" (MERT's code) or "log_standardised"
+  # (log, then each bin standardised with the corpus statistics of cqt_stats)
+  cqt_target: str = "raw"
+  # .npz with "mean" and "std" (bins,) of the log-CQT over the corpus, written by
+  # mert_jax.objective.cqt_stats (needed by cqt_target="log_standardised")
+  cqt_stats: str = ""
   cqt_method: str = "fast"  # "fast" (multirate, ~1e-6 from exact) | "exact" (nnAudio's transform)
   cqt_fmin: float = 32.7  # Hz, lowest bin (C1)
   cqt_bins_per_octave: int = 48  # 336 bins = 7 octaves
@@ -174,7 +200,46 @@ class ObjectiveConfig:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "ObjectiveConfig":
+    d = dict(d)
+    if "codebook_weights" in d:
+      d["codebook_weights"] = tuple(float(w) for w in d["codebook_weights"])
     return _from_dict(cls, d, "objective")
+
+  def validate(self, mcfg: ModelConfig) -> None:
+    """One ValueError line naming the field, for a choice the objective cannot run with."""
+    if self.targets not in TARGETS:
+      raise ValueError(f"objective.targets={self.targets!r}: choose one of {', '.join(TARGETS)}")
+    if self.bestrq_input not in ("mel", "cqt"):
+      raise ValueError(f"objective.bestrq_input={self.bestrq_input!r}: choose mel or cqt")
+    if self.targets == "bestrq" and (
+      self.bestrq_stack < 1 or mcfg.frame_stride % self.bestrq_stack or self.bestrq_dim < 1
+    ):
+      raise ValueError(
+        f"objective.bestrq_stack={self.bestrq_stack} must divide the frame stride "
+        f"{mcfg.frame_stride}, and objective.bestrq_dim={self.bestrq_dim} must be >= 1"
+      )
+    if self.cqt_target not in CQT_TARGETS:
+      raise ValueError(
+        f"objective.cqt_target={self.cqt_target!r}: choose one of {', '.join(CQT_TARGETS)}"
+      )
+    if self.cqt_target == "log_standardised" and not self.cqt_stats:
+      raise ValueError(
+        "objective.cqt_target=log_standardised needs objective.cqt_stats=FILE.npz (the corpus's "
+        "log-CQT mean and std per bin): write it with python -m mert_jax.objective.cqt_stats "
+        "--data=DATA_DIR --output=FILE.npz"
+      )
+    if self.codebook_weights and (
+      len(self.codebook_weights) != mcfg.num_codebooks or min(self.codebook_weights) < 0
+    ):
+      raise ValueError(
+        f"objective.codebook_weights={list(self.codebook_weights)}: give {mcfg.num_codebooks} "
+        "non-negative weights (model.num_codebooks), or none for all 1"
+      )
+    if not 0 <= self.mixup_crop_fraction <= 1:
+      raise ValueError(
+        f"objective.mixup_crop_fraction={self.mixup_crop_fraction}: must be in [0, 1] (0: use "
+        "mixup_min_len / mixup_max_len)"
+      )
 
 
 def _from_dict(cls: type, d: dict[str, Any], block: str) -> Any:

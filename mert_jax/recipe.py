@@ -112,8 +112,10 @@ def model_config_from(config: ml_collections.ConfigDict) -> ModelConfig:
 
 
 def objective_config_from(config: ml_collections.ConfigDict) -> ObjectiveConfig:
-  """The ObjectiveConfig of a recipe's ``objective`` block."""
-  return ObjectiveConfig.from_dict(config.objective.to_dict())
+  """The validated ObjectiveConfig of a recipe's ``objective`` block (checked against its model)."""
+  ocfg = ObjectiveConfig.from_dict(config.objective.to_dict())
+  ocfg.validate(model_config_from(config))
+  return ocfg
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

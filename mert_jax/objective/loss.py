@@ -1,13 +1,16 @@
 """MERT's pretraining objective (spec §1.8-1.10, §1.13), a pure function of a key and a batch.
 
-  loss = [ sum_k sum_masked CE_k  +  10 * features_pen * n
+  loss = [ sum_k w_k sum_masked CE_k  +  10 * features_pen * n
            +  1 * sum_masked sum_bins (cqt_pred - cqt)^2 / bins ] / n
 
-with n the number of masked frames; i.e. the sum over codebooks of the mean masked CE, plus
+with n the number of masked frames and w_k the codebook weights (objective.codebook_weights, MERT:
+all 1); i.e. the weighted sum over codebooks of the mean masked CE, plus
 10 * mean(conv features^2), plus the CQT MSE over masked frames and bins. CE_k is a softmax
 cross-entropy over codebook k's C_k labels with logits cos(z_k, E_k[j]) / 0.1 (this equals
 fairseq's "positive first, duplicate set to -inf" construction). Only masked, unpadded frames
-carry loss. The CQT target is computed from the *clean* audio, before mixup.
+carry loss. The codes and the CQT target come from the *clean* audio, before mixup
+(mert_jax/objective/targets.py: the offline teacher's labels or BEST-RQ codes; raw or
+log-standardised CQT).
 
 The step returns the sums and counts next to the loss so a trainer can sum them over devices
 and micro-batches and normalise once, as fairseq does.
@@ -18,8 +21,7 @@ Shapes: audio (B, L) float; labels (B, K, T_lab) int codes in [0, codebook_size)
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +30,11 @@ import numpy as np
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames
 from mert_jax.model.mert import MERTModel, check_audio
-from mert_jax.objective import cqt as cqt_lib
+from mert_jax.objective import targets as targets_lib
 from mert_jax.objective.masking import compute_mask
 from mert_jax.objective.mixup import mixup
 
-CqtFn = Callable[[jax.Array], jax.Array]  # (B, L) audio -> (B, T_cqt >= T, bins) magnitudes
+CqtFn = targets_lib.CqtFn
 
 COSINE_EPS = 1e-8
 
@@ -100,23 +102,16 @@ def codebook_losses(
 
 
 def cqt_target_fn(mcfg: ModelConfig, cfg: ObjectiveConfig) -> CqtFn:
-  """The configured CQT (mert_jax.cqt) for this model: its bins, frame stride and sample rate."""
-  return functools.partial(
-    cqt_lib.cqt,
-    sample_rate=mcfg.sample_rate,
-    hop_length=mcfg.frame_stride,
-    fmin=cfg.cqt_fmin,
-    n_bins=mcfg.cqt_bins,
-    bins_per_octave=cfg.cqt_bins_per_octave,
-    method=cfg.cqt_method,
-  )
+  """The configured CQT magnitudes (mert_jax/objective/targets.py)."""
+  return targets_lib.cqt_fn(mcfg, cfg)
 
 
 @dataclasses.dataclass(frozen=True)
 class MaskedForward:
   """What the model sees and must predict for one batch (B clips, T frames)."""
 
-  cqt: jax.Array  # (B, T, bins) float32 CQT of the clean audio (the regression target)
+  cqt: jax.Array  # (B, T, bins) float32 regression target from the clean audio's CQT
+  codes: jax.Array  # (B, T, K) int32 target codes of the clean audio (objective/targets.py)
   mask: jax.Array  # (B, T) bool, True = masked frame
   out: Any  # the model's output on the mixed, masked audio (last_hidden_state, features_pen, ...)
 
@@ -129,10 +124,12 @@ def masked_forward(
   cfg: ObjectiveConfig,
   cqt_fn: CqtFn | None = None,
   deterministic: bool = False,
+  labels: jax.Array | None = None,
 ) -> MaskedForward:
   """The objective's view of a batch of audio (B, L): one key split three ways (mask, mixup,
-  dropout), the CQT target of the clean audio, in-batch mixup, span masking and the forward pass.
-  ``pretraining_loss`` scores it; eval pictures draw it."""
+  dropout), the CQT target and the codes of the clean audio (``labels``: the teacher's (B, K,
+  T_lab), read with objective.targets="teacher"), in-batch mixup, span masking and the forward
+  pass. ``pretraining_loss`` scores it; eval pictures draw it."""
   mcfg = model.cfg
   cqt_fn = cqt_fn or cqt_target_fn(mcfg, cfg)
   b, length = audio.shape
@@ -144,12 +141,14 @@ def masked_forward(
     raise ValueError(
       f"cqt_fn returned shape {cqt.shape}; expected (batch={b}, frames>={t}, bins={mcfg.cqt_bins})"
     )
+  codes = targets_lib.codes(audio, cqt, labels, mcfg, cfg)
+  target = targets_lib.regression_target(cqt[:, :t], cfg)
   mixed = mixup(k_mix, audio, cfg)
   mask = compute_mask(
     k_mask, b, t, mask_prob=cfg.mask_prob, mask_length=cfg.mask_length, min_masks=cfg.min_masks
   )
   out = model(mixed, mask=mask, deterministic=deterministic, key=k_drop)
-  return MaskedForward(cqt=cqt[:, :t], mask=mask, out=out)
+  return MaskedForward(cqt=target, codes=codes, mask=mask, out=out)
 
 
 def pretraining_loss(
@@ -167,8 +166,11 @@ def pretraining_loss(
   mcfg = model.cfg
   audio, labels = batch["audio"], batch["labels"]
   check_audio(audio, mcfg, name="batch['audio']")
-  check_labels(labels, audio.shape, mcfg)
-  fwd = masked_forward(model, audio, key, cfg=cfg, cqt_fn=cqt_fn, deterministic=deterministic)
+  if cfg.targets == "teacher":
+    check_labels(labels, audio.shape, mcfg)
+  fwd = masked_forward(
+    model, audio, key, cfg=cfg, cqt_fn=cqt_fn, deterministic=deterministic, labels=labels
+  )
   cqt, mask, out = fwd.cqt, fwd.mask, fwd.out
   b, t = mask.shape
   x = out.last_hidden_state  # (B, T, D)
@@ -176,10 +178,19 @@ def pretraining_loss(
   weights = weights.astype(jnp.float32)
   n = jnp.sum(weights)
 
-  targets = jnp.moveaxis(labels[:, :, :t], 1, 2).astype(jnp.int32) + mcfg.num_special_labels
+  targets = fwd.codes + mcfg.num_special_labels
   z = model.heads.codebook_projections(x)  # (B, T, K, d) float32
   ce_sum, correct = codebook_losses(
     z, model.heads.label_embeddings(), targets, weights, cfg.logit_temp
+  )
+  cb_weights = jnp.asarray(cfg.codebook_weights or (1.0,) * mcfg.num_codebooks, jnp.float32)
+  # (K, C) counts of the target codes on the weighted frames: the code frequencies behind the
+  # prior baseline (mert_jax/train/health.py)
+  k_index = jnp.broadcast_to(jnp.arange(mcfg.num_codebooks), fwd.codes.shape)
+  code_counts = (
+    jnp.zeros((mcfg.num_codebooks, mcfg.codebook_size), jnp.float32)
+    .at[k_index, fwd.codes]
+    .add(jnp.broadcast_to(weights[..., None], fwd.codes.shape))
   )
 
   cqt_pred = model.heads.cqt(x)  # (B, T, bins) float32
@@ -187,7 +198,9 @@ def pretraining_loss(
 
   pen = out.features_pen
   total = (
-    jnp.sum(ce_sum) + cfg.feature_pen_weight * pen * n + cfg.cqt_weight * cqt_sq_sum / mcfg.cqt_bins
+    jnp.sum(cb_weights * ce_sum)
+    + cfg.feature_pen_weight * pen * n
+    + cfg.cqt_weight * cqt_sq_sum / mcfg.cqt_bins
   )
   denom = jnp.maximum(n, 1.0)
   loss = total / denom
@@ -197,6 +210,7 @@ def pretraining_loss(
     "num_masked": n,
     "ce_sum": ce_sum,  # (K,)
     "correct": correct,  # (K,)
+    "code_counts": code_counts,  # (K, C)
     "ce": ce_sum / denom,  # (K,) mean masked CE per codebook
     "accuracy": correct / denom,  # (K,)
     "features_pen": pen,

@@ -35,7 +35,18 @@ jax.tree_util.register_dataclass(
 )
 
 
+def segment_bounds(cfg: ObjectiveConfig, samples: int) -> tuple[int, int]:
+  """(shortest, longest) segment in samples: [mixup_min_len, mixup_max_len], or with
+  ``mixup_crop_fraction`` f > 0, [f / 2, f] x the clip length (at least one sample)."""
+  if cfg.mixup_crop_fraction > 0:
+    longest = max(1, int(round(cfg.mixup_crop_fraction * samples)))
+    return max(1, longest // 2), longest
+  return cfg.mixup_min_len, cfg.mixup_max_len
+
+
 def check_mixup_config(cfg: ObjectiveConfig, batch: int, samples: int) -> None:
+  if cfg.mixup_crop_fraction > 0:
+    return  # the bounds follow the clip (segment_bounds)
   if not 0 < cfg.mixup_min_len <= cfg.mixup_max_len:
     raise ValueError(
       f"objective.mixup_min_len={cfg.mixup_min_len} / mixup_max_len={cfg.mixup_max_len} "
@@ -50,12 +61,13 @@ def check_mixup_config(cfg: ObjectiveConfig, batch: int, samples: int) -> None:
 
 def sample_plan(key: jax.Array, batch: int, samples: int, cfg: ObjectiveConfig) -> MixupPlan:
   s = cfg.mixup_max_segments
+  shortest, longest = segment_bounds(cfg, samples)
   k_apply, k_n, k_start, k_len, k_pos = jax.random.split(key, 5)
   pool_len = (batch - 1) * samples
   apply = jax.random.uniform(k_apply, (batch,)) < cfg.mixup_prob
   num = jax.random.randint(k_n, (batch,), 1, s + 1)
-  start = jax.random.randint(k_start, (batch, s), 0, pool_len - cfg.mixup_max_len + 1)
-  length = jax.random.randint(k_len, (batch, s), cfg.mixup_min_len, cfg.mixup_max_len + 1)
+  start = jax.random.randint(k_start, (batch, s), 0, pool_len - longest + 1)
+  length = jax.random.randint(k_len, (batch, s), shortest, longest + 1)
   # position uniform in {0 .. L - length}: scale a uniform draw by the per-segment range.
   position = jnp.floor(jax.random.uniform(k_pos, (batch, s)) * (samples - length + 1)).astype(
     jnp.int32

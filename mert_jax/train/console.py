@@ -169,10 +169,16 @@ def step_line(step: int, total: int, row: dict[str, Any]) -> str:
 
 
 def eval_line(step: int, total: int, scores: dict[str, Any], seconds: float) -> str:
-  """``eval 20/30  loss ...  codes ...  cqt ...  acc ...  |  4.1 s``."""
-  return "  ".join([f"eval {_step_field(step, total)}", *_loss_fields(scores)]) + (
-    f"  |  {seconds:.1f} s"
-  )
+  """``eval 20/30  loss ...  codes ...  cqt ...  acc ...  prior ...  rank ...  |  4.1 s``: with
+  the health numbers (train/health.py), the training prior's mean accuracy and the lowest
+  layer's effective rank."""
+  fields = [f"eval {_step_field(step, total)}", *_loss_fields(scores)]
+  if "prior_accuracy" in scores:
+    fields.append(f"prior {sum(scores['prior_accuracy']) / len(scores['prior_accuracy']):.4f}")
+  ranks = [v for k, v in scores.items() if k.startswith("rank_l")]
+  if ranks:
+    fields.append(f"rank {min(ranks):.1f}")
+  return "  ".join(fields) + f"  |  {seconds:.1f} s"
 
 
 def probe_line(step: int, total: int, scores: dict[str, Any], seconds: float) -> str:

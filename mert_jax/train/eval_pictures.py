@@ -103,8 +103,9 @@ def compute_pictures(
   ``masked_forward`` (as ``pretraining_loss`` sees the batch), deterministic; jittable. Keys as the
   fields of ``Pictures``."""
   mcfg: ModelConfig = model.cfg
-  fwd = masked_forward(model, batch["audio"], key, cfg=ocfg, deterministic=True)
-  t = fwd.mask.shape[1]
+  fwd = masked_forward(
+    model, batch["audio"], key, cfg=ocfg, deterministic=True, labels=batch["labels"]
+  )
   x = fwd.out.last_hidden_state  # (B, T, D)
   z = model.heads.codebook_projections(x)  # (B, T, K, d)
   logits = jax.vmap(
@@ -115,7 +116,7 @@ def compute_pictures(
     "cqt_pred": model.heads.cqt(x),
     "mask": fwd.mask,
     "pred_codes": jnp.argmax(logits, axis=-1).astype(jnp.int32) - mcfg.num_special_labels,
-    "teacher_codes": jnp.moveaxis(batch["labels"][:, :, :t], 1, 2).astype(jnp.int32),
+    "teacher_codes": fwd.codes,
   }
 
 

@@ -27,7 +27,8 @@ def evaluate(
   manifest: dict[str, Any],
   rcfg: reader_lib.ReaderConfig,
 ) -> dict[str, Any]:
-  """Loss terms and per-codebook accuracy summed over the batches, then normalised once.
+  """Loss terms and per-codebook accuracy summed over the batches, then normalised once, and the
+  (K, C) ``code_counts`` of the target codes on the masked frames.
 
   Each process reads a share of the valid shards (all of them when there are fewer shards)."""
   config = setup.config
@@ -52,4 +53,6 @@ def evaluate(
     out = jax.device_get(setup.eval_step(params, batch, jax.random.key(EVAL_KEY_OFFSET + i)))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
-  return normalise_sums(sums, setup.mcfg.cqt_bins)
+  out = normalise_sums(sums, setup.mcfg.cqt_bins)
+  out["code_counts"] = sums["code_counts"]  # (K, C): the loop hands it to train/health.py
+  return out

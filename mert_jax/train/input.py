@@ -40,10 +40,13 @@ def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workd
   return default_corpus.corpus_dir(root, mcfg.num_codebooks, mcfg.codebook_size)
 
 
-def check_manifest(manifest: dict[str, Any], mcfg: ModelConfig, data_dir: str) -> None:
-  """Refuses a dataset whose teacher shape, sample rate or label hop differs from the model's."""
+def check_manifest(
+  manifest: dict[str, Any], mcfg: ModelConfig, data_dir: str, targets: str = "teacher"
+) -> None:
+  """Refuses a dataset whose teacher shape (when its codes are the targets), sample rate or label
+  hop differs from the model's."""
   got = (manifest["num_codebooks"], manifest["codebook_size"])
-  if got != (mcfg.num_codebooks, mcfg.codebook_size):
+  if targets == "teacher" and got != (mcfg.num_codebooks, mcfg.codebook_size):
     raise ValueError(
       f"{data_dir}: the teacher has {got[0]} codebooks of {got[1]} codes but the model expects "
       f"{mcfg.num_codebooks} x {mcfg.codebook_size}; set --config.model.num_codebooks / "

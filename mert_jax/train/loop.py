@@ -27,6 +27,7 @@ from data_pipeline import reader as reader_lib
 from mert_jax import sharding
 from mert_jax.model.flops import train_flops_per_clip
 from mert_jax.model.mert import tree_size
+from mert_jax.objective import bestrq
 from mert_jax.objective.loss import check_label_values
 from mert_jax.train import (
   checkpoints,
@@ -39,6 +40,9 @@ from mert_jax.train import (
   probing,
 )
 from mert_jax.train import (
+  health as health_lib,
+)
+from mert_jax.train import (
   input as input_lib,
 )
 from mert_jax.train import (
@@ -48,6 +52,8 @@ from mert_jax.train import (
   workdir as workdir_lib,
 )
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
+
+BESTRQ_FILE = "bestrq.npz"  # WORKDIR/bestrq.npz: the run's frozen BEST-RQ quantizers
 
 
 def train(
@@ -116,7 +122,7 @@ def _train(
   # ############################################################ input
   data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
   manifest = reader_lib.load_manifest(data_dir)
-  input_lib.check_manifest(manifest, mcfg, data_dir)
+  input_lib.check_manifest(manifest, mcfg, data_dir, setup.ocfg.targets)
   rcfg = input_lib.reader_config(config, groups)
   dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
   data_iter = iter(dataset)
@@ -126,6 +132,13 @@ def _train(
     pictures = eval_pictures.EvalPictures(
       setup, data_dir, manifest, rcfg, clips=config.eval_picture_clips
     )
+
+  # Representation health at each evaluation: feature rank, accuracy against the prior (health.py).
+  health = None
+  if config.eval_every and config.get("health_clips") and "valid" in manifest["splits"]:
+    health = health_lib.Health(setup, data_dir, rcfg, config)
+  if setup.ocfg.targets == "bestrq" and process == 0:  # the frozen quantizers, saved with the run
+    bestrq.save(str(epath.Path(workdir) / BESTRQ_FILE), bestrq.quantizers(mcfg, setup.ocfg))
 
   # The in-training probe's sets, rendered (or read from their cache) once, before the compile.
   probe = probing.TrainingProbe(config, workdir, mcfg) if config.get("probe_every") else None
@@ -198,7 +211,8 @@ def _train(
   pace, last, last_probe = console.Pace(step, config.total_steps, clock=clock), {}, {}
   while step < config.total_steps:
     local = next(batches)
-    check_label_values(local["labels"], mcfg)
+    if setup.ocfg.targets == "teacher":
+      check_label_values(local["labels"], mcfg)
     state, metrics = train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
@@ -209,6 +223,10 @@ def _train(
       metrics, nonfinite_total, nonfinite_run = jax.device_get(
         (metrics, state["nonfinite_total"], state["nonfinite_run"])
       )
+      metrics = dict(metrics)
+      code_counts = metrics.pop("code_counts")
+      if health is not None:
+        health.add_train_counts(code_counts)
       rate = pace.row(step)
       last = {
         "step": step,
@@ -241,6 +259,9 @@ def _train(
         with pace.paused():
           began = clock()
           scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
+          if health is not None:
+            scores.update(health.evaluate(state["params"], scores))
+          del scores["code_counts"]
           seconds = clock() - began
           scores = jax.tree.map(lambda v: np.asarray(v).tolist(), scores)
           writer.write(step, scores, run="eval")
@@ -248,6 +269,8 @@ def _train(
             pictures.log(writer.tensorboard("eval"), state["params"], step)
         if process == 0:
           print(console.eval_line(step, config.total_steps, scores, seconds), flush=True)
+          for warning in health.warnings if health is not None else ():
+            print(warning, flush=True)
 
     if probe is not None and (step % config.probe_every == 0 or is_last):
       jax.block_until_ready(metrics)  # as for evaluations: the probe's time is not training's

@@ -18,6 +18,8 @@ FIELDS = {
   "keep_last": (1, "checkpoints kept"),
   "keep_every": (0, "step multiple whose checkpoints are kept (0 = none)"),
   "max_nonfinite_steps": (1, "consecutive non-finite steps before stopping"),
+  "health_clips": (0, "validation clips whose feature rank is measured (0 = none)"),
+  "health_prior_patience": (1, "evaluations at the prior accuracy before warning"),
   "probe_every": (0, "steps between in-training probes (0 = never)"),
   "probe_max_epochs": (1, "probe head epochs per learning rate"),
   "probe_batch": (1, "clips per probe feature call"),

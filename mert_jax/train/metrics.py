@@ -44,7 +44,16 @@ PEAK_BF16_FLOPS = {
 
 
 # What a step sums over its micro-batches (or an evaluation over its batches) before normalising.
-SUMMED = ("loss_sum", "num_masked", "ce_sum", "correct", "cqt_sq_sum", "pen_weighted")
+# code_counts: (K, C) target codes on the masked frames (the prior baseline, train/health.py).
+SUMMED = (
+  "loss_sum",
+  "num_masked",
+  "ce_sum",
+  "correct",
+  "cqt_sq_sum",
+  "pen_weighted",
+  "code_counts",
+)
 
 
 def normalise_sums(sums: dict[str, Any], cqt_bins: int) -> dict[str, Any]:

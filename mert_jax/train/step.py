@@ -86,11 +86,8 @@ def make_train_step(
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
 
       zeros_g = jax.tree.map(jnp.zeros_like, params)
-      k = batch["labels"].shape[2]
-      zeros_s = {
-        name: jnp.zeros((k,) if name in ("ce_sum", "correct") else (), jnp.float32)
-        for name in SUMMED
-      }
+      zeros_s = jax.eval_shape(lambda: micro(params, jax.tree.map(lambda x: x[0], batch), key)[1])
+      zeros_s = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), zeros_s)
       (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), (batch, jnp.arange(accum)))
     n = jnp.maximum(sums["num_masked"], 1.0)
     grads = jax.tree.map(lambda g: g / n, grads)
@@ -101,6 +98,7 @@ def make_train_step(
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     metrics = normalise_sums(sums, cqt_bins)
     metrics.update(grad_norm=grad_norm, lr=schedule(state["updates"]), finite=finite)
+    metrics["code_counts"] = sums["code_counts"]  # (K, C): the loop pops it (train/health.py)
     new_state = {
       "params": keep(new_params, params),
       "opt_state": keep(new_opt, state["opt_state"]),
