@@ -9,10 +9,12 @@ that these targets pretrain music models at least as well as MERT's. What this m
   75 Hz frame rate (``stack`` mel frames of ``frame_stride / stack`` samples per model frame,
   centred on the model frame's receptive field), or the log of the CQT the objective computes
   anyway (one CQT frame per model frame; octave-aware);
-* normalisation: each stacked frame is standardised over its own values (zero mean, unit variance
-  across its ``stack x bins`` entries). [design choice: BEST-RQ and MusicFM standardise with
-  corpus statistics; per-frame standardisation needs none, so the targets need no preparation and
-  do not depend on loudness]
+* normalisation: each input dimension is standardised over the clip's frames (zero mean, unit
+  variance over time, per clip). [design choice: BEST-RQ and MusicFM standardise each dimension
+  with corpus statistics; per-clip statistics need no preparation and behave alike: on 4 clips of
+  real music, 8 codebooks of 256 codes used 119-142 codes each with either, the most frequent at
+  5-15 %. Standardising each frame over its own entries instead (no per-dimension centring) left
+  the projections in a narrow cone: 11-25 codes used, the most frequent at up to 47 %.]
 * one quantizer per codebook k: a projection P_k (input dim, ``dim``) drawn Xavier-normal and a
   codebook C_k (``codebook_size``, ``dim``) drawn standard normal, both from
   ``numpy.random.default_rng(seed)``; code = argmax_j <l2norm(x P_k), l2norm(C_k[j])> (the nearest
@@ -39,7 +41,7 @@ from mert_jax.model.conv_extractor import num_frames, receptive_field
 
 INPUTS = ("mel", "cqt")  # what the quantizers read: log-mel frames or the log-CQT
 LOG_FLOOR = 1e-6  # log(max(x, LOG_FLOOR)): silence is a finite constant
-STD_FLOOR = 1e-5  # a constant frame (silence) standardises to zeros, not NaN
+STD_FLOOR = 1e-5  # a constant dimension (silence) standardises to zeros, not NaN
 NORM_FLOOR = 1e-12  # l2-normalisation floor
 
 
@@ -122,10 +124,10 @@ def log_mel_frames(audio: jax.Array, mcfg: ModelConfig, cfg: ObjectiveConfig) ->
   return jnp.log(jnp.maximum(mel, LOG_FLOOR)).reshape(b, t, cfg.bestrq_stack * cfg.bestrq_mels)
 
 
-def standardise_frames(x: jax.Array) -> jax.Array:
-  """(..., d) -> each frame at zero mean and unit variance over its d entries."""
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  std = jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True))
+def standardise_over_time(x: jax.Array) -> jax.Array:
+  """(B, T, d) -> each clip's dimensions at zero mean and unit variance over its T frames."""
+  mean = jnp.mean(x, axis=1, keepdims=True)
+  std = jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=1, keepdims=True))
   return (x - mean) / jnp.maximum(std, STD_FLOOR)
 
 
@@ -147,4 +149,4 @@ def codes(
     x = log_mel_frames(audio, mcfg, cfg)
   else:
     x = jnp.log(jnp.maximum(cqt[:, :t].astype(jnp.float32), LOG_FLOOR))
-  return jax.lax.stop_gradient(quantize(standardise_frames(x), quantizers(mcfg, cfg)))
+  return jax.lax.stop_gradient(quantize(standardise_over_time(x), quantizers(mcfg, cfg)))

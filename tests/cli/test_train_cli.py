@@ -85,6 +85,26 @@ def test_recipes_by_name_from_any_directory(spec: str, started, tmp_path, monkey
     ([TINY, "--config.model.num_heads=5"], "is not divisible by model.num_heads=5"),
     (["--config.seed=1"], "error: --config is required"),
     ([TINY, "--wrkdir=x"], "error: Unknown command line flag 'wrkdir'. Did you mean: workdir ?"),
+    # the learning issue's fields (mert_jax/objective/targets.py)
+    ([TINY, "--config.objective.targets=bestrk"], "objective.targets='bestrk': choose one of"),
+    (
+      [TINY, "--config.objective.codebook_weights=[1,0]"],
+      "objective.codebook_weights=[1.0, 0.0]: give 8 non-negative weights",
+    ),
+    (
+      [TINY, "--config.objective.cqt_target=log_standardised"],
+      "objective.cqt_target=log_standardised needs objective.cqt_stats=FILE.npz",
+    ),
+    (
+      [
+        TINY,
+        "--config.objective.cqt_target=log_standardised",
+        "--config.objective.cqt_stats=no.npz",
+      ],
+      "objective.cqt_stats=no.npz: not a CQT statistics file",
+    ),
+    ([TINY, "--config.objective.cqt_target=log"], "objective.cqt_target='log': choose one of"),
+    ([TINY, "--config.objective.mixup_crop_fraction=2"], "objective.mixup_crop_fraction=2.0"),
   ],
 )
 def test_mistakes_are_one_line_before_anything_starts(

@@ -190,3 +190,47 @@ def test_label_range_host_check():
   cfg = model_config("tiny")
   with pytest.raises(ValueError, match=r"codes in \[0, 1024\]; expected \[0, 1024\)"):
     check_label_values(np.array([[0, 1024]]), cfg)
+
+
+def test_codebook_weights_weight_each_codebooks_cross_entropy(music):
+  """objective.codebook_weights w: the loss holds sum_k w_k CE_k; the reported per-codebook CE
+  and accuracy stay unweighted."""
+  cfg = model_config("tiny", dtype="float32")
+  model = create_model(cfg)
+  batch, key = _batch(music, cfg), jax.random.key(0)
+  _, base = pretraining_loss(model, batch, key, cqt_fn=frame_cqt, cfg=OBJ)
+  w = (1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0)
+  loss, m = pretraining_loss(
+    model, batch, key, cqt_fn=frame_cqt, cfg=OBJ.replace(codebook_weights=w)
+  )
+  np.testing.assert_allclose(np.asarray(m["ce"]), np.asarray(base["ce"]), rtol=1e-6)
+  want = float(np.dot(w, np.asarray(m["ce"]))) + 10.0 * float(m["features_pen"])
+  np.testing.assert_allclose(float(loss), want + float(m["cqt_mse"]), rtol=1e-5)
+
+
+def test_code_counts_are_the_target_codes_on_masked_frames(music):
+  cfg = model_config("tiny", dtype="float32")
+  batch = _batch(music, cfg)
+  _, m = pretraining_loss(create_model(cfg), batch, jax.random.key(0), cqt_fn=frame_cqt, cfg=OBJ)
+  counts = np.asarray(m["code_counts"])
+  assert counts.shape == (cfg.num_codebooks, cfg.codebook_size)
+  np.testing.assert_allclose(counts.sum(axis=1), float(m["num_masked"]))
+  # only codes that occur in the labels are counted
+  for k in range(cfg.num_codebooks):
+    present = np.unique(np.asarray(batch["labels"])[:, k])
+    assert set(np.flatnonzero(counts[k])) <= set(present.tolist())
+
+
+def test_bestrq_targets_ignore_the_labels(music):
+  """objective.targets=bestrq: the codes come from the audio; any labels (even of another
+  teacher's shape) are not read."""
+  cfg = model_config("tiny", dtype="float32")
+  model, key = create_model(cfg), jax.random.key(0)
+  batch = _batch(music, cfg, seconds=1.5)
+  ocfg = OBJ.replace(targets="bestrq")
+  loss, m = pretraining_loss(model, batch, key, cqt_fn=frame_cqt, cfg=ocfg)
+  other = {"audio": batch["audio"], "labels": batch["labels"][:, :1] * 0}
+  loss2, _ = pretraining_loss(model, other, key, cqt_fn=frame_cqt, cfg=ocfg)
+  assert float(loss) == float(loss2) and np.isfinite(float(loss))
+  _, with_labels = pretraining_loss(model, batch, key, cqt_fn=frame_cqt, cfg=OBJ)
+  assert not np.allclose(np.asarray(m["ce"]), np.asarray(with_labels["ce"]))

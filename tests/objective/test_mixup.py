@@ -108,3 +108,18 @@ def test_cqt_target_is_computed_from_clean_audio(music, monkeypatch):
   )
   np.testing.assert_array_equal(seen["cqt_input"], np.asarray(clean))
   assert (np.abs(seen["model_input"] - np.asarray(clean)).max(axis=-1) > 0).all()
+
+
+@pytest.mark.parametrize("samples", [24_000, 72_000])
+def test_crop_fraction_scales_the_segments_with_the_crop(samples):
+  """mixup_crop_fraction=f: lengths uniform in [f / 2, f] x the crop, whatever the absolute
+  bounds say; 0 keeps mixup_min_len / mixup_max_len."""
+  cfg = ObjectiveConfig(mixup_min_len=10, mixup_max_len=20, mixup_crop_fraction=0.2)
+  lengths = np.concatenate(
+    [np.asarray(sample_plan(jax.random.key(s), 4, samples, cfg).length).ravel() for s in range(50)]
+  )
+  lo, hi = round(0.1 * samples), round(0.2 * samples)
+  assert lengths.min() >= lo and lengths.max() <= hi
+  assert lengths.min() < lo + 0.1 * (hi - lo) and lengths.max() > hi - 0.1 * (hi - lo)
+  absolute = np.asarray(sample_plan(jax.random.key(0), 4, samples, CFG).length)
+  assert absolute.min() >= CFG.mixup_min_len and absolute.max() <= CFG.mixup_max_len
