@@ -3,8 +3,9 @@
   python -m mert_jax.cli.train --config=configs/mert.py:95m --workdir=DIR
   python -m mert_jax.cli.train --config=95m --list-config      # every field, its value and meaning
 
-Variants: ``tiny`` (CPU tests), ``small`` (the CPU probing experiment, docs/probing.md), ``95m``
-(MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
+Variants: ``tiny`` (CPU tests), ``small`` (the CPU probing experiment, docs/probing.md),
+``small_rq`` (``small`` with BEST-RQ targets, the log-CQT target and no mixup: the learning
+experiment, benchmarks/learning.py), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
 holds only what a recipe changes. The comment beside (or right above) each field is its help text
 (``--help``, ``--list-config``; mert_jax/cli/config_help.py reads it). Recipes at a glance
@@ -25,7 +26,10 @@ from mert_jax.config import MODEL_SIZES, ObjectiveConfig
 from mert_jax.recipe import dataclass_to_config_dict as _dict
 from mert_jax.sharding import DEFAULT_RULES
 
-VARIANTS = tuple(MODEL_SIZES)  # what get_config takes (mert_jax/recipe.py checks it)
+# What get_config takes (mert_jax/recipe.py checks it): the model sizes, plus recipes that reuse a
+# size with other targets (variant -> its model size).
+RECIPE_SIZES = {**{size: size for size in MODEL_SIZES}, "small_rq": "small"}
+VARIANTS = tuple(RECIPE_SIZES)
 
 
 def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
@@ -35,7 +39,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.variant = variant  # the variant's name (one of VARIANTS), shown in the start-up line
   c.seed = 1337  # reference seed: initial parameters, data order, dropout, masking and mixup
-  c.model = _dict(MODEL_SIZES[variant])  # the network (ModelConfig, mert_jax/config.py)
+  c.model = _dict(MODEL_SIZES[RECIPE_SIZES[variant]])  # the network (ModelConfig, config.py)
   c.objective = _dict(ObjectiveConfig())  # masked prediction (ObjectiveConfig, mert_jax/config.py)
   c.optimizer = ml_collections.ConfigDict(
     dict(
@@ -121,7 +125,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     c.batch_size = 3584
     c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
     c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
-  elif variant == "small":
+  elif variant in ("small", "small_rq"):
     # The CPU experiment of docs/probing.md: under an hour on two cores (0.32 steps/s measured).
     c.total_steps = 1000
     c.batch_size = 16
@@ -135,6 +139,14 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
     c.eval_batches = 4
     c.checkpoint_every = 200
     c.keep_every = 200  # every checkpoint stays: docs/probing.md probes each one
+    if variant == "small_rq":
+      # The learning experiment's recipe (docs/probing.md, benchmarks/learning.py): BEST-RQ codes
+      # computed in the step, the log-standardised CQT target (both read the corpus statistics of
+      # objective.target_stats, written by python -m mert_jax.objective.target_stats), no mixup
+      # (at 3 s crops MERT's segments cover most of the clip).
+      c.objective.targets = "bestrq"
+      c.objective.cqt_target = "log_standardised"
+      c.objective.mixup_prob = 0.0
   elif variant == "tiny":
     c.total_steps = 200
     c.batch_size = 8

@@ -176,6 +176,10 @@ class ObjectiveConfig:
   # (mert_jax/objective/bestrq.py; the data's codes are then not read)
   targets: str = "teacher"
   bestrq_input: str = "mel"  # what BEST-RQ quantizes: "mel" (stacked log-mel) or "cqt" (log-CQT)
+  # how BEST-RQ's input is standardised per dimension: "corpus" (target_stats; BEST-RQ's and
+  # MusicFM's choice) or "clip" (over each clip's own frames: no statistics, but the codes lose the
+  # clip's average spectrum, pitch included)
+  bestrq_norm: str = "corpus"
   bestrq_dim: int = 16  # projection width of each random quantizer (BEST-RQ, MusicFM: 16)
   bestrq_seed: int = 0  # draws the frozen projections and codebooks (saved as WORKDIR/bestrq.npz)
   bestrq_mels: int = 128  # mel bands (MusicFM: 128)
@@ -186,11 +190,12 @@ class ObjectiveConfig:
   # CQT regression target (spec §3.1): nnAudio CQT1992v2 settings; bins = model.cqt_bins,
   # hop = the model's frame stride (320), sample rate = model.sample_rate.
   # How the CQT magnitudes become the regression target: "raw" (MERT's code) or "log_standardised"
-  # (log, then each bin standardised with the corpus statistics of cqt_stats)
+  # (log, then each bin standardised with the corpus statistics of target_stats)
   cqt_target: str = "raw"
-  # .npz with "mean" and "std" (bins,) of the log-CQT over the corpus, written by
-  # mert_jax.objective.cqt_stats (needed by cqt_target="log_standardised")
-  cqt_stats: str = ""
+  # .npz of the corpus's log-CQT and log-mel mean and std per bin, written by
+  # python -m mert_jax.objective.target_stats (needed by cqt_target="log_standardised" and by
+  # BEST-RQ with bestrq_norm="corpus")
+  target_stats: str = ""
   cqt_method: str = "fast"  # "fast" (multirate, ~1e-6 from exact) | "exact" (nnAudio's transform)
   cqt_fmin: float = 32.7  # Hz, lowest bin (C1)
   cqt_bins_per_octave: int = 48  # 336 bins = 7 octaves
@@ -222,10 +227,17 @@ class ObjectiveConfig:
       raise ValueError(
         f"objective.cqt_target={self.cqt_target!r}: choose one of {', '.join(CQT_TARGETS)}"
       )
-    if self.cqt_target == "log_standardised" and not self.cqt_stats:
+    if self.bestrq_norm not in ("corpus", "clip"):
+      raise ValueError(f"objective.bestrq_norm={self.bestrq_norm!r}: choose corpus or clip")
+    needs = []
+    if self.cqt_target == "log_standardised":
+      needs.append("objective.cqt_target=log_standardised")
+    if self.targets == "bestrq" and self.bestrq_norm == "corpus":
+      needs.append("objective.targets=bestrq with bestrq_norm=corpus")
+    if needs and not self.target_stats:
       raise ValueError(
-        "objective.cqt_target=log_standardised needs objective.cqt_stats=FILE.npz (the corpus's "
-        "log-CQT mean and std per bin): write it with python -m mert_jax.objective.cqt_stats "
+        f"{' and '.join(needs)} needs objective.target_stats=FILE.npz (the corpus's log-CQT and "
+        "log-mel mean and std per bin): write it with python -m mert_jax.objective.target_stats "
         "--data=DATA_DIR --output=FILE.npz"
       )
     if self.codebook_weights and (

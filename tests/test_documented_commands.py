@@ -102,6 +102,7 @@ class Stage:
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
       "PROBE_DIR": str(tmp_path / "probe"),
+      "LEARN_DIR": str(tmp_path / "learn"),
       "ENCODEC_24KHZ_DIR": "random-init",  # an EnCodec of the real architecture, random weights
       "facebook/encodec_24khz": "random-init",  # the Hub's weights are not downloaded here
       "song.flac": song,
@@ -328,6 +329,12 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--task=pitch"]
     probe_argv = [f"--checkpoint={wd}", f"--step={step}", f"--output={folder}", *quick]
     assert probe_cli.main([*probe_argv, f"--cache-dir={stage.probe_cache}"]) == 0
+  if argv[1] == "benchmarks/learning.py":  # the tiny recipe for 6 steps, one quick probe
+    drop = ("--minutes=", "--recipe=", "--set=", "--tasks=", "--steps-per-s=")
+    args = [a for a in args if not a.startswith(drop)]
+    args += ["--recipe=configs/mert.py:tiny", "--minutes=0.1", "--steps-per-s=1"]
+    args += ["--checkpoint-every=3", "--set=tiny", "--tasks=pitch", "--max-epochs=2"]
+    args += [f"--cache-dir={stage.probe_cache}", "--kmeans-max-fit-frames=5000"]
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
     args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]

@@ -32,7 +32,7 @@ from data_pipeline import storage
 from data_pipeline.cli_help import ArgumentParser, option_value, prog
 from mert_jax import recipe
 from mert_jax.cli import config_help
-from mert_jax.objective import cqt_stats
+from mert_jax.objective import target_stats
 from mert_jax.train import checkpoints, distributed, loop_config, workdir
 from mert_jax.train.checkpoints import CheckpointError
 from mert_jax.train.init_from import InitFromError
@@ -156,8 +156,8 @@ def resolve(spec: str, overrides: list[tuple[str, str | None, bool]]) -> ml_coll
     recipe.apply_overrides(config, {field: text})
   loop_config.check(config)
   mcfg, ocfg = recipe.model_config_from(config), recipe.objective_config_from(config)
-  if ocfg.cqt_target == "log_standardised":
-    cqt_stats.check_bins(ocfg.cqt_stats, mcfg.cqt_bins)
+  if ocfg.target_stats:
+    target_stats.check(ocfg.target_stats, mcfg, ocfg)
   config.lock()
   return config
 

@@ -9,7 +9,8 @@ Codes (``objective.targets``):
 Both give (B, T, K) int32 codes in [0, model.codebook_size).
 
 CQT target (``objective.cqt_target``): ``raw`` magnitudes (MERT's code) or ``log_standardised``
-(log magnitudes standardised per bin with the corpus statistics of mert_jax/objective/cqt_stats.py).
+(log magnitudes standardised per bin with the corpus statistics of
+mert_jax/objective/target_stats.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames
-from mert_jax.objective import bestrq, cqt_stats
+from mert_jax.objective import bestrq, target_stats
 from mert_jax.objective import cqt as cqt_lib
 
 CqtFn = Callable[[jax.Array], jax.Array]  # (B, L) audio -> (B, T_cqt >= T, bins) magnitudes
@@ -45,8 +46,8 @@ def regression_target(cqt: jax.Array, cfg: ObjectiveConfig) -> jax.Array:
   """(B, T, bins) CQT magnitudes -> the configured regression target, float32."""
   if cfg.cqt_target == "raw":
     return cqt
-  mean, std = cqt_stats.load(cfg.cqt_stats)
-  return (cqt_stats.log_cqt(cqt) - mean) / std
+  stats = target_stats.load(cfg.target_stats)
+  return (target_stats.log_floor(cqt) - stats["cqt_mean"]) / stats["cqt_std"]
 
 
 def codes(

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from mert_jax import sharding
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.mert import MERTModel, abstract_model
-from mert_jax.objective import cqt_stats
+from mert_jax.objective import target_stats
 from mert_jax.recipe import model_config_from, objective_config_from
 from mert_jax.train.optim import make_optimizer
 from mert_jax.train.step import init_state, make_eval_step, make_train_step
@@ -100,8 +100,8 @@ def build(
   """The mesh, shardings and jitted steps of ``config`` on ``devices`` (default: the first
   ``config.num_devices`` devices, or all)."""
   mcfg, ocfg = model_config_from(config), objective_config_from(config)
-  if ocfg.cqt_target == "log_standardised":  # a missing or mismatched file: one line, no compile
-    cqt_stats.check_bins(ocfg.cqt_stats, mcfg.cqt_bins)
+  if ocfg.target_stats:  # a missing or mismatched file: one line, before anything compiles
+    target_stats.check(ocfg.target_stats, mcfg, ocfg)
   if devices is None:
     devices = jax.devices()[: config.num_devices] if config.num_devices else jax.devices()
   devices = list(devices)

@@ -72,7 +72,7 @@ def test_recipes_by_name_from_any_directory(spec: str, started, tmp_path, monkey
     (
       ["--config=configs/mert.py:95n"],
       "error: unknown variant '95n' of configs/mert.py; did you mean 95m? (variants: tiny, small, "
-      "95m, 330m, 1b)",
+      "95m, 330m, 1b, small_rq)",
     ),
     (["--config=configs/mrt.py:95m"], "did you mean configs/mert.py?"),
     ([TINY, "--config.model.num_layers=two"], "error: model.num_layers: cannot parse 'two' as int"),
@@ -93,15 +93,15 @@ def test_recipes_by_name_from_any_directory(spec: str, started, tmp_path, monkey
     ),
     (
       [TINY, "--config.objective.cqt_target=log_standardised"],
-      "objective.cqt_target=log_standardised needs objective.cqt_stats=FILE.npz",
+      "objective.cqt_target=log_standardised needs objective.target_stats=FILE.npz",
     ),
     (
-      [
-        TINY,
-        "--config.objective.cqt_target=log_standardised",
-        "--config.objective.cqt_stats=no.npz",
-      ],
-      "objective.cqt_stats=no.npz: not a CQT statistics file",
+      [TINY, "--config.objective.targets=bestrq"],
+      "objective.targets=bestrq with bestrq_norm=corpus needs objective.target_stats=FILE.npz",
+    ),
+    (
+      [TINY, "--config.objective.cqt_target=log_standardised", "--config.objective.target_stats=x"],
+      "objective.target_stats=x: not a target statistics file",
     ),
     ([TINY, "--config.objective.cqt_target=log"], "objective.cqt_target='log': choose one of"),
     ([TINY, "--config.objective.mixup_crop_fraction=2"], "objective.mixup_crop_fraction=2.0"),
@@ -165,6 +165,6 @@ def test_help_lists_the_chosen_recipe_and_the_variants(capsys) -> None:
     cli.run(["--help", "--config=mert:tiny"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  assert "variants: tiny, small, 95m, 330m, 1b" in out and "model.hidden_size = 32" in out
+  assert "variants: tiny, small, 95m, 330m, 1b, small_rq" in out and "model.hidden_size = 32" in out
   for option in ("--workdir", "--coordinator_address", "--list-config", "--config.FIELD"):
     assert option in out

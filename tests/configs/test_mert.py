@@ -27,6 +27,22 @@ def test_variant_builds(variant: str) -> None:
   assert count_params(model) == total
 
 
+def test_the_learning_recipe_is_small_with_bestrq_and_needs_its_cqt_statistics() -> None:
+  c = mert_config.get_config("small_rq")
+  small = mert_config.get_config("small")
+  assert c.model.to_dict() == small.model.to_dict() and c.total_steps == small.total_steps
+  assert (c.objective.targets, c.objective.cqt_target, c.objective.mixup_prob) == (
+    "bestrq",
+    "log_standardised",
+    0.0,
+  )
+  with pytest.raises(ValueError, match="needs objective.target_stats=FILE.npz"):
+    recipe.objective_config_from(c)
+  c.objective.target_stats = "stats.npz"
+  assert recipe.objective_config_from(c).targets == "bestrq"
+  assert count_params(abstract_model(recipe.model_config_from(c))) == SMALL_RECIPE_TOTAL_PARAMS
+
+
 def test_tiny_shape() -> None:
   c = mert_config.get_config("tiny")
   cfg = recipe.model_config_from(c)

@@ -1,6 +1,6 @@
 """BEST-RQ targets (mert_jax/objective/bestrq.py): deterministic given the seed, equal under jit to
-a NumPy restatement of the published recipe, aligned with the model's frames, and informative on
-real music (many codes used)."""
+a NumPy restatement of the published recipe (corpus and per-clip standardisation), aligned with
+the model's frames, and informative on real music (many codes used)."""
 
 import dataclasses
 
@@ -10,13 +10,15 @@ import pytest
 
 from mert_jax.config import MODEL_SIZES, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames, receptive_field
-from mert_jax.objective import bestrq
+from mert_jax.objective import bestrq, target_stats
 
 MCFG = MODEL_SIZES["tiny"].replace(codebook_size=64)
-OCFG = ObjectiveConfig(targets="bestrq")
+OCFG = ObjectiveConfig(targets="bestrq", bestrq_norm="clip")
 
 
-def numpy_codes(audio: np.ndarray, seed: int, ocfg: ObjectiveConfig = OCFG) -> np.ndarray:
+def numpy_codes(
+  audio: np.ndarray, seed: int, ocfg: ObjectiveConfig = OCFG, stats: dict | None = None
+) -> np.ndarray:
   """The recipe restated in float64 NumPy: periodic-Hann windows centred on each model frame's
   receptive field +- hop / 2, power spectrum, librosa's mel filters, log, each dimension
   standardised over the clip's frames, Xavier-normal projection, nearest unit codebook vector."""
@@ -45,7 +47,10 @@ def numpy_codes(audio: np.ndarray, seed: int, ocfg: ObjectiveConfig = OCFG) -> n
         power = np.abs(np.fft.rfft(seg * window)) ** 2
         frames.append(np.log(np.maximum(power @ mel, 1e-6)))
       feats[i] = np.concatenate(frames)
-    x = (feats - feats.mean(axis=0)) / np.maximum(feats.std(axis=0), 1e-5)
+    if stats is None:  # bestrq_norm="clip"
+      x = (feats - feats.mean(axis=0)) / np.maximum(feats.std(axis=0), 1e-5)
+    else:  # "corpus": the mel bands' statistics, the same for each stacked window
+      x = (feats - np.tile(stats["mel_mean"], stack)) / np.tile(stats["mel_std"], stack)
     for i in range(t):
       for k in range(MCFG.num_codebooks):
         z = x[i] @ proj[k]
@@ -64,6 +69,23 @@ def test_codes_under_jit_equal_a_numpy_restatement(clips) -> None:
   want = numpy_codes(clips, OCFG.bestrq_seed)
   assert got.shape == want.shape == (2, num_frames(36000, MCFG.conv_layers), 8)
   # float32 against float64: a near tie may flip; nothing else may differ
+  assert np.mean(got == want) > 0.995, np.mean(got == want)
+
+
+def test_corpus_standardised_codes_equal_the_numpy_restatement(clips, tmp_path) -> None:
+  rng = np.random.RandomState(0)
+  mel = np.asarray(bestrq.log_mel_frames(clips, MCFG, OCFG)).reshape(-1, 128)
+  stats = {
+    "cqt_mean": rng.randn(336),
+    "cqt_std": rng.rand(336) + 0.5,
+    "mel_mean": mel.mean(axis=0) + 0.1 * rng.randn(128),
+    "mel_std": mel.std(axis=0) + 0.1,
+  }
+  path = str(tmp_path / "stats.npz")
+  target_stats.save(path, stats)
+  ocfg = dataclasses.replace(OCFG, bestrq_norm="corpus", target_stats=path)
+  got = np.asarray(jax.jit(lambda a: bestrq.codes(a, None, MCFG, ocfg))(clips))
+  want = numpy_codes(clips, OCFG.bestrq_seed, ocfg, target_stats.load(path))
   assert np.mean(got == want) > 0.995, np.mean(got == want)
 
 
