@@ -124,6 +124,9 @@ class PrepareConfig:
   kmeans_codebooks: int = 8  # k-means teacher: residual codebooks
   kmeans_codebook_size: int = 1024  # k-means teacher: codes per codebook
   kmeans_max_fit_frames: int = 200_000  # k-means teacher: frames sampled for fitting
+  # k-means teacher: "" = residual codebooks on MFCC + chroma; else one feature group per codebook
+  # (mfcc, chroma, logmel, pitch), comma-separated: independent codebooks, each on its own group
+  kmeans_features: str = ""
   keep_cache: bool = False  # keep the caches (decoded audio and tokens) afterwards
   # where the caches go, in a folder named after the output (default: OUTPUT/.work; for a gs://
   # output, the system's temporary folder); they hold the decoded corpus, 173 MB per hour
@@ -405,6 +408,7 @@ def kmeans_config(cfg: PrepareConfig) -> teachers_lib.KMeansConfig:
     num_codebooks=cfg.kmeans_codebooks,
     codebook_size=cfg.kmeans_codebook_size,
     max_fit_frames=cfg.kmeans_max_fit_frames,
+    codebook_features=cfg.kmeans_features,
   )
 
 

@@ -162,6 +162,12 @@ class KMeansConfig:
   log_amin: float = 1e-10  # power floor before 10*log10 (as librosa.power_to_db, no top_db)
   n_chroma: int = 12  # chroma bins, tuning fixed at 0 (no per-file tuning estimate)
   deltas: bool = False  # append (f[t+1] - f[t-1]) / 2 of each feature: 2x width, +1 margin frame
+  # "" : residual codebooks over MFCC + chroma. Else one feature group per codebook, comma-separated
+  # (mfcc, chroma, logmel, pitch): each codebook is an independent k-means on its own group
+  # (MERT-v0 clustered MFCC and log-mel + chroma separately), so each carries its own signal
+  codebook_features: str = ""
+  n_pitch: int = 72  # "pitch" group: dB energy in semitone bands from pitch_fmin (6 octaves)
+  pitch_fmin: float = 65.41  # Hz (C2), the lowest semitone band's centre
   std_floor: float = 1e-5  # standardisation divides by max(std, std_floor)
   # --- fitting (MiniBatchKMeans, after HuBERT's simple_kmeans) ---
   max_fit_frames: int = (
@@ -185,8 +191,36 @@ class KMeansConfig:
   assign_chunk_frames: int = 8192  # frames per distance matrix (8192 x 1024 float32 = 32 MB)
 
   @property
+  def groups(self) -> tuple[str, ...]:
+    """Each codebook's feature group; () for residual codebooks."""
+    return (
+      tuple(g.strip() for g in self.codebook_features.split(",")) if self.codebook_features else ()
+    )
+
+  def group_slices(self) -> dict[str, slice]:
+    """Where each feature group sits in a frame's feature vector (before deltas)."""
+    widths = {"mfcc": self.n_mfcc, "chroma": self.n_chroma}
+    if self.groups:
+      widths.update(logmel=self.n_mels, pitch=self.n_pitch)
+    out, at = {}, 0
+    for name, width in widths.items():
+      out[name] = slice(at, at + width)
+      at += width
+    return out
+
+  def codebook_dims(self, k: int) -> np.ndarray:
+    """The feature dimensions codebook k clusters (all of them for residual codebooks)."""
+    if not self.groups:
+      return np.arange(self.feature_dim)
+    dims = np.arange(
+      self.group_slices()[self.groups[k]].start, self.group_slices()[self.groups[k]].stop
+    )
+    base = self.feature_dim // 2 if self.deltas else self.feature_dim
+    return np.concatenate([dims, dims + base]) if self.deltas else dims
+
+  @property
   def feature_dim(self) -> int:
-    base = self.n_mfcc + self.n_chroma
+    base = max(s.stop for s in self.group_slices().values())
     return 2 * base if self.deltas else base
 
   @property
@@ -215,9 +249,34 @@ class KMeansConfig:
       raise ValueError("kmeans needs num_codebooks >= 1 and codebook_size >= 2")
     if self.codebook_size > np.iinfo(np.int16).max + 1:
       raise ValueError(f"kmeans.codebook_size={self.codebook_size} does not fit int16 tokens")
+    unknown = [g for g in self.groups if g not in FEATURE_GROUPS]
+    if unknown or (self.groups and len(self.groups) != self.num_codebooks):
+      raise ValueError(
+        f"kmeans.codebook_features={self.codebook_features!r}: give one of "
+        f"{', '.join(FEATURE_GROUPS)} per codebook ({self.num_codebooks}), comma-separated"
+      )
 
+
+FEATURE_GROUPS = ("mfcc", "chroma", "logmel", "pitch")  # KMeansConfig.codebook_features
 
 _FILTERBANKS: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_PITCH_BANKS: dict[tuple[Any, ...], np.ndarray] = {}
+
+
+def pitch_filterbank(cfg: KMeansConfig) -> np.ndarray:
+  """(n_pitch, bins) float32 triangles centred on semitones from ``pitch_fmin``, each reaching
+  the neighbouring semitones or, where FFT bins are wider than a semitone (below about
+  sample_rate / n_fft / 0.06 Hz: 400 Hz at 24 kHz / 1024), one FFT bin: an octave-aware log
+  spectrum from the teacher's one STFT, coarse in the lowest octaves. [written here: librosa's
+  constant-Q filters need their own transform]"""
+  key = (cfg.sample_rate, cfg.n_fft, cfg.n_pitch, cfg.pitch_fmin)
+  if key not in _PITCH_BANKS:
+    freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+    centres = cfg.pitch_fmin * 2.0 ** (np.arange(cfg.n_pitch) / 12.0)
+    half = np.maximum(centres * (2 ** (1 / 12) - 1), cfg.sample_rate / cfg.n_fft)
+    bank = np.maximum(0.0, 1.0 - np.abs(freqs[None] - centres[:, None]) / half[:, None])
+    _PITCH_BANKS[key] = bank.astype(np.float32)
+  return _PITCH_BANKS[key]
 
 
 def _filterbanks(cfg: KMeansConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -295,7 +354,11 @@ def _base_features(x: np.ndarray, start: int, stop: int, cfg: KMeansConfig) -> n
     raw_chroma / np.maximum(peak, np.finfo(np.float32).tiny),
     raw_chroma,
   )  # librosa.util.normalize(norm=inf)
-  return np.concatenate([mfcc, chroma], axis=-1).astype(np.float32)
+  groups = [mfcc, chroma]
+  if cfg.groups:  # independent codebooks: every group, in group_slices' order
+    pitch = 10.0 * np.log10(np.maximum(power @ pitch_filterbank(cfg).T, cfg.log_amin))
+    groups += [log_mel, pitch]
+  return np.concatenate(groups, axis=-1).astype(np.float32)
 
 
 def frame_features(
@@ -493,6 +556,38 @@ def _fit_residual_kmeans(
   return centroids
 
 
+def _fit_independent_kmeans(
+  z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence], progress: bool = False
+) -> np.ndarray:
+  """(K, codebook_size, d) float32 centroids: codebook k is a k-means of its own feature group's
+  dimensions (``cfg.codebook_dims(k)``); its centroids are 0 on the other dimensions."""
+  centroids = np.zeros((cfg.num_codebooks, cfg.codebook_size, cfg.feature_dim), np.float32)
+  if progress:
+    print(_fit_plan(len(z), cfg), file=sys.stderr, flush=True)
+  report = _FitReport(cfg.num_codebooks, progress)
+  reporting_kmeans = _reporting_kmeans(report)
+  for k, seq in enumerate(seeds):
+    report.start(k)
+    km = reporting_kmeans(
+      n_clusters=cfg.codebook_size,
+      init="k-means++",
+      n_init=cfg.n_init,
+      max_iter=cfg.max_iter,
+      batch_size=cfg.batch_size,
+      tol=cfg.tol,
+      max_no_improvement=cfg.max_no_improvement,
+      reassignment_ratio=cfg.reassignment_ratio,
+      compute_labels=False,
+      random_state=int(seq.generate_state(1)[0]),
+    )
+    dims = cfg.codebook_dims(k)
+    km.fit(np.ascontiguousarray(z[:, dims]))
+    report.end()
+    centroids[k][:, dims] = km.cluster_centers_
+  report.close()
+  return centroids
+
+
 def _sha256(*arrays: np.ndarray) -> str:
   h = hashlib.sha256()
   for a in arrays:
@@ -577,7 +672,8 @@ class KMeansTeacher(Teacher):
       _check_fit_frames(len(feats), config)
       mean = feats.mean(axis=0, dtype=np.float64).astype(np.float32)
       std = np.maximum(feats.std(axis=0, dtype=np.float64), config.std_floor).astype(np.float32)
-      centroids = _fit_residual_kmeans((feats - mean) / std, config, km_seqs, progress)
+      fit = _fit_independent_kmeans if config.groups else _fit_residual_kmeans
+      centroids = fit((feats - mean) / std, config, km_seqs, progress)
     info = {
       "seed": int(seed),
       "fit_frames": int(len(feats)),
@@ -599,9 +695,13 @@ class KMeansTeacher(Teacher):
     with _thread_limit(self.cfg.num_threads):
       for a in range(0, n, self.cfg.feature_chunk_frames):
         b = min(a + self.cfg.feature_chunk_frames, n)
-        codes[:, a:b] = _residual_quantize(
-          self.standardized_features(x, a, b), self.centroids, self.cfg.assign_chunk_frames
-        )[0]
+        z = self.standardized_features(x, a, b)
+        if self.cfg.groups:
+          for k, c in enumerate(self.centroids):
+            dims = self.cfg.codebook_dims(k)
+            codes[k, a:b] = nearest_centroid(z[:, dims], c[:, dims], self.cfg.assign_chunk_frames)
+        else:
+          codes[:, a:b] = _residual_quantize(z, self.centroids, self.cfg.assign_chunk_frames)[0]
     return _check_tokens(codes, self.num_codebooks, self.codebook_size, n)
 
   def quantization_errors(self, audio: np.ndarray) -> np.ndarray:
@@ -620,9 +720,16 @@ class KMeansTeacher(Teacher):
     return _sha256(self.mean, self.std, self.centroids)
 
   def config(self) -> dict[str, Any]:
+    groups = self.cfg.groups
+    what = (
+      f"independent codebooks on {', '.join(groups)}"
+      if groups
+      else f"residual codebooks on mfcc{self.cfg.n_mfcc}(log-mel{self.cfg.n_mels}) + "
+      f"chroma{self.cfg.n_chroma}"
+    )
     return {
       **self._layout(),
-      "features": f"mfcc{self.cfg.n_mfcc}(log-mel{self.cfg.n_mels}) + chroma{self.cfg.n_chroma}"
+      "features": what
       + (" + deltas" if self.cfg.deltas else "")
       + f", hann {self.cfg.n_fft} centred on hop*t + hop/2",
       "feature_dim": self.cfg.feature_dim,

@@ -359,3 +359,63 @@ def test_load_or_make_teacher_keeps_make_teachers_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown teacher"):
     load_or_make_teacher(tmp_path / "t", "hubert")
   assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# k-means with independent codebooks on separate features (KMeansConfig.codebook_features)
+# ----------------------------------------------------------------------------------------------
+
+MULTI = KMeansConfig(
+  num_codebooks=4, codebook_size=32, codebook_features="mfcc,chroma,logmel,pitch"
+)
+
+
+@pytest.fixture(scope="module")
+def multi(music) -> KMeansTeacher:
+  return KMeansTeacher.fit([music], config=MULTI, seed=0)
+
+
+def test_independent_codebooks_each_cluster_their_own_group(multi, music):
+  """Codebook k's centroids live on its group's dimensions only, and its tokens are the nearest
+  centroid there (restated in NumPy), whatever the other groups hold."""
+  slices = MULTI.group_slices()
+  assert [s.stop - s.start for s in slices.values()] == [20, 12, 64, 72]
+  z = multi.standardized_features(music)
+  codes = multi.tokens(music)
+  for k, group in enumerate(MULTI.groups):
+    dims = np.arange(slices[group].start, slices[group].stop)
+    other = np.setdiff1d(np.arange(MULTI.feature_dim), dims)
+    assert np.all(multi.centroids[k][:, other] == 0)
+    c = multi.centroids[k][:, dims]
+    dist = ((z[:, dims, None] - c.T[None]) ** 2).sum(axis=1)
+    np.testing.assert_array_equal(codes[k], np.argmin(dist, axis=1))
+    assert len(np.unique(codes[k])) >= 20
+
+
+def test_independent_codebooks_deterministic_in_seed_and_saved(multi, music, tmp_path):
+  again = KMeansTeacher.fit([music], config=MULTI, seed=0)
+  np.testing.assert_array_equal(again.tokens(music), multi.tokens(music))
+  other = KMeansTeacher.fit([music], config=MULTI, seed=1)
+  assert other.centroids_sha256 != multi.centroids_sha256
+  multi.save(tmp_path)
+  loaded = load_teacher(tmp_path)
+  np.testing.assert_array_equal(loaded.tokens(music), multi.tokens(music))
+  assert "independent codebooks on mfcc, chroma, logmel, pitch" in loaded.config()["features"]
+
+
+def test_pitch_group_peaks_at_the_sounding_semitone():
+  """A 440 Hz tone (A4, 33 semitones above C2) is loudest in the pitch group's band 33; an octave
+  higher, in band 45: the group tells octaves apart (chroma does not). (Below about 400 Hz the
+  bands are coarser than a semitone: pitch_filterbank.)"""
+  t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+  pitch = MULTI.group_slices()["pitch"]
+  for f0, band in ((440.0, 33), (880.0, 45)):
+    feats = frame_features(0.5 * np.sin(2 * np.pi * f0 * t).astype(np.float32), MULTI)
+    assert int(np.argmax(feats[40, pitch])) == band
+
+
+def test_a_bad_feature_list_is_one_line():
+  with pytest.raises(ValueError, match=r"codebook_features='mfcc,tempo': give one of mfcc, chroma"):
+    dataclasses.replace(SMALL, num_codebooks=2, codebook_features="mfcc,tempo").validate()
+  with pytest.raises(ValueError, match=r"per codebook \(4\)"):
+    dataclasses.replace(SMALL, codebook_features="mfcc,chroma").validate()
