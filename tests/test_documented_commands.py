@@ -36,7 +36,9 @@ from mert_jax.cli import params as params_cli
 from mert_jax.cli import probe as probe_cli
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.cli import train as train_cli
+from mert_jax.config import ObjectiveConfig, model_config
 from mert_jax.model.mert import create_model
+from mert_jax.objective import target_stats
 from mert_jax.train import aot, checkpoints, console
 from mert_jax.train import input as input_lib
 from tests.documented import (
@@ -99,10 +101,13 @@ class Stage:
       "DATA_DIR": data_dir,  # one per module: tfds_builder reads what the prepare line wrote
       # docs/probing.md's corpus (its own teacher size), beside DATA_DIR
       "SMALL_DATA": os.path.join(os.path.dirname(data_dir), "small_data"),
+      "MULTI_DATA": os.path.join(os.path.dirname(data_dir), "multi_data"),
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
       "PROBE_DIR": str(tmp_path / "probe"),
       "LEARN_DIR": str(tmp_path / "learn"),
+      # docs/probing.md's corpus statistics (written by its target_stats line, or here)
+      "STATS.npz": os.path.join(os.path.dirname(data_dir), "stats.npz"),
       "ENCODEC_24KHZ_DIR": "random-init",  # an EnCodec of the real architecture, random weights
       "facebook/encodec_24khz": "random-init",  # the Hub's weights are not downloaded here
       "song.flac": song,
@@ -120,6 +125,22 @@ class Stage:
     """The command with its placeholders replaced; its ``[...]`` options in when ``optional``."""
     argv = with_optional(command.argv) if optional else without_optional(command.argv)
     return substitute(argv, self.stand_ins)
+
+  def small_data(self, command: Documented) -> str:
+    """SMALL_DATA, prepared by the doc's prepare line when no other command has yet."""
+    data = self.stand_ins["SMALL_DATA"]
+    if not os.path.exists(os.path.join(data, "manifest.json")):
+      run_prepare(prepare_line_for(command, data), self)
+    return data
+
+  def stats(self, path: str) -> str:
+    """``path`` holding corpus statistics (of the session's corpus) unless it exists."""
+    if not os.path.exists(path):
+      stats = target_stats.compute(
+        self.data, model_config("tiny"), ObjectiveConfig(), crops=16, crop_samples=48_000
+      )
+      target_stats.save(path, stats)
+    return path
 
   def trained(self, path: str) -> str:
     """``path`` holding a trained tiny workdir (a copy of the session's run) unless it exists."""
@@ -162,6 +183,19 @@ def _in_continue_recipe(command: Documented) -> bool:
   return tuple(substitute(list(command.argv), same)) in recipe_commands
 
 
+def prepare_line_for(command: Documented, data: str) -> Documented:
+  """The doc's prepare line that writes ``data`` (a stand-in path): the nearest one above
+  ``command`` whose --output placeholder stands for it, else the doc's only one."""
+  lines = [c for c in COMMANDS if c.doc == command.doc and "data_pipeline.prepare" in c.text]
+  name = os.path.basename(data).upper()  # small_data -> SMALL_DATA, multi_data -> MULTI_DATA
+  same = [c for c in lines if option_value(list(c.argv), "--output") == name]
+  if same:
+    above = [c for c in same if c.line < command.line]
+    return (above or same)[-1]
+  (only,) = lines
+  return only
+
+
 def run_setup(command: Documented, stage: Stage) -> None:
   """Installing and the test command: what CI's own script (.ci/run) runs."""
   ci = open(os.path.join(REPO, ".ci", "run")).read()
@@ -178,6 +212,8 @@ def run_train(command: Documented, stage: Stage) -> None:
   if any(a.startswith("--config.init_from") for a in args):
     assert _in_continue_recipe(command), f"{command.where}: not in {CONTINUE_DOC}'s tested recipe"
     return
+  if (stats := option_value(args, "--config.objective.target_stats")) is not None:
+    stage.stats(stats)
   # The documented recipe and every documented override, resolved and checked.
   assert train_cli.run([*args, "--list-config"]) == 0
   listing = stage.capsys.readouterr().out
@@ -188,8 +224,7 @@ def run_train(command: Documented, stage: Stage) -> None:
   data = option_value(args, "--config.data.dir")
   if data and not os.path.exists(os.path.join(data, "manifest.json")):
     # Written by the doc's prepare line above it (which may run in another test worker).
-    (prepare,) = [c for c in COMMANDS if c.doc == command.doc and "data_pipeline.prepare" in c.text]
-    run_prepare(prepare, stage)
+    run_prepare(prepare_line_for(command, data), stage)
   # The stand-in: the tiny variant, the same flags but the CPU-sized ones.
   cpu_sized = ("--config.batch_size=", "--config.total_steps=")
   tiny = [
@@ -257,6 +292,15 @@ def run_probe(command: Documented, stage: Stage) -> None:
   quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01"]
   assert probe_cli.main([*args, *quick, f"--cache-dir={stage.probe_cache}"]) == 0
   assert os.path.exists(os.path.join(option_value(args, "--output"), "results.json"))
+
+
+def run_target_stats(command: Documented, stage: Stage) -> None:
+  """On the doc's corpus, 16 crops."""
+  args = args_of(stage.argv(command))
+  stage.small_data(command)
+  args = [a for a in args if not a.startswith("--crops=")] + ["--crops=16"]
+  assert target_stats.main(args) == 0
+  assert os.path.exists(option_value(args, "--output"))
 
 
 def run_plot(command: Documented, stage: Stage) -> None:
@@ -329,6 +373,12 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--task=pitch"]
     probe_argv = [f"--checkpoint={wd}", f"--step={step}", f"--output={folder}", *quick]
     assert probe_cli.main([*probe_argv, f"--cache-dir={stage.probe_cache}"]) == 0
+  if argv[1] == "benchmarks/teacher_ceiling.py":  # a few crops, a narrow MLP
+    stage.small_data(command)
+    if (stats := option_value(args, "--config.objective.target_stats")) is not None:
+      stage.stats(stats)
+    args = [a for a in args if not a.startswith(("--crops=", "--hidden="))]
+    args += ["--crops=32", "--hidden=16"]
   if argv[1] == "benchmarks/learning.py":  # the tiny recipe for 6 steps, one quick probe
     drop = ("--minutes=", "--recipe=", "--set=", "--tasks=", "--steps-per-s=")
     args = [a for a in args if not a.startswith(drop)]
@@ -389,6 +439,9 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "mert_jax.plot": run_plot,
   "mert_jax.probe": run_probe,
   "data_pipeline.prepare": run_prepare,
+  "mert_jax.objective.target_stats": run_target_stats,
+  "benchmarks/learning.py": run_benchmark_script,
+  "benchmarks/teacher_ceiling.py": run_benchmark_script,
   "data_pipeline.tfds_builder": run_tfds_builder,
   "benchmarks/train_step.py": run_benchmark_script,
   "benchmarks/scaling.py": run_benchmark_script,

@@ -286,6 +286,14 @@ def _workdir_facts(
     facts["data"] = data_dir
     facts["data_hours"] = manifest.get("total_hours")
     facts["data_files"] = manifest.get("num_used_files")
+  objective = config.get("objective") or {}
+  if objective.get("targets") == "bestrq":  # the codes came from the step, not the data's teacher
+    facts["teacher"] = (
+      f"BEST-RQ (random-projection quantizer on {objective.get('bestrq_input', 'mel')}, "
+      f"{objective.get('bestrq_norm', 'corpus')} statistics, seed {objective.get('bestrq_seed')})"
+    )
+  if objective.get("cqt_target", "raw") != "raw":
+    facts["teacher"] = f"{facts.get('teacher', 'unknown')}; CQT target {objective['cqt_target']}"
   try:
     facts["init_from"] = _read_json(wd / "init_from.json").get("source")
   except (OSError, ValueError, AttributeError):

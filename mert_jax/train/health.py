@@ -56,6 +56,7 @@ class Health:
     mcfg = setup.mcfg
     self.train_counts = np.zeros((mcfg.num_codebooks, mcfg.codebook_size), np.float64)
     self.at_prior = 0  # evaluations in a row whose accuracy did not beat the prior
+    self.warnings: list[str] = []  # the last evaluation's warning lines
     host = fixed_clips(data_dir, rcfg, config.health_clips)["audio"]
     replicated = NamedSharding(setup.mesh, PartitionSpec())
     self.audio = jax.make_array_from_callback(host.shape, replicated, lambda idx: host[idx])

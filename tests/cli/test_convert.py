@@ -6,6 +6,7 @@ a training workdir's chosen step and its model card's real numbers, --push-to-hu
 import argparse
 import json
 import os
+import shutil
 import sys
 
 import jax
@@ -269,3 +270,27 @@ def test_a_workdir_saved_on_8_devices_exports_on_1(trained_workdir, tmp_path) ->
   model, _ = import_hf(out)
   for a, b in zip(params_of(model), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_workdir_card_names_bestrq_targets(trained_workdir, tmp_path) -> None:
+  """A run whose codes came from the step (objective.targets=bestrq) says so in the card's teacher
+  line, with its CQT target, instead of the data's offline teacher."""
+  wd = tmp_path / "wd"
+  shutil.copytree(trained_workdir[0], wd)
+  config = json.load(open(wd / "config.json"))
+  config["objective"].update(
+    targets="bestrq",
+    bestrq_input="mel",
+    bestrq_norm="corpus",
+    bestrq_seed=3,
+    cqt_target="log_standardised",
+  )
+  (wd / "config.json").write_text(json.dumps(config))
+  hf = tmp_path / "hf"
+  assert convert_cli.main(["jax-to-hf", f"--checkpoint={wd}", f"--output={hf}"]) == 0
+  card = (hf / "README.md").read_text()
+  want = (
+    "| teacher | BEST-RQ (random-projection quantizer on mel, corpus statistics, seed 3); "
+    "CQT target log_standardised |"
+  )
+  assert want in card, card
