@@ -519,6 +519,22 @@ def _fit_plan(frames: int, cfg: KMeansConfig) -> str:
   )
 
 
+def _codebook_kmeans(kmeans_cls: type, cfg: KMeansConfig, seq: np.random.SeedSequence) -> Any:
+  """One codebook's MiniBatchKMeans (HuBERT's simple_kmeans settings from ``cfg``), seeded."""
+  return kmeans_cls(
+    n_clusters=cfg.codebook_size,
+    init="k-means++",
+    n_init=cfg.n_init,
+    max_iter=cfg.max_iter,
+    batch_size=cfg.batch_size,
+    tol=cfg.tol,
+    max_no_improvement=cfg.max_no_improvement,
+    reassignment_ratio=cfg.reassignment_ratio,
+    compute_labels=False,
+    random_state=int(seq.generate_state(1)[0]),
+  )
+
+
 def _fit_residual_kmeans(
   z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence], progress: bool = False
 ) -> np.ndarray:
@@ -536,18 +552,7 @@ def _fit_residual_kmeans(
   reporting_kmeans = _reporting_kmeans(report)
   for k, seq in enumerate(seeds):
     report.start(k)
-    km = reporting_kmeans(
-      n_clusters=cfg.codebook_size,
-      init="k-means++",
-      n_init=cfg.n_init,
-      max_iter=cfg.max_iter,
-      batch_size=cfg.batch_size,
-      tol=cfg.tol,
-      max_no_improvement=cfg.max_no_improvement,
-      reassignment_ratio=cfg.reassignment_ratio,
-      compute_labels=False,
-      random_state=int(seq.generate_state(1)[0]),
-    )
+    km = _codebook_kmeans(reporting_kmeans, cfg, seq)
     km.fit(r)
     report.end()
     centroids[k] = km.cluster_centers_
@@ -568,18 +573,7 @@ def _fit_independent_kmeans(
   reporting_kmeans = _reporting_kmeans(report)
   for k, seq in enumerate(seeds):
     report.start(k)
-    km = reporting_kmeans(
-      n_clusters=cfg.codebook_size,
-      init="k-means++",
-      n_init=cfg.n_init,
-      max_iter=cfg.max_iter,
-      batch_size=cfg.batch_size,
-      tol=cfg.tol,
-      max_no_improvement=cfg.max_no_improvement,
-      reassignment_ratio=cfg.reassignment_ratio,
-      compute_labels=False,
-      random_state=int(seq.generate_state(1)[0]),
-    )
+    km = _codebook_kmeans(reporting_kmeans, cfg, seq)
     dims = cfg.codebook_dims(k)
     km.fit(np.ascontiguousarray(z[:, dims]))
     report.end()

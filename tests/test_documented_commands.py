@@ -102,6 +102,7 @@ class Stage:
       # docs/probing.md's corpus (its own teacher size), beside DATA_DIR
       "SMALL_DATA": os.path.join(os.path.dirname(data_dir), "small_data"),
       "MULTI_DATA": os.path.join(os.path.dirname(data_dir), "multi_data"),
+      "RQ_DATA": os.path.join(os.path.dirname(data_dir), "rq_data"),
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
       "PROBE_DIR": str(tmp_path / "probe"),
@@ -126,9 +127,9 @@ class Stage:
     argv = with_optional(command.argv) if optional else without_optional(command.argv)
     return substitute(argv, self.stand_ins)
 
-  def small_data(self, command: Documented) -> str:
-    """SMALL_DATA, prepared by the doc's prepare line when no other command has yet."""
-    data = self.stand_ins["SMALL_DATA"]
+  def prepared(self, command: Documented, data: str) -> str:
+    """``data`` (a stand-in folder), prepared by the doc's prepare line for it when no other
+    command has yet."""
     if not os.path.exists(os.path.join(data, "manifest.json")):
       run_prepare(prepare_line_for(command, data), self)
     return data
@@ -187,7 +188,7 @@ def prepare_line_for(command: Documented, data: str) -> Documented:
   """The doc's prepare line that writes ``data`` (a stand-in path): the nearest one above
   ``command`` whose --output placeholder stands for it, else the doc's only one."""
   lines = [c for c in COMMANDS if c.doc == command.doc and "data_pipeline.prepare" in c.text]
-  name = os.path.basename(data).upper()  # small_data -> SMALL_DATA, multi_data -> MULTI_DATA
+  name = os.path.basename(data).upper()  # small_data -> SMALL_DATA, rq_data -> RQ_DATA
   same = [c for c in lines if option_value(list(c.argv), "--output") == name]
   if same:
     above = [c for c in same if c.line < command.line]
@@ -297,7 +298,7 @@ def run_probe(command: Documented, stage: Stage) -> None:
 def run_target_stats(command: Documented, stage: Stage) -> None:
   """On the doc's corpus, 16 crops."""
   args = args_of(stage.argv(command))
-  stage.small_data(command)
+  stage.prepared(command, option_value(args, "--data"))
   args = [a for a in args if not a.startswith("--crops=")] + ["--crops=16"]
   assert target_stats.main(args) == 0
   assert os.path.exists(option_value(args, "--output"))
@@ -374,7 +375,7 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     probe_argv = [f"--checkpoint={wd}", f"--step={step}", f"--output={folder}", *quick]
     assert probe_cli.main([*probe_argv, f"--cache-dir={stage.probe_cache}"]) == 0
   if argv[1] == "benchmarks/teacher_ceiling.py":  # a few crops, a narrow MLP
-    stage.small_data(command)
+    stage.prepared(command, option_value(args, "--data"))
     if (stats := option_value(args, "--config.objective.target_stats")) is not None:
       stage.stats(stats)
     args = [a for a in args if not a.startswith(("--crops=", "--hidden="))]
