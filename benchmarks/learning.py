@@ -42,7 +42,7 @@ from mert_jax.objective import target_stats  # noqa: E402
 from mert_jax.train.loop import train  # noqa: E402
 
 SMALL_RQ_STEPS_PER_S = 0.4  # small_rq on the 2-core CPU, alone (0.44 measured 2026-12-07)
-MODEL = "model"  # the probe report's extractor names
+MODEL = "model"  # the probe report's extractor names: the model, then its two baselines
 BASELINES = ("random init", "MFCC")
 
 
@@ -80,7 +80,7 @@ def report(probe: dict, last_eval: dict, steps: int, seconds: float) -> str:
       res = results[name][task]
       return res["weighted"] if res["weighted"] is not None else max(res["layers"].values())
 
-    m, r, f = score(MODEL), score("random init"), score("MFCC")
+    m, (r, f) = score(MODEL), map(score, BASELINES)
     metric = results[MODEL][task]["metric"]
     lines.append(
       f"| {task} | {metric} | {m:.3f} | {r:.3f} | {f:.3f} | {m - r:+.3f} | {m - f:+.3f} |"
@@ -137,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
       return status
   config.data.dir = data
   ocfg = ObjectiveConfig.from_dict(config.objective.to_dict())
-  needs_stats = ocfg.cqt_target == "log_standardised" or (
-    ocfg.targets == "bestrq" and ocfg.bestrq_norm == "corpus"
-  )
-  if needs_stats and not ocfg.target_stats:
+  if ocfg.target_stats_needed_by and not ocfg.target_stats:
     stats = os.path.join(args.output, "target_stats.npz")
     if not os.path.exists(stats):
       mcfg = recipe.model_config_from(config)

@@ -212,9 +212,8 @@ class KMeansConfig:
     """The feature dimensions codebook k clusters (all of them for residual codebooks)."""
     if not self.groups:
       return np.arange(self.feature_dim)
-    dims = np.arange(
-      self.group_slices()[self.groups[k]].start, self.group_slices()[self.groups[k]].stop
-    )
+    group = self.group_slices()[self.groups[k]]
+    dims = np.arange(group.start, group.stop)
     base = self.feature_dim // 2 if self.deltas else self.feature_dim
     return np.concatenate([dims, dims + base]) if self.deltas else dims
 
@@ -519,65 +518,43 @@ def _fit_plan(frames: int, cfg: KMeansConfig) -> str:
   )
 
 
-def _codebook_kmeans(kmeans_cls: type, cfg: KMeansConfig, seq: np.random.SeedSequence) -> Any:
-  """One codebook's MiniBatchKMeans (HuBERT's simple_kmeans settings from ``cfg``), seeded."""
-  return kmeans_cls(
-    n_clusters=cfg.codebook_size,
-    init="k-means++",
-    n_init=cfg.n_init,
-    max_iter=cfg.max_iter,
-    batch_size=cfg.batch_size,
-    tol=cfg.tol,
-    max_no_improvement=cfg.max_no_improvement,
-    reassignment_ratio=cfg.reassignment_ratio,
-    compute_labels=False,
-    random_state=int(seq.generate_state(1)[0]),
-  )
-
-
-def _fit_residual_kmeans(
+def _fit_codebooks(
   z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence], progress: bool = False
 ) -> np.ndarray:
-  """(K, codebook_size, d) float32 centroids: codebook k+1 is fitted on the residual of codebooks
-  1..k.
+  """(K, codebook_size, d) float32 centroids. Residual codebooks (``cfg.groups`` empty): codebook
+  k+1 is fitted on the residual of codebooks 1..k. Independent codebooks: codebook k is a k-means
+  of its own feature group's dimensions (``cfg.codebook_dims(k)``), 0 on the other dimensions.
 
   z: (frames, d) standardised features; seeds: one SeedSequence per codebook; progress: print the
   plan and each codebook's mini-batch steps to stderr (``data_pipeline/progress.py``).
   """
-  r = np.array(z, np.float32)
-  centroids = np.empty((cfg.num_codebooks, cfg.codebook_size, cfg.feature_dim), np.float32)
+  residual = not cfg.groups
+  r = np.array(z, np.float32)  # a copy: residual codebooks subtract from it
+  centroids = np.zeros((cfg.num_codebooks, cfg.codebook_size, cfg.feature_dim), np.float32)
   if progress:
     print(_fit_plan(len(r), cfg), file=sys.stderr, flush=True)
   report = _FitReport(cfg.num_codebooks, progress)
   reporting_kmeans = _reporting_kmeans(report)
   for k, seq in enumerate(seeds):
     report.start(k)
-    km = _codebook_kmeans(reporting_kmeans, cfg, seq)
-    km.fit(r)
-    report.end()
-    centroids[k] = km.cluster_centers_
-    r -= centroids[k][nearest_centroid(r, centroids[k], cfg.assign_chunk_frames)]
-  report.close()
-  return centroids
-
-
-def _fit_independent_kmeans(
-  z: np.ndarray, cfg: KMeansConfig, seeds: list[np.random.SeedSequence], progress: bool = False
-) -> np.ndarray:
-  """(K, codebook_size, d) float32 centroids: codebook k is a k-means of its own feature group's
-  dimensions (``cfg.codebook_dims(k)``); its centroids are 0 on the other dimensions."""
-  centroids = np.zeros((cfg.num_codebooks, cfg.codebook_size, cfg.feature_dim), np.float32)
-  if progress:
-    print(_fit_plan(len(z), cfg), file=sys.stderr, flush=True)
-  report = _FitReport(cfg.num_codebooks, progress)
-  reporting_kmeans = _reporting_kmeans(report)
-  for k, seq in enumerate(seeds):
-    report.start(k)
-    km = _codebook_kmeans(reporting_kmeans, cfg, seq)
+    km = reporting_kmeans(
+      n_clusters=cfg.codebook_size,
+      init="k-means++",
+      n_init=cfg.n_init,
+      max_iter=cfg.max_iter,
+      batch_size=cfg.batch_size,
+      tol=cfg.tol,
+      max_no_improvement=cfg.max_no_improvement,
+      reassignment_ratio=cfg.reassignment_ratio,
+      compute_labels=False,
+      random_state=int(seq.generate_state(1)[0]),
+    )
     dims = cfg.codebook_dims(k)
-    km.fit(np.ascontiguousarray(z[:, dims]))
+    km.fit(r if residual else np.ascontiguousarray(r[:, dims]))
     report.end()
     centroids[k][:, dims] = km.cluster_centers_
+    if residual:
+      r -= centroids[k][nearest_centroid(r, centroids[k], cfg.assign_chunk_frames)]
   report.close()
   return centroids
 
@@ -666,8 +643,7 @@ class KMeansTeacher(Teacher):
       _check_fit_frames(len(feats), config)
       mean = feats.mean(axis=0, dtype=np.float64).astype(np.float32)
       std = np.maximum(feats.std(axis=0, dtype=np.float64), config.std_floor).astype(np.float32)
-      fit = _fit_independent_kmeans if config.groups else _fit_residual_kmeans
-      centroids = fit((feats - mean) / std, config, km_seqs, progress)
+      centroids = _fit_codebooks((feats - mean) / std, config, km_seqs, progress)
     info = {
       "seed": int(seed),
       "fit_frames": int(len(feats)),

@@ -144,6 +144,8 @@ class ModelConfig:
 
 
 TARGETS = ("teacher", "bestrq")  # where the codes come from (ObjectiveConfig.targets)
+BESTRQ_INPUTS = ("mel", "cqt")  # ObjectiveConfig.bestrq_input
+BESTRQ_NORMS = ("corpus", "clip")  # ObjectiveConfig.bestrq_norm
 CQT_TARGETS = ("raw", "log_standardised")  # ObjectiveConfig.cqt_target
 
 
@@ -210,12 +212,24 @@ class ObjectiveConfig:
       d["codebook_weights"] = tuple(float(w) for w in d["codebook_weights"])
     return _from_dict(cls, d, "objective")
 
+  @property
+  def target_stats_needed_by(self) -> tuple[str, ...]:
+    """The settings that read the corpus statistics (``target_stats``); empty: none does."""
+    needs = []
+    if self.cqt_target == "log_standardised":
+      needs.append("objective.cqt_target=log_standardised")
+    if self.targets == "bestrq" and self.bestrq_norm == "corpus":
+      needs.append("objective.targets=bestrq with bestrq_norm=corpus")
+    return tuple(needs)
+
   def validate(self, mcfg: ModelConfig) -> None:
     """One ValueError line naming the field, for a choice the objective cannot run with."""
     if self.targets not in TARGETS:
       raise ValueError(f"objective.targets={self.targets!r}: choose one of {', '.join(TARGETS)}")
-    if self.bestrq_input not in ("mel", "cqt"):
-      raise ValueError(f"objective.bestrq_input={self.bestrq_input!r}: choose mel or cqt")
+    if self.bestrq_input not in BESTRQ_INPUTS:
+      raise ValueError(
+        f"objective.bestrq_input={self.bestrq_input!r}: choose one of {', '.join(BESTRQ_INPUTS)}"
+      )
     if self.targets == "bestrq" and (
       self.bestrq_stack < 1 or mcfg.frame_stride % self.bestrq_stack or self.bestrq_dim < 1
     ):
@@ -227,13 +241,11 @@ class ObjectiveConfig:
       raise ValueError(
         f"objective.cqt_target={self.cqt_target!r}: choose one of {', '.join(CQT_TARGETS)}"
       )
-    if self.bestrq_norm not in ("corpus", "clip"):
-      raise ValueError(f"objective.bestrq_norm={self.bestrq_norm!r}: choose corpus or clip")
-    needs = []
-    if self.cqt_target == "log_standardised":
-      needs.append("objective.cqt_target=log_standardised")
-    if self.targets == "bestrq" and self.bestrq_norm == "corpus":
-      needs.append("objective.targets=bestrq with bestrq_norm=corpus")
+    if self.bestrq_norm not in BESTRQ_NORMS:
+      raise ValueError(
+        f"objective.bestrq_norm={self.bestrq_norm!r}: choose one of {', '.join(BESTRQ_NORMS)}"
+      )
+    needs = self.target_stats_needed_by
     if needs and not self.target_stats:
       raise ValueError(
         f"{' and '.join(needs)} needs objective.target_stats=FILE.npz (the corpus's log-CQT and "

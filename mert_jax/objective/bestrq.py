@@ -39,7 +39,6 @@ from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames, receptive_field
 from mert_jax.objective import target_stats
 
-INPUTS = ("mel", "cqt")  # what the quantizers read: log-mel frames or the log-CQT
 STD_FLOOR = 1e-5  # a constant dimension (silence) standardises to zeros, not NaN
 NORM_FLOOR = 1e-12  # l2-normalisation floor
 
