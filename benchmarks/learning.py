@@ -17,14 +17,19 @@ and MFCCs? (docs/probing.md)
             ``extract`` read it);
 4. probe    the last checkpoint, the same architecture with random weights and MFCCs on
             ``--tasks`` (``python -m mert_jax.probe``'s MARBLE protocol) into OUTPUT/probe;
-5. report   OUTPUT/learning.md: the probe table (weighted sum of layers, test split) with each
-            row's margin over random weights and MFCCs, and the run's last evaluation (masked
-            accuracy against the training prior, effective rank).
+5. curve    every earlier checkpoint probed on ``--curve-tasks`` (the model only:
+            ``--baselines=none``) into OUTPUT/curve/stepN, the last one linked to OUTPUT/probe;
+            OUTPUT/curve.png and the curve table (``benchmarks/probe_curve.py``);
+6. report   OUTPUT/learning.md: the probe table (weighted sum of layers, test split) with each
+            row's margin over random weights and MFCCs, the run's last evaluation (masked
+            accuracy against the training prior, effective rank) and the curve.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -39,7 +44,11 @@ from mert_jax import recipe  # noqa: E402
 from mert_jax.cli import probe as probe_cli  # noqa: E402
 from mert_jax.config import ObjectiveConfig  # noqa: E402
 from mert_jax.objective import target_stats  # noqa: E402
+from mert_jax.train import checkpoints  # noqa: E402
 from mert_jax.train.loop import train  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import probe_curve  # noqa: E402  (benchmarks/probe_curve.py: the curve's table and picture)
 
 SMALL_RQ_STEPS_PER_S = 0.4  # small_rq on the 2-core CPU, alone (0.44 measured 2026-12-07)
 MODEL = "model"  # the probe report's extractor names: the model, then its two baselines
@@ -62,6 +71,47 @@ def stage_music(folders: list[str], out: str) -> int:
           os.symlink(os.path.abspath(os.path.join(root, name)), link)
         n += 1
   return n
+
+
+def probe_curve_stage(args: argparse.Namespace, probe_dir: str) -> str:
+  """Probes every kept checkpoint of ``args.workdir`` before the last on ``args.curve_tasks``
+  (model only) into OUTPUT/curve/stepN (an existing folder is kept: re-running resumes), links the
+  last step's folder to ``probe_dir`` and draws OUTPUT/curve.png; returns the curve's table."""
+  steps = checkpoints.complete_steps(args.workdir)
+  curve = os.path.join(args.output, "curve")
+  os.makedirs(curve, exist_ok=True)
+  for step in steps[:-1]:
+    folder = os.path.join(curve, f"step{step}")
+    if os.path.exists(os.path.join(folder, "results.json")):
+      continue
+    status = probe_cli.main(
+      [
+        f"--checkpoint={args.workdir}",
+        f"--step={step}",
+        f"--task={args.curve_tasks}",
+        f"--set={args.set}",
+        "--baselines=none",
+        f"--output={folder}",
+        f"--cache-dir={args.cache_dir}",
+        f"--max-epochs={args.max_epochs}",
+      ]
+    )
+    if status:
+      raise SystemExit(status)
+  last = os.path.join(curve, f"step{steps[-1]}")
+  if not os.path.lexists(last):
+    os.symlink(os.path.relpath(probe_dir, curve), last)
+  table = io.StringIO()
+  with contextlib.redirect_stdout(table):
+    probe_curve.main(
+      [
+        f"--workdir={args.workdir}",
+        "--probes",
+        os.path.join(curve, "step*"),
+        f"--output={os.path.join(args.output, 'curve.png')}",
+      ]
+    )
+  return "\n".join(line for line in table.getvalue().splitlines() if line.startswith("|"))
 
 
 def report(probe: dict, last_eval: dict, steps: int, seconds: float) -> str:
@@ -108,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--steps-per-s", type=float, default=SMALL_RQ_STEPS_PER_S, help="its pace here")
   p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
   p.add_argument("--tasks", default="pitch,instrument,key", help="probe tasks")
+  p.add_argument(
+    "--curve-tasks",
+    default="pitch,instrument",
+    help="tasks probed at every earlier checkpoint (the curve); empty: no curve",
+  )
   p.add_argument("--set", default="full", help="probe set size: full, small or tiny")
   p.add_argument("--max-epochs", type=int, default=100, help="probe head epochs per rate")
   p.add_argument("--kmeans-max-fit-frames", type=int, default=100_000, help="prepare's k-means")
@@ -170,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
   with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
     evals = [r for r in map(json.loads, f) if "eval_loss" in r]
   text = report(probe, evals[-1] if evals else {}, config.total_steps, seconds)
+  if args.curve_tasks:
+    curve_table = probe_curve_stage(args, probe_dir)
+    text += f"\nthe curve (OUTPUT/curve.png; score: weighted sum / best layer):\n\n{curve_table}\n"
   with open(os.path.join(args.output, "learning.md"), "w") as f:
     f.write(text)
   print(text)

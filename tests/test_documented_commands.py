@@ -381,10 +381,11 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     args = [a for a in args if not a.startswith(("--crops=", "--hidden="))]
     args += ["--crops=32", "--hidden=16"]
   if argv[1] == "benchmarks/learning.py":  # the tiny recipe for 6 steps, one quick probe
-    drop = ("--minutes=", "--recipe=", "--set=", "--tasks=", "--steps-per-s=")
+    drop = ("--minutes=", "--recipe=", "--set=", "--tasks=", "--curve-tasks=", "--steps-per-s=")
     args = [a for a in args if not a.startswith(drop)]
     args += ["--recipe=configs/mert.py:tiny", "--minutes=0.1", "--steps-per-s=1"]
     args += ["--checkpoint-every=3", "--set=tiny", "--tasks=pitch", "--max-epochs=2"]
+    args += ["--curve-tasks=pitch"]
     args += [f"--cache-dir={stage.probe_cache}", "--kmeans-max-fit-frames=5000"]
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
@@ -397,6 +398,11 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   stage.monkeypatch.setattr(sys, "argv", [script, *args])
   module.main()
   assert stage.capsys.readouterr().out.strip()
+  if argv[1] == "benchmarks/learning.py":  # the curve: step 3 probed, step 6 is the final probe
+    out = option_value(args, "--output")
+    with open(os.path.join(out, "learning.md")) as f:
+      curve_rows = [line for line in f if re.match(r"\| [36] \|", line)]
+    assert len(curve_rows) == 2 and os.path.exists(os.path.join(out, "curve.png"))
 
 
 def run_compile_check(command: Documented, stage: Stage) -> None:
