@@ -159,6 +159,10 @@ class ObjectiveConfig:
   logit_temp: float = 0.1  # cosine logits are divided by this
   feature_pen_weight: float = 10.0  # loss_weights[0]: weight of mean(features^2)
   cqt_weight: float = 1.0  # loss_weights[1]: weight of the CQT MSE
+  # weight of the CQT squared error on the visible (unmasked, unpadded) frames, summed and divided
+  # by the masked count like the masked term (fairseq HuBERT's pred_nomask_weight, applied to the
+  # CQT head); MERT: 0, unmasked frames carry no loss (spec 2.5)
+  cqt_unmasked_weight: float = 0.0
   # In-batch noise mixup. The reference mixes when U[0,1) > mixture_prob (an inverted test); this
   # field is the probability that a clip IS mixed, which equals 1 - mixture_prob = 0.5 for both
   # released models.
@@ -258,6 +262,11 @@ class ObjectiveConfig:
       raise ValueError(
         f"objective.codebook_weights={list(self.codebook_weights)}: give {mcfg.num_codebooks} "
         "non-negative weights (model.num_codebooks), or none for all 1"
+      )
+    if self.cqt_unmasked_weight < 0:
+      raise ValueError(
+        f"objective.cqt_unmasked_weight={self.cqt_unmasked_weight}: must be >= 0 (0: MERT, "
+        "unmasked frames carry no loss)"
       )
     if not 0 <= self.mixup_crop_fraction <= 1:
       raise ValueError(

@@ -1,16 +1,18 @@
 """MERT's pretraining objective (spec §1.8-1.10, §1.13), a pure function of a key and a batch.
 
   loss = [ sum_k w_k sum_masked CE_k  +  10 * features_pen * n
-           +  1 * sum_masked sum_bins (cqt_pred - cqt)^2 / bins ] / n
+           +  1 * sum_masked sum_bins (cqt_pred - cqt)^2 / bins
+           +  w_u * sum_visible sum_bins (cqt_pred - cqt)^2 / bins ] / n
 
 with n the number of masked frames and w_k the codebook weights (objective.codebook_weights, MERT:
 all 1); i.e. the weighted sum over codebooks of the mean masked CE, plus
 10 * mean(conv features^2), plus the CQT MSE over masked frames and bins. CE_k is a softmax
 cross-entropy over codebook k's C_k labels with logits cos(z_k, E_k[j]) / 0.1 (this equals
 fairseq's "positive first, duplicate set to -inf" construction). Only masked, unpadded frames
-carry loss. The codes and the CQT target come from the *clean* audio, before mixup
-(mert_jax/objective/targets.py: the offline teacher's labels or BEST-RQ codes; raw or
-log-standardised CQT).
+carry loss unless objective.cqt_unmasked_weight w_u > 0 (MERT: 0; the CQT term on the visible
+frames, fairseq HuBERT's pred_nomask_weight for the CQT head). The codes and the CQT target
+come from the *clean* audio, before mixup (mert_jax/objective/targets.py: the offline teacher's
+labels or BEST-RQ codes; raw or log-standardised CQT).
 
 The step returns the sums and counts next to the loss so a trainer can sum them over devices
 and micro-batches and normalise once, as fairseq does.
@@ -194,13 +196,17 @@ def pretraining_loss(
   )
 
   cqt_pred = model.heads.cqt(x)  # (B, T, bins) float32
-  cqt_sq_sum = jnp.sum(jnp.square(cqt_pred - cqt) * weights[..., None])
+  cqt_sq = jnp.sum(jnp.square(cqt_pred - cqt), axis=-1)  # (B, T)
+  cqt_sq_sum = jnp.sum(cqt_sq * weights)
+  visible = ~mask if out.frame_padding is None else ~mask & ~out.frame_padding
+  cqt_unmasked_sq_sum = jnp.sum(cqt_sq * visible.astype(jnp.float32))
 
   pen = out.features_pen
   total = (
     jnp.sum(cb_weights * ce_sum)
     + cfg.feature_pen_weight * pen * n
     + cfg.cqt_weight * cqt_sq_sum / mcfg.cqt_bins
+    + cfg.cqt_unmasked_weight * cqt_unmasked_sq_sum / mcfg.cqt_bins
   )
   denom = jnp.maximum(n, 1.0)
   loss = total / denom

@@ -105,6 +105,7 @@ def test_recipes_by_name_from_any_directory(spec: str, started, tmp_path, monkey
     ),
     ([TINY, "--config.objective.cqt_target=log"], "objective.cqt_target='log': choose one of"),
     ([TINY, "--config.objective.mixup_crop_fraction=2"], "objective.mixup_crop_fraction=2.0"),
+    ([TINY, "--config.objective.cqt_unmasked_weight=-1"], "objective.cqt_unmasked_weight=-1.0"),
   ],
 )
 def test_mistakes_are_one_line_before_anything_starts(

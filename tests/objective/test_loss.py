@@ -9,7 +9,12 @@ from flax import nnx
 
 from mert_jax.config import ObjectiveConfig, model_config
 from mert_jax.model.mert import create_model
-from mert_jax.objective.loss import check_label_values, codebook_losses, pretraining_loss
+from mert_jax.objective.loss import (
+  check_label_values,
+  codebook_losses,
+  masked_forward,
+  pretraining_loss,
+)
 
 OBJ = ObjectiveConfig(mixup_min_len=1000, mixup_max_len=3000)
 
@@ -206,6 +211,31 @@ def test_codebook_weights_weight_each_codebooks_cross_entropy(music):
   np.testing.assert_allclose(np.asarray(m["ce"]), np.asarray(base["ce"]), rtol=1e-6)
   want = float(np.dot(w, np.asarray(m["ce"]))) + 10.0 * float(m["features_pen"])
   np.testing.assert_allclose(float(loss), want + float(m["cqt_mse"]), rtol=1e-5)
+
+
+def test_cqt_unmasked_weight_adds_the_visible_frames_cqt_error(music):
+  """objective.cqt_unmasked_weight w_u: the loss gains w_u x the CQT squared error summed over the
+  visible frames and bins / bins / masked count (fairseq's pred_nomask_weight, by hand); the
+  masked terms and the reported metrics are unchanged; w_u = 0 is MERT's loss."""
+  cfg = model_config("tiny", dtype="float32")
+  model = create_model(cfg)
+  batch, key = _batch(music, cfg), jax.random.key(0)
+  base_loss, base = pretraining_loss(model, batch, key, cqt_fn=frame_cqt, cfg=OBJ)
+  ocfg = OBJ.replace(cqt_unmasked_weight=3.0)
+  loss, m = pretraining_loss(model, batch, key, cqt_fn=frame_cqt, cfg=ocfg)
+  fwd = masked_forward(
+    model, batch["audio"], key, cfg=ocfg, cqt_fn=frame_cqt, labels=batch["labels"]
+  )
+  pred = np.asarray(model.heads.cqt(fwd.out.last_hidden_state), np.float64)
+  visible = ~np.asarray(fwd.mask)
+  assert 0 < visible.sum() < visible.size
+  err = np.square(pred - np.asarray(fwd.cqt, np.float64)).sum(axis=-1)[visible].sum()
+  want = float(base_loss) + 3.0 * err / cfg.cqt_bins / float(m["num_masked"])
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  for name in ("ce", "cqt_mse", "features_pen", "num_masked"):
+    np.testing.assert_allclose(np.asarray(m[name]), np.asarray(base[name]), rtol=1e-6)
+  with pytest.raises(ValueError, match=r"objective.cqt_unmasked_weight=-1.0: must be >= 0"):
+    OBJ.replace(cqt_unmasked_weight=-1.0).validate(cfg)
 
 
 def test_code_counts_are_the_target_codes_on_masked_frames(music):
