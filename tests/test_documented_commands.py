@@ -386,6 +386,9 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     args += ["--recipe=configs/mert.py:tiny", "--minutes=0.1", "--steps-per-s=1"]
     args += ["--checkpoint-every=3", "--set=tiny", "--tasks=pitch", "--max-epochs=2"]
     args += ["--curve-tasks=pitch"]
+    for a in args:  # a statistics file the command passes: the session corpus's
+      if a.startswith("--config=objective.target_stats="):
+        stage.stats(a.split("=", 2)[2])
     args += [f"--cache-dir={stage.probe_cache}", "--kmeans-max-fit-frames=5000"]
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
