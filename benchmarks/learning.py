@@ -114,10 +114,11 @@ def probe_curve_stage(args: argparse.Namespace, probe_dir: str) -> str:
   return "\n".join(line for line in table.getvalue().splitlines() if line.startswith("|"))
 
 
-def report(probe: dict, last_eval: dict, steps: int, seconds: float) -> str:
+def report(probe: dict, last_eval: dict, steps: int, scheduled: int, seconds: float) -> str:
   """The markdown summary: per task, the model's score beside the baselines and its margins."""
   lines = [
-    f"pretraining: {steps} steps in {seconds / 60:.1f} min",
+    f"pretraining: {steps} of {scheduled} scheduled steps in {seconds / 60:.1f} min"
+    + ("" if steps == scheduled else " (stopped early: SIGTERM; re-running resumes it)"),
     "",
     "| task | metric | pretrained | random init | MFCC | - random | - MFCC |",
     "|---|---|---|---|---|---|---|",
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = json.load(f)
   with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
     evals = [r for r in map(json.loads, f) if "eval_loss" in r]
-  text = report(probe, evals[-1] if evals else {}, config.total_steps, seconds)
+  done = max(checkpoints.complete_steps(args.workdir))  # the probed step (SIGTERM stops early)
+  text = report(probe, evals[-1] if evals else {}, done, config.total_steps, seconds)
   if args.curve_tasks:
     curve_table = probe_curve_stage(args, probe_dir)
     text += f"\nthe curve (OUTPUT/curve.png; score: weighted sum / best layer):\n\n{curve_table}\n"

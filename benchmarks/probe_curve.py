@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--probes", required=True, nargs="+", help="probe output folders (globs too)")
   p.add_argument("--output", required=True, help="the picture (PNG)")
   args = p.parse_args(argv)
-  folders = sorted({f for pattern in args.probes for f in glob.glob(pattern)})
+  # folders only (a pattern like PROBE_DIR/step* may also match the probes' log files)
+  folders = sorted({f for pattern in args.probes for f in glob.glob(pattern) if os.path.isdir(f)})
   if not folders:
     raise SystemExit(f"error: no probe folder matches {' '.join(args.probes)}")
   points, losses = load_points(folders), eval_losses(args.workdir)
