@@ -38,6 +38,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import probe_curve  # noqa: E402  (the curve's table and picture)
 from data_pipeline import audio_format  # noqa: E402
 from data_pipeline import prepare as prepare_lib  # noqa: E402
 from mert_jax import recipe  # noqa: E402
@@ -46,9 +47,6 @@ from mert_jax.config import ObjectiveConfig  # noqa: E402
 from mert_jax.objective import target_stats  # noqa: E402
 from mert_jax.train import checkpoints  # noqa: E402
 from mert_jax.train.loop import train  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import probe_curve  # noqa: E402  (benchmarks/probe_curve.py: the curve's table and picture)
 
 SMALL_RQ_STEPS_PER_S = 0.4  # small_rq on the 2-core CPU, alone (0.44 measured 2026-12-07)
 MODEL = "model"  # the probe report's extractor names: the model, then its two baselines
