@@ -28,8 +28,6 @@ and MFCCs? (docs/probing.md)
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -99,17 +97,11 @@ def probe_curve_stage(args: argparse.Namespace, probe_dir: str) -> str:
   last = os.path.join(curve, f"step{steps[-1]}")
   if not os.path.lexists(last):
     os.symlink(os.path.relpath(probe_dir, curve), last)
-  table = io.StringIO()
-  with contextlib.redirect_stdout(table):
-    probe_curve.main(
-      [
-        f"--workdir={args.workdir}",
-        "--probes",
-        os.path.join(curve, "step*"),
-        f"--output={os.path.join(args.output, 'curve.png')}",
-      ]
-    )
-  return "\n".join(line for line in table.getvalue().splitlines() if line.startswith("|"))
+  folders = probe_curve.probe_folders([os.path.join(curve, "step*")])
+  points, losses = probe_curve.load_points(folders), probe_curve.eval_losses(args.workdir)
+  levels = probe_curve.random_levels(folders)
+  probe_curve.draw(points, levels, losses, os.path.join(args.output, "curve.png"))
+  return "\n".join(probe_curve.table(points, losses))
 
 
 def report(probe: dict, last_eval: dict, steps: int, scheduled: int, seconds: float) -> str:
@@ -223,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = json.load(f)
   with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
     evals = [r for r in map(json.loads, f) if "eval_loss" in r]
-  done = max(checkpoints.complete_steps(args.workdir))  # the probed step (SIGTERM stops early)
+  done = checkpoints.latest_step(args.workdir)  # the probed step (SIGTERM stops early)
   text = report(probe, evals[-1] if evals else {}, done, config.total_steps, seconds)
   if args.curve_tasks:
     curve_table = probe_curve_stage(args, probe_dir)

@@ -53,33 +53,36 @@ def eval_losses(workdir: str) -> dict[int, float]:
   return out
 
 
-def main(argv: list[str] | None = None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True, help="the training workdir (its metrics.jsonl)")
-  p.add_argument("--probes", required=True, nargs="+", help="probe output folders (globs too)")
-  p.add_argument("--output", required=True, help="the picture (PNG)")
-  args = p.parse_args(argv)
-  # folders only (a pattern like PROBE_DIR/step* may also match the probes' log files)
-  folders = sorted({f for pattern in args.probes for f in glob.glob(pattern) if os.path.isdir(f)})
-  if not folders:
-    raise SystemExit(f"error: no probe folder matches {' '.join(args.probes)}")
-  points, losses = load_points(folders), eval_losses(args.workdir)
+def table(points: list[tuple[int, dict[str, Any]]], losses: dict[int, float]) -> list[str]:
+  """The markdown table: per step, the validation loss and each task's weighted / best-layer
+  score."""
   tasks = list(points[0][1])
-  print("| step | eval loss | " + " | ".join(f"{t} (weighted / best layer)" for t in tasks) + " |")
-  print("|---|---|" + "---|" * len(tasks))
+  lines = [
+    "| step | eval loss | " + " | ".join(f"{t} (weighted / best layer)" for t in tasks) + " |"
+  ]
+  lines.append("|---|---|" + "---|" * len(tasks))
   for step, scores in points:
     loss = f"{losses[step]:.3f}" if step in losses else ""
     cells = [f"{scores[t][0]:.3f} / {scores[t][1]:.3f}" for t in tasks]
-    print(f"| {step} | {loss} | " + " | ".join(cells) + " |")
+    lines.append(f"| {step} | {loss} | " + " | ".join(cells) + " |")
+  return lines
 
+
+def draw(
+  points: list[tuple[int, dict[str, Any]]],
+  levels: dict[str, float],
+  losses: dict[int, float],
+  path: str,
+) -> None:
+  """The picture: each task's weighted score against the step, random weights' level dotted, the
+  validation loss dashed on a second axis."""
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   fig, ax = plt.subplots(figsize=(6, 3.5))
-  levels = random_levels(folders)
-  for t in tasks:
+  for t in points[0][1]:
     line = ax.plot([s for s, _ in points], [v[t][0] for _, v in points], marker="o", label=t)
     if t in levels:  # the same architecture with random weights, where a folder probed it
       ax.axhline(levels[t], color=line[0].get_color(), linestyle=":", label=f"{t}, random init")
@@ -91,7 +94,29 @@ def main(argv: list[str] | None = None) -> None:
     twin.set_ylabel("validation loss (dashed)")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(args.output, dpi=100)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def probe_folders(patterns: list[str]) -> list[str]:
+  """The folders the patterns match (a pattern like PROBE_DIR/step* may also match the probes'
+  log files); one error line when none does."""
+  folders = sorted({f for pattern in patterns for f in glob.glob(pattern) if os.path.isdir(f)})
+  if not folders:
+    raise SystemExit(f"error: no probe folder matches {' '.join(patterns)}")
+  return folders
+
+
+def main(argv: list[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True, help="the training workdir (its metrics.jsonl)")
+  p.add_argument("--probes", required=True, nargs="+", help="probe output folders (globs too)")
+  p.add_argument("--output", required=True, help="the picture (PNG)")
+  args = p.parse_args(argv)
+  folders = probe_folders(args.probes)
+  points, losses = load_points(folders), eval_losses(args.workdir)
+  print("\n".join(table(points, losses)))
+  draw(points, random_levels(folders), losses, args.output)
   print(f"wrote {args.output}")
 
 

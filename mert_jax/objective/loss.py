@@ -176,8 +176,8 @@ def pretraining_loss(
   cqt, mask, out = fwd.cqt, fwd.mask, fwd.out
   b, t = mask.shape
   x = out.last_hidden_state  # (B, T, D)
-  weights = mask if out.frame_padding is None else mask & ~out.frame_padding
-  weights = weights.astype(jnp.float32)
+  unpadded = True if out.frame_padding is None else ~out.frame_padding
+  weights = (mask & unpadded).astype(jnp.float32)
   n = jnp.sum(weights)
 
   targets = fwd.codes + mcfg.num_special_labels
@@ -198,15 +198,18 @@ def pretraining_loss(
   cqt_pred = model.heads.cqt(x)  # (B, T, bins) float32
   cqt_sq = jnp.sum(jnp.square(cqt_pred - cqt), axis=-1)  # (B, T)
   cqt_sq_sum = jnp.sum(cqt_sq * weights)
-  visible = ~mask if out.frame_padding is None else ~mask & ~out.frame_padding
-  cqt_unmasked_sq_sum = jnp.sum(cqt_sq * visible.astype(jnp.float32))
+  # the visible frames' term only where it is weighted (the config is static under jit)
+  cqt_unmasked = 0.0
+  if cfg.cqt_unmasked_weight:
+    visible = (~mask & unpadded).astype(jnp.float32)
+    cqt_unmasked = cfg.cqt_unmasked_weight * jnp.sum(cqt_sq * visible) / mcfg.cqt_bins
 
   pen = out.features_pen
   total = (
     jnp.sum(cb_weights * ce_sum)
     + cfg.feature_pen_weight * pen * n
     + cfg.cqt_weight * cqt_sq_sum / mcfg.cqt_bins
-    + cfg.cqt_unmasked_weight * cqt_unmasked_sq_sum / mcfg.cqt_bins
+    + cqt_unmasked
   )
   denom = jnp.maximum(n, 1.0)
   loss = total / denom
