@@ -75,6 +75,9 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
       # prepared under WORKDIR/data
       dir=ml_collections.config_dict.placeholder(str),
       shuffle_window=1024,  # crops in the reader's window shuffle
+      # train on the first N shards of the train split only (0 = all): the data-size axis of a
+      # scaling experiment (prepare shuffles segments into shards, so a prefix samples the corpus)
+      train_shards=0,
       on_state_mismatch="error",  # data-iterator state not restorable (e.g. other process count):
       # "error" stops; "restart" starts a fresh, differently seeded stream
       default_minutes=8.0,  # embedded default corpus: minutes of music to prepare

@@ -161,6 +161,7 @@ class ReaderConfig:
   num_epochs: int | None = None  # None: repeat forever
   seed: int = 0  # file order, window shuffle and crop positions
   drop_remainder: bool = True  # static batch shapes
+  train_shards: int = 0  # read only the first N shards of the train split (0: all of them)
 
 
 def process_files(paths: Sequence[T], process_index: int, process_count: int) -> list[T]:
@@ -228,6 +229,27 @@ def checked_shards(
   return list(zip(shard_paths(data_dir, manifest, split), map(shard_expectation, entries)))
 
 
+def train_subset(
+  shards: list[tuple[str, ShardExpectation]], n: int, data_dir: str
+) -> list[tuple[str, ShardExpectation]]:
+  """The first ``n`` training shards (all when ``n`` is 0): the data-size axis of a scaling
+  experiment. ``prepare`` deals seeded-shuffled segments of every file into its shards, so a prefix
+  is a random sample of the corpus, not its first files."""
+  if n < 0 or n > len(shards):
+    raise ValueError(
+      f"{data_dir}: data.train_shards={n} but the train split has {len(shards)} shards; set it "
+      f"to 1..{len(shards)}, or 0 for all"
+    )
+  return shards[:n] if n else shards
+
+
+def subset_hours(manifest: dict[str, Any], n: int) -> float:
+  """Hours of audio in the first ``n`` training shards (all when ``n`` is 0)."""
+  entries = manifest["splits"]["train"]["shards"]
+  samples = sum(e["num_samples"] for e in (entries[:n] if n else entries))
+  return samples / manifest["sample_rate"] / 3600
+
+
 def make_dataset(
   data_dir: str,
   cfg: ReaderConfig,
@@ -238,7 +260,10 @@ def make_dataset(
 ) -> tuple[grain.IterDataset, DropShort]:
   """The grain dataset of this process and its short-record counter."""
   manifest = load_manifest(data_dir)
-  shards = process_files(checked_shards(data_dir, manifest, split), process_index, process_count)
+  shards = checked_shards(data_dir, manifest, split)
+  if split == "train":
+    shards = train_subset(shards, cfg.train_shards, data_dir)
+  shards = process_files(shards, process_index, process_count)
   drop = DropShort(cfg.crop_samples)
   return _pipeline(shards, cfg, manifest["hop"], drop, salt=0), drop
 
@@ -321,6 +346,8 @@ def make_grouped_dataset(
     )
   manifest = load_manifest(data_dir)
   shards = checked_shards(data_dir, manifest, split)
+  if split == "train":
+    shards = train_subset(shards, cfg.train_shards, data_dir)
   per = groups // process_count
   datasets, drops = [], []
   for g in range(process_index * per, (process_index + 1) * per):

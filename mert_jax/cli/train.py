@@ -34,6 +34,7 @@ from mert_jax import recipe
 from mert_jax.cli import config_help
 from mert_jax.objective import target_stats
 from mert_jax.train import checkpoints, distributed, loop_config, workdir
+from mert_jax.train import input as input_lib
 from mert_jax.train.checkpoints import CheckpointError
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
@@ -44,6 +45,7 @@ from mert_jax.train.loop_config import ConfigError
 # read or written names itself and the cause (mert_jax/train/checkpoints.py).
 ONE_LINE_ERRORS = (
   ConfigError,
+  input_lib.DataError,
   InitFromError,
   CheckpointError,
   workdir.ConfigChangeRefused,

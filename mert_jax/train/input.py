@@ -22,6 +22,11 @@ DEFAULT_DATA_SUBDIR = (
 )
 
 
+class DataError(ValueError):
+  """The data folder does not fit the run; the message names the folder and what to change (the
+  trainer prints it as one line)."""
+
+
 def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workdir: str) -> str:
   """``config.data.dir``, or the embedded default corpus prepared (once, by process 0) under the
   workdir."""
@@ -40,25 +45,33 @@ def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workd
   return default_corpus.corpus_dir(root, mcfg.num_codebooks, mcfg.codebook_size)
 
 
+def load_manifest(data_dir: str) -> dict[str, Any]:
+  """The folder's manifest; a folder ``prepare`` did not write is a ``DataError``."""
+  try:
+    return reader_lib.load_manifest(data_dir)
+  except FileNotFoundError as e:
+    raise DataError(str(e)) from e
+
+
 def check_manifest(
   manifest: dict[str, Any], mcfg: ModelConfig, data_dir: str, targets: str = "teacher"
 ) -> None:
   """Refuses a dataset whose teacher shape (when its codes are the targets), sample rate or label
-  hop differs from the model's."""
+  hop differs from the model's (``DataError``)."""
   got = (manifest["num_codebooks"], manifest["codebook_size"])
   if targets == "teacher" and got != (mcfg.num_codebooks, mcfg.codebook_size):
-    raise ValueError(
+    raise DataError(
       f"{data_dir}: the teacher has {got[0]} codebooks of {got[1]} codes but the model expects "
       f"{mcfg.num_codebooks} x {mcfg.codebook_size}; set --config.model.num_codebooks / "
       f"--config.model.codebook_size"
     )
   if manifest["sample_rate"] != mcfg.sample_rate:
-    raise ValueError(
+    raise DataError(
       f"{data_dir}: the data is at {manifest['sample_rate']} Hz but the model "
       f"(model.sample_rate) expects {mcfg.sample_rate} Hz; prepare the data at the model's rate"
     )
   if manifest["hop"] != mcfg.frame_stride:
-    raise ValueError(
+    raise DataError(
       f"{data_dir}: the teacher labels every {manifest['hop']} samples but the model's frame "
       f"stride (product of model.conv_layers strides) is {mcfg.frame_stride}; they must match"
     )
@@ -70,18 +83,23 @@ def reader_config(config: ml_collections.ConfigDict, groups: int) -> reader_lib.
     batch_size=config.batch_size // groups,
     shuffle_window=config.data.shuffle_window,
     seed=config.seed,
+    train_shards=config.data.train_shards,
   )
 
 
 def train_stream(data_dir: str, rcfg: reader_lib.ReaderConfig, groups: int):
-  """(dataset, drop counters) of this process's share of the training groups."""
-  return reader_lib.make_grouped_dataset(
-    data_dir,
-    rcfg,
-    groups=groups,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  )
+  """(dataset, drop counters) of this process's share of the training groups. The reader's checks
+  (shard sizes, shards per process, data.train_shards) fail as a ``DataError``."""
+  try:
+    return reader_lib.make_grouped_dataset(
+      data_dir,
+      rcfg,
+      groups=groups,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+  except ValueError as e:
+    raise DataError(str(e)) from e
 
 
 def restart_seed(seed: int, step: int) -> int:

@@ -121,7 +121,7 @@ def _train(
 
   # ############################################################ input
   data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
-  manifest = reader_lib.load_manifest(data_dir)
+  manifest = input_lib.load_manifest(data_dir)
   input_lib.check_manifest(manifest, mcfg, data_dir, setup.ocfg.targets)
   rcfg = input_lib.reader_config(config, groups)
   dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
@@ -319,6 +319,14 @@ def compile_train_step(
   return compiled
 
 
+def _train_subset(
+  config: ml_collections.ConfigDict, manifest: dict[str, Any]
+) -> dict[str, tuple[float, int]]:
+  """The train split's line when ``data.train_shards`` reads only a prefix of it."""
+  n = config.data.train_shards
+  return {"train": (reader_lib.subset_hours(manifest, n), n)} if n else {}
+
+
 def _run_summary(
   config: ml_collections.ConfigDict,
   setup: state_lib.TrainSetup,
@@ -346,7 +354,8 @@ def _run_summary(
     grad_accum_steps=setup.grad_accum_steps,
     splits={
       name: (split["hours"], len(split["shards"])) for name, split in manifest["splits"].items()
-    },
+    }
+    | _train_subset(config, manifest),
     data_dir=data_dir,
     workdir=workdir,
     start=start,

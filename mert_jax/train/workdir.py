@@ -14,8 +14,9 @@ Recorded config (``WORKDIR/config.json``)
              layer-norm placement, dropout, dtype ...), objective.*,         in
              optimizer.* (all: lr, betas, eps, decay, warm-up, clipping,     allow_config_change
              accumulation), batch_size, crop_samples, data.dir, data.groups,
-             data.shuffle_window, data.default_minutes; and any field the
-             recorded config lacks or has in excess (code changed since)
+             data.shuffle_window, data.train_shards,
+             data.default_minutes; and any field the recorded config
+             lacks or has in excess (code changed since)
   placement  mesh, rules, num_devices, model.attention_impl,                 allowed
              model.pos_conv_impl, model.remat, model.remat_policy (where
              and how the same computation runs)

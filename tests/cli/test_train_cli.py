@@ -169,3 +169,33 @@ def test_help_lists_the_chosen_recipe_and_the_variants(capsys) -> None:
   assert "variants: tiny, small, 95m, 330m, 1b, small_rq" in out and "model.hidden_size = 32" in out
   for option in ("--workdir", "--coordinator_address", "--list-config", "--config.FIELD"):
     assert option in out
+
+
+@pytest.mark.parametrize(
+  "override,line",
+  [
+    (
+      "--config.model.codebook_size=32",
+      "the teacher has 8 codebooks of 64 codes but the model expects 8 x 32; set",
+    ),
+    ("--config.data.train_shards=99", "data.train_shards=99 but the train split has"),
+  ],
+)
+def test_data_that_does_not_fit_the_run_is_one_line_from_the_trainer(
+  default_data, override, line, tmp_path, monkeypatch, capsys
+) -> None:
+  """The real trainer, up to its input stage: the teacher's shape or a train subset the folder
+  cannot give is one ``error:`` line naming the folder, exit status 1, no checkpoint."""
+
+  def exit_(code):
+    raise SystemExit(code)
+
+  monkeypatch.setattr(distributed, "initialize_distributed", lambda *a: None)
+  monkeypatch.setattr(cli.os, "_exit", exit_)
+  wd = tmp_path / "run"
+  with flagsaver.flagsaver(), pytest.raises(SystemExit) as e:
+    cli.run([TINY, f"--workdir={wd}", f"--config.data.dir={default_data}", override])
+  err = capsys.readouterr().err
+  assert e.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+  assert err.startswith(f"error: {default_data}: ") and line in err, err
+  assert not (wd / "checkpoints").exists()

@@ -3,6 +3,7 @@ multi-process sharding and remote paths."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -186,3 +187,28 @@ def test_grouped_batches_do_not_depend_on_the_process_count(prepared):
     np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
   with pytest.raises(ValueError, match="must be a multiple of the process count"):
     reader.make_grouped_dataset(out, cfg, groups=3, process_count=2)
+
+
+def test_train_shards_reads_a_prefix_of_the_train_split(prepared):
+  """data.train_shards (the data-size axis): one epoch of the first shard only, its hours from the
+  manifest; more shards than the split has is one line naming the folder and the range."""
+  out, m = prepared
+  entries = m["splits"]["train"]["shards"]
+  assert len(entries) >= 2
+  cfg = ReaderConfig(crop_samples=48000, batch_size=1, shuffle_window=1, num_epochs=1)
+  subset = dataclasses.replace(cfg, train_shards=1)
+  n_first = sum(1 for _ in make_dataset(out, subset)[0])
+  n_all = sum(1 for _ in make_dataset(out, cfg)[0])
+  assert n_first == entries[0]["num_records"] < n_all == m["splits"]["train"]["num_records"]
+  # the valid split is never cut
+  assert (
+    sum(1 for _ in make_dataset(out, subset, split="valid")[0])
+    == (m["splits"]["valid"]["num_records"])
+  )
+  assert reader.subset_hours(m, 1) == pytest.approx(entries[0]["num_samples"] / 24000 / 3600)
+  assert reader.subset_hours(m, 0) == pytest.approx(m["splits"]["train"]["hours"])
+  too_many = dataclasses.replace(cfg, train_shards=len(entries) + 1)
+  with pytest.raises(
+    ValueError, match=f"{out}: data.train_shards={len(entries) + 1} but the train"
+  ):
+    reader.make_grouped_dataset(out, too_many, groups=1)
