@@ -23,6 +23,9 @@ MERT_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
 )
 
 
+# Attention implementations (mert_jax/model/attention.py).
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "manual", "blockwise")
+
 # What a rematerialised encoder layer keeps from its forward pass (jax.checkpoint policies by name).
 REMAT_POLICIES = ("full", "dots")
 
@@ -73,7 +76,12 @@ class ModelConfig:
   cqt_bins: int = 336  # CQT regression head width
   # --- numerics / performance ---
   dtype: str = "bfloat16"  # compute dtype; parameters are always float32 (master weights)
-  attention_impl: str = "auto"  # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual"
+  # "auto" | "xla" (jax.nn.dot_product_attention) | "cudnn" | "manual" | "blockwise" (exact, memory
+  # linear in length: blockwise_attention.py); auto: blockwise from attention_blockwise_from frames
+  # (cuDNN's flash kernel instead on a GPU in half precision), else cuDNN/XLA, manual with dropout
+  attention_impl: str = "auto"
+  attention_block: int = 512  # frames per query and key block of the blockwise path
+  attention_blockwise_from: int = 4096  # frames (55 s at 75 Hz) from which auto goes blockwise
   pos_conv_impl: str = (
     "auto"  # positional-conv kernel gradient: "auto" | "einsum" | "xla" (pos_conv.py)
   )
@@ -119,9 +127,14 @@ class ModelConfig:
       raise ValueError(
         f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}"
       )
-    if self.attention_impl not in ("auto", "xla", "cudnn", "manual"):
+    if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(
-        f"model.attention_impl must be auto/xla/cudnn/manual, got {self.attention_impl!r}"
+        f"model.attention_impl must be {'/'.join(ATTENTION_IMPLS)}, got {self.attention_impl!r}"
+      )
+    if self.attention_block < 1 or self.attention_blockwise_from < 1:
+      raise ValueError(
+        f"model.attention_block={self.attention_block} and model.attention_blockwise_from="
+        f"{self.attention_blockwise_from}: both must be >= 1 (frames)"
       )
     if self.pos_conv_impl not in ("auto", "einsum", "xla"):
       raise ValueError(f"model.pos_conv_impl must be auto/einsum/xla, got {self.pos_conv_impl!r}")

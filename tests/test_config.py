@@ -33,7 +33,7 @@ def test_json_round_trip(size: str) -> None:
       "model.hidden_size=32 is not divisible by model.pos_conv_groups=5",
     ),
     (dict(extractor_mode="group_norm"), "model.extractor_mode must be 'default' or 'layer_norm'"),
-    (dict(attention_impl="flash"), "model.attention_impl must be auto/xla/cudnn/manual"),
+    (dict(attention_impl="flash"), "model.attention_impl must be auto/xla/cudnn/manual/blockwise"),
     (dict(pos_conv_impl="fft"), "model.pos_conv_impl must be auto/einsum/xla"),
     (dict(remat_policy="offload"), "model.remat_policy must be one of"),
     (dict(dtype="int8"), "model.dtype must be float32/bfloat16/float16"),

@@ -2,7 +2,8 @@
 
 Projections q, k, v, out are Linear(D, D) with bias, stored per head: q/k/v kernels
 (D, H, head_dim) on axes (embed, heads, kv), out kernel (H, head_dim, D). Queries are scaled
-by head_dim^-0.5. Softmax is computed in float32.
+by head_dim^-0.5. Softmax is computed in float32. Long sequences go through the blockwise path
+(``blockwise_attention.py``: exact, memory linear in length); ``choose_impl`` says when.
 
 Attention relaxation (MERT-330M, alpha = 32): the reference rewrites the scores as
 ``A' = (A/alpha - max_j(A/alpha)) * alpha``, which equals ``A - max_j A``; softmax is invariant to
@@ -20,6 +21,7 @@ from flax import nnx
 from mert_jax import sharding as ax
 from mert_jax.config import ModelConfig
 from mert_jax.model import layers
+from mert_jax.model.blockwise_attention import blockwise_attention
 
 
 def _attention_manual(
@@ -35,6 +37,22 @@ def _attention_manual(
   probs = jax.nn.softmax(scores, axis=-1)
   probs = layers.dropout(probs, dropout_rate, dropout_key, deterministic)
   return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def choose_impl(impl: str, length: int, blockwise_from: int, dtype, dropout: bool) -> str | None:
+  """The implementation ``auto`` stands for at this (static) length: cuDNN's flash kernel on a GPU
+  in half precision without dropout (memory-efficient at any length); otherwise blockwise from
+  ``blockwise_from`` frames, where the (T, T) scores of the others would grow with the square of
+  the length; below it the manual path when attention dropout is on, else None (JAX picks cuDNN
+  where it can, else XLA). Any other ``impl`` is returned as given."""
+  if impl != "auto":
+    return impl
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  if jax.default_backend() == "gpu" and half and not dropout:
+    return None
+  if length >= blockwise_from:
+    return "blockwise"
+  return "manual" if dropout else None
 
 
 class SelfAttention(nnx.Module):
@@ -59,6 +77,7 @@ class SelfAttention(nnx.Module):
     self.dropout_rate = cfg.attention_dropout
     self.relax = cfg.attention_relax
     self.impl = cfg.attention_impl
+    self.block, self.blockwise_from = cfg.attention_block, cfg.attention_blockwise_from
     self.dtype = jnp.dtype(cfg.dtype)
 
   def _project(self, p, x):
@@ -80,10 +99,20 @@ class SelfAttention(nnx.Module):
     k = self._project(self.k_proj, x)
     v = self._project(self.v_proj, x)
     probs_dropout = (not deterministic) and self.dropout_rate > 0
-    impl = self.impl
-    if impl == "auto":  # None lets JAX pick cuDNN where it can, else XLA
-      impl = "manual" if probs_dropout else None
-    if impl == "manual":
+    impl = choose_impl(self.impl, x.shape[1], self.blockwise_from, self.dtype, probs_dropout)
+    if impl == "blockwise":
+      o = blockwise_attention(
+        q,
+        k,
+        v,
+        key_padding,
+        block_q=self.block,
+        block_k=self.block,
+        dropout_rate=self.dropout_rate,
+        dropout_key=dropout_key,
+        deterministic=deterministic,
+      )
+    elif impl == "manual":
       o = _attention_manual(
         q,
         k,

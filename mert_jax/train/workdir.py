@@ -18,6 +18,7 @@ Recorded config (``WORKDIR/config.json``)
              data.default_minutes; and any field the recorded config
              lacks or has in excess (code changed since)
   placement  mesh, rules, num_devices, model.attention_impl,                 allowed
+             model.attention_block, model.attention_blockwise_from,
              model.pos_conv_impl, model.remat, model.remat_policy (where
              and how the same computation runs)
   loop       total_steps, log_every, eval_every, eval_batches,               allowed
@@ -103,7 +104,8 @@ UNREADABLE_STALE_S = 10.0  # an unparsable lock older than this was left by a ki
 # Fields by kind (the module table); every other field is of kind "run".
 PLACEMENT = frozenset(
   """mesh rules num_devices
-  model.attention_impl model.pos_conv_impl model.remat model.remat_policy""".split()
+  model.attention_impl model.attention_block model.attention_blockwise_from model.pos_conv_impl
+  model.remat model.remat_policy""".split()
 )
 LOOP = frozenset(
   """total_steps log_every eval_every eval_batches eval_picture_clips checkpoint_every keep_last

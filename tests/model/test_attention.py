@@ -1,5 +1,5 @@
-"""Self-attention: the XLA and manual paths agree, the 330M relaxation is the identity, and padded
-keys do not leak into real frames."""
+"""Self-attention: the XLA, manual and blockwise paths agree, the 330M relaxation is the identity,
+padded keys do not leak into real frames, and ``auto`` picks by length and platform."""
 
 import jax
 import jax.numpy as jnp
@@ -15,13 +15,16 @@ def test_attention_paths_agree_and_relaxation_is_identity(music: np.ndarray) -> 
   pad = np.zeros((2, 6000), bool)
   pad[1, 4000:] = True
   outs = {}
-  for impl, relax in [("xla", -1.0), ("manual", -1.0), ("manual", 32.0)]:
-    cfg = model_config("tiny", dtype="float32", attention_impl=impl, attention_relax=relax)
+  runs = [("xla", -1.0, 512), ("manual", -1.0, 512), ("manual", 32.0, 512), ("blockwise", -1.0, 4)]
+  for impl, relax, block in runs:  # 18 frames: blocks of 4 do not divide them
+    cfg = model_config(
+      "tiny", dtype="float32", attention_impl=impl, attention_relax=relax, attention_block=block
+    )
     with jax.default_matmul_precision("highest"):
       model = model_lib.create_model(cfg)
       out = model(audio, padding_mask=jnp.asarray(pad)).last_hidden_state
-      outs[(impl, relax)] = np.asarray(out)
-  base = outs[("xla", -1.0)]
+      outs[(impl, relax, block)] = np.asarray(out)
+  base = outs[("xla", -1.0, 512)]
   for k, v in outs.items():
     np.testing.assert_allclose(v, base, atol=2e-6, err_msg=str(k))
 
@@ -41,3 +44,14 @@ def test_padding_does_not_leak_into_real_frames(music: np.ndarray) -> None:
   # frames whose receptive fields and pos-conv stay clear of padding
   real = num_frames(6000 - 400, cfg.conv_layers) - 64
   np.testing.assert_allclose(out[0, :real], out[1, :real], atol=1e-5)
+
+
+def test_auto_goes_blockwise_from_its_length_on_this_platform() -> None:
+  from mert_jax.model.attention import choose_impl
+
+  assert jax.default_backend() == "cpu"
+  assert choose_impl("auto", 4096, 4096, "float32", False) == "blockwise"
+  assert choose_impl("auto", 4096, 4096, "bfloat16", True) == "blockwise"
+  assert choose_impl("auto", 4095, 4096, "float32", False) is None
+  assert choose_impl("auto", 100, 4096, "float32", True) == "manual"
+  assert choose_impl("xla", 10**6, 4096, "float32", False) == "xla"
