@@ -50,10 +50,10 @@ def blockwise_attention(
 ) -> jax.Array:
   """softmax(q k^T + mask) v, block by block.
 
-  q, k: (B, T, H, dh), q already scaled; v: (B, T, H, dv); key_padding: (B, T) bool, True = padded key, or None.
-  Returns (B, T, H, dv) in v's dtype. Scores, the softmax and the accumulation run in float32. T
-  need not divide by the blocks (padded keys are masked, padded queries dropped). A query whose
-  keys are all padded gets zeros (the full path gives NaN there)."""
+  q, k: (B, T, H, dh), q already scaled; v: (B, T, H, dv); key_padding: (B, T) bool, True =
+  padded key, or None. Returns (B, T, H, dv) in v's dtype. Scores, the softmax and the
+  accumulation run in float32. T need not divide by the blocks (padded keys are masked, padded
+  queries dropped). A query whose keys are all padded gets zeros (the full path gives NaN)."""
   b, t, h, dh = q.shape
   dv = v.shape[-1]
   block_q, block_k = min(block_q, t), min(block_k, t)
