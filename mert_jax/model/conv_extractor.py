@@ -40,9 +40,12 @@ def receptive_field(conv_layers: Sequence[tuple[int, int, int]]) -> int:
   return field
 
 
-def group_norm_over_time(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-  """GroupNorm with groups == channels on (B, T, C): per sample and channel, over time (fp32)."""
-  return layers.layer_norm(x, None, None, eps, axes=1) * scale + bias
+def time_stats(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per sample and channel mean and biased variance over time of (B, T, C), float32 (B, 1, C):
+  the statistics of GroupNorm with groups == channels."""
+  y = y.astype(jnp.float32)
+  mean = jnp.mean(y, axis=1, keepdims=True)
+  return mean, jnp.mean(jnp.square(y - mean), axis=1, keepdims=True)
 
 
 class ConvLayer(nnx.Module):
@@ -80,7 +83,8 @@ class ConvLayer(nnx.Module):
     self.eps = cfg.layer_norm_eps
     self.dtype = jnp.dtype(cfg.dtype)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def convolve(self, x: jax.Array) -> jax.Array:
+    """The convolution (and bias) alone: (B, L, in) -> (B, (L - kernel) // stride + 1, out)."""
     y = jax.lax.conv_general_dilated(
       x.astype(self.dtype),
       self.conv["kernel"][...].astype(self.dtype),
@@ -90,11 +94,20 @@ class ConvLayer(nnx.Module):
     )
     if "bias" in self.conv:
       y = y + self.conv["bias"][...].astype(self.dtype)
+    return y
+
+  def normalise_with(self, y: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+    """GroupNorm (groups == channels) with given statistics over time (B, 1, C), then GELU: the
+    clip's own (``__call__``), or a long clip's for one chunk of it (whole_file.py)."""
+    y = (y.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.eps)
+    y = y * self.layer_norm["scale"][...] + self.layer_norm["bias"][...]
+    return layers.gelu(y).astype(self.dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = self.convolve(x)
     if self.norm == "group":
-      y = group_norm_over_time(
-        y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps
-      )
-    elif self.norm == "layer":
+      return self.normalise_with(y, *time_stats(y))
+    if self.norm == "layer":
       y = layers.layer_norm(
         y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps
       )
