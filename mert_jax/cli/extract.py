@@ -9,9 +9,16 @@ r"""Frame-level features of every layer, for downstream probes.
 
 Decodes each file, downmixes and resamples to the model's rate (24 kHz), runs the backbone in
 float32 and saves (num_layers + 1, frames, hidden) float32: entry for entry the quantities of
-``transformers.HubertModel(..., output_hidden_states=True).hidden_states`` (spec §5.5) when the
-file is one input (the default, ``--window-seconds=0``). With ``--audio`` a folder, every audio
-file under it gets ``OUT_DIR/<relative path>.npy``.
+``transformers.HubertModel(whole file, output_hidden_states=True).hidden_states`` (spec §5.5) by
+default (``--window-seconds=0``). With ``--audio`` a folder, every audio file under it gets
+``OUT_DIR/<relative path>.npy``.
+
+Whole files (the default) run exactly as one input, in memory that grows linearly with the length
+(mert_jax/model/whole_file.py): the front end 10 s at a time with the whole file's GroupNorm
+statistics, attention blockwise from 55 s. Each file is zero-padded to a length bucket (padding
+under 25 % of the file, or under 10 s) that is masked out, so a folder of songs compiles one
+program per bucket, not per length. Files longer than --max-minutes (default 30) are refused in
+one line naming them (memory grows with the length: docs/whole_songs.md gives the peaks).
 
 Long files: ``--window-seconds=S`` runs windows of about S seconds, placed so that together they
 produce exactly the whole file's frames: every window holds n frames of 320 samples plus the
@@ -20,8 +27,7 @@ last frame (it overlaps the one before; only its new frames are kept). All windo
 have one shape, so they run --batch at a time through one compiled program
 (mert_jax/model/features.py: batched_layers); nothing is padded. Each window is normalised and
 attended on its own (the extractor's GroupNorm, the positional conv and attention see only the
-window), so features near window edges differ from a whole-file pass; memory stays bounded.
-Without windows each file is one eager pass at its own length (no compile per length).
+window), so features near window edges differ from a whole-file pass.
 
 --layers picks hidden states (0 is the CNN projection; default all), --pool=mean averages them over
 the file's frames ((layers, hidden) per file), --dtype=float16 halves the files.
@@ -48,8 +54,9 @@ from data_pipeline.audio_format import AUDIO_EXTENSIONS
 from data_pipeline.cli_help import ArgumentParser, prog
 from data_pipeline.progress import counted_line
 from mert_jax.hf.convert import import_hf
-from mert_jax.model.features import POOLS, batched_layers, hidden_states, windowed_hidden_states
+from mert_jax.model.features import POOLS, batched_layers, windowed_hidden_states
 from mert_jax.model.mert import Backbone
+from mert_jax.model.whole_file import whole_file_extractor
 from mert_jax.train import checkpoints
 
 
@@ -73,19 +80,25 @@ def _extract_one(
   path: str,
   out: str,
   args: argparse.Namespace,
-  layers: tuple[int, ...],
   windows,
+  whole,
 ) -> tuple[int, ...]:
-  """Extracts ``layers`` of one file to ``out``; ``windows``: the batched extractor of
-  --window-seconds (made once per run, so its compiled program serves every file) or None for a
-  whole-file pass."""
+  """Extracts one file to ``out`` with ``windows`` (the batched extractor of --window-seconds) or
+  else ``whole`` (the whole-file extractor); both are made once per run, so their compiled
+  programs serve every file."""
   audio = _load(path, backbone.cfg.sample_rate)
+  minutes = len(audio) / backbone.cfg.sample_rate / 60
+  if windows is None and minutes > args.max_minutes:
+    raise ValueError(
+      f"{path}: {minutes:.2f} min of audio is more than --max-minutes={args.max_minutes:g}; raise "
+      f"it (memory grows linearly with the length) or extract in windows (--window-seconds=30)"
+    )
   try:
     with jax.default_matmul_precision("highest"):
       if windows is not None:
         feats = windowed_hidden_states(backbone, audio, args.window_seconds, windows)
       else:
-        feats = hidden_states(backbone, audio)[list(layers)]
+        feats = whole(audio)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from e
   if args.pool == "mean":
@@ -146,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     help="process in windows of ~S s (0: the whole file at once)",
   )
   parser.add_argument(
+    "--max-minutes",
+    type=float,
+    default=30.0,
+    metavar="M",
+    help="longest file extracted whole; longer ones are refused (default: 30)",
+  )
+  parser.add_argument(
     "--layers", default="", metavar="I,J,...", help="hidden states to keep (default: all)"
   )
   parser.add_argument(
@@ -174,6 +194,8 @@ def check_inputs(args: argparse.Namespace) -> None:
     raise ValueError(f"--window-seconds={args.window_seconds}: must be >= 0")
   if args.batch < 1:
     raise ValueError(f"--batch={args.batch}: must be >= 1")
+  if not args.max_minutes > 0:
+    raise ValueError(f"--max-minutes={args.max_minutes:g}: must be > 0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,14 +218,16 @@ def _run(args: argparse.Namespace) -> int:
     model, _ = import_hf(args.hf, dtype="float32")
   backbone = model.backbone
   layers = _layers(args, backbone)
-  windows = None
+  windows = whole = None
   if args.window_seconds > 0:
     windows = batched_layers(
       backbone, layers=layers, pool="none", dtype="float32", batch_size=args.batch
     )
+  else:
+    whole = whole_file_extractor(backbone, layers=layers)
   layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
   if not storage.isdir(args.audio):
-    shape = _extract_one(backbone, args.audio, args.output, args, layers, windows)
+    shape = _extract_one(backbone, args.audio, args.output, args, windows, whole)
     print(f"wrote {args.output}: {shape} {layout} {args.dtype}")
     return 0
   rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
@@ -211,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
   for i, rel in enumerate(rels, 1):
     path, out = os.path.join(args.audio, rel), os.path.join(args.output, rel + ".npy")
     try:
-      shape = _extract_one(backbone, path, out, args, layers, windows)
+      shape = _extract_one(backbone, path, out, args, windows, whole)
       line = counted_line(i, len(rels), f"wrote {out}: {shape}", time.monotonic() - start)
       print(line, flush=True)
     except (ValueError, FileNotFoundError) as e:

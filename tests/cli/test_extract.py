@@ -160,6 +160,24 @@ def test_bad_audio_is_one_error_line_naming_the_file(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert msg in err and str(path) in err, err
+  long_wav = tmp_path / "long.wav"  # 2 s against a limit of 1.2 s, extracted whole
+  sf.write(long_wav, np.zeros(48000, np.float32), 24000)
+  argv = [
+    f"--checkpoint={tiny_checkpoint}",
+    f"--audio={long_wav}",
+    f"--output={tmp_path / 'o.npy'}",
+  ]
+  assert extract_cli.main([*argv, "--max-minutes=0.02"]) == 1
+  err = capsys.readouterr().err
+  assert err == (
+    f"error: {long_wav}: 0.03 min of audio is more than --max-minutes=0.02; raise it (memory "
+    "grows linearly with the length) or extract in windows (--window-seconds=30)\n"
+  )
+  assert extract_cli.main([*argv, "--max-minutes=0.02", "--window-seconds=1"]) == 0  # windows
+  capsys.readouterr()
+  assert extract_cli.main([*argv, "--max-minutes=0"]) == 1
+  assert capsys.readouterr().err == "error: --max-minutes=0: must be > 0\n"
+  (tmp_path / "o.npy").unlink()
   argv = [f"--checkpoint={tmp_path}/nope", f"--audio={nan_wav}", f"--output={tmp_path / 'o.npy'}"]
   assert extract_cli.main(argv) == 1
   assert "is not a model checkpoint written by mert_jax" in capsys.readouterr().err
