@@ -5,7 +5,9 @@
 
 Variants: ``tiny`` (CPU tests), ``small`` (the CPU probing experiment, docs/probing.md),
 ``small_rq`` (``small`` with BEST-RQ targets, the log-CQT target and no mixup: the learning
-experiment, benchmarks/learning.py), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``.
+experiment, benchmarks/learning.py), ``95m`` (MERT-v1-95M), ``330m`` (MERT-v1-330M), ``1b``,
+``95m_long`` (the 95M continued on 30 s crops from a 5 s checkpoint: docs/whole_songs.md) and
+``tiny_long`` (its CPU stand-in).
 Every model/objective field and its default is documented once, in mert_jax/config.py; this file
 holds only what a recipe changes. The comment beside (or right above) each field is its help text
 (``--help``, ``--list-config``; mert_jax/cli/config_help.py reads it). Recipes at a glance
@@ -28,7 +30,12 @@ from mert_jax.sharding import DEFAULT_RULES
 
 # What get_config takes (mert_jax/recipe.py checks it): the model sizes, plus recipes that reuse a
 # size with other targets (variant -> its model size).
-RECIPE_SIZES = {**{size: size for size in MODEL_SIZES}, "small_rq": "small"}
+RECIPE_SIZES = {
+  **{size: size for size in MODEL_SIZES},
+  "small_rq": "small",
+  "95m_long": "95m",
+  "tiny_long": "tiny",
+}
 VARIANTS = tuple(RECIPE_SIZES)
 
 
@@ -150,6 +157,27 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
       c.objective.targets = "bestrq"
       c.objective.cqt_target = "log_standardised"
       c.objective.mixup_prob = 0.0
+  elif variant in ("95m_long", "tiny_long"):
+    # Long context (docs/whole_songs.md): 30 s crops, continued from a 5 s checkpoint
+    # (--config.init_from=WORKDIR_5S), attention blockwise in the step (memory linear in the
+    # crop). [design choices: the same audio per step as MERT-95M's 1024 x 5 s; a tenth of its
+    # peak rate for a continuation; mixup segments the same fraction of the crop as 0.5-1 s of 5 s]
+    c.crop_samples = 30 * SAMPLE_RATE  # 30 s (720,000 samples, 2,249 frames)
+    c.model.attention_blockwise_from = 2048  # frames: 30 s crops take the blockwise path
+    c.objective.mixup_crop_fraction = 0.2
+    c.optimizer.lr = 5e-5
+    c.optimizer.warmup_steps = 1000
+    c.total_steps = 50_000
+    c.batch_size = 160  # 160 x 30 s = 4,800 s of audio per step (MERT-95M: 5,120)
+    if variant == "tiny_long":
+      c.batch_size = 2
+      c.total_steps = 4
+      c.optimizer.warmup_steps = 1
+      c.optimizer.lr = 1e-4
+      c.model.codebook_size = 64  # the tiny recipe's teacher
+      c.log_every = 1
+      c.eval_every = 0
+      c.checkpoint_every = 2
   elif variant == "tiny":
     c.total_steps = 200
     c.batch_size = 8

@@ -135,7 +135,7 @@ def test_unknown_variant_names_the_closest() -> None:
   with pytest.raises(
     recipe.RecipeError,
     match=r"^unknown variant '95n' of configs/mert.py; did you mean 95m\? \(variants: tiny, small, "
-    r"95m, 330m, 1b, small_rq\)$",
+    r"95m, 330m, 1b, small_rq, 95m_long, tiny_long\)$",
   ):
     recipe.load_config("configs/mert.py:95n")
   assert recipe.load_config("95M").variant == "95m"

@@ -72,7 +72,7 @@ def test_recipes_by_name_from_any_directory(spec: str, started, tmp_path, monkey
     (
       ["--config=configs/mert.py:95n"],
       "error: unknown variant '95n' of configs/mert.py; did you mean 95m? (variants: tiny, small, "
-      "95m, 330m, 1b, small_rq)",
+      "95m, 330m, 1b, small_rq, 95m_long, tiny_long)",
     ),
     (["--config=configs/mrt.py:95m"], "did you mean configs/mert.py?"),
     ([TINY, "--config.model.num_layers=two"], "error: model.num_layers: cannot parse 'two' as int"),
@@ -166,7 +166,10 @@ def test_help_lists_the_chosen_recipe_and_the_variants(capsys) -> None:
     cli.run(["--help", "--config=mert:tiny"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  assert "variants: tiny, small, 95m, 330m, 1b, small_rq" in out and "model.hidden_size = 32" in out
+  assert (
+    "variants: tiny, small, 95m, 330m, 1b, small_rq, 95m_long, tiny_long" in out
+    and "model.hidden_size = 32" in out
+  )
   for option in ("--workdir", "--coordinator_address", "--list-config", "--config.FIELD"):
     assert option in out
 
