@@ -7,8 +7,10 @@ Each (system, length) runs in a fresh process (its peak resident memory is its o
 random weights of ``--size`` (mert-jax's seed 0, converted to HF names for transformers), float32,
 every hidden state, on real music (Debian game soundtracks, looped to the length). Each process
 runs the clip twice and times the second (the first holds mert-jax's compile for the length's
-bucket, and PyTorch's warm-up). transformers runs under an address-space limit (``--torch-gb``) so
-a length it cannot hold fails with its own out-of-memory error instead of swapping the machine;
+bucket, and PyTorch's warm-up); ``--passes=1`` times the first alone (compile included), for
+lengths where two passes take too long. transformers runs under an address-space limit
+(``--torch-gb``) so a length it cannot hold fails with its own out-of-memory error instead of
+swapping the machine;
 mert-jax runs unlimited (XLA reserves address space it does not use). Where both ran, the
 largest absolute difference of their hidden states is reported.
 """
@@ -36,14 +38,22 @@ SAMPLE_RATE = 24000
 COMPARED_LAYERS = (0, 1, -1)  # hidden states saved for the equality check
 
 
-def music(seconds: float) -> np.ndarray:
-  """``seconds`` of real music: installed soundtrack files decoded one after another, looped."""
+def music(seconds: float, folder: str | None = None) -> np.ndarray:
+  """``seconds`` of real music: the audio files of ``folder`` (default: the installed Debian
+  soundtracks) decoded one after another, looped."""
   from data_pipeline.audio import load_audio
+  from data_pipeline.audio_format import AUDIO_EXTENSIONS
   from data_pipeline.example_audio import real_music_files
 
-  files = real_music_files()
+  if folder:
+    names = sorted(os.listdir(folder))
+    files = [os.path.join(folder, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+  else:
+    files = real_music_files()
   if not files:
-    raise SystemExit("no Debian music package installed (apt-get install singularity-music)")
+    raise SystemExit(
+      f"no music in {folder or 'the Debian soundtrack folders'} (apt-get install singularity-music)"
+    )
   need, parts, got, i = int(seconds * SAMPLE_RATE), [], 0, 0
   while got < need:
     x = load_audio(files[i % len(files)], SAMPLE_RATE)
@@ -56,7 +66,7 @@ def peak_rss_gb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
 
-def run_jax(size: str, audio: np.ndarray, out: str) -> dict:
+def run_jax(size: str, audio: np.ndarray, out: str, passes: int = 2) -> dict:
   from mert_jax.config import model_config
   from mert_jax.model.mert import create_model
   from mert_jax.model.whole_file import whole_file_extractor
@@ -64,16 +74,17 @@ def run_jax(size: str, audio: np.ndarray, out: str) -> dict:
   backbone = create_model(model_config(size, dtype="float32"), seed=0).backbone
   extract = whole_file_extractor(backbone)
   began = time.perf_counter()
-  extract(audio)
-  first = time.perf_counter() - began
-  began = time.perf_counter()
   feats = extract(audio)
-  wall = time.perf_counter() - began
+  first = wall = time.perf_counter() - began
+  if passes == 2:
+    began = time.perf_counter()
+    feats = extract(audio)
+    wall = time.perf_counter() - began
   np.savez(out, *[feats[i] for i in COMPARED_LAYERS])
   return {"first_s": round(first, 2), "wall_s": round(wall, 2)}
 
 
-def run_torch(size: str, audio: np.ndarray, out: str, weights: str) -> dict:
+def run_torch(size: str, audio: np.ndarray, out: str, weights: str, passes: int = 2) -> dict:
   import torch
   import transformers
 
@@ -87,27 +98,29 @@ def run_torch(size: str, audio: np.ndarray, out: str, weights: str) -> dict:
   x = torch.from_numpy(audio[None].copy())
   with torch.no_grad():
     began = time.perf_counter()
-    hf(x, output_hidden_states=True)
-    first = time.perf_counter() - began
-    began = time.perf_counter()
     hs = hf(x, output_hidden_states=True).hidden_states
-    wall = time.perf_counter() - began
+    first = wall = time.perf_counter() - began
+    if passes == 2:
+      del hs
+      began = time.perf_counter()
+      hs = hf(x, output_hidden_states=True).hidden_states
+      wall = time.perf_counter() - began
   np.savez(out, *[hs[i][0].numpy() for i in COMPARED_LAYERS])
   return {"first_s": round(first, 2), "wall_s": round(wall, 2)}
 
 
 def child(args: argparse.Namespace) -> None:
   """One (system, length) measurement; prints one JSON line."""
-  audio = music(args.seconds)
+  audio = music(args.seconds, args.music)
   if args.system == "transformers":
     limit = int(args.torch_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-  row = {"system": args.system, "audio_seconds": args.seconds}
+  row = {"system": args.system, "audio_seconds": args.seconds, "passes": args.passes}
   try:
     if args.system == "mert-jax":
-      row |= run_jax(args.size, audio, args.out)
+      row |= run_jax(args.size, audio, args.out, args.passes)
     else:
-      row |= run_torch(args.size, audio, args.out, args.weights)
+      row |= run_torch(args.size, audio, args.out, args.weights, args.passes)
     row["audio_s_per_s"] = round(args.seconds / row["wall_s"], 2)
   except (MemoryError, RuntimeError) as e:  # torch's allocator failure under the limit
     row["failed"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
@@ -132,6 +145,14 @@ def main() -> None:
   p.add_argument("--torch-gb", type=float, default=20.0, help="transformers' address-space limit")
   p.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
   p.add_argument("--json", default=None, help="also append the rows to this file")
+  p.add_argument("--music", default=None, help="folder of audio files (default: Debian's)")
+  p.add_argument(
+    "--passes",
+    type=int,
+    default=2,
+    choices=(1, 2),
+    help="1: time the first pass (compile included)",
+  )
   # one measurement (the parent's children)
   p.add_argument("--system", default=None, help=argparse.SUPPRESS)
   p.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)
@@ -154,6 +175,8 @@ def main() -> None:
         cmd = [sys.executable, os.path.abspath(__file__), f"--system={system}"]
         cmd += [f"--seconds={seconds}", f"--out={out}", f"--weights={weights}"]
         cmd += [f"--size={args.size}", f"--torch-gb={args.torch_gb}"]
+        cmd += [f"--music={args.music}"] if args.music else []
+        cmd += [f"--passes={args.passes}"]
         try:
           done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
           lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]

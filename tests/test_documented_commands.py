@@ -364,6 +364,10 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   if argv[1] == "benchmarks/extract_throughput.py":  # the tiny model on 20 s of music
     args = [a for a in args if not a.startswith(("--size=", "--minutes=", "--json="))]
     args += ["--size=tiny", "--minutes=0.33"]
+  if argv[1] == "benchmarks/whole_songs.py":  # the tiny model on 3 s of the stand-in music
+    drop = ("--size=", "--lengths=", "--json=", "--music=")
+    args = [a for a in args if not a.startswith(drop)]
+    args += ["--size=tiny", "--lengths=3", f"--music={stage.stand_ins['MUSIC_DIR']}"]
   if argv[1] == "benchmarks/feature_collapse.py":  # the stand-in run, the tiny note set
     stage.trained(option_value(args, "--checkpoint"))
     args = [a for a in args if not a.startswith("--set=")] + ["--set=tiny"]
