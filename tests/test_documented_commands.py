@@ -103,6 +103,7 @@ class Stage:
       "SMALL_DATA": os.path.join(os.path.dirname(data_dir), "small_data"),
       "MULTI_DATA": os.path.join(os.path.dirname(data_dir), "multi_data"),
       "RQ_DATA": os.path.join(os.path.dirname(data_dir), "rq_data"),
+      "LONG_DATA": os.path.join(os.path.dirname(data_dir), "long_data"),  # docs/whole_songs.md
       "TFDS_DIR": str(tmp_path / "tfds"),
       "FEATS_DIR": str(tmp_path / "feats"),
       "PROBE_DIR": str(tmp_path / "probe"),
