@@ -76,31 +76,27 @@ def test_dropout_drops_normalised_weights():
   q, k, _ = _qkv(1, t, 1, 8, seed=3)
   v = jnp.eye(t, dtype=jnp.float32)[None, :, None, :]  # (1, T, 1, T): v_j = e_j
   q, k = q[..., :1, :], k[..., :1, :]
-  got = blockwise_attention(
-    q,
-    k,
-    v,
-    block_q=16,
-    block_k=16,
-    dropout_rate=rate,
-    dropout_key=jax.random.key(0),
-    deterministic=False,
-  )[0, :, 0]
+
+  def attend(deterministic: bool) -> np.ndarray:
+    out = blockwise_attention(
+      q,
+      k,
+      v,
+      block_q=16,
+      block_k=16,
+      dropout_rate=rate,
+      dropout_key=jax.random.key(0),
+      deterministic=deterministic,
+    )
+    return np.asarray(out)[0, :, 0]
+
+  got = attend(deterministic=False)
   probs = np.asarray(_full(q, k, v, None))[0, :, 0]
-  kept = np.asarray(got) != 0
-  np.testing.assert_allclose(np.asarray(got)[kept], probs[kept] / (1 - rate), rtol=1e-5)
+  kept = got != 0
+  np.testing.assert_allclose(got[kept], probs[kept] / (1 - rate), rtol=1e-5)
   assert 0.15 < 1 - kept.mean() < 0.35
-  same = blockwise_attention(
-    q,
-    k,
-    v,
-    block_q=16,
-    block_k=16,
-    dropout_rate=rate,
-    dropout_key=jax.random.key(0),
-    deterministic=True,
-  )
-  np.testing.assert_allclose(np.asarray(same)[0, :, 0], probs, rtol=1e-5, atol=1e-7)
+  same = attend(deterministic=True)
+  np.testing.assert_allclose(same, probs, rtol=1e-5, atol=1e-7)
 
 
 def _backward_temp_bytes(t: int, fn) -> int:

@@ -17,6 +17,7 @@ from mert_jax import recipe
 from mert_jax.model.attention import choose_impl
 from mert_jax.model.conv_extractor import num_frames
 from mert_jax.train.loop import train
+from tests.data_pipeline.fixtures import prepare_config
 
 
 def test_the_95m_long_recipe_is_the_95m_on_30_s_crops_with_blockwise_attention():
@@ -47,10 +48,9 @@ def test_tiny_long_continues_a_5_s_workdir_on_30_s_crops(trained_workdir, tmp_pa
     sf.write(music / f"song{i}.wav", music_clip(seconds=36.0, offset_seconds=0.0, index=i), 24000)
   data = tmp_path / "data"
   prepare_lib.prepare(
-    prepare_lib.PrepareConfig(
-      input=str(music),
-      output=str(data),
-      seed=0,
+    prepare_config(
+      music,
+      data,
       segment_seconds=31.0,
       valid_fraction=0.5,
       kmeans_codebooks=8,
