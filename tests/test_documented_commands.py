@@ -468,6 +468,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "data_pipeline.prepare": run_prepare,
   "mert_jax.objective.target_stats": run_target_stats,
   "benchmarks/learning.py": run_benchmark_script,
+  "benchmarks/whole_songs.py": run_benchmark_script,
   "benchmarks/teacher_ceiling.py": run_benchmark_script,
   "data_pipeline.tfds_builder": run_tfds_builder,
   "benchmarks/train_step.py": run_benchmark_script,
