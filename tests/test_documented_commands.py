@@ -153,7 +153,8 @@ class Stage:
   @contextlib.contextmanager
   def first_steps_of_training(self):
     """Training stops once its start-up summary is printed (before the first compile), and the
-    embedded default corpus is the session's (the same corpus, prepared once)."""
+    embedded default corpus is the session's (the same corpus, prepared once). A one-line error
+    fails the test instead of ending the worker (the trainer's ``os._exit``)."""
     real_summary = console.summary_lines
 
     def summary_then_stop(summary):
@@ -167,8 +168,12 @@ class Stage:
         os.symlink(self.data, target)
       return target
 
+    def exit_as_exception(code):  # the trainer's one-line errors end the process: not the worker's
+      raise SystemExit(code)
+
     with pytest.MonkeyPatch.context() as m:
       m.setattr(console, "summary_lines", summary_then_stop)
+      m.setattr(train_cli.os, "_exit", exit_as_exception)
       m.setattr(input_lib.default_corpus, "ensure_default_corpus", session_corpus)
       with pytest.raises(FirstStepsDone):
         yield
