@@ -24,7 +24,7 @@ import numpy as np
 
 from data_pipeline import example_audio
 from mert_jax.config import model_config
-from mert_jax.model.conv_extractor import receptive_field
+from mert_jax.model.conv_extractor import samples_for
 from mert_jax.model.features import batched_layers, hidden_states, window_starts
 from mert_jax.model.mert import create_model
 
@@ -32,7 +32,7 @@ from mert_jax.model.mert import create_model
 def windows_of(audio: np.ndarray, cfg, window_seconds: float) -> np.ndarray:
   """The equal windows extract cuts (window_starts), stacked: (W, samples)."""
   starts, n = window_starts(len(audio), cfg, window_seconds)
-  length = (n - 1) * cfg.frame_stride + receptive_field(cfg.conv_layers)
+  length = samples_for(n, cfg.conv_layers)
   return np.stack([audio[s * cfg.frame_stride : s * cfg.frame_stride + length] for s in starts])
 
 

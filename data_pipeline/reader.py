@@ -243,6 +243,15 @@ def train_subset(
   return shards[:n] if n else shards
 
 
+def read_shards(
+  data_dir: str, manifest: dict[str, Any], split: str, cfg: ReaderConfig
+) -> list[tuple[str, ShardExpectation]]:
+  """The checked shards of ``split`` that ``cfg`` reads (``cfg.train_shards`` cuts the train
+  split)."""
+  shards = checked_shards(data_dir, manifest, split)
+  return train_subset(shards, cfg.train_shards, data_dir) if split == "train" else shards
+
+
 def subset_hours(manifest: dict[str, Any], n: int) -> float:
   """Hours of audio in the first ``n`` training shards (all when ``n`` is 0)."""
   entries = manifest["splits"]["train"]["shards"]
@@ -260,10 +269,7 @@ def make_dataset(
 ) -> tuple[grain.IterDataset, DropShort]:
   """The grain dataset of this process and its short-record counter."""
   manifest = load_manifest(data_dir)
-  shards = checked_shards(data_dir, manifest, split)
-  if split == "train":
-    shards = train_subset(shards, cfg.train_shards, data_dir)
-  shards = process_files(shards, process_index, process_count)
+  shards = process_files(read_shards(data_dir, manifest, split, cfg), process_index, process_count)
   drop = DropShort(cfg.crop_samples)
   return _pipeline(shards, cfg, manifest["hop"], drop, salt=0), drop
 
@@ -345,9 +351,7 @@ def make_grouped_dataset(
       f"data groups ({groups}) must be a multiple of the process count ({process_count})"
     )
   manifest = load_manifest(data_dir)
-  shards = checked_shards(data_dir, manifest, split)
-  if split == "train":
-    shards = train_subset(shards, cfg.train_shards, data_dir)
+  shards = read_shards(data_dir, manifest, split, cfg)
   per = groups // process_count
   datasets, drops = [], []
   for g in range(process_index * per, (process_index + 1) * per):

@@ -40,12 +40,11 @@ def receptive_field(conv_layers: Sequence[tuple[int, int, int]]) -> int:
   return field
 
 
-def time_stats(y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per sample and channel mean and biased variance over time of (B, T, C), float32 (B, 1, C):
-  the statistics of GroupNorm with groups == channels."""
-  y = y.astype(jnp.float32)
-  mean = jnp.mean(y, axis=1, keepdims=True)
-  return mean, jnp.mean(jnp.square(y - mean), axis=1, keepdims=True)
+def samples_for(frames: int, conv_layers: Sequence[tuple[int, int, int]]) -> int:
+  """The fewest samples that make exactly ``frames`` frames (the inverse of ``num_frames``):
+  ``frames - 1`` total strides plus the receptive field."""
+  stride = int(np.prod([s for _, _, s in conv_layers]))
+  return (frames - 1) * stride + receptive_field(conv_layers)
 
 
 class ConvLayer(nnx.Module):
@@ -99,14 +98,14 @@ class ConvLayer(nnx.Module):
   def normalise_with(self, y: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
     """GroupNorm (groups == channels) with given statistics over time (B, 1, C), then GELU: the
     clip's own (``__call__``), or a long clip's for one chunk of it (whole_file.py)."""
-    y = (y.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.eps)
+    y = layers.standardise(y, mean, var, self.eps)
     y = y * self.layer_norm["scale"][...] + self.layer_norm["bias"][...]
     return layers.gelu(y).astype(self.dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.convolve(x)
     if self.norm == "group":
-      return self.normalise_with(y, *time_stats(y))
+      return self.normalise_with(y, *layers.moments(y, axes=1))  # per channel, over time
     if self.norm == "layer":
       y = layers.layer_norm(
         y, self.layer_norm["scale"][...], self.layer_norm["bias"][...], self.eps

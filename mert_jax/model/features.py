@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax.model.conv_extractor import num_frames, receptive_field
+from mert_jax.model.conv_extractor import num_frames, receptive_field, samples_for
 from mert_jax.model.mert import Backbone, check_audio, check_finite
 
 
@@ -67,11 +67,11 @@ def windowed_hidden_states(
   check_audio(audio[None], cfg)
   check_finite(audio[None])
   starts, n = window_starts(len(audio), cfg, window_seconds)
-  field, stride = receptive_field(cfg.conv_layers), cfg.frame_stride
+  stride = cfg.frame_stride
   if len(starts) == 1:
     windows = audio[None]
   else:
-    length = (n - 1) * stride + field
+    length = samples_for(n, cfg.conv_layers)
     windows = np.stack([audio[s * stride : s * stride + length] for s in starts])
   extract = extract or batched_layers(backbone, pool="none")
   feats = extract(windows)  # (W, layers, n, D)
@@ -83,6 +83,15 @@ def windowed_hidden_states(
 
 
 POOLS = ("mean", "none")  # time-average each clip's frames, or keep them
+
+
+def chosen_layers(cfg, layers: tuple[int, ...] | None) -> tuple[int, ...]:
+  """``layers`` (indices into 0..num_layers, HF's order; None: all), checked against the depth."""
+  depth = cfg.num_layers + 1
+  chosen = tuple(range(depth)) if layers is None else tuple(layers)
+  if not chosen or any(not 0 <= i < depth for i in chosen):
+    raise ValueError(f"layers={list(chosen)}: choose among 0..{depth - 1} (0: the CNN projection)")
+  return chosen
 
 
 def batched_layers(
@@ -105,11 +114,7 @@ def batched_layers(
   clip with zeros would change both."""
   if pool not in POOLS:
     raise ValueError(f"pool={pool!r}: choose one of {', '.join(POOLS)}")
-  depth = backbone.cfg.num_layers + 1
-  chosen = tuple(range(depth)) if layers is None else tuple(layers)
-  bad = [i for i in chosen if not 0 <= i < depth]
-  if bad or not chosen:
-    raise ValueError(f"layers={list(chosen)}: choose among 0..{depth - 1} (0: the CNN projection)")
+  chosen = chosen_layers(backbone.cfg, layers)
   out_dtype = jnp.dtype(dtype)
   graphdef = nnx.graphdef(backbone)
 

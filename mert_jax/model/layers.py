@@ -79,6 +79,18 @@ class Dense(nnx.Module):
     return y
 
 
+def moments(x: jax.Array, axes: int | tuple[int, ...] = -1) -> tuple[jax.Array, jax.Array]:
+  """Mean and biased variance of ``x`` over ``axes`` (kept), in float32."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=axes, keepdims=True)
+  return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+
+
+def standardise(x: jax.Array, mean: jax.Array, var: jax.Array, eps: float) -> jax.Array:
+  """(x - mean) / sqrt(var + eps) in float32."""
+  return (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + eps)
+
+
 def layer_norm(
   x: jax.Array,
   scale: jax.Array | None,
@@ -87,10 +99,7 @@ def layer_norm(
   axes: int | tuple[int, ...] = -1,
 ) -> jax.Array:
   """LayerNorm with float32 statistics (biased variance); returns float32."""
-  x = x.astype(jnp.float32)
-  mean = jnp.mean(x, axis=axes, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
-  y = (x - mean) * jax.lax.rsqrt(var + eps)
+  y = standardise(x, *moments(x, axes), eps)
   if scale is not None:
     y = y * scale
   if bias is not None:

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mert_jax.model.conv_extractor import num_frames, receptive_field
+from mert_jax.model.conv_extractor import num_frames, receptive_field, samples_for
+from mert_jax.model.features import chosen_layers
 from mert_jax.model.mert import Backbone, check_audio, check_finite
 
 # Bucket sizes in chunks: m * 2^k for m in these (so consecutive buckets differ by <= 25 %); below
@@ -56,12 +57,6 @@ def bucket_frames(frames: int, chunk_frames: int) -> int:
   return min(m * power for m in (*BUCKET_STEPS, 8) if m * power >= chunks) * chunk_frames
 
 
-def samples_for(frames: int, conv_layers) -> int:
-  """Samples that make exactly ``frames`` frames: (frames - 1) strides plus the receptive field."""
-  stride = int(np.prod([s for _, _, s in conv_layers]))
-  return (frames - 1) * stride + receptive_field(conv_layers)
-
-
 def _merge(stats, chunk):
   """Chan et al.'s pairwise merge of (count, mean, M2) per channel."""
   n_a, mean_a, m2_a = stats
@@ -73,10 +68,10 @@ def _merge(stats, chunk):
 
 
 def buffer_samples(frames: int, conv_layers) -> int:
-  """The padded buffer of a ``frames`` bucket: its frames' samples plus one stride, so a file whose
-  last samples make no whole frame still fits (its first-layer outputs count in the GroupNorm)."""
-  stride = int(np.prod([s for _, _, s in conv_layers]))
-  return samples_for(frames, conv_layers) + stride
+  """The padded buffer of a ``frames`` bucket: its frames' samples plus one stride (those of one
+  more frame), so a file whose last samples make no whole frame still fits (its first-layer
+  outputs count in the GroupNorm)."""
+  return samples_for(frames + 1, conv_layers)
 
 
 def conv_features(
@@ -158,10 +153,7 @@ def whole_file_extractor(
   reused by every file of that bucket; ``chunk_frames`` frames of the front end at a time (750:
   10 s)."""
   cfg = backbone.cfg
-  depth = cfg.num_layers + 1
-  chosen = tuple(range(depth)) if layers is None else tuple(layers)
-  if not chosen or any(not 0 <= i < depth for i in chosen):
-    raise ValueError(f"layers={list(chosen)}: choose among 0..{depth - 1} (0: the CNN projection)")
+  chosen = chosen_layers(cfg, layers)
   graphdef = nnx.graphdef(backbone)
 
   @jax.jit
