@@ -305,9 +305,9 @@ def write_pass(
 # ---------------------------------------------------------------------------------- launcher
 
 
-def pipeline_options(cfg: local.PrepareConfig, beam_args: list[str]) -> PipelineOptions:
-  """Beam's options from the pass-through arguments; on the DirectRunner, --workers processes
-  unless --direct_num_workers says otherwise."""
+def pipeline_options(workers: int | None, beam_args: list[str]) -> PipelineOptions:
+  """Beam's options from the pass-through arguments; on the DirectRunner, ``workers`` processes
+  (None: one per CPU) unless --direct_num_workers says otherwise."""
   given = " ".join(beam_args)
   if "--default_sdk_harness_log_level" not in given:  # workers' lines: errors only
     beam_args = [*beam_args, f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}"]
@@ -316,7 +316,7 @@ def pipeline_options(cfg: local.PrepareConfig, beam_args: list[str]) -> Pipeline
   if runner in (None, "DirectRunner", "direct"):
     direct = options.view_as(DirectOptions)
     if "--direct_num_workers" not in given:
-      direct.direct_num_workers = cfg.workers or os.cpu_count() or 1
+      direct.direct_num_workers = workers or os.cpu_count() or 1
     if direct.direct_num_workers > 1 and "--direct_running_mode" not in given:
       direct.direct_running_mode = "multi_processing"
   return options
@@ -361,7 +361,7 @@ def prepare(
   previous, previous_plan = local.open_run(cfg, work)
   t_start = time.time()
   say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-  options = pipeline_options(cfg, beam_args or [])
+  options = pipeline_options(cfg.workers, beam_args or [])
   runner = options.view_as(StandardOptions).runner or "DirectRunner"
   audio_files, other = local.scan(cfg.input)
   if not audio_files:

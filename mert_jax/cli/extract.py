@@ -32,6 +32,15 @@ window), so features near window edges differ from a whole-file pass.
 --layers picks hidden states (0 is the CNN projection; default all), --pool=mean averages them over
 the file's frames ((layers, hidden) per file), --dtype=float16 halves the files.
 
+A folder is a corpus: OUTPUT/extract.json records the options the features were made with (model,
+step, layers, pool, dtype, windows), OUTPUT/skipped.jsonl the files the last run could not use and
+why, and a re-run keeps every .npy an earlier run wrote (each is written whole or not at all) and
+extracts the rest; a re-run with other options into the same OUTPUT is refused. ``--engine=beam``
+(the ``beam`` extra) runs the files of a folder as an Apache Beam pipeline
+(mert_jax/cli/extract_beam.py: Dataflow, Flink, Spark, or the DirectRunner's --workers processes)
+with the same output, messages and exit codes; arguments extract does not know are Beam's
+pipeline options and pass through (docs/beam.md).
+
 --checkpoint, --hf, --audio and --output may be in a bucket (gs://BUCKET/PATH, the gcs extra):
 audio files are downloaded one at a time, each .npy is uploaded whole once written.
 """
@@ -39,16 +48,18 @@ audio files are downloaded one at a time, each .npy is uploaded whole once writt
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import posixpath
 import sys
 import time
 
+import fsspec
 import jax
 import numpy as np
 
 from data_pipeline import storage
-from data_pipeline.atomic import atomic_open
+from data_pipeline.atomic import atomic_open, atomic_write_text
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
 from data_pipeline.cli_help import ArgumentParser, prog
@@ -58,6 +69,11 @@ from mert_jax.model.features import POOLS, batched_layers, windowed_hidden_state
 from mert_jax.model.mert import Backbone
 from mert_jax.model.whole_file import whole_file_extractor
 from mert_jax.train import checkpoints
+
+ENGINES = ("local", "beam")  # the values of --engine
+SPEC = "extract.json"  # in a folder's OUTPUT: the options its features were made with
+SKIPPED = "skipped.jsonl"  # in a folder's OUTPUT: the files the last run could not use, and why
+SPEC_OPTIONS = ("layers", "pool", "dtype", "window_seconds")  # the options that change the output
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
@@ -177,7 +193,40 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
     "--batch", type=int, default=8, metavar="N", help="windows per compiled call (default: 8)"
   )
+  parser.add_argument(
+    "--engine",
+    default="local",
+    choices=ENGINES,
+    help="a folder's files in this process (local) or as an Apache Beam pipeline (beam)",
+  )
+  parser.add_argument(
+    "--workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="--engine=beam on the DirectRunner: worker processes (default: one per CPU)",
+  )
   return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+  """(extract's options, Beam's pipeline options: the arguments extract does not know, which only
+  --engine=beam takes)."""
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  if not rest:
+    return args, []
+  try:
+    # Imported here: Beam is the optional `beam` extra.
+    from data_pipeline import beam_prepare  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    parser.refuse(rest, note=" (Beam's options need --engine=beam and the beam extra)")
+  unknown = beam_prepare.unknown_options(rest)
+  if args.engine != "beam":
+    parser.refuse(rest, note=" (Beam pipeline options need --engine=beam)", hint=bool(unknown))
+  if unknown:
+    parser.refuse(unknown, beam_prepare.option_names(), " (neither extract's nor Beam's)")
+  return args, rest
 
 
 def check_inputs(args: argparse.Namespace) -> None:
@@ -201,49 +250,135 @@ def check_inputs(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
   """Runs the command: 0 when every file was written, 3 when some files of a folder were skipped,
   1 (one ``error: ...`` line on stderr) when the model or a single input cannot be used."""
-  args = build_parser().parse_args(argv)
+  args, beam_args = parse_args(argv)
   try:
     check_inputs(args)
-    return _run(args)
+    if args.engine == "beam" and not storage.isdir(args.audio):
+      raise ValueError(f"--engine=beam extracts a folder; --audio={args.audio} is a file")
+    return _run(args, beam_args)
   except (ValueError, FileNotFoundError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
 
 
-def _run(args: argparse.Namespace) -> int:
-  """Loads the model and extracts the file or folder; returns the exit status."""
+def load_backbone(args: argparse.Namespace) -> Backbone:
+  """The float32 backbone of --checkpoint (at --step) or --hf."""
   if args.checkpoint:
-    model = checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32")
-  else:
-    model, _ = import_hf(args.hf, dtype="float32")
-  backbone = model.backbone
+    return checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32").backbone
+  return import_hf(args.hf, dtype="float32")[0].backbone
+
+
+def extractors(args: argparse.Namespace, backbone: Backbone) -> tuple:
+  """(windows, whole): the batched extractor of --window-seconds, else the whole-file one (the
+  other None); made once, so their compiled programs serve every file."""
   layers = _layers(args, backbone)
-  windows = whole = None
   if args.window_seconds > 0:
-    windows = batched_layers(
+    batched = batched_layers(
       backbone, layers=layers, pool="none", dtype="float32", batch_size=args.batch
     )
-  else:
-    whole = whole_file_extractor(backbone, layers=layers)
-  layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
+    return batched, None
+  return None, whole_file_extractor(backbone, layers=layers)
+
+
+def spec_of(args: argparse.Namespace) -> dict:
+  """What a folder's features depend on: the model (a training workdir's latest step resolved, so
+  a re-run while training goes on still names the same one) and the options that change them."""
+  step = args.step
+  if args.checkpoint and step is None:
+    step = checkpoints.latest_step(args.checkpoint)  # None for a model checkpoint
+  model = {"checkpoint": args.checkpoint, "step": step} if args.checkpoint else {"hf": args.hf}
+  return {"model": model, **{k: getattr(args, k) for k in SPEC_OPTIONS}}
+
+
+def output_path(args: argparse.Namespace, rel: str) -> str:
+  """The .npy of input file ``rel`` (relative to --audio)."""
+  return os.path.join(args.output, rel + ".npy")
+
+
+def plan_folder(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+  """(every audio file under --audio, those still to extract): the files whose .npy an earlier
+  run with the same options wrote are kept. Writes OUTPUT/extract.json; refuses (one line) an
+  OUTPUT holding features made with other options."""
+  spec = spec_of(args)
+  spec_path = os.path.join(args.output, SPEC)
+  if storage.exists(spec_path):
+    with fsspec.open(spec_path, "r") as f:
+      earlier = json.load(f)
+    if earlier != spec:
+      differ = sorted(k for k in {*spec, *earlier} if spec.get(k) != earlier.get(k))
+      raise ValueError(
+        f"--output={args.output} holds features extracted with another {'/'.join(differ)} "
+        f"({SPEC}); extract into another folder, or delete it to start over"
+      )
+  rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
+  storage.makedirs(args.output)
+  atomic_write_text(spec_path, json.dumps(spec, indent=1))
+  return rels, [r for r in rels if not storage.exists(output_path(args, r))]
+
+
+def extract_file(backbone: Backbone, args: argparse.Namespace, windows, whole, rel: str) -> dict:
+  """One file of a folder -> its row: {"path", "shape"} when written, {"path", "reason"} when
+  skipped (the reason names the file)."""
+  path = os.path.join(args.audio, rel)
+  try:
+    shape = _extract_one(backbone, path, output_path(args, rel), args, windows, whole)
+    return {"path": rel, "shape": list(shape)}
+  except (ValueError, FileNotFoundError) as e:
+    reason = str(e)
+    return {"path": rel, "reason": reason if path in reason else f"{path}: {reason}"}
+
+
+def finish_folder(args: argparse.Namespace, rows: list[dict], kept: int) -> int:
+  """Writes OUTPUT/skipped.jsonl and the closing lines; the exit status (3: files skipped)."""
+  skipped = [r for r in rows if "reason" in r]
+  atomic_write_text(
+    os.path.join(args.output, SKIPPED), "".join(json.dumps(r) + "\n" for r in skipped)
+  )
+  print(
+    f"extract: {len(rows) - len(skipped)} files written, {kept} kept from an earlier run, "
+    f"{len(skipped)} skipped ({os.path.join(args.output, SKIPPED)})",
+    flush=True,
+  )
+  if skipped:
+    print(f"{len(skipped)} files could not be processed (listed above)", file=sys.stderr)
+  return 3 if skipped else 0
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+  """Loads the model and extracts the file or folder; returns the exit status."""
   if not storage.isdir(args.audio):
+    backbone = load_backbone(args)
+    windows, whole = extractors(args, backbone)
     shape = _extract_one(backbone, args.audio, args.output, args, windows, whole)
+    layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
     print(f"wrote {args.output}: {shape} {layout} {args.dtype}")
     return 0
-  rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
-  failures, start = 0, time.monotonic()
-  for i, rel in enumerate(rels, 1):
-    path, out = os.path.join(args.audio, rel), os.path.join(args.output, rel + ".npy")
-    try:
-      shape = _extract_one(backbone, path, out, args, windows, whole)
-      line = counted_line(i, len(rels), f"wrote {out}: {shape}", time.monotonic() - start)
-      print(line, flush=True)
-    except (ValueError, FileNotFoundError) as e:
-      failures += 1
-      print(f"[{i}/{len(rels)}] skipped {path}: {e}", file=sys.stderr, flush=True)
-  if failures:
-    print(f"{failures} files could not be processed (listed above)", file=sys.stderr)
-  return 3 if failures else 0
+  rels, todo = plan_folder(args)
+  kept = len(rels) - len(todo)
+  print(
+    f"extract: {len(rels)} audio files under {args.audio}: {kept} kept from an earlier run, "
+    f"{len(todo)} to extract ({args.engine})",
+    flush=True,
+  )
+  if args.engine == "beam":
+    from mert_jax.cli import extract_beam  # pylint: disable=g-import-not-at-top
+
+    rows = extract_beam.run(args, todo, beam_args)
+    for row in rows:
+      if "reason" in row:
+        print(f"skipped {row['reason']}", file=sys.stderr, flush=True)
+    return finish_folder(args, rows, kept)
+  backbone = load_backbone(args)
+  windows, whole = extractors(args, backbone)
+  rows, start = [], time.monotonic()
+  for i, rel in enumerate(todo, 1):
+    rows.append(row := extract_file(backbone, args, windows, whole, rel))
+    if "reason" in row:
+      print(f"[{i}/{len(todo)}] skipped {row['reason']}", file=sys.stderr, flush=True)
+    else:
+      done = f"wrote {output_path(args, rel)}: {tuple(row['shape'])}"
+      print(counted_line(i, len(todo), done, time.monotonic() - start), flush=True)
+  return finish_folder(args, rows, kept)
 
 
 if __name__ == "__main__":

@@ -61,42 +61,46 @@ def blockwise_attention(
   nq, nk = tq // block_q, tk // block_k
   valid = jnp.ones((b, t), bool) if key_padding is None else ~key_padding
   valid = _pad_to(valid, tk, 1, False).reshape(b, nk, block_k).swapaxes(0, 1)  # (nk, B, bk)
-  k_blocks = _pad_to(k, tk, 1).reshape(b, nk, block_k, h, dh).swapaxes(0, 1)
-  v_blocks = _pad_to(v, tk, 1).reshape(b, nk, block_k, h, dv).swapaxes(0, 1)
-  q_blocks = _pad_to(q, tq, 1).reshape(b, nq, block_q, h, dh).swapaxes(0, 1)
+
+  def blocks(x, length, n, size):
+    """(B, T, H, d) -> (n, B, H, size, d): head-major blocks (see _attention_manual: the layout
+    XLA:CPU's batched matmuls run fastest in)."""
+    x = _pad_to(x, length, 1).transpose(0, 2, 1, 3)
+    return x.reshape(b, h, n, size, x.shape[-1]).transpose(2, 0, 1, 3, 4)
+
+  k_blocks, v_blocks = blocks(k, tk, nk, block_k), blocks(v, tk, nk, block_k)
+  q_blocks = blocks(q, tq, nq, block_q)
   use_dropout = (not deterministic) and dropout_rate > 0
   if use_dropout and dropout_key is None:
     raise ValueError("attention dropout needs a dropout_key")
   keep = 1.0 - dropout_rate
 
   def one_query_block(args):
-    qb, qi = args  # (B, bq, H, dh), block index
+    qb, qi = args  # (B, H, bq, dh), block index
 
     def step(carry, blk):
-      m, l, acc = carry  # (B, H, bq), (B, H, bq), (B, bq, H, dv) float32
+      m, l, acc = carry  # (B, H, bq, 1), (B, H, bq, 1), (B, H, bq, dv) float32
       kb, vb, ok, ki = blk
-      s = jnp.einsum("bqhd,bkhd->bhqk", qb, kb, preferred_element_type=jnp.float32)
+      s = jnp.einsum("bhqd,bhkd->bhqk", qb, kb, preferred_element_type=jnp.float32)
       s = jnp.where(ok[:, None, None, :], s, -jnp.inf)
-      m_new = jnp.maximum(m, s.max(axis=-1))
+      m_new = jnp.maximum(m, s.max(axis=-1, keepdims=True))
       m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # rows with no valid key yet
-      p = jnp.exp(s - m_safe[..., None])
+      p = jnp.exp(s - m_safe)
       correction = jnp.exp(m - m_safe)  # exp(-inf) = 0 for the first valid block
-      l = l * correction + p.sum(axis=-1)
+      l = l * correction + p.sum(axis=-1, keepdims=True)
       if use_dropout:
         key = jax.random.fold_in(dropout_key, qi * nk + ki)
         p = jnp.where(jax.random.bernoulli(key, keep, p.shape), p / keep, 0.0)
-      pv = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), vb, preferred_element_type=jnp.float32)
-      acc = acc * correction.transpose(0, 2, 1)[..., None] + pv
-      return (m_new, l, acc), None
+      pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), vb, preferred_element_type=jnp.float32)
+      return (m_new, l, acc * correction + pv), None
 
     init = (
-      jnp.full((b, h, block_q), -jnp.inf, jnp.float32),
-      jnp.zeros((b, h, block_q), jnp.float32),
-      jnp.zeros((b, block_q, h, dv), jnp.float32),
+      jnp.full((b, h, block_q, 1), -jnp.inf, jnp.float32),
+      jnp.zeros((b, h, block_q, 1), jnp.float32),
+      jnp.zeros((b, h, block_q, dv), jnp.float32),
     )
     (_, l, acc), _ = jax.lax.scan(step, init, (k_blocks, v_blocks, valid, jnp.arange(nk)))
-    l = l.transpose(0, 2, 1)[..., None]  # (B, bq, H, 1)
     return jnp.where(l > 0, acc / jnp.where(l > 0, l, 1.0), 0.0).astype(v.dtype)
 
-  out = jax.lax.map(jax.checkpoint(one_query_block), (q_blocks, jnp.arange(nq)))
-  return out.swapaxes(0, 1).reshape(b, tq, h, dv)[:, :t]
+  out = jax.lax.map(jax.checkpoint(one_query_block), (q_blocks, jnp.arange(nq)))  # (nq,B,H,bq,dv)
+  return out.transpose(1, 0, 3, 2, 4).reshape(b, tq, h, dv)[:, :t]

@@ -90,7 +90,8 @@ class ConvLayer(nnx.Module):
       window_strides=(self.stride,),
       padding="VALID",
       dimension_numbers=("NWC", "WIO", "NWC"),
-    )
+      preferred_element_type=jnp.float32,  # see layers.matmul
+    ).astype(self.dtype)
     if "bias" in self.conv:
       y = y + self.conv["bias"][...].astype(self.dtype)
     return y

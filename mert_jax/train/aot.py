@@ -26,8 +26,10 @@ from mert_jax.train import state as state_lib
 from mert_jax.train.loop import compile_train_step
 from mert_jax.train.metrics import PEAK_BF16_FLOPS
 
-# XLA:TPU refuses a program that does not fit with "... Used 34.2G of 31.2G hbm ..." (G = GiB).
+# XLA:TPU refuses a program that does not fit with "... Used 34.2G of 31.2G hbm ..." (G = GiB), or,
+# when the temporaries alone are too many, with their bytes (a lower bound of the whole plan).
 _OOM_USED = re.compile(r"Used ([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm")
+_OOM_TEMPORARIES = re.compile(r"memory required for HLO temporaries \(([\d.]+)([KMGT])?\) exceeds")
 _UNITS = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -70,10 +72,14 @@ def oom_memory(message: str) -> Memory | None:
   """The bytes a compile refused for running out of HBM says it needed; None when ``message`` is
   not such a refusal."""
   m = _OOM_USED.search(message)
-  if not m:
-    return None
-  used = int(float(m.group(1)) * _UNITS[m.group(2)])
-  return Memory(None, None, None, None, None, peak=None, total=used)
+  if m:
+    used = int(float(m.group(1)) * _UNITS[m.group(2)])
+    return Memory(None, None, None, None, None, peak=None, total=used)
+  m = _OOM_TEMPORARIES.search(message)
+  if m:
+    temporaries = int(float(m.group(1)) * _UNITS[m.group(2)])
+    return Memory(None, None, temporaries, None, None, peak=None, total=temporaries)
+  return None
 
 
 @dataclasses.dataclass(frozen=True)

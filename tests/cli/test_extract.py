@@ -5,6 +5,8 @@ windows, skipped files, and one clear error line per bad input (plus one subproc
 tests/model/test_features.py.
 """
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -91,7 +93,10 @@ def test_folder_of_a_training_workdir_in_windows(
   layers = model_config("tiny").conv_layers
   assert np.load(out / "a.wav.npy").shape == (3, num_frames(5 * 24000, layers), 32)
   assert np.load(out / "sub" / "b.flac.npy").shape == (3, num_frames(2 * 24000 + 777, layers), 32)
-  assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav.npy", "b.flac.npy"]
+  written = sorted(p.name for p in out.rglob("*") if p.is_file())
+  assert written == ["a.wav.npy", "b.flac.npy", "extract.json", "skipped.jsonl"]
+  assert (out / "skipped.jsonl").read_text() == ""
+  assert json.loads((out / "extract.json").read_text())["model"]["step"] is not None
   assert "skipped" not in capsys.readouterr().err
 
 

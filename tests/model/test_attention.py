@@ -52,6 +52,6 @@ def test_auto_goes_blockwise_from_its_length_on_this_platform() -> None:
   assert jax.default_backend() == "cpu"
   assert choose_impl("auto", 4096, 4096, "float32", False) == "blockwise"
   assert choose_impl("auto", 4096, 4096, "bfloat16", True) == "blockwise"
-  assert choose_impl("auto", 4095, 4096, "float32", False) is None
+  assert choose_impl("auto", 4095, 4096, "float32", False) == "manual"
   assert choose_impl("auto", 100, 4096, "float32", True) == "manual"
   assert choose_impl("xla", 10**6, 4096, "float32", False) == "xla"

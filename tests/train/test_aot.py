@@ -35,6 +35,12 @@ def test_a_compile_refused_for_memory_says_what_it_used() -> None:
   )
   assert m.total == int(34.52 * GIB) and m.arguments is None
   assert aot.oom_memory("INTERNAL: something else") is None
+  # temporaries alone over the chip: their bytes, a lower bound of the plan
+  m = aot.oom_memory(
+    "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+    "temporaries (97.36G) exceeds available HBM (30.75G)."
+  )
+  assert m.total == m.temporaries == int(97.36 * GIB)
 
 
 @pytest.mark.parametrize(
