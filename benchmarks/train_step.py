@@ -11,6 +11,9 @@ sizes.
   python benchmarks/train_step.py --sizes=95m --max-batch
   # config overrides
   python benchmarks/train_step.py --sizes=95m --batches=2 --set=model.remat=true
+  # memory against crop length, compile only (--steps=0), full vs blockwise attention
+  python benchmarks/train_step.py --sizes=95m --batches=1 --seconds=5,30,60 --steps=0 \
+      --set=model.attention_impl=blockwise
 
 ``full`` times the trainer's own jitted step (mert_jax/train/state.py, train/step.py) with the state
 donated: masking, mixup, CQT targets (the configured method), forward, loss, backward, clipping and
@@ -20,7 +23,8 @@ the AdamW update, on random audio and labels in 5 s clips. ``fwd_bwd`` times
 memory is the device allocator's peak on accelerators and XLA's buffer plan (arguments + outputs +
 temporaries - aliased) on CPU, which has no allocator statistics. Each (size, batch) runs in its own
 process so peaks and compile caches do not leak between rows. ``--json=FILE`` appends one JSON row
-per run (benchmarks/ab.py compares two checkouts with it).
+per run (benchmarks/ab.py compares two checkouts with it). ``--seconds`` takes several clip lengths
+(memory against crop length); ``--steps=0`` compiles without running (the memory plan only).
 """
 
 from __future__ import annotations
@@ -95,6 +99,23 @@ def run_one(
       - mem.alias_size_in_bytes
     )
 
+  dev = jax.devices()[0]
+  row = {
+    "size": size,
+    "batch": b,
+    "seconds": seconds,
+    "frames": t,
+    "mode": mode,
+    "sets": sets,
+    "device": f"{dev.device_kind} ({dev.platform})",
+    "jax": jax.__version__,
+    "compile_s": round(compile_s, 2),
+    "planned_memory_gib": planned / 2**30 if planned is not None else None,
+    "steps": steps,
+  }
+  if steps == 0:  # the memory plan only
+    return row
+
   def advance(state, i):
     out = compiled(state, batch, jax.random.key(i))
     jax.block_until_ready(out)
@@ -113,35 +134,29 @@ def run_one(
   if profile:
     jax.profiler.stop_trace()
   med = statistics.median(times)
-  dev = jax.devices()[0]
   flops = train_flops_per_clip(cfg, length) * b
   peak = peak_flops_per_device(dev)
   stats = dev.memory_stats() if dev.platform != "cpu" else None
   return {
-    "size": size,
-    "batch": b,
-    "seconds": seconds,
-    "frames": t,
-    "mode": mode,
-    "sets": sets,
-    "device": f"{dev.device_kind} ({dev.platform})",
-    "jax": jax.__version__,
-    "compile_s": round(compile_s, 2),
+    **row,
     "first_step_s": round(first_s, 3),
     "step_s": med,
     "step_min_s": min(times),
-    "steps": steps,
     "clips_per_s": b / med,
     "gflop_per_clip": flops / b / 1e9,
     "tflops": flops / med / 1e12,
     "mfu": (flops / med / peak) if peak else None,
     "peak_memory_gib": stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
-    "planned_memory_gib": planned / 2**30 if planned is not None else None,
     "loss": float(loss_of(out)),
   }
 
 
 def _fmt(r: dict) -> str:
+  if r["steps"] == 0:
+    return (
+      f"{r['size']:>5} batch {r['batch']:>4} | {r['seconds']:6.1f} s ({r['frames']} frames) | "
+      f"XLA plan {r['planned_memory_gib']:.2f} GiB | compile {r['compile_s']:.1f} s"
+    )
   mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
   mem = (
     f"peak {r['peak_memory_gib']:.2f} GiB"
@@ -158,7 +173,7 @@ def _fmt(r: dict) -> str:
   )
 
 
-def _child(args, size: str, batch: int) -> dict | None:
+def _child(args, size: str, batch: int, seconds: float) -> dict | None:
   """Run one configuration in a fresh process; None when it ran out of memory."""
   cmd = [
     sys.executable,
@@ -166,13 +181,13 @@ def _child(args, size: str, batch: int) -> dict | None:
     "--child",
     f"--sizes={size}",
     f"--batches={batch}",
-    f"--seconds={args.seconds}",
+    f"--seconds={seconds}",
     f"--steps={args.steps}",
     f"--mode={args.mode}",
   ]
   cmd += [f"--set={s}" for s in args.set]
   if args.profile:
-    cmd.append(f"--profile={os.path.join(args.profile, f'{size}_b{batch}')}")
+    cmd.append(f"--profile={os.path.join(args.profile, f'{size}_b{batch}_{seconds:g}s')}")
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode != 0:
     if "RESOURCE_EXHAUSTED" in proc.stderr or "out of memory" in proc.stderr.lower():
@@ -186,8 +201,10 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--sizes", default="95m", help="comma-separated: tiny,95m,330m,1b")
   p.add_argument("--batches", default="2", help="comma-separated clips per step (per device)")
-  p.add_argument("--seconds", type=float, default=5.0, help="clip length")
-  p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+  p.add_argument("--seconds", default="5", help="comma-separated clip lengths (s)")
+  p.add_argument(
+    "--steps", type=int, default=3, help="timed steps after one warm-up (0: compile only)"
+  )
   p.add_argument("--mode", choices=("full", "fwd_bwd"), default="full")
   p.add_argument(
     "--set", action="append", default=[], help="config override KEY=VALUE, e.g. model.remat=true"
@@ -205,21 +222,19 @@ def main() -> None:
   args = p.parse_args()
   sizes = args.sizes.split(",")
   batches = [int(b) for b in args.batches.split(",")]
+  lengths = [float(s) for s in args.seconds.split(",")]
   if args.child:
-    print(
-      json.dumps(
-        run_one(sizes[0], batches[0], args.seconds, args.steps, args.mode, args.set, args.profile)
-      )
-    )
+    row = run_one(sizes[0], batches[0], lengths[0], args.steps, args.mode, args.set, args.profile)
+    print(json.dumps(row))
     return
   rows = []
-  for size in sizes:
+  for size, seconds in ((z, s) for z in sizes for s in lengths):
     todo = list(batches)
     while todo:
       batch = todo.pop(0)
-      r = _child(args, size, batch)
+      r = _child(args, size, batch, seconds)
       if r is None:
-        print(f"{size:>5} batch {batch:>4} | does not fit in device memory")
+        print(f"{size:>5} batch {batch:>4} {seconds:g} s | does not fit in device memory")
         if args.max_batch:
           break
         continue
@@ -231,7 +246,7 @@ def main() -> None:
     r = rows[0]
     print(
       f"device {r['device']}, jax {r['jax']}, "
-      f"{r['seconds']} s clips ({r['frames']} frames), mode {r['mode']}"
+      f"clips of {args.seconds} s, mode {r['mode']}"
       + (f", overrides {r['sets']}" if r["sets"] else "")
     )
   if args.json:

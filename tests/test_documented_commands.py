@@ -284,8 +284,18 @@ def run_convert(command: Documented, stage: Stage) -> None:
 
 
 def run_extract(command: Documented, stage: Stage) -> None:
-  args = args_of(stage.argv(command))
-  stage.trained(option_value(args, "--checkpoint"))
+  """Whole, on the tiny model; a Dataflow line on Beam's DirectRunner (its Dataflow options parsed
+  and left unused), its bucket's music folder filled from MUSIC_DIR."""
+  args = [
+    "--runner=DirectRunner" if a == "--runner=DataflowRunner" else a
+    for a in args_of(stage.argv(command))
+  ]
+  if (ckpt := option_value(args, "--checkpoint")) is not None:
+    stage.trained(ckpt)
+  _export_hf(args, stage)
+  audio = option_value(args, "--audio")
+  if not os.path.exists(audio) and audio.startswith(stage.stand_ins["gs://B"]):
+    shutil.copytree(stage.stand_ins["MUSIC_DIR"], audio)
   assert extract_cli.main(args) == 0
   assert os.path.exists(option_value(args, "--output"))
 
@@ -402,10 +412,17 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     args += [f"--cache-dir={stage.probe_cache}", "--kmeans-max-fit-frames=5000"]
   if argv[1] == "benchmarks/train_step.py":  # 95M and 330M steps: minutes each on a CPU
     out = str(stage.tmp / "rows.jsonl")
-    args = [a for a in args if not a.startswith(("--sizes=", "--batches=", "--steps=", "--json="))]
-    args += ["--sizes=tiny", "--batches=1", "--steps=1", "--seconds=2", f"--json={out}"]
-    child = lambda a, size, batch: module.run_one(
-      size, batch, a.seconds, a.steps, a.mode, a.set, ""
+    steps = "--steps=0" if "--steps=0" in args else "--steps=1"  # compile only, or one step
+    lengths = (
+      "--seconds=2,3"
+      if any(a.startswith("--seconds=") and "," in a for a in args)
+      else ("--seconds=2")
+    )
+    drop = ("--sizes=", "--batches=", "--steps=", "--json=", "--seconds=")
+    args = [a for a in args if not a.startswith(drop)]
+    args += ["--sizes=tiny", "--batches=1", steps, lengths, f"--json={out}"]
+    child = lambda a, size, batch, seconds: module.run_one(
+      size, batch, seconds, a.steps, a.mode, a.set, ""
     )
     stage.monkeypatch.setattr(module, "_child", child)
   stage.monkeypatch.setattr(sys, "argv", [script, *args])

@@ -353,6 +353,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
     print(f"wrote {args.output}: {shape} {layout} {args.dtype}")
     return 0
+  backbone = load_backbone(
+    args
+  )  # a model or --layers that cannot be used: one line, before any file
+  _layers(args, backbone)
   rels, todo = plan_folder(args)
   kept = len(rels) - len(todo)
   print(
@@ -363,12 +367,12 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   if args.engine == "beam":
     from mert_jax.cli import extract_beam  # pylint: disable=g-import-not-at-top
 
+    del backbone  # each worker loads its own
     rows = extract_beam.run(args, todo, beam_args)
     for row in rows:
       if "reason" in row:
         print(f"skipped {row['reason']}", file=sys.stderr, flush=True)
     return finish_folder(args, rows, kept)
-  backbone = load_backbone(args)
   windows, whole = extractors(args, backbone)
   rows, start = [], time.monotonic()
   for i, rel in enumerate(todo, 1):

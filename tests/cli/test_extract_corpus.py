@@ -82,6 +82,10 @@ def test_beam_options_need_the_beam_engine_and_beam_takes_folders(
   with pytest.raises(SystemExit):
     extract_cli.main(_argv(tiny_checkpoint, corpus, tmp_path / "x", "--direct_num_workers=1"))
   assert "(Beam pipeline options need --engine=beam)" in capsys.readouterr().err
+  bad_layers = _argv(tiny_checkpoint, corpus, tmp_path / "y", "--engine=beam", "--layers=7")
+  assert extract_cli.main(bad_layers) == 1  # on the launcher, before any worker starts
+  assert capsys.readouterr().err.startswith("error: --layers=7: comma-separated indices among")
+  assert not (tmp_path / "y").exists()
   one = os.path.join(corpus, "a.wav")
   assert extract_cli.main(_argv(tiny_checkpoint, one, tmp_path / "a.npy", "--engine=beam")) == 1
   assert capsys.readouterr().err == (
