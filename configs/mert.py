@@ -160,15 +160,16 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   elif variant in ("95m_long", "tiny_long"):
     # Long context (docs/whole_songs.md): 30 s crops, continued from a 5 s checkpoint
     # (--config.init_from=WORKDIR_5S), attention blockwise in the step (memory linear in the
-    # crop). [design choices: the same audio per step as MERT-95M's 1024 x 5 s; a tenth of its
-    # peak rate for a continuation; mixup segments the same fraction of the crop as 0.5-1 s of 5 s]
+    # crop). [design choices: 4 crops per TPU v4 chip, the most that fit (compile_check: 27.3 GiB
+    # of 32 at 4, 34.2 at 5; docs/whole_songs.md); a tenth of MERT-95M's peak rate for a
+    # continuation; mixup segments the same fraction of the crop as 0.5-1 s of 5 s]
     c.crop_samples = 30 * SAMPLE_RATE  # 30 s (720,000 samples, 2,249 frames)
     c.model.attention_blockwise_from = 2048  # frames: 30 s crops take the blockwise path
     c.objective.mixup_crop_fraction = 0.2
     c.optimizer.lr = 5e-5
     c.optimizer.warmup_steps = 1000
     c.total_steps = 50_000
-    c.batch_size = 160  # 160 x 30 s = 4,800 s of audio per step (MERT-95M: 5,120)
+    c.batch_size = 128  # a v4-64 at 4 crops per chip: 3,840 s of audio per step (MERT-95M: 5,120)
     if variant == "tiny_long":
       c.batch_size = 2
       c.total_steps = 4

@@ -281,12 +281,8 @@ def extractors(args: argparse.Namespace, backbone: Backbone) -> tuple:
 
 
 def spec_of(args: argparse.Namespace) -> dict:
-  """What a folder's features depend on: the model (a training workdir's latest step resolved, so
-  a re-run while training goes on still names the same one) and the options that change them."""
-  step = args.step
-  if args.checkpoint and step is None:
-    step = checkpoints.latest_step(args.checkpoint)  # None for a model checkpoint
-  model = {"checkpoint": args.checkpoint, "step": step} if args.checkpoint else {"hf": args.hf}
+  """What a folder's features depend on: the model and the options that change them."""
+  model = {"checkpoint": args.checkpoint, "step": args.step} if args.checkpoint else {"hf": args.hf}
   return {"model": model, **{k: getattr(args, k) for k in SPEC_OPTIONS}}
 
 
@@ -353,9 +349,11 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     layout = "(layers, hidden)" if args.pool == "mean" else "(layers, frames, hidden)"
     print(f"wrote {args.output}: {shape} {layout} {args.dtype}")
     return 0
-  backbone = load_backbone(
-    args
-  )  # a model or --layers that cannot be used: one line, before any file
+  if args.checkpoint and args.step is None:
+    # A training workdir's latest step, fixed now: the workers, extract.json and a re-run while
+    # training goes on all name this one (None for a model checkpoint).
+    args.step = checkpoints.latest_step(args.checkpoint)
+  backbone = load_backbone(args)  # a model or --layers that cannot be used: one line, first
   _layers(args, backbone)
   rels, todo = plan_folder(args)
   kept = len(rels) - len(todo)
