@@ -380,6 +380,9 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
   if argv[1] == "benchmarks/extract_throughput.py":  # the tiny model on 20 s of music
     args = [a for a in args if not a.startswith(("--size=", "--minutes=", "--json="))]
     args += ["--size=tiny", "--minutes=0.33"]
+  if argv[1] == "benchmarks/cpu_kernels.py":  # short sequences, one timed call each
+    args = [a for a in args if not a.startswith(("--lengths=", "--repeats=", "--json="))]
+    args += ["--lengths=64", "--repeats=1"]
   if argv[1] == "benchmarks/whole_songs.py":  # the tiny model on 3 s of the stand-in music
     drop = ("--size=", "--lengths=", "--json=", "--music=")
     args = [a for a in args if not a.startswith(drop)]
@@ -498,6 +501,7 @@ RUNNERS: dict[str, Callable[[Documented, Stage], Any]] = {
   "benchmarks/prepare_engines.py": run_benchmark_script,
   "benchmarks/encodec_modes.py": run_benchmark_script,
   "benchmarks/extract_throughput.py": run_benchmark_script,
+  "benchmarks/cpu_kernels.py": run_benchmark_script,
   "benchmarks/probe_curve.py": run_benchmark_script,
   "benchmarks/feature_collapse.py": run_benchmark_script,
   "./launch_tpu.sh": run_launcher,

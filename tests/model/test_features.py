@@ -85,20 +85,33 @@ def test_the_last_window_ends_at_the_file_end_and_keeps_only_new_frames(backbone
 
 def test_a_batch_equals_one_clip_at_a_time_and_padding_would_not(backbone, music):
   """batched_layers: a clip's features do not depend on its batch (no padding: one length per
-  batch, filler clips dropped), pooled or per frame. A clip padded with zeros to a longer length,
-  which this project never does, changes its features (GroupNorm and attention see the zeros)."""
+  batch; the rest after full batches in powers of two), pooled or per frame. A clip padded with
+  zeros to a longer length, which this project never does, changes its features (GroupNorm and
+  attention see the zeros)."""
   clips = np.stack([music[i * 9000 : i * 9000 + 9000] for i in range(3)])
-  per_frame = batched_layers(backbone, pool="none", batch_size=2)(clips)  # batches of 2 and 1+1
+  per_frame = batched_layers(backbone, pool="none", batch_size=2)(clips)  # batches of 2 and 1
   assert per_frame.shape == (3, 3, num_frames(9000, backbone.cfg.conv_layers), 32)
   for i in range(3):
     np.testing.assert_allclose(per_frame[i], hidden_states(backbone, clips[i]), atol=2e-5)
-  pooled = batched_layers(backbone, layers=(0, 2), dtype="float16", batch_size=4)(clips)
+  pooled = batched_layers(backbone, layers=(0, 2), dtype="float16", batch_size=4)(clips)  # 2 + 1
   assert pooled.shape == (3, 2, 32) and pooled.dtype == np.float16
   np.testing.assert_allclose(pooled, per_frame[:, (0, 2)].mean(axis=2), atol=2e-3)
   padded = np.pad(clips[0], (0, 4500))
   frames = per_frame.shape[2]
   moved = hidden_states(backbone, padded)[:, :frames]
   assert np.max(np.abs(moved - per_frame[0])) > 1e-2
+
+
+def test_the_batches_cover_every_clip_once_without_filler() -> None:
+  from mert_jax.model.features import batch_plan
+
+  assert batch_plan(7, 6) == [(0, 6), (6, 1)]
+  assert batch_plan(23, 8) == [(0, 8), (8, 8), (16, 4), (20, 2), (22, 1)]
+  assert batch_plan(16, 8) == [(0, 8), (8, 8)] and batch_plan(0, 8) == []
+  for n in range(40):
+    plan = batch_plan(n, 6)
+    assert [s for s, _ in plan] == list(np.cumsum([0] + [z for _, z in plan])[:-1])
+    assert sum(z for _, z in plan) == n and all(z <= 6 for _, z in plan)
 
 
 def test_batched_layers_refuses_bad_options(backbone):
