@@ -66,7 +66,7 @@ from data_pipeline import teachers as teachers_lib
 from data_pipeline.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
-from data_pipeline.cli_help import ArgumentParser, field_comments, prog
+from data_pipeline.cli_help import ArgumentParser, beam_pass_through, field_comments, prog
 from data_pipeline.records import encode_example, from_int16, parse_example
 from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordWriter
 
@@ -798,20 +798,7 @@ def parse_args(argv: list[str] | None) -> tuple[PrepareConfig, list[str]]:
   parser = build_parser()
   known, rest = parser.parse_known_args(argv)
   cfg = PrepareConfig(**vars(known))
-  if not rest:
-    return cfg, []
-  try:
-    # Imported here: Beam is the optional `beam` extra, and its module builds on this one.
-    from data_pipeline import beam_prepare  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    parser.refuse(rest, note=" (Beam's options need --engine=beam and the beam extra)")
-  unknown = beam_prepare.unknown_options(rest)
-  if cfg.engine != "beam":
-    note = " (Beam pipeline options need --engine=beam)"
-    parser.refuse(rest, note=note, hint=bool(unknown))  # no hint for what is Beam's
-  if unknown:
-    parser.refuse(unknown, beam_prepare.option_names(), " (neither prepare's nor Beam's)")
-  return cfg, rest
+  return cfg, beam_pass_through(parser, rest, cfg.engine, "prepare")
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -62,7 +62,7 @@ from data_pipeline import storage
 from data_pipeline.atomic import atomic_open, atomic_write_text
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
-from data_pipeline.cli_help import ArgumentParser, prog
+from data_pipeline.cli_help import ArgumentParser, beam_pass_through, prog
 from data_pipeline.progress import counted_line
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.features import POOLS, batched_layers, windowed_hidden_states
@@ -214,19 +214,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   --engine=beam takes)."""
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
-  if not rest:
-    return args, []
-  try:
-    # Imported here: Beam is the optional `beam` extra.
-    from data_pipeline import beam_prepare  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    parser.refuse(rest, note=" (Beam's options need --engine=beam and the beam extra)")
-  unknown = beam_prepare.unknown_options(rest)
-  if args.engine != "beam":
-    parser.refuse(rest, note=" (Beam pipeline options need --engine=beam)", hint=bool(unknown))
-  if unknown:
-    parser.refuse(unknown, beam_prepare.option_names(), " (neither extract's nor Beam's)")
-  return args, rest
+  return args, beam_pass_through(parser, rest, args.engine, "extract")
 
 
 def check_inputs(args: argparse.Namespace) -> None:
