@@ -32,7 +32,7 @@ def _attention_manual(
   Computed head-major, (B, H, T, dh): XLA:CPU runs the two batched matmuls about twice as fast
   in that layout as with the heads between time and channels (95M, 749 frames, this project's CPU:
   19-21 ms against 38-40 ms per layer for either ``jax.nn.dot_product_attention``'s XLA path or the
-  same einsums on (B, T, H, dh); benchmarks/README.md)."""
+  same einsums on (B, T, H, dh); docs/whole_songs.md, benchmarks/cpu_kernels.py)."""
   qh, kh, vh = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
   scores = jnp.einsum("bhqd,bhkd->bhqk", qh, kh, preferred_element_type=jnp.float32)
   if key_padding is not None:

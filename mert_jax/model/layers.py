@@ -57,7 +57,7 @@ def matmul(spec: str, x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
   returned in ``dtype``. Asking for a float32 result is what lets XLA:CPU hand bfloat16 products
   to its AMX/oneDNN kernels: on the project's CPU a (2048, 768) x (768, 3072) bfloat16 product
   takes 6.5 ms with a float32 result and 44 ms with a bfloat16 one (float32 inputs: 38 ms); TPUs
-  and GPUs accumulate in float32 either way (benchmarks/README.md)."""
+  and GPUs accumulate in float32 either way (docs/whole_songs.md, benchmarks/cpu_kernels.py)."""
   y = jnp.einsum(spec, x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
   return y.astype(dtype)
 
