@@ -91,3 +91,31 @@ def test_beam_options_need_the_beam_engine_and_beam_takes_folders(
   assert capsys.readouterr().err == (
     f"error: --engine=beam extracts a folder; --audio={one} is a file\n"
   )
+
+
+def test_beam_engine_reads_and_writes_a_bucket(
+  gcs, tiny_checkpoint: str, corpus: str, tmp_path, capsys
+) -> None:
+  """--audio and --output in a bucket (the local GCS emulator): the features equal the local
+  engine's, skipped.jsonl and extract.json land beside them, the work folder is gone, and a
+  re-run keeps every file."""
+  import fsspec
+
+  from data_pipeline import storage
+
+  music, feats = gcs.path("music"), gcs.path("feats")
+  for rel in storage.files_under(corpus):
+    storage.upload_file(os.path.join(corpus, rel), f"{music}/{rel}")
+  argv = _argv(tiny_checkpoint, music, feats, "--engine=beam", "--direct_num_workers=1")
+  assert extract_cli.main(argv) == 3
+  local = tmp_path / "local"
+  assert extract_cli.main(_argv(tiny_checkpoint, corpus, local)) == 3
+  for rel in GOOD:
+    with fsspec.open(f"{feats}/{rel}.npy", "rb") as f:
+      np.testing.assert_array_equal(np.load(f), np.load(local / f"{rel}.npy"))
+  with fsspec.open(f"{feats}/skipped.jsonl", "r") as f:
+    assert [json.loads(line)["path"] for line in f.read().splitlines()] == ["broken.ogg"]
+  assert storage.isfile(f"{feats}/extract.json") and not storage.exists(f"{feats}/.beam")
+  capsys.readouterr()
+  assert extract_cli.main(argv) == 3
+  assert "3 kept from an earlier run, 1 to extract" in capsys.readouterr().out
