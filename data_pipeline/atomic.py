@@ -19,13 +19,15 @@ the file that marks it complete last.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import shutil
 import tempfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import fsspec
+import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from data_pipeline import storage
@@ -89,6 +91,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   """Write ``text`` (UTF-8) as the whole content of ``path``, atomically."""
   with atomic_open(path, "w") as f:
     f.write(text)
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+  """One JSON object per line (``skipped.jsonl`` and the like), written atomically."""
+  atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+  """``np.save`` through a temporary file, so a crash never leaves a truncated .npy."""
+  with atomic_open(path, "wb") as f:
+    np.save(f, array)
 
 
 @contextlib.contextmanager

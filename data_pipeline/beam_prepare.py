@@ -50,7 +50,7 @@ from data_pipeline import frame_sample, storage
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as local
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.atomic import atomic_write_bytes, atomic_write_text
+from data_pipeline.atomic import atomic_write_bytes, atomic_write_jsonl, atomic_write_text
 from data_pipeline.progress import log_level
 from data_pipeline.records import encode_example, from_int16
 from data_pipeline.tfrecord import TFRecordWriter
@@ -399,11 +399,11 @@ def prepare(
     _join(work, local.PLAN),
     json.dumps({"plan": plan_hash, "options": local.content_options(cfg)}),
   )
-  local.write_jsonl(
+  atomic_write_jsonl(
     _join(out, local.IGNORED),
     ({"path": p, "reason": "not an audio file extension"} for p in other),
   )
-  local.write_jsonl(_join(out, local.SKIPPED), skipped)
+  atomic_write_jsonl(_join(out, local.SKIPPED), skipped)
   for s in skipped:
     say(f"  skipped {s['path']}: {s['reason']}")
   if not good:

@@ -63,7 +63,12 @@ from data_pipeline import manifest as manifest_lib
 from data_pipeline import progress as progress_lib
 from data_pipeline import storage
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.atomic import TMP_SUFFIX, atomic_open, atomic_write_text
+from data_pipeline.atomic import (
+  TMP_SUFFIX,
+  atomic_save_npy,
+  atomic_write_jsonl,
+  atomic_write_text,
+)
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 from data_pipeline.cli_help import ArgumentParser, beam_pass_through, field_comments, prog
@@ -138,15 +143,6 @@ class PrepareConfig:
   engine: str = "local"
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-  with atomic_open(path, "wb") as f:
-    np.save(f, array)
-
-
-def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
-  atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
-
-
 def _cache_key(path: str, rel: str, stamp: str | None = None) -> str:
   """The cache name of input ``path`` (``rel`` under --input; ``stamp``: its ``storage.stamp``,
   looked up when not given): another name once the file changes."""
@@ -203,7 +199,7 @@ def _decode_job(path: str, cache: str, sample_rate: int, min_samples: int) -> di
         return result
   pcm, result = decode_source(path, sample_rate, min_samples, os.path.dirname(cache))
   if pcm is not None:
-    _save_npy(cache + ".npy", pcm)
+    atomic_save_npy(cache + ".npy", pcm)
   atomic_write_text(status, json.dumps(result))
   return {**result, "rebuilt": note} if note else result
 
@@ -242,7 +238,7 @@ def _tokens_job(cache: str, teacher_dir: str, shape: tuple[int, int]) -> str | N
     _TEACHER = teachers_lib.load_teacher(teacher_dir)
   pcm = np.load(cache + ".npy", mmap_mode="r")
   tokens = _TEACHER.tokens(from_int16(pcm))
-  _save_npy(out, np.asarray(tokens, np.int16))
+  atomic_save_npy(out, np.asarray(tokens, np.int16))
   return note
 
 
@@ -678,11 +674,11 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
   atomic_write_text(
     os.path.join(work, PLAN), json.dumps({"plan": plan_hash, "options": content_options(cfg)})
   )
-  write_jsonl(
+  atomic_write_jsonl(
     os.path.join(out, IGNORED),
     ({"path": p, "reason": "not an audio file extension"} for p in other),
   )
-  write_jsonl(os.path.join(out, SKIPPED), skipped)
+  atomic_write_jsonl(os.path.join(out, SKIPPED), skipped)
   for s in skipped:
     say(f"  skipped {s['path']}: {s['reason']}")
   if not good:

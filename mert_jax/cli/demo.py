@@ -22,11 +22,11 @@ import numpy as np
 from absl import logging
 
 from data_pipeline import example_audio
+from data_pipeline.atomic import atomic_save_npy
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import plot, recipe
-from mert_jax.cli.extract import save_npy
 from mert_jax.hf.convert import export_hf
 from mert_jax.model.features import hidden_states, windowed_hidden_states
 from mert_jax.train import checkpoints
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
   feat_path = os.path.join(workdir, "features.npy")
   audio_file = example_audio.music_file(workdir)
   feats = windowed_hidden_states(model.backbone, load_audio(audio_file)[: 60 * SAMPLE_RATE], 30.0)
-  save_npy(feat_path, feats)
+  atomic_save_npy(feat_path, feats)
   print(f"[4/4] features of {audio_file} (first 60 s, 30 s windows): {feat_path} {feats.shape}")
   print(
     f"done in {time.time() - t_start:.0f} s. Checkpoints: {workdir}/checkpoints, "

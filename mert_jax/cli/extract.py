@@ -59,7 +59,7 @@ import jax
 import numpy as np
 
 from data_pipeline import storage
-from data_pipeline.atomic import atomic_open, atomic_write_text
+from data_pipeline.atomic import atomic_save_npy, atomic_write_jsonl, atomic_write_text
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
 from data_pipeline.cli_help import ArgumentParser, beam_pass_through, prog
@@ -74,12 +74,6 @@ ENGINES = ("local", "beam")  # the values of --engine
 SPEC = "extract.json"  # in a folder's OUTPUT: the options its features were made with
 SKIPPED = "skipped.jsonl"  # in a folder's OUTPUT: the files the last run could not use, and why
 SPEC_OPTIONS = ("layers", "pool", "dtype", "window_seconds")  # the options that change the output
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-  """np.save through a temporary file, so a crash never leaves a truncated .npy."""
-  with atomic_open(path, "wb") as f:
-    np.save(f, array)
 
 
 def _load(path: str, sample_rate: int) -> np.ndarray:
@@ -121,7 +115,7 @@ def _extract_one(
     feats = feats.mean(axis=1)
   feats = feats.astype(args.dtype)
   storage.make_parent(out)
-  save_npy(out, feats)
+  atomic_save_npy(out, feats)
   return feats.shape
 
 
@@ -297,7 +291,8 @@ def plan_folder(args: argparse.Namespace) -> tuple[list[str], list[str]]:
   rels = [r for r in storage.files_under(args.audio) if r.lower().endswith(AUDIO_EXTENSIONS)]
   storage.makedirs(args.output)
   atomic_write_text(spec_path, json.dumps(spec, indent=1))
-  return rels, [r for r in rels if not storage.exists(output_path(args, r))]
+  written = set(storage.files_under(args.output))  # one listing, not one request per file
+  return rels, [r for r in rels if f"{r}.npy" not in written]
 
 
 def extract_file(backbone: Backbone, args: argparse.Namespace, windows, whole, rel: str) -> dict:
@@ -315,9 +310,7 @@ def extract_file(backbone: Backbone, args: argparse.Namespace, windows, whole, r
 def finish_folder(args: argparse.Namespace, rows: list[dict], kept: int) -> int:
   """Writes OUTPUT/skipped.jsonl and the closing lines; the exit status (3: files skipped)."""
   skipped = [r for r in rows if "reason" in r]
-  atomic_write_text(
-    os.path.join(args.output, SKIPPED), "".join(json.dumps(r) + "\n" for r in skipped)
-  )
+  atomic_write_jsonl(os.path.join(args.output, SKIPPED), skipped)
   print(
     f"extract: {len(rows) - len(skipped)} files written, {kept} kept from an earlier run, "
     f"{len(skipped)} skipped ({os.path.join(args.output, SKIPPED)})",
