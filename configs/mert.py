@@ -104,6 +104,17 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   # (host syncs); with it (jax.distributed's default) every step is checked at no cost
   c.preemption_check_every = 10
   c.max_nonfinite_steps = 20  # consecutive non-finite steps (skipped updates) before stopping
+  # several processes: seconds (mert_jax/train/distributed.py Timeouts, fail_fast.py)
+  c.distributed = ml_collections.ConfigDict(
+    dict(
+      peer_timeout_s=45.0,  # a process silent this long is declared lost by every other
+      init_timeout_s=300,  # start-up: how long every process waits for the others to connect
+      shutdown_timeout_s=60,  # a normal end: how long the service waits for every process
+      barrier_timeout_s=3600,  # how long a process waits for the others to compile the step
+    )
+  )
+  # a jax.profiler trace of steps A to B (inclusive) in WORKDIR/profile ("" = none), "A,B"
+  c.profile_steps = ""
   # --- representation health at each evaluation (mert_jax/train/health.py) ---
   c.health_clips = 32  # validation clips whose time-pooled features' effective rank is measured
   c.health_min_rank = 3.0  # warn when a layer's effective rank falls below this

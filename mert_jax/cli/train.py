@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
 import sys
 
@@ -30,22 +29,26 @@ from absl import app, flags, logging
 
 from data_pipeline import storage
 from data_pipeline.cli_help import ArgumentParser, option_value, prog
+from data_pipeline.tfrecord import CorruptRecordError
 from mert_jax import recipe
 from mert_jax.cli import config_help
 from mert_jax.objective import target_stats
-from mert_jax.train import checkpoints, distributed, loop_config, workdir
+from mert_jax.train import checkpoints, distributed, fail_fast, loop_config, workdir
 from mert_jax.train import input as input_lib
 from mert_jax.train.checkpoints import CheckpointError
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
 from mert_jax.train.loop_config import ConfigError
 
-# Errors whose message says everything: printed as one ``error: ...`` line, exit status 1. A bad
+# Errors whose message says everything: printed as one ``error: ...`` line, exit status 1 (any
+# other error is one line too, with its type, and its traceback in a file the line names). A bad
 # loop field or init_from source is refused before anything compiles; a checkpoint that cannot be
-# read or written names itself and the cause (mert_jax/train/checkpoints.py).
+# read or written names itself and the cause (mert_jax/train/checkpoints.py); a damaged shard
+# names the shard and the record.
 ONE_LINE_ERRORS = (
   ConfigError,
   input_lib.DataError,
+  CorruptRecordError,
   InitFromError,
   CheckpointError,
   workdir.ConfigChangeRefused,
@@ -211,18 +214,23 @@ def _main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; progress lines are printed
     checkpoints.quiet_orbax_save_failures()  # a failed save is reported in one line instead
-  distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  timeouts = distributed.Timeouts.from_config(config.distributed)
   try:
+    distributed.initialize_distributed(
+      _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, timeouts
+    )
+    fail_fast.start(timeouts.peer_timeout_s)
     train(config, _WORKDIR.value)
-  except ONE_LINE_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    # train() has closed the checkpoint manager and released the workdir. After a failed read,
-    # orbax and tensorstore leave reads in flight whose callbacks print tracebacks while the
-    # interpreter shuts down ("Event loop is closed", coroutines never awaited); ending the
-    # process here keeps the error the only line.
-    sys.stdout.flush()
-    logging.flush()
-    os._exit(1)
+  except BaseException as e:  # pylint: disable=broad-except
+    # Any error ends the process with one line and its own exit status, and every other process
+    # of the job learns it within seconds (fail_fast.py). train() has closed the checkpoint
+    # manager and released the workdir; after a failed read, orbax and tensorstore leave reads in
+    # flight whose callbacks would print tracebacks while the interpreter shuts down, so the
+    # process ends at once.
+    if isinstance(e, SystemExit) and not e.code:
+      raise
+    fail_fast.fail(e, ONE_LINE_ERRORS)
+  fail_fast.close()
 
 
 if __name__ == "__main__":

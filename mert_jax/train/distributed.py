@@ -3,23 +3,62 @@ agreements of the checkpoint code (every process read its part; each process's c
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import math
 import os
 import signal
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
 
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+  """The job's distributed bounds in seconds: the config section ``distributed`` (defaults sized
+  for a pod, where start-up and the first compile take minutes and a host's beat may pause for a
+  network blip).
+
+  ``peer_timeout_s``: a process whose beat stops this long is declared lost by every other
+  (fail_fast.py); JAX's own heartbeat timeout is twice that (its verdict aborts with a stack dump,
+  so ours comes first). ``init_timeout_s``: how long ``jax.distributed.initialize`` waits for every
+  process to connect. ``shutdown_timeout_s``: how long the coordination service waits at its
+  shutdown barrier for processes that ended normally. ``barrier_timeout_s``: how long a process
+  waits for the others to finish compiling the train step (one that misses the persistent
+  compilation cache compiles while the others wait; one that died is caught sooner, by
+  ``peer_timeout_s``)."""
+
+  peer_timeout_s: float = 45.0
+  init_timeout_s: int = 300
+  shutdown_timeout_s: int = 60
+  barrier_timeout_s: int = 3600
+
+  @classmethod
+  def from_config(cls, section: Any) -> Timeouts:
+    """From the config's ``distributed`` section (a ConfigDict or a mapping)."""
+    return cls(**dict(section))
+
+  @property
+  def jax_heartbeat_s(self) -> int:
+    return max(1, math.ceil(2 * self.peer_timeout_s))
+
+
 def initialize_distributed(
   coordinator_address: str | None = None,
   num_processes: int | None = None,
   process_id: int | None = None,
+  timeouts: Timeouts = Timeouts(),
 ) -> None:
   """Explicit coordinator (arguments, or the three variables JAX_COORDINATOR_ADDRESS,
   JAX_NUM_PROCESSES, JAX_PROCESS_ID), or JAX's own detection on TPU pods / SLURM / Open MPI;
-  nothing on one host."""
+  nothing on one host. ``timeouts``: the job's bounds (start-up, heartbeat, shutdown)."""
+  bounds = {
+    "initialization_timeout": timeouts.init_timeout_s,
+    "heartbeat_timeout_seconds": timeouts.jax_heartbeat_s,
+    "shutdown_timeout_seconds": timeouts.shutdown_timeout_s,
+  }
   env = os.environ
   trio = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
   if not coordinator_address and all(env.get(k) for k in trio):  # JAX reads only the first one
@@ -27,7 +66,7 @@ def initialize_distributed(
     coordinator_address = env["JAX_COORDINATOR_ADDRESS"]
     num_processes, process_id = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
   if coordinator_address:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id, **bounds)
     return
   multi_host = (
     int(env.get("SLURM_NTASKS", "1")) > 1
@@ -37,7 +76,7 @@ def initialize_distributed(
     or on_cloud_tpu_vm()  # GCE TPU VM (tpu-vm create, queued resources): JAX reads the metadata
   )
   if multi_host:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**bounds)
 
 
 def on_cloud_tpu_vm() -> bool:
@@ -51,11 +90,6 @@ def on_cloud_tpu_vm() -> bool:
 
 # The device files of a Cloud TPU VM's chips (v2-v4; v5e and later).
 TPU_DEVICE_FILES = ("/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
-# How long a process waits at start-up for the others to finish compiling the train step. At scale
-# a compile takes minutes, and a process that misses the persistent compilation cache compiles
-# while the others wait; a process that died is noticed sooner by the coordination service's
-# heartbeat.
-COMPILE_BARRIER_TIMEOUT_S = 3600
 
 
 def wait_for_every_process(name: str, timeout_s: float) -> None:

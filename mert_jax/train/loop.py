@@ -35,6 +35,7 @@ from mert_jax.train import (
   distributed,
   eval_pictures,
   evaluate,
+  fail_fast,
   init_from,
   loop_config,
   probing,
@@ -84,7 +85,7 @@ def _train(
   # One trainer per workdir, and the config checked against the one its checkpoints were trained
   # under, before anything is written (workdir.py).
   claim = stack.enter_context(workdir_lib.Claim(workdir, config))
-  writer = MetricWriter(workdir, enabled=process == 0)
+  writer = MetricWriter(workdir, enabled=process == 0, guard=claim.check)
   preempted = distributed.Preempted()
   if process == 0:
     logging.info("preemption notices: %s", preempted.route)
@@ -196,7 +197,9 @@ def _train(
       setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
     )
   compiles = int(train_step is not None)
-  distributed.wait_for_every_process("train step compiled", distributed.COMPILE_BARRIER_TIMEOUT_S)
+  distributed.wait_for_every_process(
+    "train step compiled", distributed.Timeouts.from_config(config.distributed).barrier_timeout_s
+  )
   if preempted.before_first_step(step):
     if process == 0:
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
@@ -216,6 +219,7 @@ def _train(
     state, metrics = train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
+    fail_fast.note_step(step)
     is_last = step == config.total_steps
 
     if step % config.log_every == 0 or is_last:
@@ -284,6 +288,7 @@ def _train(
     if step % config.checkpoint_every == 0 or is_last or stop:
       jax.block_until_ready(metrics)  # as above: saving waits for the state
       with pace.paused():
+        claim.check(step, f"writing checkpoint {step}")  # every process, before it writes
         checkpoints.save(ckpts, step, state, data_iter, data_groups=groups)
     if stop:
       logging.warning("SIGTERM: checkpoint %d written; exiting", step)

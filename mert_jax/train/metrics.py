@@ -114,8 +114,11 @@ class MetricWriter:
   An object store cannot append (gcsfs silently replaces the object instead): in a bucket the
   writer keeps the file's text and uploads it whole, atomically, with each new row."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(
+    self, workdir: str, enabled: bool = True, guard: Callable[[int, str], None] | None = None
+  ):
     self.enabled = enabled
+    self.guard = guard  # called (step, what) before each write: raises if the run lost the workdir
     self.dir = epath.Path(workdir)
     self._tb: dict[str, Any] = {}  # run -> SummaryWriter, each opened at its first use
     self._purge_step: int | None = None
@@ -167,6 +170,8 @@ class MetricWriter:
     """One metrics.jsonl row (keys prefixed per ``JSONL_PREFIX``) and ``run``'s scalars."""
     if not self.enabled:
       return
+    if self.guard is not None:
+      self.guard(step, f"writing {run} metrics")
     prefix = JSONL_PREFIX[run]
     row = {"step": step, **{prefix + k: v for k, v in metrics.items() if k != "step"}}
     self._append(json.dumps(row) + "\n")

@@ -93,9 +93,10 @@ from etils import epath
 from fsspec.implementations.local import LocalFileSystem
 
 from data_pipeline.atomic import atomic_write_text
-from mert_jax.train import checkpoints
+from mert_jax.train import checkpoints, fail_fast
 
 LOCK = "lock.json"
+TOKEN_BYTES = 16  # a lock's token: uuid4's 128 bits, as hex in the file
 CONFIG_CHANGES = "config_changes.jsonl"
 HEARTBEAT_S = 60.0  # the holder refreshes its heartbeat at most this often
 STALE_AFTER_S = 30 * 60.0  # another host's lock whose heartbeat is older is taken over
@@ -110,7 +111,9 @@ PLACEMENT = frozenset(
 LOOP = frozenset(
   """total_steps log_every eval_every eval_batches eval_picture_clips checkpoint_every keep_last
   keep_every preemption_check_every max_nonfinite_steps init_from init_from_step restore_step
-  data.on_state_mismatch allow_config_change""".split()
+  data.on_state_mismatch allow_config_change distributed.peer_timeout_s
+  distributed.init_timeout_s distributed.shutdown_timeout_s distributed.barrier_timeout_s
+  profile_steps""".split()
 )
 ABSENT = "<absent>"
 ORBAX_STEP_METADATA = "_CHECKPOINT_METADATA"  # per step: {"init_timestamp_nsecs": ...}
@@ -127,6 +130,8 @@ class WorkdirLocked(RuntimeError):
 
 class WorkdirLockLost(RuntimeError):
   """This trainer's lock was taken over (or replaced) by another trainer while it ran."""
+
+  exit_status = fail_fast.EXIT_LOCK_LOST  # a launcher must not restart into a workdir held
 
 
 # --------------------------------------------------------------------------- the recorded config
@@ -384,40 +389,29 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 class _Files:
-  """The few file operations the lock needs, local (POSIX atomicity) or through fsspec."""
+  """The few file operations the lock needs: locally with POSIX atomicity (``O_EXCL`` create,
+  rename-aside removal); ``_ObjectFiles`` does them with object preconditions in a bucket."""
 
   def __init__(self, path: epath.Path):
     self.path = path
-    fs, fs_path = fsspec.core.url_to_fs(os.fspath(path))
-    self.local = isinstance(fs, LocalFileSystem)
-    self.fs, self.fs_path = fs, fs_path
+    self.fs_path = os.fspath(path)
 
   def read(self) -> str | None:
     try:
-      if self.local:
-        with open(self.fs_path, encoding="utf-8") as f:
-          return f.read()
-      return self.fs.cat_file(self.fs_path).decode("utf-8")
+      with open(self.fs_path, encoding="utf-8") as f:
+        return f.read()
     except FileNotFoundError:
       return None
 
   def age(self) -> float:
     """Seconds since the file was last modified (0 when unknown)."""
     try:
-      if self.local:
-        return time.time() - os.stat(self.fs_path).st_mtime
-      modified = self.fs.modified(self.fs_path)
-      return time.time() - modified.timestamp()
-    except (OSError, NotImplementedError, AttributeError):
+      return time.time() - os.stat(self.fs_path).st_mtime
+    except OSError:
       return 0.0
 
   def create(self, text: str) -> bool:
     """Creates the file holding ``text`` unless it exists; True when this call created it."""
-    if not self.local:
-      if self.fs.exists(self.fs_path):
-        return False
-      atomic_write_text(os.fspath(self.path), text)
-      return self.read() == text  # the later of two simultaneous writers wins
     try:
       fd = os.open(self.fs_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -429,19 +423,18 @@ class _Files:
       os.close(fd)
     return True
 
-  def replace(self, text: str) -> None:
-    atomic_write_text(os.fspath(self.path), text)
+  def replace(self, text: str, expected: str) -> bool:
+    """Replaces the file's content ``expected`` by ``text``; False (nothing written) when the file
+    holds something else."""
+    if self.read() != expected:
+      return False
+    atomic_write_text(self.fs_path, text)
+    return True
 
   def remove_if(self, expected: str) -> bool:
-    """Removes the file if it still holds ``expected``; True when this call removed it. Locally
-    the file is first renamed aside, so of two contenders only one removes it, and a file that
-    changed in the meantime is put back."""
-    if not self.local:
-      if self.read() != expected:
-        return False
-      with contextlib.suppress(FileNotFoundError):
-        self.fs.rm_file(self.fs_path)
-      return True
+    """Removes the file if it still holds ``expected``; True when this call removed it. The file
+    is first renamed aside, so of two contenders only one removes it, and a file that changed in
+    the meantime is put back."""
     aside = f"{self.fs_path}.{uuid.uuid4().hex}.stale"
     try:
       os.rename(self.fs_path, aside)
@@ -459,6 +452,91 @@ class _Files:
       os.remove(aside)
 
 
+class _ObjectFiles(_Files):
+  """The lock's operations on ``gs://`` with Cloud Storage's object preconditions, through gcsfs's
+  request method (its file API has create-only uploads, but no conditional replace or delete): a
+  create is an upload with ``ifGenerationMatch=0``; a replace or delete names the generation that
+  was read, so of two trainers racing for the lock exactly one succeeds (GCS answers the other
+  412, which gcsfs raises as FileExistsError)."""
+
+  def __init__(self, path: epath.Path):
+    super().__init__(path)
+    self.fs, fs_path = fsspec.core.url_to_fs(self.fs_path)
+    self.bucket, self.key = fs_path.split("/", 1)
+
+  def read_generation(self) -> tuple[str | None, str | None]:
+    """(content, generation), or (None, None) when the object does not exist."""
+    try:
+      headers, body = self.fs.call("GET", "b/{}/o/{}", self.bucket, self.key, alt="media")
+    except FileNotFoundError:
+      return None, None
+    return body.decode("utf-8"), headers.get("x-goog-generation")
+
+  def read(self) -> str | None:
+    return self.read_generation()[0]
+
+  def age(self) -> float:
+    try:
+      return time.time() - self.fs.modified(self.fs_path).timestamp()
+    except (OSError, NotImplementedError, AttributeError):
+      return 0.0
+
+  def _upload(self, text: str, generation: str) -> bool:
+    """Uploads ``text`` if the object's generation is ``generation`` ("0": it does not exist)."""
+    # fs._location: the endpoint gcsfs's own uploads use (the emulator's when one is set).
+    url = f"{self.fs._location}/upload/storage/v1/b/{self.bucket}/o"  # pylint: disable=protected-access
+    try:
+      self.fs.call(
+        "POST",
+        url,
+        uploadType="media",
+        name=self.key,
+        ifGenerationMatch=generation,
+        data=text.encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        json_out=True,
+      )
+    except FileExistsError:  # 412: the precondition failed
+      return False
+    finally:
+      self.fs.invalidate_cache(self.fs_path)
+    return True
+
+  def create(self, text: str) -> bool:
+    if self._upload(text, "0"):
+      return True
+    return self.read() == text  # a retried upload whose first attempt had created it
+
+  def replace(self, text: str, expected: str) -> bool:
+    current, generation = self.read_generation()
+    return current == expected and generation is not None and self._upload(text, generation)
+
+  def remove_if(self, expected: str) -> bool:
+    current, generation = self.read_generation()
+    if current != expected or generation is None:
+      return False
+    try:
+      self.fs.call("DELETE", "b/{}/o/{}", self.bucket, self.key, ifGenerationMatch=generation)
+    except (FileExistsError, FileNotFoundError):  # changed or removed since the read
+      return False
+    finally:
+      self.fs.invalidate_cache(self.fs_path)
+    return True
+
+
+def _lock_files(path: epath.Path) -> _Files:
+  """The lock file's operations for where it lies: local, or a ``gs://`` object."""
+  fs, _ = fsspec.core.url_to_fs(os.fspath(path))
+  if isinstance(fs, LocalFileSystem):
+    return _Files(path)
+  if "gs" not in fs.protocol and "gcs" not in fs.protocol:
+    raise WorkdirLocked(
+      f"{path}: the workdir lock needs a local folder or gs:// (conditional "
+      f"writes); {fs.protocol} has none"
+    )
+  return _ObjectFiles(path)
+
+
 class WorkdirLock:
   """``WORKDIR/lock.json``: acquire (or refuse / take over), heartbeat, release; see the module
   docstring for the rules."""
@@ -466,8 +544,9 @@ class WorkdirLock:
   def __init__(self, workdir: str):
     self.workdir = workdir
     self.path = epath.Path(workdir) / LOCK
-    self.files = _Files(self.path)
+    self.files = _lock_files(self.path)
     self.record: dict[str, Any] | None = None
+    self.owner = True  # this process created the lock file (process 0); see follow()
     self._text = ""
     self._refreshed = 0.0
 
@@ -520,35 +599,54 @@ class WorkdirLock:
       f"workdir"
     )
 
-  def heartbeat(self, step: int | None = None, *, force: bool = False) -> None:
-    """Refreshes the heartbeat (at most every ``HEARTBEAT_S`` unless ``force``) after checking the
-    lock is still this trainer's; ``WorkdirLockLost`` when another trainer holds it now."""
+  def follow(self, token: str) -> None:
+    """On a process other than the one that took the lock: the run's token, so that this process
+    too can check the lock before it writes (it never refreshes or removes the file)."""
+    self.record, self.owner = {"token": token}, False
+
+  def verify(self, step: int | None = None, before: str = "writing more") -> None:
+    """Raises ``WorkdirLockLost`` unless the lock file still holds this run's token (one read).
+    The owner re-creates a lock file that was deleted."""
     if not self.held:
       return
-    now = time.time()
-    if not force and now - self._refreshed < HEARTBEAT_S:
-      return
-    self._refreshed = now
     current = self.files.read()
-    holder = _parse(current)
-    if holder is None and current is None and self.files.create(self._text):
-      print(f"{self.path} had been removed while this trainer ran; re-created it", flush=True)
+    if current is None:
+      if self.owner and self.files.create(self._text):
+        print(f"{self.path} had been removed while this trainer ran; re-created it", flush=True)
       return
+    holder = _parse(current)
     if holder is None or holder.get("token") != self.record["token"]:
       self.record = None
       who = _describe(holder) if holder else "an unreadable lock"
       raise WorkdirLockLost(
         f"{self.path} now names another trainer ({who}): it took over this workdir (this "
         f"trainer's heartbeat was older than the stale bound, or the lock was deleted); stopping "
-        f"at step {step} before writing more"
+        f"at step {step} before {before}"
       )
+
+  def heartbeat(self, step: int | None = None, *, force: bool = False) -> None:
+    """Checks the lock is still this trainer's (``WorkdirLockLost`` when another trainer holds it
+    now), then refreshes its heartbeat (the owner, at most every ``HEARTBEAT_S`` unless
+    ``force``)."""
+    self.verify(step, "writing its metrics")
+    now = time.time()
+    if not self.held or not self.owner or (not force and now - self._refreshed < HEARTBEAT_S):
+      return
+    self._refreshed = now
     self.record = {**self.record, "heartbeat_unix": now, "step": step}
-    self._text = json.dumps(self.record, indent=2)
-    self.files.replace(self._text)
+    text = json.dumps(self.record, indent=2)
+    if not self.files.replace(text, expected=self._text):
+      self.record = None
+      raise WorkdirLockLost(
+        f"{self.path} changed while this trainer refreshed it: another trainer took over this "
+        f"workdir; stopping at step {step} before writing more"
+      )
+    self._text = text
 
   def release(self) -> None:
-    """Removes the lock if it is still this trainer's."""
-    if not self.held:
+    """Removes the lock if it is still this trainer's (the owner's job)."""
+    if not self.held or not self.owner:
+      self.record = None
       return
     self.record = None
     if not self.files.remove_if(self._text):
@@ -588,19 +686,32 @@ class Claim:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
-      ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
-      if error is None and not int(ok):
+      # Process 0's verdict and the lock's token (16 bytes; zeros after a refusal), so that every
+      # process stops together, or checks the lock itself before each of its writes.
+      token = np.zeros(TOKEN_BYTES, np.uint8)
+      if error is None and jax.process_index() == 0:
+        token = np.frombuffer(bytes.fromhex(self.lock.record["token"]), np.uint8)
+      token = np.asarray(multihost_utils.broadcast_one_to_all(token), np.uint8)
+      if error is None and not token.any():
         error = RuntimeError(f"process 0 refused the workdir {self.workdir} (see its error)")
+      elif error is None and jax.process_index() != 0:
+        self.lock.follow(token.tobytes().hex())
     if error is not None:
       self.lock.release()
       raise error
     self._started = self._checked = time.time()
+    fail_fast.LEAVE_HOOKS.append(self.lock.release)
     return self
 
+  def check(self, step: int | None, before: str) -> None:
+    """Before a write (every process, before a checkpoint save; process 0 before its metrics):
+    ``WorkdirLockLost`` unless this run still holds the workdir. One read of the lock file."""
+    self.lock.verify(step, before)
+
   def heartbeat(self, step: int | None = None) -> None:
-    """At each log step: refreshes the lock (``WorkdirLockLost`` if taken over) and records the
-    pending config changes once a checkpoint of this run exists; both at most every
-    ``HEARTBEAT_S``."""
+    """At each log step (process 0): checks the lock (``WorkdirLockLost`` if taken over), refreshes
+    its heartbeat and records the pending config changes once a checkpoint of this run exists;
+    these two at most every ``HEARTBEAT_S``."""
     self.lock.heartbeat(step)
     if self.pending and time.time() - self._checked >= HEARTBEAT_S:
       self._checked = time.time()
@@ -627,10 +738,13 @@ class Claim:
 
   def _record_if_checkpointed(self) -> None:
     if self.pending and self._checkpointed():
+      self.lock.verify(None, "recording its config changes in config.json")
       record_changes(self.workdir, self.config, self.pending, step=self._start_step())
       self.pending = []
 
   def __exit__(self, *exc: Any) -> None:
+    with contextlib.suppress(ValueError):
+      fail_fast.LEAVE_HOOKS.remove(self.lock.release)
     try:
       if self.lock.held:
         self._record_if_checkpointed()

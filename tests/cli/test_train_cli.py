@@ -10,7 +10,7 @@ import pytest
 from absl.testing import flagsaver
 
 from mert_jax.cli import train as cli
-from mert_jax.train import distributed
+from mert_jax.train import distributed, fail_fast
 
 TINY = "--config=configs/mert.py:tiny"
 
@@ -43,9 +43,11 @@ def test_overrides_in_every_form_reach_train(started, tmp_path, monkeypatch) -> 
   argv += ["--config.model.remat", "--noconfig.model.conv_bias", "--config.total_steps=1e3"]
   argv += ["--config.data.dir", "/data/x", "--coordinator_address=127.0.0.1:1234"]
   argv += ["--num_processes", "2", "--process_id=1", "--config.optimizer.warmup_steps", "-3"]
+  argv += ["--config.distributed.peer_timeout_s=5"]
   _run(argv)
   (_, dist), (_, config, workdir) = calls
-  assert dist == ("127.0.0.1:1234", 2, 1) and workdir == wd
+  assert dist[:3] == ("127.0.0.1:1234", 2, 1) and workdir == wd
+  assert dist[3] == distributed.Timeouts(peer_timeout_s=5.0)  # the job's bounds, from the config
   assert config.mesh == [2, 1, 1] and config.optimizer.lr == 1e-4
   assert config.optimizer.warmup_steps == -3  # a negative number is a value, not an option
   assert config.model.remat is True and config.model.conv_bias is False
@@ -194,7 +196,7 @@ def test_data_that_does_not_fit_the_run_is_one_line_from_the_trainer(
     raise SystemExit(code)
 
   monkeypatch.setattr(distributed, "initialize_distributed", lambda *a: None)
-  monkeypatch.setattr(cli.os, "_exit", exit_)
+  monkeypatch.setattr(fail_fast.os, "_exit", exit_)
   wd = tmp_path / "run"
   with flagsaver.flagsaver(), pytest.raises(SystemExit) as e:
     cli.run([TINY, f"--workdir={wd}", f"--config.data.dir={default_data}", override])
