@@ -17,8 +17,11 @@ gcsfs >= 2025.x first asks for a bucket's layout over gRPC (hierarchical namespa
 plain ``GCSFileSystem`` registered for gs:// (this process, whenever it imported gcsfs) avoid it.
 Test-only: a real bucket answers that request.
 
-Two additions to the emulator: a bucket made with ``read_only=True`` refuses every write with
-GCS's 403, as a bucket does that the credentials may only read; and a media download carries the
+Three additions to the emulator: a bucket made with ``read_only=True`` refuses every write with
+GCS's 403, as a bucket does that the credentials may only read; ``ifGenerationMatch`` on an upload
+named in its query or on a delete is honoured with GCS's 412 (the workdir lock's conditional
+writes; requests are served one at a time, so check and write are atomic); and a media download
+carries the
 object's generation in ``x-goog-generation``, as GCS's do (tensorstore reads it back for its
 conditional reads: without it, orbax's second save of a run fails with "Malformed
 StorageGeneration"). And one patch of tensorboardX (see ``gcs_emulator``).
@@ -37,14 +40,19 @@ import sys
 import threading
 from functools import partial
 from typing import Any, Iterator
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
 HOST = "127.0.0.1"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 _BUCKET_IN_PATH = re.compile(r"/b/([^/?]+)")
+_OBJECT_IN_PATH = re.compile(r"/b/[^/?]+/o/([^?]+)")
 _MEDIA_DOWNLOAD = re.compile(r"/b/([^/?]+)/o/([^?]+)\?(?:.*&)?alt=media")
+PRECONDITION_FAILED = {
+  "code": 412,
+  "message": "At least one of the pre-conditions you specified did not hold.",
+}
 # The bucket that refuses writes answers as GCS does.
 FORBIDDEN = {
   "code": 403,
@@ -78,16 +86,37 @@ def _handler_class() -> type:
       if self.command not in WRITES or not m or m.group(1) not in self.server.read_only:
         return False
       self.rfile.read(int(self.headers.get("Content-Length") or 0))
-      body = json.dumps({"error": {**FORBIDDEN, "errors": [FORBIDDEN]}}).encode()
-      self.send_response(403)
+      self._answer(403, FORBIDDEN)
+      return True
+
+    def _precondition_failed(self) -> bool:
+      """GCS's ``ifGenerationMatch`` on an upload (``name=`` in the query) or a delete: 412
+      unless the object's generation is the one named (0: the object must not exist)."""
+      query = parse_qs(urlparse(self.path).query)
+      bucket, obj = _BUCKET_IN_PATH.search(self.path), _OBJECT_IN_PATH.search(self.path)
+      name = query.get("name", [None])[0] or (unquote(obj.group(1)) if obj else None)
+      if "ifGenerationMatch" not in query or not bucket or not name:
+        return False
+      try:
+        generation = str(self.storage.get_file_obj(bucket.group(1), name)["generation"])
+      except Exception:  # noqa: BLE001 - the emulator's NotFound: no object, generation 0
+        generation = "0"
+      if generation == query["ifGenerationMatch"][0]:
+        return False
+      self.rfile.read(int(self.headers.get("Content-Length") or 0))
+      self._answer(412, PRECONDITION_FAILED)
+      return True
+
+    def _answer(self, status: int, error: dict[str, Any]) -> None:
+      body = json.dumps({"error": {**error, "errors": [error]}}).encode()
+      self.send_response(status)
       self.send_header("Content-Type", "application/json")
       self.send_header("Content-Length", str(len(body)))
       self.end_headers()
       self.wfile.write(body)
-      return True
 
     def do_POST(self):
-      if not self._refused():
+      if not self._refused() and not self._precondition_failed():
         super().do_POST()
 
     def do_PUT(self):
@@ -99,7 +128,7 @@ def _handler_class() -> type:
         super().do_PATCH()
 
     def do_DELETE(self):
-      if not self._refused():
+      if not self._refused() and not self._precondition_failed():
         super().do_DELETE()
 
   return Handler

@@ -69,7 +69,9 @@ class Job:
       if all(p.poll() is not None for p in self.procs):
         break
       time.sleep(0.1)
-    raise AssertionError(f"process {process} never logged {pattern!r}:\n{self.text(process)[-3000:]}")
+    raise AssertionError(
+      f"process {process} never logged {pattern!r}:\n{self.text(process)[-3000:]}"
+    )
 
   def signal(self, process: int, sig: int) -> None:
     os.kill(self.procs[process].pid, sig)

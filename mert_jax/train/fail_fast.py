@@ -54,6 +54,7 @@ LEAVING_DIR = "mert_jax/leaving/"  # + process index: that process is exiting be
 ALIVE_DIR = "mert_jax/alive/"  # + process index: the watcher's beat, JSON {beat, step, host}
 DONE = "done"  # the beat of a process that finished normally
 ACK_WAIT_S = 3.0  # process 0 waits this long at most for the others to leave before it does
+POLL_S = 1.0  # the watcher's longest wait on the failure key (how soon it notices a normal end)
 LAST_EXIT_GRACE_S = 0.3  # ... and this long after the last one marked itself leaving
 # Words of the errors a collective or the coordination service raises when a peer is gone.
 LOST_PEER_SIGNS = (
@@ -82,6 +83,7 @@ class _Job:
   client: Any = None
   peer_timeout_s: float = 0.0
   lost: set[int] = dataclasses.field(default_factory=set)  # peers this process declared lost
+  watcher: threading.Thread | None = None
   closing: bool = False
   exiting: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -115,13 +117,19 @@ def start(peer_timeout_s: float) -> None:
   _job.peer_timeout_s = peer_timeout_s
   _job.closing = False
   if _job.client is not None:
-    threading.Thread(target=_watch, name="mert-jax-fail-fast", daemon=True).start()
+    _job.watcher = threading.Thread(target=_watch, name="mert-jax-fail-fast", daemon=True)
+    _job.watcher.start()
 
 
 def close() -> None:
   """The run ended normally: the watcher stops, and tells the others this process is done (not
   dead) while they finish."""
   _job.closing = True
+  if _job.watcher is not None:
+    # Joined before the interpreter shuts down: a daemon thread still inside the client's wait
+    # when the client is destroyed is killed mid-C++ ("FATAL: exception not rethrown", abort).
+    _job.watcher.join(timeout=POLL_S * 4)
+    _job.watcher = None
   if _job.client is not None:
     try:
       _job.client.key_value_set(f"{ALIVE_DIR}{_job.process}", DONE, allow_overwrite=True)
@@ -224,16 +232,18 @@ def _print_and_exit(line: str | None, status: int) -> NoReturn:
 def _watch() -> None:
   """The watcher thread: beats, waits on the failure key, judges the peers' beats."""
   job = _job
-  beat_s, started, beat = _beat_s(job), time.monotonic(), 0
+  beat_s, started, beat, beaten = _beat_s(job), time.monotonic(), 0, 0.0
   seen: dict[int, tuple[str, float]] = {}  # peer -> (its last beat, when it changed here)
   while not job.closing:
-    beat += 1
     text = None
     try:
-      mine = json.dumps({"beat": beat, "step": job.step, "host": job.host})
-      job.client.key_value_set(f"{ALIVE_DIR}{job.process}", mine, allow_overwrite=True)
+      if time.monotonic() - beaten >= beat_s:
+        beat, beaten = beat + 1, time.monotonic()
+        mine = json.dumps({"beat": beat, "step": job.step, "host": job.host})
+        job.client.key_value_set(f"{ALIVE_DIR}{job.process}", mine, allow_overwrite=True)
       try:
-        text = job.client.blocking_key_value_get(FAILURE_KEY, int(beat_s * 1000))
+        wait_ms = int(min(beat_s, POLL_S) * 1000)
+        text = job.client.blocking_key_value_get(FAILURE_KEY, wait_ms)
       except Exception as e:  # noqa: BLE001 - the wait's deadline is the beat period
         if "DEADLINE_EXCEEDED" not in str(e):
           raise

@@ -493,7 +493,7 @@ class _ObjectFiles(_Files):
         name=self.key,
         ifGenerationMatch=generation,
         data=text.encode("utf-8"),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/octet-stream"},
         json_out=True,
       )
     except FileExistsError:  # 412: the precondition failed

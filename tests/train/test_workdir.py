@@ -306,3 +306,71 @@ def test_two_trainers_at_once(data_dir, tmp_path):
     first.communicate()
   with workdir_lib.WorkdirLock(str(wd)) as lock:
     assert lock.held
+
+
+# --------------------------------------------------------------------------- the lock in a bucket
+
+
+def test_bucket_lock_writes_are_conditional_on_the_generation_read(gcs):
+  """gs:// (the local emulator, which honours ifGenerationMatch as GCS does): a create fails when
+  the object exists; a replace or delete based on a stale read changes nothing."""
+  files = workdir_lib.WorkdirLock(gcs.path("run")).files
+  assert isinstance(files, workdir_lib._ObjectFiles)
+  assert files.create("first") and not files.create("second")
+  assert files.read() == "first"
+  assert files.replace("mine", expected="first") and files.read() == "mine"
+  assert not files.replace("stale", expected="first") and files.read() == "mine"
+  assert not files.remove_if("first") and files.read() == "mine"
+  # A write between this trainer's read and its conditional request: the request is refused.
+  text, generation = files.read_generation()
+  other = workdir_lib.WorkdirLock(gcs.path("run")).files
+  assert other.replace("taken over", expected="mine")
+  assert not files._upload("late heartbeat", generation) and files.read() == "taken over"
+  assert files.remove_if("taken over") and files.read() is None
+
+
+def test_bucket_lock_has_one_holder_among_racing_trainers(gcs):
+  """Eight trainers start at once on one gs:// workdir: exactly one holds the lock, the others are
+  refused naming it; a takeover is noticed at the old holder's next check."""
+  import concurrent.futures
+
+  wd = gcs.path("run")
+  locks = [workdir_lib.WorkdirLock(wd) for _ in range(8)]
+
+  def acquire(lock):
+    try:
+      lock.acquire()
+      return "held"
+    except workdir_lib.WorkdirLocked as e:
+      return str(e)
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    outcomes = list(pool.map(acquire, locks))
+  assert outcomes.count("held") == 1, outcomes
+  holder = locks[outcomes.index("held")]
+  assert all("is in use by another trainer" in o for o in outcomes if o != "held"), outcomes
+  holder.heartbeat(3, force=True)  # refreshed through a conditional replace
+  assert json.loads(holder.files.read())["step"] == 3
+  holder.files.replace(json.dumps(workdir_lib.lock_record()), expected=holder.files.read())
+  with pytest.raises(workdir_lib.WorkdirLockLost, match="before writing checkpoint 4"):
+    holder.verify(4, "writing checkpoint 4")
+
+
+def test_every_process_checks_the_lock_before_it_writes(tmp_path):
+  """A process other than the lock's owner follows the run's token: it sees a takeover and stops,
+  and never removes or refreshes the file."""
+  wd = str(tmp_path)
+  owner = workdir_lib.WorkdirLock(wd)
+  owner.acquire()
+  follower = workdir_lib.WorkdirLock(wd)
+  follower.follow(owner.record["token"])
+  follower.verify(5, "writing checkpoint 5")  # still this run's
+  follower.heartbeat(5, force=True)  # a follower never rewrites the file
+  follower.release()
+  assert json.load(open(os.path.join(wd, workdir_lib.LOCK)))["step"] is None
+  follower.follow(owner.record["token"])
+  plant_lock(wd, {**workdir_lib.lock_record(), "host": "elsewhere", "pid": 9})
+  with pytest.raises(workdir_lib.WorkdirLockLost) as e:
+    follower.verify(6, "writing checkpoint 6")
+  assert one_line(e).endswith("stopping at step 6 before writing checkpoint 6")
+  assert e.value.exit_status == 5
