@@ -25,7 +25,8 @@ Recorded config (``WORKDIR/config.json``)
              eval_picture_clips, checkpoint_every, keep_last, keep_every,
              preemption_check_every, max_nonfinite_steps, init_from,
              init_from_step, restore_step, data.on_state_mismatch,
-             allow_config_change
+             allow_config_change, distributed.* (the job's timeouts),
+             profile_steps
   =========  =============================================================  =====================
 
   ``run`` is the default, so a field added later is protected until someone classifies it. Note
@@ -59,17 +60,23 @@ Lock (``WORKDIR/lock.json``): one trainer per workdir
 
   A stale lock is taken over safely: renamed aside (only one contender's rename succeeds), checked
   to be the very file judged stale, then created anew with ``O_EXCL``; the takeover is printed.
-  Each heartbeat also re-reads the lock: a trainer whose lock now names another holder stops with
-  ``WorkdirLockLost`` before writing more. The lock is removed when ``train`` returns or raises; a
-  killed trainer leaves it behind for the rules above. With several processes, process 0's verdict
-  at the start is broadcast so every process stops together; a lost lock is noticed by process 0
-  only (the others stop when the coordinator notices it has gone).
+  The lock is removed when ``train`` returns or raises, or when the process ends for a failure
+  (fail_fast.py's leave hooks); a killed trainer leaves it behind for the rules above.
 
-  Object stores (``gs://``, via fsspec / epath) have no exclusive create or atomic rename here:
-  the create is exists-then-write-then-read-back and a takeover re-reads then deletes, so two
-  trainers starting within the same second may both proceed; the heartbeat re-check then stops one
-  of them at its first refresh. Hosts are told apart by ``socket.gethostname()``; two containers
-  sharing a host name but not a pid namespace defeat the same-host rule (use distinct host names).
+  No write without the lock: with several processes, process 0's verdict at the start and the
+  lock's token are broadcast, and every process reads the lock before each checkpoint save
+  (``Claim.check``); process 0 also before each metrics row, before recording config changes, and
+  at each heartbeat. A trainer whose lock now names another holder stops with
+  ``WorkdirLockLost`` (exit status 5) before that write, and its failure stops the other processes
+  of its run (fail_fast.py). Only a write that had passed its check before the takeover (one
+  step's metrics or an asynchronous save already started) can still land.
+
+  In a bucket (``gs://``) the lock uses Cloud Storage's object preconditions (``_ObjectFiles``):
+  the create is an upload with ``ifGenerationMatch=0``, a heartbeat's replace and a removal name
+  the generation read, so of two trainers racing for the lock exactly one wins. Other object
+  stores are refused as workdirs of a trainer. Hosts are told apart by ``socket.gethostname()``;
+  two containers sharing a host name but not a pid namespace defeat the same-host rule (use
+  distinct host names).
 """
 
 from __future__ import annotations

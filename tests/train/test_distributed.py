@@ -8,11 +8,17 @@ import pytest
 from mert_jax.train import distributed
 
 
+class _Calls(list):
+  bounds: list[dict]
+
+
 @pytest.fixture
 def calls(monkeypatch):
   """jax.distributed.initialize recorded instead of run; a clean environment."""
-  got = []
-  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: got.append(a))
+  got, bounds = _Calls(), []
+  monkeypatch.setattr(
+    jax.distributed, "initialize", lambda *a, **k: got.append(a) or bounds.append(k)
+  )
   for k in (
     "SLURM_NTASKS",
     "OMPI_COMM_WORLD_SIZE",
@@ -22,6 +28,7 @@ def calls(monkeypatch):
     monkeypatch.delenv(k, raising=False)
   monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
   monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+  got.bounds = bounds
   return got
 
 
@@ -51,3 +58,17 @@ def test_one_process_has_no_barrier_and_the_sigterm_flag():
     assert not p.native and p.route == "SIGTERM flag"
   finally:
     signal.signal(signal.SIGTERM, before)
+
+
+def test_the_jobs_bounds_reach_jax_from_the_config(calls, monkeypatch):
+  """The config's distributed section sets JAX's start-up and shutdown timeouts, and its heartbeat
+  at twice the peer timeout (fail_fast's own verdict, one line, comes first)."""
+  from configs import mert as mert_configs
+
+  monkeypatch.setenv("SLURM_NTASKS", "2")
+  config = mert_configs.get_config("tiny")
+  config.distributed.peer_timeout_s = 7.5
+  distributed.initialize_distributed(timeouts=distributed.Timeouts.from_config(config.distributed))
+  assert calls.bounds == [
+    {"initialization_timeout": 300, "heartbeat_timeout_seconds": 15, "shutdown_timeout_seconds": 60}
+  ]
