@@ -46,6 +46,13 @@
 #                           a queued resource stays queued after it: re-run to wait again
 #   --poll-interval=S       seconds between state checks while waiting (default: 30)
 #   --skip-compile-check    launch without the fit check (python -m mert_jax.compile_check)
+#   --watch                 after the start, stay and watch the workers (every --poll-interval s):
+#                           when a trainer exits with an error (status 1, 3 or 4: its own error, a
+#                           failed or a lost peer; or it vanished), launch again (the trainer
+#                           resumes from the newest checkpoint that verifies); status 5 (another
+#                           trainer took the workdir over) is never restarted; ends when every
+#                           worker's trainer exited 0
+#   --max-restarts=N        with --watch: restarts before giving up (default: 3)
 #   --dry-run               print every command without running any
 #   --logs                  print the end of a worker's training log on an existing slice
 #   --worker=N              with --logs: worker N (default: 0), or all (lines tagged by worker)
@@ -62,8 +69,10 @@ set -euo pipefail
 
 PROJECT="" ZONE="" ACCEL="v4-8" NAME="" CONFIG="" WORKDIR="" RUNTIME="tpu-ubuntu2204-base"
 SPOT=0 QUEUED=0 DRY=0 LOCAL=0 LOCAL_DEVICES=4 DELETE=0 LOGS=0 STOP=0 FOLLOW=0 WORKER=""
-WAIT_TIMEOUT=3600 POLL=30 COMPILE_CHECK=1
+WAIT_TIMEOUT=3600 POLL=30 COMPILE_CHECK=1 WATCH=0 MAX_RESTARTS=3
+RESTART="${MERT_LAUNCH_RESTART:-0}"  # how many times --watch has launched again
 PASS=()
+ARGS=("$@")
 for arg in "$@"; do
   case "$arg" in
     --project=*) PROJECT="${arg#*=}" ;;
@@ -78,6 +87,8 @@ for arg in "$@"; do
     --wait-timeout=*) WAIT_TIMEOUT="${arg#*=}" ;;
     --poll-interval=*) POLL="${arg#*=}" ;;
     --skip-compile-check) COMPILE_CHECK=0 ;;
+    --watch) WATCH=1 ;;
+    --max-restarts=*) MAX_RESTARTS="${arg#*=}" ;;
     --dry-run) DRY=1 ;;
     --logs) LOGS=1 ;;
     --worker=*) WORKER="${arg#*=}" ;;
@@ -120,6 +131,7 @@ count --wait-timeout "$WAIT_TIMEOUT"
 count --poll-interval "$POLL"
 count --local "$LOCAL"
 count --local-devices "$LOCAL_DEVICES"
+count --max-restarts "$MAX_RESTARTS"
 [ $((LOGS + STOP + DELETE + (LOCAL > 0))) -le 1 ] ||
   EXIT=2 die "--logs, --stop, --delete and --local are one action each: give one"
 [ -z "$WORKER" ] || [ "$LOGS" = 1 ] || EXIT=2 die "--worker applies to --logs only"
@@ -219,11 +231,24 @@ fi
 uv pip install -q --python ~/mert-venv/bin/python -e "$HOME/mert-jax[tpu]"
 EOF
 
-# Start the trainer in the background (one line: a dry run prints the flags readably).
+# Start the trainer in the background (one line: a dry run prints the flags readably). A
+# subshell that ignores the end of the ssh session waits for it and writes its exit status to
+# ~/mert-train.status, which --watch reads.
 train_args() { printf '%q ' --config="$CONFIG" --workdir="$WORKDIR" "${PASS[@]+"${PASS[@]}"}"; }
 START="cd ~/mert-jax && echo \"=== launch_tpu.sh: start \$(date -u +%FT%TZ) ===\" >> ~/mert-train.log"
-START+=" && { nohup ~/mert-venv/bin/python -m mert_jax.cli.train $(train_args)>> ~/mert-train.log"
-START+=" 2>&1 < /dev/null & echo \$! > ~/mert-train.pid; }"
+START+=" && rm -f ~/mert-train.status && { ( trap '' HUP; nohup ~/mert-venv/bin/python -m"
+START+=" mert_jax.cli.train $(train_args)>> ~/mert-train.log 2>&1 < /dev/null & p=\$!;"
+START+=" echo \$p > ~/mert-train.pid; wait \$p; echo \$? > ~/mert-train.status )"
+START+=" > /dev/null 2>&1 < /dev/null & }"
+
+# --watch: each worker's trainer, one line: "LABEL: running", "LABEL: exited N" or "LABEL: gone"
+# (no trainer and no status: the VM restarted, or the trainer was never started).
+read -r -d '' STATE <<'EOF' || true
+w=$(if [ -n "${TPU_WORKER_ID:-}" ]; then echo "worker $TPU_WORKER_ID"; else hostname; fi)
+if [ -f ~/mert-train.status ]; then echo "$w: exited $(cat ~/mert-train.status)"
+elif [ -f ~/mert-train.pid ] && kill -0 "$(cat ~/mert-train.pid)" 2>/dev/null; then echo "$w: running"
+else echo "$w: gone"; fi
+EOF
 
 ssh_all() {  # ssh_all COMMAND [WORKER]: run COMMAND on every worker (or one)
   run gcloud compute tpus tpu-vm ssh "$NAME" "${G[@]}" --worker="${2:-all}" --command="$1"
@@ -430,3 +455,32 @@ echo "started training on $NAME; it resumes from $WORKDIR's latest checkpoint if
 echo "  logs:    $SELF --logs [--worker=N|all] [--follow]"
 echo "  stop:    $SELF --stop      (restart: this launch command again)"
 echo "  delete:  $SELF --delete"
+[ "$WATCH" = 1 ] || exit 0
+
+# 7. --watch: poll the workers; launch again (all steps: a preempted slice is re-created) when a
+#    trainer failed, up to --max-restarts times, each restart logged.
+echo "watching the workers every $POLL s (restarts so far: $RESTART of $MAX_RESTARTS)"
+while true; do
+  sleep "$POLL"
+  states=$(gcloud compute tpus tpu-vm ssh "$NAME" "${G[@]}" --worker=all --command="$STATE" 2>&1) ||
+    states="$states"$'\n'"slice: gone"  # the slice itself is gone (preempted): launch again
+  failed=$(echo "$states" | grep -E ': (exited [1-9][0-9]*|gone)$' || true)
+  if [ -z "$failed" ]; then
+    if ! echo "$states" | grep -q ': running$'; then
+      echo "training finished: every worker's trainer exited 0"
+      exit 0
+    fi
+    continue
+  fi
+  failed=$(echo "$failed" | tr '\n' ';' | sed 's/;$//; s/;/; /g')
+  if echo "$failed" | grep -q 'exited 5$\|exited 5;'; then
+    EXIT=5 die "$failed: another trainer took $WORKDIR over; not restarting (see $SELF --logs)"
+  fi
+  if [ "$RESTART" -ge "$MAX_RESTARTS" ]; then
+    die "$failed; gave up after $RESTART restart(s) (--max-restarts=$MAX_RESTARTS); see" \
+      "$SELF --logs --worker=all"
+  fi
+  echo "launch_tpu.sh: $failed; restart $((RESTART + 1)) of $MAX_RESTARTS: launching again" \
+    "(the trainer resumes from the newest checkpoint that verifies)"
+  exec env MERT_LAUNCH_RESTART=$((RESTART + 1)) "$0" "${ARGS[@]}" --skip-compile-check
+done

@@ -253,7 +253,7 @@ time.sleep(300)
 '''
 
 
-def _stub_checkout(root: str) -> str:
+def _stub_checkout(root: str, trainer: str = STUB_TRAINER) -> str:
   """A git checkout with this launcher and a stub trainer: HEAD has version 'head'; the working
   tree has 'working' (uncommitted), an untracked file, an ignored one and a deleted one."""
   os.makedirs(os.path.join(root, "mert_jax", "cli"))
@@ -262,7 +262,7 @@ def _stub_checkout(root: str) -> str:
     "pyproject.toml": '[project]\nname = "stub"\n[project.optional-dependencies]\ntpu = []\n',
     "mert_jax/__init__.py": "",
     "mert_jax/cli/__init__.py": "",
-    "mert_jax/cli/train.py": STUB_TRAINER.format(version="head"),
+    "mert_jax/cli/train.py": trainer.format(version="head") if trainer is STUB_TRAINER else trainer,
     ".gitignore": "ignored.txt\n",
     "gone.txt": "deleted in the working tree\n",
   }
@@ -274,7 +274,7 @@ def _stub_checkout(root: str) -> str:
   subprocess.run([*git, "add", "-A"], check=True)
   subprocess.run([*git, "commit", "-q", "-m", "stub"], check=True)
   with open(os.path.join(root, "mert_jax/cli/train.py"), "w") as f:
-    f.write(STUB_TRAINER.format(version="working"))
+    f.write(trainer.format(version="working") if trainer is STUB_TRAINER else trainer)
   for path in ("untracked.txt", "ignored.txt"):
     open(os.path.join(root, path), "w").close()
   os.remove(os.path.join(root, "gone.txt"))
@@ -524,3 +524,60 @@ def test_help_explains_every_option_the_launcher_accepts() -> None:
       else option.rstrip(".") + (".FIELD" if option.endswith(".") else "")
     )
     assert helped.get(name), (option, name, sorted(helped))
+
+
+WATCHED_TRAINER = '''"""A trainer under --watch: counts its starts in its home; its exit depends on
+the workdir's last part: fail-once, always-fails, lock-lost."""
+import os, signal, sys, time
+home, worker = os.path.expanduser("~"), int(os.environ["JAX_PROCESS_ID"])
+mode = [a for a in sys.argv if a.startswith("--workdir=")][0].rsplit("/", 1)[1]
+with open(os.path.join(home, "starts"), "a") as f:
+  f.write("start\\n")
+start = len(open(os.path.join(home, "starts")).read().splitlines())
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+status = {"fail-once": 4 if start == 1 else 0, "always-fails": 1, "lock-lost": 5}[mode]
+if worker == 1 or (mode == "fail-once" and start > 1):
+  time.sleep(0.5)
+  print("stub start", start, "exits", status, flush=True)
+  sys.exit(status if worker == 1 else 0)
+time.sleep(300)
+'''
+
+
+@pytest.mark.multiprocess
+def test_watch_restarts_a_failed_job_within_its_budget(cloud: Cloud, tmp_path) -> None:
+  """--watch: a worker whose trainer fails (status 4: a lost peer) makes the launcher launch
+  again, logged, and the job then finishes (exit 0); a trainer failing every time exhausts
+  --max-restarts in one line; status 5 (the workdir taken over) is never restarted."""
+  launcher = _stub_checkout(str(tmp_path / "checkout"), trainer=WATCHED_TRAINER)
+  env = {"FAKE_GCLOUD_WORKER_UV": "0"}
+
+  def launch(mode: str, *extra: str, ok: bool = True):
+    g = [f"--name={mode}", "--project=p", "--zone=z", "--accelerator-type=v4-16"]
+    return cloud.launch(
+      *g,
+      "--config=c",
+      f"--workdir=gs://b/{mode}",
+      "--watch",
+      *extra,
+      *FAST,
+      launcher=launcher,
+      ok=ok,
+      **env,
+    )
+
+  proc = launch("fail-once", "--max-restarts=2")
+  assert "worker 1: exited 4; restart 1 of 2: launching again" in proc.stdout, proc.stdout
+  assert "training finished: every worker's trainer exited 0" in proc.stdout
+  for w in range(2):
+    assert open(os.path.join(cloud.home("fail-once", w), "starts")).read().count("start") == 2
+
+  proc = launch("always-fails", "--max-restarts=1", ok=False)
+  line = one_line(proc)
+  assert "worker 1: exited 1; gave up after 1 restart(s) (--max-restarts=1)" in line, line
+  assert "restart 1 of 1: launching again" in proc.stdout
+
+  proc = launch("lock-lost", ok=False)
+  line = one_line(proc, status=5)
+  assert "worker 1: exited 5: another trainer took gs://b/lock-lost over; not restarting" in line
+  assert "launching again" not in proc.stdout
