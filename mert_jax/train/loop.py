@@ -55,6 +55,8 @@ from mert_jax.train import (
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
 
 BESTRQ_FILE = "bestrq.npz"  # WORKDIR/bestrq.npz: the run's frozen BEST-RQ quantizers
+# WORKDIR/profile/process_N: jax.profiler traces of profile_steps (TensorBoard's profile tab)
+PROFILE_DIR = "profile"
 
 
 def train(
@@ -212,7 +214,10 @@ def _train(
   peak = peak_flops_per_device(setup.devices[0])
   peak = peak * len(setup.devices) if peak else None
   pace, last, last_probe = console.Pace(step, config.total_steps, clock=clock), {}, {}
+  profile = loop_config.profile_range(config)
   while step < config.total_steps:
+    if profile and step + 1 == profile[0]:
+      jax.profiler.start_trace(str(epath.Path(workdir) / PROFILE_DIR / f"process_{process}"))
     local = next(batches)
     if setup.ocfg.targets == "teacher":
       check_label_values(local["labels"], mcfg)
@@ -220,6 +225,11 @@ def _train(
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
     fail_fast.note_step(step)
+    if profile and step == min(profile[1], config.total_steps) and step >= profile[0]:
+      jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
+      jax.profiler.stop_trace()
+      if process == 0:
+        print(f"profile of steps {profile[0]}-{step}: {workdir}/{PROFILE_DIR}", flush=True)
     is_last = step == config.total_steps
 
     if step % config.log_every == 0 or is_last:

@@ -43,6 +43,21 @@ def check(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{name}={value!r}: must be an integer >= {low} ({what})")
   if config.get("probe_every"):
     _check_probe(config)
+  profile_range(config)
+
+
+def profile_range(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
+  """``profile_steps`` ("A,B": trace steps A to B inclusive, 1 <= A <= B; "" none) as (A, B)."""
+  text = str(config.get("profile_steps") or "").strip()
+  if not text:
+    return None
+  parts = text.split(",")
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    raise ConfigError(f"profile_steps={text!r}: give two steps A,B (trace steps A to B), or ''")
+  first, last = (int(p) for p in parts)
+  if not 1 <= first <= last:
+    raise ConfigError(f"profile_steps={text!r}: need 1 <= A <= B")
+  return first, last
 
 
 def _check_probe(config: ml_collections.ConfigDict) -> None:

@@ -5,6 +5,7 @@ fields, a finished run, a SIGTERM while compiling and a non-finite run each end 
 One tiny run (checkpoints 2 and 4) is shared by the module; each test damages its own copy."""
 
 import errno
+import glob
 import json
 import os
 import re
@@ -270,3 +271,20 @@ def test_failed_async_save_stops_at_the_next_step_in_one_line(run, data_dir, tmp
   )
   assert max(losses(run)) in (5, 6)  # noticed at the first step after the failure, or its save
   assert 4 in checkpoints.complete_steps(run)
+
+
+@pytest.mark.parametrize("value", ["3", "2,x", "0,2", "4,2"])
+def test_bad_profile_steps_are_refused_before_anything_runs(data_dir, tmp_path, value):
+  with pytest.raises(loop_config.ConfigError, match=rf"^profile_steps='{value}': "):
+    train(tiny(data_dir, profile_steps=value), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_profile_steps_trace_those_steps_into_the_workdir(data_dir, tmp_path, capsys):
+  """--config.profile_steps=2,3: a jax.profiler trace (TensorBoard's profile tab) of steps 2-3 in
+  WORKDIR/profile/process_0, announced in one line."""
+  run = str(tmp_path / "run")
+  train(tiny(data_dir, total_steps=4, profile_steps="2,3"), run)
+  traces = glob.glob(os.path.join(run, "profile", "process_0", "**", "*.xplane.pb"), recursive=True)
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+  assert f"profile of steps 2-3: {run}/profile" in capsys.readouterr().out
