@@ -36,6 +36,7 @@ from mert_jax.train import (
   eval_pictures,
   evaluate,
   fail_fast,
+  goodput,
   init_from,
   loop_config,
   probing,
@@ -82,6 +83,7 @@ def _train(
   clock: Callable[[], float],
 ) -> dict[str, Any]:
   # ############################################################ workdir, logging
+  good = goodput.Goodput(clock)  # where the wall time goes (goodput.py)
   process = jax.process_index()
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # One trainer per workdir, and the config checked against the one its checkpoints were trained
@@ -152,7 +154,9 @@ def _train(
   )
   stack.callback(ckpts.abandon)  # however the run ends, orbax's threads end before the process
   # The newest checkpoint that verifies (or restore_step); None: a fresh run.
-  restored = ckpts.restore(setup.abstract_state, setup.state_shardings, step=config.restore_step)
+  good.until_now("startup")
+  with good.phase("restore"):
+    restored = ckpts.restore(setup.abstract_state, setup.state_shardings, step=config.restore_step)
   start = restored.step if restored else None
   if restored is None:
     state = setup.init(pretrained)
@@ -180,7 +184,8 @@ def _train(
     ckpts.close()
     writer.close()
     return {"metrics": {}, "probe": {}, "state": state, "train_step_compiles": 0}
-  writer.resume(step)  # the steps after `step` are replayed: their old metric rows go
+  # The steps after `step` are replayed: their old metric rows go (and count as lost time).
+  good.replayed(writer.resume(step), step)
   if process == 0:
     start_at = console.start_point(start, init_source)
     summary = _run_summary(config, setup, manifest, data_dir, workdir, start_at)
@@ -191,17 +196,20 @@ def _train(
   # at scale) stops the run before any step: at most one compile late, which cannot be cut short.
   # The loop calls this executable: static shapes, so a batch of another shape or sharding raises
   # (TypeError) instead of silently compiling again (minutes at scale).
-  first = next(data_iter)
+  good.until_now("startup")  # a fresh run's initialisation, the data position, the summary
+  with good.phase("input"):
+    first = next(data_iter)
   batches = itertools.chain([first], data_iter)
   train_step = None
-  if not preempted.before_first_step(step):
-    train_step = compile_train_step(
-      setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
+  with good.phase("compile"):
+    if not preempted.before_first_step(step):
+      train_step = compile_train_step(
+        setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
+      )
+    distributed.wait_for_every_process(
+      "train step compiled", distributed.Timeouts.from_config(config.distributed).barrier_timeout_s
     )
   compiles = int(train_step is not None)
-  distributed.wait_for_every_process(
-    "train step compiled", distributed.Timeouts.from_config(config.distributed).barrier_timeout_s
-  )
   if preempted.before_first_step(step):
     if process == 0:
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
@@ -218,10 +226,12 @@ def _train(
   while step < config.total_steps:
     if profile and step + 1 == profile[0]:
       jax.profiler.start_trace(str(epath.Path(workdir) / PROFILE_DIR / f"process_{process}"))
-    local = next(batches)
-    if setup.ocfg.targets == "teacher":
-      check_label_values(local["labels"], mcfg)
-    state, metrics = train_step(state, input_lib.global_batch(local, accum, mesh), seed_key)
+    with good.phase("input"):
+      local = next(batches)
+      if setup.ocfg.targets == "teacher":
+        check_label_values(local["labels"], mcfg)
+      batch = input_lib.global_batch(local, accum, mesh)
+    state, metrics = train_step(state, batch, seed_key)
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
     fail_fast.note_step(step)
@@ -254,7 +264,8 @@ def _train(
       }
       if peak:
         last["mfu"] = flops_per_step * rate.steps_per_s / peak
-      with pace.paused():  # the row's own writes (the first imports TensorBoard: seconds)
+      last.update(good.account())
+      with pace.paused(), good.phase("logging"):  # the row's writes (the first imports TensorBoard)
         # First: a trainer that lost the workdir to another stops before writing its row.
         claim.heartbeat(step)
         writer.write(step, last)
@@ -270,7 +281,7 @@ def _train(
     if config.eval_every and (step % config.eval_every == 0 or is_last):
       if "valid" in manifest["splits"]:
         jax.block_until_ready(metrics)  # the queued steps stay in the window (evaluating waits)
-        with pace.paused():
+        with pace.paused(), good.phase("evaluation"):
           began = clock()
           scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
           if health is not None:
@@ -288,7 +299,7 @@ def _train(
 
     if probe is not None and (step % config.probe_every == 0 or is_last):
       jax.block_until_ready(metrics)  # as for evaluations: the probe's time is not training's
-      with pace.paused():
+      with pace.paused(), good.phase("probe"):
         last_probe, seconds = probe(state["params"])
         writer.write(step, last_probe, run="probe")
       if process == 0:
@@ -297,15 +308,18 @@ def _train(
     stop = preempted.agreed(step, config.preemption_check_every)
     if step % config.checkpoint_every == 0 or is_last or stop:
       jax.block_until_ready(metrics)  # as above: saving waits for the state
-      with pace.paused():
+      with pace.paused(), good.phase("checkpoint"):
         claim.check(step, f"writing checkpoint {step}")  # every process, before it writes
         checkpoints.save(ckpts, step, state, data_iter, data_groups=groups)
     if stop:
       logging.warning("SIGTERM: checkpoint %d written; exiting", step)
       break
 
-  ckpts.close()
+  with good.phase("checkpoint"):
+    ckpts.close()  # waits for the last asynchronous save
   writer.close()
+  if process == 0:
+    print(goodput.summary_line(good.account()), flush=True)
   # The AOT executable cannot recompile; a compile through the jitted function (some other caller
   # of setup.train_step in this process) would show here.
   compiles += setup.train_step._cache_size()  # pylint: disable=protected-access

@@ -4,6 +4,7 @@ MFU."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -129,23 +130,30 @@ class MetricWriter:
   def path(self) -> epath.Path:
     return self.dir / METRICS_FILE
 
-  def resume(self, step: int) -> None:
-    """The run continues after ``step``: drop the logged rows of later steps (see the class)."""
+  def resume(self, step: int) -> list[dict[str, Any]]:
+    """The run continues after ``step``: drop the logged rows of later steps (see the class);
+    returns the dropped rows that parse (what a restart has to do again)."""
     if not self.enabled:
-      return
+      return []
     self._purge_step = step + 1
     self.close()  # reopened with the purge step
     for run in RUNS:  # a run with events gets the purge even if this session never writes to it
       if (self.dir / TB_DIR / run).exists():
         self.tensorboard(run)
     if not self.path.exists():
-      return
+      return []
     lines = self.path.read_text().splitlines()
     kept = [line for line in lines if not _after(line, step)]
     if len(kept) != len(lines):
       self._text = "".join(line + "\n" for line in kept)
       atomic_write_text(self.path, self._text)
       logging.info("metrics.jsonl: dropped %d rows after step %d", len(lines) - len(kept), step)
+    dropped = []
+    for line in lines:
+      if _after(line, step):
+        with contextlib.suppress(ValueError):
+          dropped.append(json.loads(line))
+    return dropped
 
   def tensorboard(self, run: str) -> Any:
     """The tensorboardX SummaryWriter of ``run`` ("train" or "eval"), opened at the first call
