@@ -39,7 +39,7 @@ from mert_jax.cli import train as train_cli
 from mert_jax.config import ObjectiveConfig, model_config
 from mert_jax.model.mert import create_model
 from mert_jax.objective import target_stats
-from mert_jax.train import aot, checkpoints, console
+from mert_jax.train import aot, checkpoints, console, fail_fast
 from mert_jax.train import input as input_lib
 from tests.documented import (
   Documented,
@@ -153,8 +153,8 @@ class Stage:
   @contextlib.contextmanager
   def first_steps_of_training(self):
     """Training stops once its start-up summary is printed (before the first compile), and the
-    embedded default corpus is the session's (the same corpus, prepared once). A one-line error
-    fails the test instead of ending the worker (the trainer's ``os._exit``)."""
+    embedded default corpus is the session's (the same corpus, prepared once). An error fails the
+    test instead of ending the worker (the trainer's ``fail_fast.fail``)."""
     real_summary = console.summary_lines
 
     def summary_then_stop(summary):
@@ -168,12 +168,13 @@ class Stage:
         os.symlink(self.data, target)
       return target
 
-    def exit_as_exception(code):  # the trainer's one-line errors end the process: not the worker's
-      raise SystemExit(code)
+    def raise_instead(error, one_line=()):  # the trainer ends the process on any error: here the
+      del one_line  # error reaches the test (the worker lives on)
+      raise error
 
     with pytest.MonkeyPatch.context() as m:
       m.setattr(console, "summary_lines", summary_then_stop)
-      m.setattr(train_cli.os, "_exit", exit_as_exception)
+      m.setattr(fail_fast, "fail", raise_instead)
       m.setattr(input_lib.default_corpus, "ensure_default_corpus", session_corpus)
       with pytest.raises(FirstStepsDone):
         yield
