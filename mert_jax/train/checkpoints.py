@@ -587,9 +587,12 @@ class RunCheckpoints:
       done = latest_step(os.fspath(self.workdir))
     except OSError:
       done = None
+    newest = (
+      "no complete checkpoint yet" if done is None else f"the newest complete checkpoint is {done}"
+    )
     return CheckpointError(
       f"checkpoint {step} ({self.path(step)}) could not be written: {one_line(_root_cause(e))}; "
-      f"stopping (the newest complete checkpoint is {done})"
+      f"stopping ({newest})"
     )
 
   # ------------------------------------------------------------------------------ bookkeeping
