@@ -106,8 +106,8 @@ def start(
   fault: dict[str, Any] | None = None,
   processes: int = 2,
 ) -> Job:
-  """Starts ``processes`` trainers on ``workdir`` (logs beside it: WORKDIR.pN.log). ``fault``:
-  handed to tests/fault_trainer.py, which injects it into the named process."""
+  """Starts ``processes`` trainers on ``workdir`` (logs beside it: WORKDIR.pN.log) through
+  tests/fault_trainer.py, which injects ``fault`` (if any) into the process it names."""
   import portpicker  # pylint: disable=g-import-not-at-top
 
   port = portpicker.pick_unused_port()
@@ -115,9 +115,8 @@ def start(
   procs, logs = [], []
   for i in range(processes):
     log = workdir.parent / f"{workdir.name}.p{i}.log"
-    cmd = [sys.executable, "-m", "mert_jax.cli.train"]
-    if fault:
-      cmd = [sys.executable, "-m", "tests.fault_trainer", json.dumps(fault)]
+    # The trainer's command line, with every process writing the shared compilation cache.
+    cmd = [sys.executable, "-m", "tests.fault_trainer", json.dumps(fault or {})]
     argv = [*cmd, *RUN, f"--workdir={workdir}", f"--config.data.dir={data_dir}", *args]
     argv += (per_process or {}).get(i, [])
     if processes > 1:

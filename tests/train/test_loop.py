@@ -74,6 +74,8 @@ def test_sigterm_checkpoints_and_resumes(data_dir, tmp_path):
 DIST = """
 import json, os, signal, sys, jax
 jax.config.update("jax_num_cpu_devices", 4)
+from tests import shared_compile_cache
+shared_compile_cache.let_every_process_write()
 pid, port = int(sys.argv[1]), sys.argv[2]
 jax.distributed.initialize(f"127.0.0.1:{port}", 2, pid, initialization_timeout=120)
 c = json.loads(sys.argv[3])
@@ -103,7 +105,7 @@ def test_two_processes_match_one_process_through_a_preemption(data_dir, tmp_path
   script = tmp_path / "dist.py"
   script.write_text(DIST)
   wd = tmp_path / "two"
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))  # tests/ importable
   env.pop("XLA_FLAGS", None)
   for sigterm in ([1], []):  # host 1 is told to stop; then the job is started again
     port = str(portpicker.pick_unused_port())
