@@ -54,8 +54,8 @@ LEAVING_DIR = "mert_jax/leaving/"  # + process index: that process is exiting be
 ALIVE_DIR = "mert_jax/alive/"  # + process index: the watcher's beat, JSON {beat, step, host}
 DONE = "done"  # the beat of a process that finished normally
 ACK_WAIT_S = 3.0  # process 0 waits this long at most for the others to leave before it does
-POLL_S = 1.0  # the watcher's longest wait on the failure key (how soon it notices a normal end)
 LAST_EXIT_GRACE_S = 0.3  # ... and this long after the last one marked itself leaving
+POLL_S = 1.0  # the watcher's longest wait on the failure key (how soon it notices a normal end)
 # Words of the errors a collective or the coordination service raises when a peer is gone.
 LOST_PEER_SIGNS = (
   "Gloo",
@@ -67,9 +67,8 @@ LOST_PEER_SIGNS = (
   "CoordinationServiceError",
   "tasks have crashed",
 )
-TRACEBACK_FILE = (
-  "mert_jax-error-{host}-{pid}.txt"  # in the temp folder: an unexpected error's trace
-)
+# In the temp folder: the traceback of an unexpected error, named in its one line.
+TRACEBACK_FILE = "mert_jax-error-{host}-{pid}.txt"
 
 
 @dataclasses.dataclass
