@@ -56,16 +56,16 @@ DONE = "done"  # the beat of a process that finished normally
 ACK_WAIT_S = 3.0  # process 0 waits this long at most for the others to leave before it does
 LAST_EXIT_GRACE_S = 0.3  # ... and this long after the last one marked itself leaving
 POLL_S = 1.0  # the watcher's longest wait on the failure key (how soon it notices a normal end)
-# Words of the errors a collective or the coordination service raises when a peer is gone.
+# Words of the runtime errors (jax.errors.JaxRuntimeError) that a collective or the coordination
+# service raises when a peer is gone; generic words (UNAVAILABLE, DEADLINE_EXCEEDED) are left out:
+# a bucket's read raises them too, and that is this process's own error.
 LOST_PEER_SIGNS = (
   "Gloo",
+  "NCCL",
   "Connection reset by peer",
-  "Connection refused",
-  "Broken pipe",
-  "UNAVAILABLE",
-  "DEADLINE_EXCEEDED",
   "CoordinationServiceError",
   "tasks have crashed",
+  "coordination service",
 )
 # In the temp folder: the traceback of an unexpected error, named in its one line.
 TRACEBACK_FILE = "mert_jax-error-{host}-{pid}.txt"
@@ -157,8 +157,9 @@ def describe(error: BaseException, one_line: tuple[type, ...]) -> tuple[str, int
 
 def lost_peer(error: BaseException) -> bool:
   """Whether ``error`` is a collective or the coordination service failing for want of a peer."""
-  text = f"{type(error).__name__} {error}"
-  return any(sign in text for sign in LOST_PEER_SIGNS)
+  return isinstance(error, jax.errors.JaxRuntimeError) and any(
+    sign in str(error) for sign in LOST_PEER_SIGNS
+  )
 
 
 def fail(error: BaseException, one_line: tuple[type, ...] = ()) -> NoReturn:

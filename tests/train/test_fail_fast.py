@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import pytest
 
 from data_pipeline.tfrecord import CorruptRecordError
@@ -18,7 +19,8 @@ from mert_jax.train import fail_fast, workdir
     (CorruptRecordError("corrupt shard s.tfrecord: record 2\nmore"), 1, "corrupt shard s.tfrecord"),
     (workdir.WorkdirLockLost("lock.json now names another trainer"), 5, "now names another"),
     (KeyboardInterrupt(), 130, "interrupted"),
-    (RuntimeError("Gloo AllGather failed: Connection reset by peer"), 4, "lost contact with"),
+    (jax.errors.JaxRuntimeError("Gloo AllGather failed: reset by peer"), 4, "lost contact with"),
+    (jax.errors.JaxRuntimeError("UNAVAILABLE: gs://b/x: 503"), 1, "JaxRuntimeError: UNAVAILABLE"),
   ],
 )
 def test_each_error_has_one_line_and_its_own_status(error, status, words):
