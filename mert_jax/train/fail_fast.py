@@ -16,13 +16,15 @@ so they work while the main thread is stuck in a step's all-reduce):
   ``peer_timeout_s`` (local monotonic time: no clock comparison between hosts) is named with the
   last step it reported (``EXIT_PEER_LOST``). JAX's own heartbeat, whose verdict aborts every
   process with a C++ stack dump, is set to twice that (distributed.py), so this one comes first.
+* **Process 0 frozen** (it hosts the service): the others' requests hang; a second thread that
+  makes no request sees the service silent for ``peer_timeout_s`` and names process 0.
 * **A collective that fails because a peer is gone** (gloo on CPU: "Connection reset by peer")
   raises in the main thread: it waits for the watcher's verdict (which names the peer) up to
   ``peer_timeout_s``, else says it lost contact (``EXIT_PEER_LOST``).
 
-Not covered: when process 0 itself dies outright the coordination service dies with it, and JAX's
-agent in every other process aborts at once with its own stack dump (exit 134) before any Python
-code can run; the bound is then about a second, but the line is JAX's.
+Not covered: when process 0 itself dies outright (not frozen) the coordination service dies with
+it, and JAX's agent in every other process aborts at once with its own stack dump (exit 134)
+before any Python code can run; the bound is then about a second, but the line is JAX's.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class _Job:
   peer_timeout_s: float = 0.0
   lost: set[int] = dataclasses.field(default_factory=set)  # peers this process declared lost
   watcher: threading.Thread | None = None
+  answered: float = 0.0  # monotonic time of the coordination service's last answer to the watcher
   closing: bool = False
   exiting: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -116,8 +119,13 @@ def start(peer_timeout_s: float) -> None:
   _job.peer_timeout_s = peer_timeout_s
   _job.closing = False
   if _job.client is not None:
+    _job.answered = time.monotonic()
     _job.watcher = threading.Thread(target=_watch, name="mert-jax-fail-fast", daemon=True)
     _job.watcher.start()
+    if _job.process != 0:  # process 0 hosts the service: its own requests never wait on a peer
+      threading.Thread(
+        target=_watch_the_service, name="mert-jax-service-watch", daemon=True
+      ).start()
 
 
 def close() -> None:
@@ -179,7 +187,7 @@ def fail(error: BaseException, one_line: tuple[type, ...] = ()) -> NoReturn:
   _leave(f"error: process {job.process} ({job.host}) {_where(job.step)}: {cause}", status, record)
 
 
-def _leave(line: str, status: int, failure: dict[str, Any]) -> NoReturn:
+def _leave(line: str, status: int, failure: dict[str, Any] | None) -> NoReturn:
   """Ends this process of a failing job: prints ``line``, records ``failure`` for the others
   (unless one is recorded already), marks this process as leaving, and exits with ``status``.
 
@@ -194,6 +202,8 @@ def _leave(line: str, status: int, failure: dict[str, Any]) -> NoReturn:
   for hook in list(LEAVE_HOOKS):
     with contextlib.suppress(Exception):  # best effort: the process is ending anyway
       hook()
+  if failure is None:  # the service does not answer: a request would hang
+    _print_and_exit(None, status)
   with contextlib.suppress(Exception):  # the service may be gone: nothing left to tell
     job.client.key_value_set(FAILURE_KEY, json.dumps({**failure, "by": job.process}))
   with contextlib.suppress(Exception):
@@ -248,6 +258,7 @@ def _watch() -> None:
         if "DEADLINE_EXCEEDED" not in str(e):
           raise
       beats = dict(job.client.key_value_dir_get(ALIVE_DIR))
+      job.answered = time.monotonic()
     except Exception as e:  # noqa: BLE001 - the coordination service is unreachable
       if job.closing:
         return
@@ -303,3 +314,21 @@ def _watch() -> None:
 
 def _first_line(error: BaseException) -> str:
   return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _watch_the_service() -> None:
+  """On processes other than 0: when the coordination service stops answering the watcher (process
+  0 frozen: SIGSTOP, a hung host), the watcher's requests hang and cannot judge anything; this
+  thread, which makes no request, names process 0 after ``peer_timeout_s`` of silence (JAX's own
+  heartbeat would abort with a stack dump at twice that)."""
+  job = _job
+  while not job.closing:
+    time.sleep(_beat_s(job))
+    silent = time.monotonic() - job.answered
+    if silent > job.peer_timeout_s and not job.closing:
+      _leave(
+        f"error: stopping: process 0 (the coordination service) stopped responding: no answer "
+        f"for {silent:.0f} s (process 0 hung, or its host lost; see its log)",
+        EXIT_PEER_LOST,
+        None,
+      )
