@@ -244,11 +244,11 @@ START+=" > /dev/null 2>&1 < /dev/null & }"
 # --watch: each worker's trainer, one line: "LABEL: running", "LABEL: exited N" or "LABEL: gone"
 # (no trainer and no status: the VM restarted, or the trainer was never started).
 read -r -d '' STATE <<'EOF' || true
-w=$(if [ -n "${TPU_WORKER_ID:-}" ]; then echo "worker $TPU_WORKER_ID"; else hostname; fi)
 if [ -f ~/mert-train.status ]; then echo "$w: exited $(cat ~/mert-train.status)"
 elif [ -f ~/mert-train.pid ] && kill -0 "$(cat ~/mert-train.pid)" 2>/dev/null; then echo "$w: running"
 else echo "$w: gone"; fi
 EOF
+STATE="$WHO"$'\n'"$STATE"
 
 ssh_all() {  # ssh_all COMMAND [WORKER]: run COMMAND on every worker (or one)
   run gcloud compute tpus tpu-vm ssh "$NAME" "${G[@]}" --worker="${2:-all}" --command="$1"

@@ -241,6 +241,8 @@ def _print_and_exit(line: str | None, status: int) -> NoReturn:
 
 def _watch() -> None:
   """The watcher thread: beats, waits on the failure key, judges the peers' beats."""
+  from mert_jax.train.checkpoints import one_line  # pylint: disable=g-import-not-at-top
+
   job = _job
   beat_s, started, beat, beaten = _beat_s(job), time.monotonic(), 0, 0.0
   seen: dict[int, tuple[str, float]] = {}  # peer -> (its last beat, when it changed here)
@@ -264,7 +266,7 @@ def _watch() -> None:
         return
       _leave(
         f"error: process {job.process} ({job.host}) {_where(job.step)}: lost contact with the "
-        f"coordination service on process 0 ({_first_line(e)}): process 0 died or its host "
+        f"coordination service on process 0 ({one_line(e)}): process 0 died or its host "
         f"is unreachable; see its log",
         EXIT_PEER_LOST,
         {},
@@ -310,10 +312,6 @@ def _watch() -> None:
         EXIT_PEER_LOST,
         failure,
       )
-
-
-def _first_line(error: BaseException) -> str:
-  return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _watch_the_service() -> None:

@@ -266,7 +266,8 @@ def _train(
         last["mfu"] = flops_per_step * rate.steps_per_s / peak
       last.update(good.account())
       with pace.paused(), good.phase("logging"):  # the row's writes (the first imports TensorBoard)
-        # First: a trainer that lost the workdir to another stops before writing its row.
+        # A trainer that lost the workdir to another stops before writing its row (the writer's
+        # guard checks the lock before every row; the heartbeat refreshes it now and then).
         claim.heartbeat(step)
         writer.write(step, last)
         if process == 0:

@@ -142,18 +142,18 @@ class MetricWriter:
         self.tensorboard(run)
     if not self.path.exists():
       return []
-    lines = self.path.read_text().splitlines()
-    kept = [line for line in lines if not _after(line, step)]
-    if len(kept) != len(lines):
+    kept, dropped = [], []
+    for line in self.path.read_text().splitlines():
+      (dropped if _after(line, step) else kept).append(line)
+    if dropped:
       self._text = "".join(line + "\n" for line in kept)
       atomic_write_text(self.path, self._text)
-      logging.info("metrics.jsonl: dropped %d rows after step %d", len(lines) - len(kept), step)
-    dropped = []
-    for line in lines:
-      if _after(line, step):
-        with contextlib.suppress(ValueError):
-          dropped.append(json.loads(line))
-    return dropped
+      logging.info("metrics.jsonl: dropped %d rows after step %d", len(dropped), step)
+    rows = []
+    for line in dropped:
+      with contextlib.suppress(ValueError):  # a torn line counts as dropped but holds no row
+        rows.append(json.loads(line))
+    return rows
 
   def tensorboard(self, run: str) -> Any:
     """The tensorboardX SummaryWriter of ``run`` ("train" or "eval"), opened at the first call

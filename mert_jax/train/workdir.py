@@ -632,13 +632,14 @@ class WorkdirLock:
       )
 
   def heartbeat(self, step: int | None = None, *, force: bool = False) -> None:
-    """Checks the lock is still this trainer's (``WorkdirLockLost`` when another trainer holds it
-    now), then refreshes its heartbeat (the owner, at most every ``HEARTBEAT_S`` unless
-    ``force``)."""
-    self.verify(step, "writing its metrics")
+    """The owner, at most every ``HEARTBEAT_S`` unless ``force``: checks the lock is still this
+    trainer's (``WorkdirLockLost`` when another trainer holds it now), then refreshes its
+    heartbeat. (Each write is checked by ``verify`` on its own: the metrics rows through the
+    writer's guard, the checkpoints through ``Claim.check``.)"""
     now = time.time()
     if not self.held or not self.owner or (not force and now - self._refreshed < HEARTBEAT_S):
       return
+    self.verify(step, "refreshing its heartbeat")
     self._refreshed = now
     self.record = {**self.record, "heartbeat_unix": now, "step": step}
     text = json.dumps(self.record, indent=2)
@@ -716,9 +717,9 @@ class Claim:
     self.lock.verify(step, before)
 
   def heartbeat(self, step: int | None = None) -> None:
-    """At each log step (process 0): checks the lock (``WorkdirLockLost`` if taken over), refreshes
-    its heartbeat and records the pending config changes once a checkpoint of this run exists;
-    these two at most every ``HEARTBEAT_S``."""
+    """At each log step (process 0), at most every ``HEARTBEAT_S``: checks the lock
+    (``WorkdirLockLost`` if taken over) and refreshes its heartbeat; records the pending config
+    changes once a checkpoint of this run exists."""
     self.lock.heartbeat(step)
     if self.pending and time.time() - self._checked >= HEARTBEAT_S:
       self._checked = time.time()

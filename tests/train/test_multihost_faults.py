@@ -177,7 +177,7 @@ def test_a_trainer_whose_workdir_was_taken_over_writes_nothing(data_dir, tmp_pat
   line = assert_one_line(
     ended, "now names another trainer (host elsewhere, pid 4242", "stopping at"
   )
-  assert "before writing its metrics" in line or "before writing checkpoint" in line, line
+  assert "before writing train metrics" in line or "before writing checkpoint" in line, line
   time.sleep(1.0)  # an asynchronous write would land now
   assert max(multihost.losses(wd)) <= paused_at + 1
   assert all(int(c) <= paused_at + 1 for c in checkpoints(wd) if c.isdigit()), checkpoints(wd)
