@@ -223,8 +223,11 @@ def _train(
   peak = peak * len(setup.devices) if peak else None
   pace, last, last_probe = console.Pace(step, config.total_steps, clock=clock), {}, {}
   profile = loop_config.profile_range(config)
+  traced_from = None  # the first traced step, once the trace runs
   while step < config.total_steps:
-    if profile and step + 1 == profile[0]:
+    if profile and traced_from is None and profile[0] <= step + 1 <= profile[1]:
+      # The range's first step, or the first one this run reaches (a resume inside the range).
+      traced_from = step + 1
       jax.profiler.start_trace(str(epath.Path(workdir) / PROFILE_DIR / f"process_{process}"))
     with good.phase("input"):
       local = next(batches)
@@ -235,11 +238,11 @@ def _train(
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
     fail_fast.note_step(step)
-    if profile and step == min(profile[1], config.total_steps) and step >= profile[0]:
+    if traced_from is not None and step == min(profile[1], config.total_steps):
       jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
       jax.profiler.stop_trace()
       if process == 0:
-        print(f"profile of steps {profile[0]}-{step}: {workdir}/{PROFILE_DIR}", flush=True)
+        print(f"profile of steps {traced_from}-{step}: {workdir}/{PROFILE_DIR}", flush=True)
     is_last = step == config.total_steps
 
     if step % config.log_every == 0 or is_last:

@@ -288,3 +288,14 @@ def test_profile_steps_trace_those_steps_into_the_workdir(data_dir, tmp_path, ca
   traces = glob.glob(os.path.join(run, "profile", "process_0", "**", "*.xplane.pb"), recursive=True)
   assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
   assert f"profile of steps 2-3: {run}/profile" in capsys.readouterr().out
+
+
+def test_profile_steps_on_a_resume_past_their_start_trace_the_rest(data_dir, tmp_path, capsys):
+  """A run resumed at step 2 with profile_steps=2,3 (step 2 was traced, or not, by the run
+  before): the trace covers the steps of the range still to run, from 3."""
+  run = str(tmp_path / "run")
+  train(tiny(data_dir, total_steps=2, checkpoint_every=2), run)
+  train(tiny(data_dir, total_steps=4, checkpoint_every=2, profile_steps="2,3"), run)
+  traces = glob.glob(os.path.join(run, "profile", "process_0", "**", "*.xplane.pb"), recursive=True)
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+  assert f"profile of steps 3-3: {run}/profile" in capsys.readouterr().out
