@@ -33,7 +33,6 @@ a Hugging Face Hub id for EnCodec).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -46,14 +45,15 @@ from typing import Any, Iterable, Iterator
 import fsspec
 import numpy as np
 
-from data_pipeline import frame_sample, storage
+from data_pipeline import frame_sample
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as local
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.atomic import atomic_write_bytes, atomic_write_jsonl, atomic_write_text
-from data_pipeline.progress import log_level
 from data_pipeline.records import encode_example, from_int16
 from data_pipeline.tfrecord import TFRecordWriter
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_write_bytes, atomic_write_jsonl, atomic_write_text
+from mert_jax.terminal.progress import log_level
 
 with log_level(logging.ERROR):  # Beam's import warns that optional BigQuery clients are missing
   import apache_beam as beam
@@ -61,7 +61,6 @@ with log_level(logging.ERROR):  # Beam's import warns that optional BigQuery cli
     DirectOptions,
     PipelineOptions,
     StandardOptions,
-    _BeamArgumentParser,  # Beam's parser for its options (value-provider arguments)
   )
 
 FILES = "files.json"
@@ -320,31 +319,6 @@ def pipeline_options(workers: int | None, beam_args: list[str]) -> PipelineOptio
     if direct.direct_num_workers > 1 and "--direct_running_mode" not in given:
       direct.direct_running_mode = "multi_processing"
   return options
-
-
-def _beam_option_parser() -> argparse.ArgumentParser:
-  """A parser of every pipeline option Beam defines (all runners')."""
-
-  def subclasses(cls: type) -> Iterator[type]:
-    for sub in cls.__subclasses__():
-      yield sub
-      yield from subclasses(sub)
-
-  parser = _BeamArgumentParser(allow_abbrev=False)
-  for cls in dict.fromkeys(subclasses(PipelineOptions)):
-    cls._add_argparse_args(parser)  # pylint: disable=protected-access
-  return parser
-
-
-def unknown_options(args: list[str]) -> list[str]:
-  """The arguments in ``args`` that are no Beam pipeline option (which Beam would drop with a
-  warning, so a typo would pass silently)."""
-  return _beam_option_parser().parse_known_args(args)[1]
-
-
-def option_names() -> list[str]:
-  """Every Beam pipeline option's flag (for the closest-name hint)."""
-  return [s for a in _beam_option_parser()._actions for s in a.option_strings]  # pylint: disable=protected-access
 
 
 def _read_json(path: str) -> Any:

@@ -11,10 +11,11 @@ import tempfile
 
 import soundfile as sf
 
-from data_pipeline import example_audio, storage
+from data_pipeline import example_audio
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.audio_format import SAMPLE_RATE
+from mert_jax.files import storage
 
 
 def corpus_dir(directory: str, num_codebooks: int, codebook_size: int) -> str:

@@ -22,8 +22,8 @@ from typing import Any
 
 import fsspec
 
-from data_pipeline.atomic import atomic_write_text
 from data_pipeline.tfrecord import REBUILD_HINT, ShardExpectation, ShardMismatchError, scan_shard
+from mert_jax.files.atomic import atomic_write_text
 
 MANIFEST = "manifest.json"
 FORMAT = "mert-jax-tfrecord-v1"

@@ -5,7 +5,7 @@ sharded TFRecord files + manifest.json.
       [--encodec=PATH_OR_HUB_ID] [--workers=N] [--seed=S] [--overwrite]
 
 Stages (each parallel over files or shards, each restartable: its outputs are written to a
-temporary name and renamed when complete (data_pipeline/atomic.py), and a re-run reuses what is
+temporary name and renamed when complete (mert_jax/files/atomic.py), and a re-run reuses what is
 finished after verifying it: decoded and token caches by shape, shards by reading them back against
 the plan and the earlier manifest's size and sha256; what fails is rebuilt, in one line each):
 
@@ -59,21 +59,22 @@ from typing import Any, Iterable, Iterator
 import fsspec
 import numpy as np
 
+from data_pipeline import beam_options
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import progress as progress_lib
-from data_pipeline import storage
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.atomic import (
+from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
+from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from data_pipeline.records import encode_example, from_int16, parse_example
+from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordWriter
+from mert_jax.files import storage
+from mert_jax.files.atomic import (
   TMP_SUFFIX,
   atomic_save_npy,
   atomic_write_jsonl,
   atomic_write_text,
 )
-from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
-from data_pipeline.audio_format import HOP, SAMPLE_RATE
-from data_pipeline.cli_help import ArgumentParser, beam_pass_through, field_comments, prog
-from data_pipeline.records import encode_example, from_int16, parse_example
-from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordWriter
+from mert_jax.terminal import progress as progress_lib
+from mert_jax.terminal.cli_help import ArgumentParser, field_comments, prog
 
 SKIPPED = "skipped.jsonl"
 IGNORED = "ignored.jsonl"
@@ -794,7 +795,7 @@ def parse_args(argv: list[str] | None) -> tuple[PrepareConfig, list[str]]:
   parser = build_parser()
   known, rest = parser.parse_known_args(argv)
   cfg = PrepareConfig(**vars(known))
-  return cfg, beam_pass_through(parser, rest, cfg.engine, "prepare")
+  return cfg, beam_options.pass_through(parser, rest, cfg.engine, "prepare")
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -33,10 +33,11 @@ from typing import Any, Callable, Iterable, Iterator
 import fsspec
 import numpy as np
 
-from data_pipeline import frame_sample, storage
-from data_pipeline import progress as progress_lib
-from data_pipeline.atomic import atomic_dir, atomic_open, atomic_write_text
+from data_pipeline import frame_sample
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_dir, atomic_open, atomic_write_text
+from mert_jax.terminal import progress as progress_lib
 
 TEACHER_JSON = "teacher.json"
 KMEANS_ARRAYS = "kmeans_arrays.npz"
@@ -526,7 +527,7 @@ def _fit_codebooks(
   of its own feature group's dimensions (``cfg.codebook_dims(k)``), 0 on the other dimensions.
 
   z: (frames, d) standardised features; seeds: one SeedSequence per codebook; progress: print the
-  plan and each codebook's mini-batch steps to stderr (``data_pipeline/progress.py``).
+  plan and each codebook's mini-batch steps to stderr (``mert_jax/terminal/progress.py``).
   """
   residual = not cfg.groups
   r = np.array(z, np.float32)  # a copy: residual codebooks subtract from it
@@ -616,7 +617,7 @@ class KMeansTeacher(Teacher):
 
     ``progress``: report the clustering on stderr (the plan, then each codebook's mini-batch steps
     with an ETA); the result is the same either way. To see the feature pass over ``audios`` too,
-    wrap them in ``data_pipeline.progress.progress`` (as prepare does)."""
+    wrap them in ``mert_jax.terminal.progress.progress`` (as prepare does)."""
     config.validate()
     if isinstance(audios, np.ndarray) and audios.ndim == 1:
       audios = [audios]  # one clip, not a stream of samples

@@ -32,11 +32,11 @@ from absl import logging
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as prepare_lib
 from data_pipeline import teachers as teachers_lib
-from data_pipeline.atomic import atomic_write_text
 from data_pipeline.audio import BadAudioError, decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.records import encode_example, from_int16
 from data_pipeline.tfrecord import TFRecordWriter
+from mert_jax.files.atomic import atomic_write_text
 
 
 class MertMusic(tfds.core.GeneratorBasedBuilder):

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import fsspec
 import google_crc32c
 
-from data_pipeline.atomic import atomic_open
+from mert_jax.files.atomic import atomic_open
 
 _LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")

@@ -33,8 +33,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from data_pipeline import cli_help, storage
-from data_pipeline.atomic import atomic_open
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_open
+from mert_jax.terminal import cli_help
 
 METRICS_FILE = "metrics.jsonl"  # as mert_jax/train/metrics.py writes it
 DEFAULT_OUTPUT = "curves.png"

@@ -23,8 +23,8 @@ from typing import Any
 
 import ml_collections
 
-from data_pipeline.cli_help import did_you_mean
 from mert_jax.config import ModelConfig, ObjectiveConfig
+from mert_jax.terminal.cli_help import did_you_mean
 
 # Where ``configs/`` lives beside ``mert_jax/``: the repository root, or site-packages.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

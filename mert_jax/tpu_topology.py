@@ -13,7 +13,7 @@ import math
 import os
 import re
 
-from data_pipeline.cli_help import did_you_mean
+from mert_jax.terminal.cli_help import did_you_mean
 
 GIB = 2**30
 

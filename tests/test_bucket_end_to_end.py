@@ -24,11 +24,11 @@ import pytest
 from flax import nnx
 
 from data_pipeline import prepare as prepare_lib
-from data_pipeline import storage
 from mert_jax import plot
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import extract as extract_cli
 from mert_jax.cli import train as train_cli
+from mert_jax.files import storage
 from mert_jax.hf.convert import import_hf
 from mert_jax.train.loop import train
 from tests.data_pipeline.fixtures import make_corpus, prepare_config

@@ -25,7 +25,6 @@ import soundfile as sf
 
 from data_pipeline import default_corpus, example_audio, tfds_builder
 from data_pipeline import prepare as prepare_cli
-from data_pipeline.cli_help import option_value
 from data_pipeline.example_audio import music_clip
 from mert_jax import plot, recipe
 from mert_jax.cli import compile_check as compile_check_cli
@@ -39,6 +38,7 @@ from mert_jax.cli import train as train_cli
 from mert_jax.config import ObjectiveConfig, model_config
 from mert_jax.model.mert import create_model
 from mert_jax.objective import target_stats
+from mert_jax.terminal.cli_help import option_value
 from mert_jax.train import aot, checkpoints, console, fail_fast
 from mert_jax.train import input as input_lib
 from tests.documented import (

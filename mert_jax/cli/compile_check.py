@@ -30,8 +30,8 @@ import shlex
 import sys
 from typing import Any, NoReturn
 
-from data_pipeline.cli_help import ArgumentParser, option_value, prog
 from mert_jax import tpu_topology
+from mert_jax.terminal.cli_help import ArgumentParser, option_value, prog
 
 GIB = 2**30
 DEFAULT_MAX_COMPILES = 8  # --find-max-batch: compiles at most (each takes minutes at full size)

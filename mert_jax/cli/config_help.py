@@ -11,9 +11,9 @@ import textwrap
 
 import ml_collections
 
-from data_pipeline.cli_help import field_comments, span_comments
 from mert_jax import recipe
 from mert_jax.config import ModelConfig, ObjectiveConfig
+from mert_jax.terminal.cli_help import field_comments, span_comments
 
 # Recipe groups whose fields are a config dataclass's fields (documented there).
 DATACLASS_GROUPS = {"model": ModelConfig, "objective": ObjectiveConfig}

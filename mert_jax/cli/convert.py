@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data_pipeline import storage
-from data_pipeline.cli_help import ArgumentParser, HelpFormatter, RawHelpFormatter, prog
-from data_pipeline.progress import stage
+from mert_jax.files import storage
 from mert_jax.hf import hub, model_card
 from mert_jax.hf.convert import (
   HEADS_FILE,
@@ -37,6 +35,8 @@ from mert_jax.hf.convert import (
   import_hf,
 )
 from mert_jax.hf.fairseq import import_fairseq
+from mert_jax.terminal.cli_help import ArgumentParser, HelpFormatter, RawHelpFormatter, prog
+from mert_jax.terminal.progress import stage
 from mert_jax.train import checkpoints
 
 

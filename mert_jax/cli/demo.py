@@ -22,13 +22,13 @@ import numpy as np
 from absl import logging
 
 from data_pipeline import example_audio
-from data_pipeline.atomic import atomic_save_npy
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
-from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import plot, recipe
+from mert_jax.files.atomic import atomic_save_npy
 from mert_jax.hf.convert import export_hf
 from mert_jax.model.features import hidden_states, windowed_hidden_states
+from mert_jax.terminal.cli_help import ArgumentParser, prog
 from mert_jax.train import checkpoints
 from mert_jax.train.loop import train
 

@@ -58,16 +58,17 @@ import fsspec
 import jax
 import numpy as np
 
-from data_pipeline import storage
-from data_pipeline.atomic import atomic_save_npy, atomic_write_jsonl, atomic_write_text
+from data_pipeline import beam_options
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
-from data_pipeline.cli_help import ArgumentParser, beam_pass_through, prog
-from data_pipeline.progress import counted_line
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_save_npy, atomic_write_jsonl, atomic_write_text
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.features import POOLS, batched_layers, windowed_hidden_states
 from mert_jax.model.mert import Backbone
 from mert_jax.model.whole_file import whole_file_extractor
+from mert_jax.terminal.cli_help import ArgumentParser, prog
+from mert_jax.terminal.progress import counted_line
 from mert_jax.train import checkpoints
 
 ENGINES = ("local", "beam")  # the values of --engine
@@ -208,7 +209,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   --engine=beam takes)."""
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
-  return args, beam_pass_through(parser, rest, args.engine, "extract")
+  return args, beam_options.pass_through(parser, rest, args.engine, "extract")
 
 
 def check_inputs(args: argparse.Namespace) -> None:

@@ -25,9 +25,9 @@ from typing import Any, Iterator
 
 import fsspec
 
-from data_pipeline import storage
-from data_pipeline.atomic import atomic_write_text
-from data_pipeline.progress import log_level
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_write_text
+from mert_jax.terminal.progress import log_level
 
 with log_level(logging.ERROR):  # Beam's import warns that optional BigQuery clients are missing
   import apache_beam as beam

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax.config import MODEL_SIZES, model_config
 from mert_jax.model.mert import param_table
+from mert_jax.terminal.cli_help import ArgumentParser, prog
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,12 +37,12 @@ import json
 import os
 import sys
 
-from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.mert import create_model
 from mert_jax.probe import features, fit, run
 from mert_jax.probe import sets as sets_lib
+from mert_jax.terminal.cli_help import ArgumentParser, prog
 from mert_jax.train import checkpoints
 
 

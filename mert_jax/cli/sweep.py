@@ -28,12 +28,12 @@ from typing import Any
 
 import ml_collections
 
-from data_pipeline import storage
-from data_pipeline.atomic import atomic_write_text
-from data_pipeline.cli_help import ArgumentParser, prog
 from mert_jax import recipe
 from mert_jax.config import ModelConfig
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_write_text
 from mert_jax.model.mert import abstract_model, count_params
+from mert_jax.terminal.cli_help import ArgumentParser, prog
 
 RECIPE = recipe.DEFAULT_RECIPE  # each run's variant is a variant of this recipe file
 LAUNCHER = os.path.join(recipe.REPO_ROOT, "launch_tpu.sh")

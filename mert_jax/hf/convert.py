@@ -37,9 +37,9 @@ import safetensors.numpy
 from etils import epath
 from flax import nnx
 
-from data_pipeline import storage
-from data_pipeline.atomic import atomic_dir, atomic_write_bytes
 from mert_jax.config import ModelConfig
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_dir, atomic_write_bytes
 from mert_jax.model.mert import MERTModel, create_model
 
 HF_CONFIG_FILE = "config.json"

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any
 
-from data_pipeline import storage
+from mert_jax.files import storage
 
 # What a Hub model id looks like: owner/name, each [A-Za-z0-9._-], not starting with . or -.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

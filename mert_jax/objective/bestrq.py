@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipeline.atomic import atomic_write_bytes
 from mert_jax.config import ModelConfig, ObjectiveConfig
+from mert_jax.files.atomic import atomic_write_bytes
 from mert_jax.model.conv_extractor import num_frames, receptive_field
 from mert_jax.objective import target_stats
 

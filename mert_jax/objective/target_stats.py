@@ -31,8 +31,8 @@ import numpy as np
 from etils import epath
 
 from data_pipeline import reader as reader_lib
-from data_pipeline.atomic import atomic_write_bytes
 from mert_jax.config import ModelConfig, ObjectiveConfig
+from mert_jax.files.atomic import atomic_write_bytes
 
 LOG_FLOOR = 1e-6  # log(max(x, LOG_FLOOR)): silence is finite
 STD_FLOOR = 1e-3  # a bin that never varies is divided by this, not by 0

@@ -155,7 +155,7 @@ def plot(report: dict[str, Any], path: str) -> None:
 
 def write(report: dict[str, Any], output: str) -> list[str]:
   """results.json, results.md and layers.png in ``output``; returns their paths."""
-  from data_pipeline.atomic import atomic_write_text  # pylint: disable=g-import-not-at-top
+  from mert_jax.files.atomic import atomic_write_text  # pylint: disable=g-import-not-at-top
 
   os.makedirs(output, exist_ok=True)
   paths = [os.path.join(output, n) for n in ("results.json", "results.md", "layers.png")]

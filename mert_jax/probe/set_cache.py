@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.atomic import atomic_write_bytes
+from mert_jax.files.atomic import atomic_write_bytes
 from mert_jax.probe import render
 
 

@@ -81,9 +81,9 @@ from absl import logging as absl_logging
 from etils import epath
 from flax import nnx
 
-from data_pipeline import storage
-from data_pipeline.atomic import atomic_write_text
 from mert_jax.config import ModelConfig
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_write_text
 from mert_jax.model.mert import MERTModel, create_model
 from mert_jax.train import distributed, fingerprint
 

@@ -17,7 +17,9 @@ import math
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from data_pipeline.progress import format_duration  # one duration format for every progress line
+from mert_jax.terminal.progress import (
+  format_duration,  # one duration format for every progress line
+)
 
 LABEL_WIDTH = 10  # the summary's label column
 RECENT_ROWS = 5  # logged windows whose pooled rate gives the ETA

@@ -32,8 +32,8 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from data_pipeline.atomic import atomic_write_text
 from mert_jax.config import ModelConfig
+from mert_jax.files.atomic import atomic_write_text
 from mert_jax.hf import hub
 from mert_jax.model.mert import MERTModel
 from mert_jax.train import checkpoints

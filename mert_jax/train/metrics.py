@@ -16,8 +16,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from data_pipeline import storage
-from data_pipeline.atomic import atomic_write_text
+from mert_jax.files import storage
+from mert_jax.files.atomic import atomic_write_text
 
 METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
 RUNS = ("train", "eval", "probe")  # TensorBoard runs: WORKDIR/tb/train, WORKDIR/tb/eval, ...

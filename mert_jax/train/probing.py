@@ -29,8 +29,8 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from data_pipeline import storage
 from mert_jax.config import ModelConfig
+from mert_jax.files import storage
 from mert_jax.model.mert import create_model
 from mert_jax.probe import features, fit, run
 from mert_jax.probe import sets as sets_lib

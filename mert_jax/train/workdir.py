@@ -99,7 +99,7 @@ import numpy as np
 from etils import epath
 from fsspec.implementations.local import LocalFileSystem
 
-from data_pipeline.atomic import atomic_write_text
+from mert_jax.files.atomic import atomic_write_text
 from mert_jax.train import checkpoints, fail_fast
 
 LOCK = "lock.json"

@@ -101,7 +101,7 @@ def test_beam_engine_reads_and_writes_a_bucket(
   re-run keeps every file."""
   import fsspec
 
-  from data_pipeline import storage
+  from mert_jax.files import storage
 
   music, feats = gcs.path("music"), gcs.path("feats")
   for rel in storage.files_under(corpus):

@@ -11,13 +11,13 @@ import tomllib
 
 import pytest
 
-from data_pipeline import cli_help
 from data_pipeline import prepare as prepare_lib
 from data_pipeline.prepare import PrepareConfig
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import extract as extract_cli
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.recipe import REPO_ROOT
+from mert_jax.terminal import cli_help
 from mert_jax.train import checkpoints, loop
 
 with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import storage
 from mert_jax.config import model_config
+from mert_jax.files import storage
 from mert_jax.hf import convert, hub, model_card
 from mert_jax.model.mert import abstract_model, count_params, create_model
 

@@ -13,8 +13,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from data_pipeline import storage
 from mert_jax.config import model_config
+from mert_jax.files import storage
 from mert_jax.model.mert import create_model
 from mert_jax.train import checkpoints, fingerprint
 

@@ -1,4 +1,4 @@
-"""data_pipeline/storage.py against a local GCS emulator (tests/gcs_emulator.py): folder operations
+"""mert_jax/files/storage.py against a local GCS emulator (tests/gcs_emulator.py): folder operations
 in a bucket, and the up-front write check that makes a bucket that does not exist or refuses
 writes one line, given as prepare's --output before anything is read; atomic writes there."""
 
@@ -9,8 +9,8 @@ import os
 import fsspec
 import pytest
 
-from data_pipeline import atomic, storage
 from data_pipeline import prepare as prepare_lib
+from mert_jax.files import atomic, storage
 
 MISSING = "gs://no-such-bucket/data"
 

@@ -186,25 +186,3 @@ def options_of(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Acti
       for sub in action.choices.values():
         out += options_of(sub)
   return out
-
-
-def beam_pass_through(
-  parser: ArgumentParser, rest: list[str], engine: str, command: str
-) -> list[str]:
-  """The arguments ``command``'s ``parser`` did not know (``rest``): Beam's pipeline options,
-  which only ``--engine=beam`` takes. Refused in one line (exit 2) without the ``beam`` extra,
-  without --engine=beam, or when they are no Beam option either (with the closest name: Beam
-  would drop them with a warning, so a typo would pass silently)."""
-  if not rest:
-    return []
-  try:
-    # Imported here: Beam is the optional `beam` extra, and its module builds on prepare's.
-    from data_pipeline import beam_prepare  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    parser.refuse(rest, note=" (Beam's options need --engine=beam and the beam extra)")
-  unknown = beam_prepare.unknown_options(rest)
-  if engine != "beam":
-    parser.refuse(rest, note=" (Beam pipeline options need --engine=beam)", hint=bool(unknown))
-  if unknown:
-    parser.refuse(unknown, beam_prepare.option_names(), f" (neither {command}'s nor Beam's)")
-  return rest

@@ -1,4 +1,4 @@
-"""data_pipeline/atomic.py: a write that fails leaves neither the target nor a temporary."""
+"""mert_jax/files/atomic.py: a write that fails leaves neither the target nor a temporary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from data_pipeline import atomic
+from mert_jax.files import atomic
 
 
 def test_write_bytes_and_text(tmp_path):

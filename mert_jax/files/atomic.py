@@ -30,7 +30,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from data_pipeline import storage
+from mert_jax.files import storage
 
 TMP_SUFFIX = ".tmp"
 

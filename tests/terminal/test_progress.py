@@ -1,6 +1,6 @@
-"""data_pipeline/progress.py: the line mode's lines under a fake clock (counts, percent, ETA, the
-final line, no carriage return), tqdm on a terminal, laziness, and the k-means fit's report (same
-centroids with and without it)."""
+"""mert_jax/terminal/progress.py: the line mode's lines under a fake clock (counts, percent, ETA,
+the final line, no carriage return), tqdm on a terminal, laziness, and the k-means fit's report
+(same centroids with and without it)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from data_pipeline import progress as progress_lib
-from data_pipeline.progress import LineProgress, counted_line, format_duration, progress, stage
 from data_pipeline.teachers import KMeansConfig, KMeansTeacher, num_tokens
+from mert_jax.terminal import progress as progress_lib
+from mert_jax.terminal.progress import LineProgress, counted_line, format_duration, progress, stage
 
 
 class FakeClock:
