@@ -20,8 +20,7 @@ import sys
 import tempfile
 import time
 
-from data_pipeline import example_audio, teachers
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import example_audio, prepare_jobs, prepare_local, teachers
 from data_pipeline.audio import decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.reader import ReaderConfig, make_dataset
@@ -47,7 +46,7 @@ def main() -> None:
   out_kmeans = None
   for teacher in args.teachers.split(","):
     out = os.path.join(tmp, f"out_{teacher}")
-    cfg = prepare_lib.PrepareConfig(
+    cfg = prepare_jobs.PrepareConfig(
       input=inp,
       output=out,
       teacher=teacher,
@@ -57,7 +56,7 @@ def main() -> None:
       valid_fraction=0.0,
     )
     t0 = time.perf_counter()
-    prepare_lib.prepare(cfg, progress=False)
+    prepare_local.prepare(cfg, progress=False)
     wall = time.perf_counter() - t0
     print(
       f"prepare teacher={teacher} workers={args.workers}: {wall:.1f} s wall for "

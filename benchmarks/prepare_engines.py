@@ -22,14 +22,13 @@ import sys
 import tempfile
 import time
 
-from data_pipeline import beam_prepare, example_audio
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import beam_prepare, example_audio, prepare_jobs, prepare_local
 
 FIT_FRAMES = 50_000  # the k-means fit's sample (as benchmarks/pipeline_throughput.py)
 
 
-def _config(inp: str, out: str, engine: str, workers: int) -> prepare_lib.PrepareConfig:
-  return prepare_lib.PrepareConfig(
+def _config(inp: str, out: str, engine: str, workers: int) -> prepare_jobs.PrepareConfig:
+  return prepare_jobs.PrepareConfig(
     input=inp,
     output=out,
     teacher="kmeans",
@@ -57,15 +56,15 @@ def main() -> None:
 
   teacher = os.path.join(tmp, "teacher_run")
   t0 = time.perf_counter()
-  prepare_lib.prepare(_config(inp, teacher, "local", 1), progress=False)
+  prepare_local.prepare(_config(inp, teacher, "local", 1), progress=False)
   print(f"k-means fit + one local pass (1 worker): {time.perf_counter() - t0:.1f} s")
 
   for engine in args.engines.split(","):
     for workers in map(int, args.workers.split(",")):
       out = os.path.join(tmp, f"{engine}_{workers}")
-      shutil.copytree(os.path.join(teacher, prepare_lib.TEACHER_DIR), os.path.join(out, "teacher"))
+      shutil.copytree(os.path.join(teacher, prepare_jobs.TEACHER_DIR), os.path.join(out, "teacher"))
       cfg = _config(inp, out, engine, workers)
-      run = beam_prepare.prepare if engine == "beam" else prepare_lib.prepare
+      run = beam_prepare.prepare if engine == "beam" else prepare_local.prepare
       t0 = time.perf_counter()
       manifest = run(cfg, progress=False)
       wall = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 r"""``prepare --engine=beam``: the preparation as an Apache Beam pipeline, for corpora that outgrow
 one machine. The same options, output, exit codes and messages as the local engine
-(data_pipeline/prepare.py); the manifest's content hash is the same as the local engine's for the
-same inputs and options, and the same for any number of workers.
+(data_pipeline/prepare_local.py); the manifest's content hash is the same as the local engine's for
+the same inputs and options, and the same for any number of workers.
 
   python -m data_pipeline.prepare --engine=beam --input=gs://B/music --output=gs://B/data \
       --teacher=kmeans [--runner=DataflowRunner --project=P --region=R ...]
@@ -9,15 +9,15 @@ same inputs and options, and the same for any number of workers.
 Two pipelines with small steps on the launching machine between them; nothing decoded is cached:
 each pass decodes the files it needs again (decoding costs far less than the teacher's tokens).
 
-1. read      every audio file: decode and resample (``prepare.decode_source``) -> its length, or
-             why it is skipped; with the k-means teacher also its frame candidates, merged by a
+1. read      every audio file: decode and resample (``prepare_jobs.decode_source``) -> its length,
+             or why it is skipped; with the k-means teacher also its frame candidates, merged by a
              combiner into the seeded corpus-wide sample (data_pipeline/frame_sample.py; the
              held-out files are left out of it as the local engine leaves them out).
-   (launcher) skipped.jsonl; valid split and shard plan (``prepare.plan_splits``); the teacher
+   (launcher) skipped.jsonl; valid split and shard plan (``prepare_jobs.plan_splits``); the teacher
              (the k-means fit runs here, on the sample, with its progress lines), saved in
              OUTPUT/teacher for the workers.
 2. write     shards an earlier run finished are read back and kept when whole
-             (``prepare.verify_shard``); for the rest, each file that has segments in them is
+             (``prepare_jobs.verify_shard``); for the rest, each file that has segments in them is
              decoded, tokenised once and cut into records, which are grouped by shard and written
              atomically in plan order.
    (launcher) manifest.json.
@@ -47,8 +47,10 @@ import numpy as np
 
 from data_pipeline import frame_sample
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import prepare as local
+from data_pipeline import prepare_jobs as jobs
+from data_pipeline import prepare_run as runs
 from data_pipeline import teachers as teachers_lib
+from data_pipeline.audio import AUDIO_EXTENSIONS
 from data_pipeline.records import encode_example, from_int16
 from data_pipeline.tfrecord import TFRecordWriter
 from mert_jax.files import storage
@@ -82,18 +84,18 @@ class ReadFile(beam.DoFn):
   """A file -> its summary (``{"path", "ok", "num_samples" | "reason"}``), and with the k-means
   teacher its frame candidates on the ``sample`` output as (valid score, path, FrameSample)."""
 
-  def __init__(self, cfg: local.PrepareConfig, with_sample: bool):
+  def __init__(self, cfg: jobs.PrepareConfig, with_sample: bool):
     self.cfg, self.with_sample = cfg, with_sample
 
   def process(self, rel: str) -> Iterator[Any]:
     cfg = self.cfg
     min_samples = int(cfg.min_seconds * cfg.sample_rate)
-    pcm, result = local.decode_source(_join(cfg.input, rel), cfg.sample_rate, min_samples)
+    pcm, result = jobs.decode_source(_join(cfg.input, rel), cfg.sample_rate, min_samples)
     yield {"path": rel, **result}
     if pcm is not None and self.with_sample:
-      kcfg = local.kmeans_config(cfg)
+      kcfg = jobs.kmeans_config(cfg)
       sample = teachers_lib.file_candidates(rel, from_int16(pcm), kcfg, cfg.seed)
-      yield beam.pvalue.TaggedOutput(SAMPLE_TAG, (local.valid_score(rel, cfg.seed), rel, sample))
+      yield beam.pvalue.TaggedOutput(SAMPLE_TAG, (jobs.valid_score(rel, cfg.seed), rel, sample))
 
 
 class TrainSample:
@@ -175,11 +177,11 @@ def _load_sample(path: str, limit: int) -> frame_sample.FrameSample:
 
 
 def read_pass(
-  cfg: local.PrepareConfig, rels: list[str], work: str, options: PipelineOptions, with_sample: bool
+  cfg: jobs.PrepareConfig, rels: list[str], work: str, options: PipelineOptions, with_sample: bool
 ) -> None:
   """Pass 1: OUTPUT/.beam/files.json (a summary per file) and, ``with_sample``,
   kmeans_sample.npz."""
-  kcfg = local.kmeans_config(cfg)
+  kcfg = jobs.kmeans_config(cfg)
   with beam.Pipeline(options=options) as p:
     read = (
       p
@@ -219,7 +221,7 @@ class KeepOrPlan(beam.DoFn):
     path = _join(self.out, shard["name"])
     segments = [(None, rel, st, ln) for rel, st, ln in shard["segments"]]
     if storage.exists(path):
-      scan, note = local.verify_shard(path, segments, shard["recorded"])
+      scan, note = jobs.verify_shard(path, segments, shard["recorded"])
       if note is None:
         lengths = [ln for _, _, ln in shard["segments"]]
         yield beam.pvalue.TaggedOutput(
@@ -235,7 +237,7 @@ class EncodeFile(beam.DoFn):
   """(file, its planned segments) -> (shard, (position, length, record bytes)) per segment: the file
   decoded once and tokenised whole by the saved teacher."""
 
-  def __init__(self, cfg: local.PrepareConfig, teacher_dir: str):
+  def __init__(self, cfg: jobs.PrepareConfig, teacher_dir: str):
     self.cfg, self.teacher_dir = cfg, teacher_dir
     self.teacher: teachers_lib.Teacher | None = None
 
@@ -245,7 +247,7 @@ class EncodeFile(beam.DoFn):
   def process(self, item: tuple[str, Iterable[tuple[str, int, int, int]]]) -> Iterator[Any]:
     rel, segments = item
     cfg = self.cfg
-    pcm, result = local.decode_source(_join(cfg.input, rel), cfg.sample_rate, 1)
+    pcm, result = jobs.decode_source(_join(cfg.input, rel), cfg.sample_rate, 1)
     if pcm is None:  # read in pass 1, unreadable now: the input changed under the run
       raise ValueError(f"{_join(cfg.input, rel)}: {result['reason']} (it was read in pass 1)")
     tokens = self.teacher.tokens(from_int16(pcm))
@@ -268,10 +270,10 @@ def write_shard(item: tuple[str, Iterable[tuple[int, int, bytes]]], out: str) ->
 
 
 def write_pass(
-  cfg: local.PrepareConfig, shards: list[dict[str, Any]], work: str, options: PipelineOptions
+  cfg: jobs.PrepareConfig, shards: list[dict[str, Any]], work: str, options: PipelineOptions
 ) -> None:
   """Pass 2: the shards, and OUTPUT/.beam/shards.json with each one's manifest entry."""
-  teacher_dir = _join(cfg.output, local.TEACHER_DIR)
+  teacher_dir = _join(cfg.output, jobs.TEACHER_DIR)
   with beam.Pipeline(options=options) as p:
     planned = (
       p
@@ -327,26 +329,26 @@ def _read_json(path: str) -> Any:
 
 
 def prepare(
-  cfg: local.PrepareConfig, beam_args: list[str] | None = None, *, progress: bool = True
+  cfg: jobs.PrepareConfig, beam_args: list[str] | None = None, *, progress: bool = True
 ) -> dict[str, Any]:
   """Run both passes; returns the manifest (also written to OUTPUT/manifest.json)."""
   out = cfg.output
-  work = _join(out, local.BEAM_WORK)
-  previous, previous_plan = local.open_run(cfg, work)
+  work = _join(out, jobs.BEAM_WORK)
+  previous, previous_plan = runs.open_run(cfg, work)
   t_start = time.time()
   say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
   options = pipeline_options(cfg.workers, beam_args or [])
   runner = options.view_as(StandardOptions).runner or "DirectRunner"
-  audio_files, other = local.scan(cfg.input)
+  audio_files, other = jobs.scan(cfg.input)
   if not audio_files:
-    raise ValueError(f"no audio files ({', '.join(local.AUDIO_EXTENSIONS)}) under {cfg.input}")
+    raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {cfg.input}")
   workers = options.view_as(DirectOptions).direct_num_workers
   say(
     f"prepare: {len(audio_files)} audio files under {cfg.input} ({len(other)} other files "
     f"ignored), Beam {runner}" + (f" with {workers} workers" if runner == "DirectRunner" else "")
   )
 
-  teacher_dir = _join(out, local.TEACHER_DIR)
+  teacher_dir = _join(out, jobs.TEACHER_DIR)
   fit_kmeans = cfg.teacher == "kmeans" and not storage.exists(
     _join(teacher_dir, teachers_lib.TEACHER_JSON)
   )
@@ -361,39 +363,39 @@ def prepare(
     if not summaries[rel]["ok"]
   ]
   good = [rel for rel in audio_files if summaries[rel]["ok"]]
-  valid = local.valid_split(good, cfg.valid_fraction, cfg.seed)
+  valid = jobs.valid_split(good, cfg.valid_fraction, cfg.seed)
   train_files = [rel for rel in good if rel not in valid]
-  plans, plan_hash = local.plan_splits(
+  plans, plan_hash = jobs.plan_splits(
     {rel: summaries[rel]["num_samples"] for rel in good}, valid, cfg
   )
-  refusal = local.other_inputs(out, plans, plan_hash, previous, previous_plan)
+  refusal = runs.other_inputs(out, plans, plan_hash, previous, previous_plan)
   if refusal:
     raise ValueError(refusal)
   atomic_write_text(
-    _join(work, local.PLAN),
-    json.dumps({"plan": plan_hash, "options": local.content_options(cfg)}),
+    _join(work, jobs.PLAN),
+    json.dumps({"plan": plan_hash, "options": runs.content_options(cfg)}),
   )
   atomic_write_jsonl(
-    _join(out, local.IGNORED),
+    _join(out, jobs.IGNORED),
     ({"path": p, "reason": "not an audio file extension"} for p in other),
   )
-  atomic_write_jsonl(_join(out, local.SKIPPED), skipped)
+  atomic_write_jsonl(_join(out, jobs.SKIPPED), skipped)
   for s in skipped:
     say(f"  skipped {s['path']}: {s['reason']}")
   if not good:
     raise ValueError(
-      f"none of the {len(audio_files)} audio files could be used; see {_join(out, local.SKIPPED)}"
+      f"none of the {len(audio_files)} audio files could be used; see {_join(out, jobs.SKIPPED)}"
     )
 
   say(f"teacher: {cfg.teacher}")
-  name, kwargs = local.teacher_request(cfg, ())
+  name, kwargs = jobs.teacher_request(cfg, ())
   if name == "kmeans":
     kwargs.pop("audios")
     kwargs["progress"] = progress
     if fit_kmeans:
       kwargs["sample"] = _load_sample(_join(work, SAMPLE), kwargs["config"].max_fit_frames)
-  teacher = local.checked_teacher(cfg, teacher_dir, name, kwargs)
-  recorded = local.recorded_shards(previous)
+  teacher = runs.checked_teacher(cfg, teacher_dir, name, kwargs)
+  recorded = runs.recorded_shards(previous)
   shard_list = [
     {
       "name": (shard_name := manifest_lib.shard_name(split, i, len(shards))),
@@ -407,19 +409,19 @@ def prepare(
   write_pass(cfg, shard_list, work, options)
   entries = _read_json(_join(work, SHARDS))
   for note in _read_json(_join(work, NOTES)):
-    local.warn(note)
+    runs.warn(note)
   say(f"shards: {len(shard_list)} written or kept in {time.time() - t0:.1f} s")
   shards_by_split = {
     split: [entries[manifest_lib.shard_name(split, i, len(shards))] for i in range(len(shards))]
     for split, shards in plans.items()
   }
   files = {"input": audio_files, "used": good, "train": train_files, "valid": valid}
-  manifest = local.dataset_manifest(cfg, shards_by_split, files, skipped, other, teacher, plan_hash)
+  manifest = runs.dataset_manifest(cfg, shards_by_split, files, skipped, other, teacher, plan_hash)
   manifest_lib.write_manifest(out, manifest)
   storage.remove(work)
   say(
     f"done in {time.time() - t_start:.1f} s: {manifest['total_hours']:.3f} h in "
-    f"{len(shard_list)} shards; {len(skipped)} files skipped (see {local.SKIPPED}); manifest "
+    f"{len(shard_list)} shards; {len(skipped)} files skipped (see {jobs.SKIPPED}); manifest "
     f"{manifest_lib.manifest_path(out)}"
   )
   return manifest

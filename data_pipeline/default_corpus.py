@@ -11,9 +11,8 @@ import tempfile
 
 import soundfile as sf
 
-from data_pipeline import example_audio
+from data_pipeline import example_audio, prepare_jobs, prepare_local
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import prepare as prepare_lib
 from data_pipeline.audio_format import SAMPLE_RATE
 from mert_jax.files import storage
 
@@ -73,7 +72,7 @@ def ensure_default_corpus(
         example_audio.synth_music(60.0, seed=i),
         SAMPLE_RATE,
       )
-  cfg = prepare_lib.PrepareConfig(
+  cfg = prepare_jobs.PrepareConfig(
     input=music,
     output=out,
     teacher="kmeans",
@@ -85,5 +84,5 @@ def ensure_default_corpus(
     kmeans_codebook_size=codebook_size,
     kmeans_max_fit_frames=max(20 * codebook_size, 5000),
   )
-  prepare_lib.prepare(cfg)
+  prepare_local.prepare(cfg)
   return out

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import prepare_jobs
 from data_pipeline import teachers as teachers_lib
 from data_pipeline.audio import BadAudioError, decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
@@ -85,8 +85,8 @@ class MertMusic(tfds.core.GeneratorBasedBuilder):
     self, dl_manager: tfds.download.DownloadManager
   ) -> dict[str, Iterator[Any]]:
     folder = str(dl_manager.manual_dir)
-    files, _ = prepare_lib.scan(folder)
-    valid = prepare_lib.valid_split(files, self.valid_fraction, self.seed)
+    files, _ = prepare_jobs.scan(folder)
+    valid = prepare_jobs.valid_split(files, self.valid_fraction, self.seed)
     splits = {"train": self._generate_examples(folder, [f for f in files if f not in valid])}
     if valid:
       splits["valid"] = self._generate_examples(folder, sorted(valid))
@@ -104,7 +104,7 @@ class MertMusic(tfds.core.GeneratorBasedBuilder):
         continue
       tokens = self.teacher.tokens(from_int16(pcm))
       hop = self.teacher.hop
-      for start, length in prepare_lib.segment_bounds(len(pcm), self.segment, self.min_samples):
+      for start, length in prepare_jobs.segment_bounds(len(pcm), self.segment, self.min_samples):
         t0 = start // hop
         seg_tokens = tokens[:, t0 : t0 + -(-length // hop)]
         yield (
@@ -178,7 +178,7 @@ def to_tfrecord(
 def _decoded_audios(input_dir: str) -> Iterator[tuple[str, np.ndarray]]:
   """(file, float32 audio) of every usable audio file under ``input_dir``, one at a time (bad
   ones skipped)."""
-  files, _ = prepare_lib.scan(input_dir)
+  files, _ = prepare_jobs.scan(input_dir)
   for rel in files:
     try:
       yield rel, from_int16(decode_file(os.path.join(input_dir, rel), SAMPLE_RATE, 1))
@@ -194,7 +194,7 @@ def build(input_dir: str, data_dir: str, teacher_dir: str, **kwargs: Any) -> Mer
     )
   builder = MertMusic(teacher_dir=teacher_dir, data_dir=data_dir, **kwargs)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=input_dir))
-  skipped_path = os.path.join(str(builder.data_dir), prepare_lib.SKIPPED)
+  skipped_path = os.path.join(str(builder.data_dir), prepare_jobs.SKIPPED)
   atomic_write_text(skipped_path, "".join(json.dumps(s) + "\n" for s in builder.skipped))
   return builder
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.to_tfrecord:
     m = to_tfrecord(builder, args.to_tfrecord)
     print(f"converted to {args.to_tfrecord}: {m['total_hours']:.3f} h")
-  return prepare_lib.EXIT_SKIPPED if builder.skipped else 0
+  return prepare_jobs.EXIT_SKIPPED if builder.skipped else 0
 
 
 if __name__ == "__main__":

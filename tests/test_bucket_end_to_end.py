@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import prepare_local
 from mert_jax import plot
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import extract as extract_cli
@@ -63,7 +63,7 @@ def test_prepare_train_kill_resume_export_in_a_bucket(gcs, tmp_path, capsys) -> 
   make_corpus(str(tmp_path / "music"))
   _upload(str(tmp_path / "music"), music)
   cfg = prepare_config(music, data, workers=1, kmeans_codebooks=8, kmeans_codebook_size=64)
-  manifest = prepare_lib.prepare(cfg, progress=False)
+  manifest = prepare_local.prepare(cfg, progress=False)
   assert manifest["num_used_files"] == 4 and storage.isfile(gcs.path("data", "manifest.json"))
   assert storage.isfile(gcs.path("data", "teacher", "teacher.json"))
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 
-from data_pipeline import default_corpus, example_audio, tfds_builder
+from data_pipeline import default_corpus, example_audio, prepare_jobs, tfds_builder
 from data_pipeline import prepare as prepare_cli
 from data_pipeline.example_audio import music_clip
 from mert_jax import plot, recipe
@@ -343,7 +343,7 @@ def run_prepare(command: Documented, stage: Stage) -> None:
     shutil.copytree(stage.stand_ins["MUSIC_DIR"], inp)
   if "--engine=beam" in args and "--teacher=kmeans" in args:  # a small k-means: the fit is minutes
     args += ["--kmeans-codebooks=2", "--kmeans-codebook-size=16"]
-  assert prepare_cli.main(args) in (0, prepare_cli.EXIT_SKIPPED)
+  assert prepare_cli.main(args) in (0, prepare_jobs.EXIT_SKIPPED)
   assert os.path.exists(os.path.join(option_value(args, "--output"), "manifest.json"))
 
 

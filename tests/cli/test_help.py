@@ -12,7 +12,8 @@ import tomllib
 import pytest
 
 from data_pipeline import prepare as prepare_lib
-from data_pipeline.prepare import PrepareConfig
+from data_pipeline import prepare_local, prepare_run
+from data_pipeline.prepare_jobs import PrepareConfig
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import extract as extract_cli
 from mert_jax.cli import sweep as sweep_cli
@@ -127,8 +128,8 @@ def no_long_work(monkeypatch) -> None:
     raise AssertionError("the options should have been refused first")
 
   for module, name in [
-    (prepare_lib, "scan"),
-    (prepare_lib, "_decode_job"),
+    (prepare_local, "scan"),
+    (prepare_local, "_decode_job"),
     (checkpoints, "load_model"),
     (extract_cli, "import_hf"),
     (convert_cli, "import_fairseq"),
@@ -186,7 +187,7 @@ def test_prepare_refuses_an_unwritable_output(no_long_work, tmp_path, monkeypatc
 def test_prepare_accepts_a_hub_id_and_random_init(tmp_path) -> None:
   for encodec in ("facebook/encodec_24khz", "random-init"):
     cfg = PrepareConfig(str(tmp_path), str(tmp_path / "o"), teacher="encodec", encodec=encodec)
-    prepare_lib.check_options(cfg)
+    prepare_run.check_options(cfg)
 
 
 def test_extract_and_convert_refuse_missing_inputs_before_loading(

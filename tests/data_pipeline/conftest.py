@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import prepare_local
 from tests.data_pipeline.fixtures import make_corpus, prepare_config
 
 
@@ -20,5 +20,5 @@ def corpus(tmp_path_factory) -> tuple[str, list[str]]:
 def prepared(corpus, tmp_path_factory) -> tuple[str, dict]:
   """(output folder, manifest) of ``prepare`` over ``corpus`` (cache kept)."""
   out = tmp_path_factory.mktemp("prepared")
-  manifest = prepare_lib.prepare(prepare_config(corpus[0], out, keep_cache=True), progress=False)
+  manifest = prepare_local.prepare(prepare_config(corpus[0], out, keep_cache=True), progress=False)
   return str(out), manifest

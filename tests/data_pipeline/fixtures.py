@@ -10,8 +10,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from data_pipeline import example_audio
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import example_audio, prepare_jobs
 from data_pipeline.records import parse_example
 from data_pipeline.tfrecord import read_records
 
@@ -49,7 +48,7 @@ def make_corpus(root: str, seconds: tuple[float, ...] = (23.0, 17.5, 31.0, 12.25
   return sorted(rels)
 
 
-def prepare_config(inp: Any, out: Any, **kw: Any) -> prepare_lib.PrepareConfig:
+def prepare_config(inp: Any, out: Any, **kw: Any) -> prepare_jobs.PrepareConfig:
   """The tests' small preparation: 4 x 32 k-means codes, 10 s records, 20 s shards, 2 workers."""
   base = dict(
     input=str(inp),
@@ -65,7 +64,7 @@ def prepare_config(inp: Any, out: Any, **kw: Any) -> prepare_lib.PrepareConfig:
     kmeans_max_fit_frames=4000,
   )
   base.update(kw)
-  return prepare_lib.PrepareConfig(**base)
+  return prepare_jobs.PrepareConfig(**base)
 
 
 def records(data_dir: str, manifest: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

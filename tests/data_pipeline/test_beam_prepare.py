@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from data_pipeline import beam_prepare, frame_sample, teachers
+from data_pipeline import beam_prepare, frame_sample, prepare_jobs, prepare_local, teachers
 from data_pipeline import prepare as prepare_lib
 from tests.data_pipeline.fixtures import make_corpus, prepare_config, records
 from tests.data_pipeline.test_shard_checks import _argv, record_ends
@@ -187,7 +187,7 @@ def test_train_sample_leaves_out_the_valid_files_in_any_merge_order(fraction):
   fallback valid file (fraction 0.01: no file scores below it) and no valid split (0.0)."""
   cands, files = _candidates(10)
   seed = 3
-  valid = prepare_lib.valid_split(sorted(files), fraction, seed)
+  valid = prepare_jobs.valid_split(sorted(files), fraction, seed)
   assert (fraction == 0.0) == (not valid)
   want = _reference(files, [r for r in sorted(files) if r not in valid], 50)
   fn = beam_prepare.TrainSampleFn(50, 3, fraction)
@@ -196,7 +196,7 @@ def test_train_sample_leaves_out_the_valid_files_in_any_merge_order(fraction):
     order = list(rng.permutation(sorted(files)))
     accs = [fn.create_accumulator() for _ in range(3)]
     for i, rel in enumerate(order):
-      fn.add_input(accs[i % 3], (prepare_lib.valid_score(rel, seed), rel, cands[rel]))
+      fn.add_input(accs[i % 3], (prepare_jobs.valid_score(rel, seed), rel, cands[rel]))
     got = fn.extract_output(fn.merge_accumulators(accs[::-1] if i % 2 else accs))
     np.testing.assert_array_equal(got.features, want)
 
@@ -223,7 +223,7 @@ def test_encodec_teacher_whole_files_same_as_the_local_engine(tmp_path):
   root = tmp_path / "music"
   make_corpus(str(root), seconds=(7.0, 5.5, 6.25))
   kw = dict(teacher="encodec", encodec="random-init", encodec_mode="whole", valid_fraction=0.0)
-  here = prepare_lib.prepare(prepare_config(root, tmp_path / "local", **kw), progress=False)
+  here = prepare_local.prepare(prepare_config(root, tmp_path / "local", **kw), progress=False)
   beam = beam_prepare.prepare(
     prepare_config(root, tmp_path / "beam", workers=2, engine="beam", **kw), progress=False
   )

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from data_pipeline import default_corpus
+from data_pipeline import default_corpus, prepare_local
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import prepare as prepare_lib
 
 
 def test_default_corpus_is_prepared_for_the_teacher_shape(default_data):
@@ -25,7 +24,7 @@ def test_default_corpus_is_reused_when_its_manifest_matches(default_data, monkey
   def never(*args, **kwargs):
     raise AssertionError("a finished default corpus must not be prepared again")
 
-  monkeypatch.setattr(prepare_lib, "prepare", never)
+  monkeypatch.setattr(prepare_local, "prepare", never)
   before = os.stat(manifest_lib.manifest_path(default_data)).st_mtime_ns
   again = default_corpus.ensure_default_corpus(
     os.path.dirname(default_data), num_codebooks=8, codebook_size=64, minutes=6.0

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipeline import example_audio, teachers
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import example_audio, prepare_jobs, prepare_local, teachers
 from data_pipeline.audio import decode_file
 from tests.data_pipeline.fixtures import HOP, prepare_config, records
 
@@ -50,7 +49,7 @@ def test_manifest_and_records_match_the_decoded_sources(corpus, prepared):
 
 def test_prepare_is_deterministic(corpus, prepared, tmp_path):
   out, m = prepared
-  m2 = prepare_lib.prepare(prepare_config(corpus[0], tmp_path), progress=False)
+  m2 = prepare_local.prepare(prepare_config(corpus[0], tmp_path), progress=False)
   assert m2["content_hash"] == m["content_hash"]
   for shard in m["splits"]["train"]["shards"]:
     with (
@@ -71,7 +70,7 @@ def test_restart_redoes_only_unfinished_shards(corpus, prepared, tmp_path):
   os.remove(out / "manifest.json")
   (out / (victim + ".tmp")).write_bytes(b"half-written garbage")  # what a crash mid-write leaves
   mtimes = {p: os.stat(out / p).st_mtime_ns for p in shards if p != victim}
-  m2 = prepare_lib.prepare(prepare_config(corpus[0], out, keep_cache=True), progress=False)
+  m2 = prepare_local.prepare(prepare_config(corpus[0], out, keep_cache=True), progress=False)
   assert m2["content_hash"] == m["content_hash"]
   assert {p: os.stat(out / p).st_mtime_ns for p in mtimes} == mtimes  # finished shards untouched
   assert not (out / (victim + ".tmp")).exists()
@@ -88,54 +87,54 @@ def test_resumed_run_refuses_other_options(corpus, prepared, tmp_path):
     match=r"holds an unfinished run prepared with other options \(--kmeans-codebooks 4 -> 8\); "
     r"use a new --output, or --overwrite",
   ):
-    prepare_lib.prepare(prepare_config(corpus[0], out, kmeans_codebooks=8), progress=False)
+    prepare_local.prepare(prepare_config(corpus[0], out, kmeans_codebooks=8), progress=False)
 
 
 def test_teacher_options_are_checked_before_decoding(corpus, tmp_path):
   with pytest.raises(ValueError, match="--teacher=encodec needs --encodec=PATH_OR_HUB_ID"):
-    prepare_lib.prepare(prepare_config(corpus[0], tmp_path, teacher="encodec"), progress=False)
+    prepare_local.prepare(prepare_config(corpus[0], tmp_path, teacher="encodec"), progress=False)
   with pytest.raises(ValueError, match="--teacher must be kmeans or encodec, got 'hubert'"):
-    prepare_lib.prepare(prepare_config(corpus[0], tmp_path, teacher="hubert"), progress=False)
+    prepare_local.prepare(prepare_config(corpus[0], tmp_path, teacher="hubert"), progress=False)
   assert not os.listdir(tmp_path)  # nothing decoded, nothing written
 
 
 def test_teacher_request_maps_options_to_make_teacher():
   cfg = prepare_config("in", "out", seed=5)
-  name, kwargs = prepare_lib.teacher_request(cfg, ())
+  name, kwargs = prepare_jobs.teacher_request(cfg, ())
   assert name == "kmeans" and kwargs["seed"] == 5 and kwargs["audios"] == ()
   assert (kwargs["config"].num_codebooks, kwargs["config"].codebook_size) == (4, 32)
   assert kwargs["config"].max_fit_frames == 4000
   enc = prepare_config("in", "out", teacher="encodec", encodec="random-init", seed=2)
   default = teachers.EncodecTeacherConfig(num_threads=1)
-  assert prepare_lib.teacher_request(enc, ()) == ("encodec", {"seed": 2, "config": default})
+  assert prepare_jobs.teacher_request(enc, ()) == ("encodec", {"seed": 2, "config": default})
   enc = prepare_config(
     "in", "out", teacher="encodec", encodec="/weights", encodec_mode="whole", device="auto"
   )
   whole = dataclasses.replace(default, mode="whole", device="auto")
-  assert prepare_lib.teacher_request(enc, ()) == (
+  assert prepare_jobs.teacher_request(enc, ()) == (
     "encodec",
     {"source": "/weights", "config": whole},
   )
 
 
 def test_segment_bounds_lose_nothing():
-  assert prepare_lib.segment_bounds(1000, 300, 100) == [
+  assert prepare_jobs.segment_bounds(1000, 300, 100) == [
     (0, 300),
     (300, 300),
     (600, 300),
     (900, 100),
   ]
-  assert prepare_lib.segment_bounds(950, 300, 100) == [(0, 300), (300, 300), (600, 350)]
-  assert prepare_lib.segment_bounds(50, 300, 100) == [(0, 50)]
-  assert prepare_lib.segment_bounds(0, 300, 100) == []
+  assert prepare_jobs.segment_bounds(950, 300, 100) == [(0, 300), (300, 300), (600, 350)]
+  assert prepare_jobs.segment_bounds(50, 300, 100) == [(0, 50)]
+  assert prepare_jobs.segment_bounds(0, 300, 100) == []
 
 
 def test_valid_split_is_seeded_and_never_empty():
   files = [f"f{i}.wav" for i in range(20)]
-  chosen = prepare_lib.valid_split(files, 0.01, seed=0)
-  assert len(chosen) >= 1 and chosen == prepare_lib.valid_split(files, 0.01, seed=0)
-  assert prepare_lib.valid_split(files, 0.0, seed=0) == set()
-  assert prepare_lib.valid_split(files[:1], 0.5, seed=0) == set()
+  chosen = prepare_jobs.valid_split(files, 0.01, seed=0)
+  assert len(chosen) >= 1 and chosen == prepare_jobs.valid_split(files, 0.01, seed=0)
+  assert prepare_jobs.valid_split(files, 0.0, seed=0) == set()
+  assert prepare_jobs.valid_split(files[:1], 0.5, seed=0) == set()
 
 
 # ------------------------------------------------------------------------------------ bad inputs
@@ -224,7 +223,7 @@ def test_bad_inputs_nothing_lost(tmp_path, engine):
     text=True,
     timeout=900,
   )
-  assert proc.returncode == prepare_lib.EXIT_SKIPPED, proc.stderr[-3000:]
+  assert proc.returncode == prepare_jobs.EXIT_SKIPPED, proc.stderr[-3000:]
   skipped = {
     json.loads(line)["path"]: json.loads(line)["reason"]
     for line in open(os.path.join(out, "skipped.jsonl"))

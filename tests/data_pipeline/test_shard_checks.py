@@ -17,7 +17,7 @@ import pytest
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare as prepare_lib
-from data_pipeline import reader
+from data_pipeline import prepare_jobs, prepare_local, prepare_run, reader
 from data_pipeline.manifest import shard_expectation
 from data_pipeline.reader import ReaderConfig, ShardChainIterDataset, make_dataset
 from data_pipeline.records import encode_example, parse_example
@@ -183,7 +183,7 @@ def test_resume_mid_shard_restores_exactly_and_digests_on_the_next_full_pass(pre
 # ------------------------------------------------------------------------------------ prepare
 
 
-def _argv(cfg: prepare_lib.PrepareConfig) -> list[str]:
+def _argv(cfg: prepare_jobs.PrepareConfig) -> list[str]:
   """The command line of ``cfg``."""
   argv = []
   for field in dataclasses.fields(cfg):
@@ -243,7 +243,7 @@ def test_rerun_verifies_and_rebuilds_what_is_not_whole(corpus, prepared, tmp_pat
     del entry[key]
   _write_manifest(str(out), forged)
   caches = {
-    rel: str(out / ".work" / prepare_lib._cache_key(os.path.join(root, rel), rel)) for rel in rels
+    rel: str(out / ".work" / prepare_jobs._cache_key(os.path.join(root, rel), rel)) for rel in rels
   }
   os.truncate(caches[rels[0]] + ".npy", 0)
   tokens = caches[rels[1]] + ".tokens.npy"
@@ -255,7 +255,7 @@ def test_rerun_verifies_and_rebuilds_what_is_not_whole(corpus, prepared, tmp_pat
     if s["path"] not in (emptied["path"], cut["path"])
   }
 
-  m2 = prepare_lib.prepare(prepare_config(root, out, keep_cache=True), progress=False)
+  m2 = prepare_local.prepare(prepare_config(root, out, keep_cache=True), progress=False)
   err = capsys.readouterr().err
   assert m2["content_hash"] == m["content_hash"] and m2["splits"] == m["splits"]
   for info in m2["splits"].values():
@@ -303,11 +303,11 @@ def test_plan_difference_with_and_without_a_plan_hash(prepared):
     ]
     for split, info in m["splits"].items()
   }
-  assert prepare_lib._plan_difference(plans, m["plan_hash"], m) is None
-  assert prepare_lib._plan_difference(plans, "other", m) == "the segments planned differ"
+  assert prepare_run._plan_difference(plans, m["plan_hash"], m) is None
+  assert prepare_run._plan_difference(plans, "other", m) == "the segments planned differ"
   legacy = {k: v for k, v in m.items() if k != "plan_hash"}
-  assert prepare_lib._plan_difference(plans, "any", legacy) is None
+  assert prepare_run._plan_difference(plans, "any", legacy) is None
   plans["train"] = plans["train"][:-1]
-  assert prepare_lib._plan_difference(plans, "any", legacy) == (
+  assert prepare_run._plan_difference(plans, "any", legacy) == (
     "the shards' record and sample counts differ"
   )

@@ -10,6 +10,7 @@ import fsspec
 import pytest
 
 from data_pipeline import prepare as prepare_lib
+from data_pipeline import prepare_local
 from mert_jax.files import atomic, storage
 
 MISSING = "gs://no-such-bucket/data"
@@ -72,7 +73,7 @@ def test_write_check_names_a_missing_or_read_only_bucket(gcs) -> None:
 
 
 def test_prepare_refuses_a_bad_bucket_before_reading(gcs, tmp_path, monkeypatch, capsys) -> None:
-  monkeypatch.setattr(prepare_lib, "scan", lambda *a: pytest.fail("refused after scanning"))
+  monkeypatch.setattr(prepare_local, "scan", lambda *a: pytest.fail("refused after scanning"))
   (tmp_path / "music").mkdir()
   read_only = f"gs://{gcs.emulator.bucket(read_only=True)}/data"
   for output, part in [

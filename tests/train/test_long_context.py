@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from configs import mert as mert_configs
-from data_pipeline import prepare as prepare_lib
+from data_pipeline import prepare_local
 from data_pipeline.example_audio import music_clip
 from mert_jax import recipe
 from mert_jax.model.attention import choose_impl
@@ -47,7 +47,7 @@ def test_tiny_long_continues_a_5_s_workdir_on_30_s_crops(trained_workdir, tmp_pa
   for i in range(2):
     sf.write(music / f"song{i}.wav", music_clip(seconds=36.0, offset_seconds=0.0, index=i), 24000)
   data = tmp_path / "data"
-  prepare_lib.prepare(
+  prepare_local.prepare(
     prepare_config(
       music,
       data,
