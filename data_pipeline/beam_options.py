@@ -1,5 +1,6 @@
 """Beam's pipeline options on our command lines (``prepare`` and ``extract``, ``--engine=beam``):
-which of the arguments a command did not know are Beam's, refused in one line when they are not.
+which of the arguments a command did not know are Beam's, refused in one line when they are not,
+and the options a pipeline runs with.
 
 Beam is the optional ``beam`` extra, so it is imported inside the functions: a command without it
 still parses, and names the extra when Beam's options are given.
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Iterator
+import os
+from typing import Any, Iterator
 
 from mert_jax.terminal.cli_help import ArgumentParser
 from mert_jax.terminal.progress import log_level
+
+WORKER_LOG_LEVEL = "ERROR"  # Beam workers' own log lines below this are dropped
 
 
 def _beam_option_parser() -> argparse.ArgumentParser:
@@ -61,3 +65,27 @@ def pass_through(parser: ArgumentParser, rest: list[str], engine: str, command: 
   if unknown:
     parser.refuse(unknown, option_names(), f" (neither {command}'s nor Beam's)")
   return rest
+
+
+def pipeline_options(workers: int | None, beam_args: list[str]) -> Any:
+  """Beam's ``PipelineOptions`` from the pass-through arguments; on the DirectRunner, ``workers``
+  processes (None: one per CPU) unless --direct_num_workers says otherwise."""
+  with log_level(logging.ERROR):  # Beam's import warns that optional BigQuery clients are missing
+    from apache_beam.options.pipeline_options import (  # pylint: disable=g-import-not-at-top
+      DirectOptions,
+      PipelineOptions,
+      StandardOptions,
+    )
+
+  given = " ".join(beam_args)
+  if "--default_sdk_harness_log_level" not in given:  # workers' lines: errors only
+    beam_args = [*beam_args, f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}"]
+  options = PipelineOptions(beam_args)
+  runner = options.view_as(StandardOptions).runner
+  if runner in (None, "DirectRunner", "direct"):
+    direct = options.view_as(DirectOptions)
+    if "--direct_num_workers" not in given:
+      direct.direct_num_workers = workers or os.cpu_count() or 1
+    if direct.direct_num_workers > 1 and "--direct_running_mode" not in given:
+      direct.direct_running_mode = "multi_processing"
+  return options

@@ -45,7 +45,7 @@ from typing import Any, Iterable, Iterator
 import fsspec
 import numpy as np
 
-from data_pipeline import frame_sample
+from data_pipeline import beam_options, frame_sample
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare_jobs as jobs
 from data_pipeline import prepare_run as runs
@@ -70,7 +70,6 @@ SAMPLE = "kmeans_sample.npz"
 SHARDS = "shards.json"
 NOTES = "rebuilt.json"
 SAMPLE_TAG = "sample"
-WORKER_LOG_LEVEL = "ERROR"  # Beam workers' own log lines below this are dropped
 
 
 def _join(folder: str, name: str) -> str:
@@ -306,23 +305,6 @@ def write_pass(
 # ---------------------------------------------------------------------------------- launcher
 
 
-def pipeline_options(workers: int | None, beam_args: list[str]) -> PipelineOptions:
-  """Beam's options from the pass-through arguments; on the DirectRunner, ``workers`` processes
-  (None: one per CPU) unless --direct_num_workers says otherwise."""
-  given = " ".join(beam_args)
-  if "--default_sdk_harness_log_level" not in given:  # workers' lines: errors only
-    beam_args = [*beam_args, f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}"]
-  options = PipelineOptions(beam_args)
-  runner = options.view_as(StandardOptions).runner
-  if runner in (None, "DirectRunner", "direct"):
-    direct = options.view_as(DirectOptions)
-    if "--direct_num_workers" not in given:
-      direct.direct_num_workers = workers or os.cpu_count() or 1
-    if direct.direct_num_workers > 1 and "--direct_running_mode" not in given:
-      direct.direct_running_mode = "multi_processing"
-  return options
-
-
 def _read_json(path: str) -> Any:
   with fsspec.open(path, "r") as f:
     return json.load(f)
@@ -337,7 +319,7 @@ def prepare(
   previous, previous_plan = runs.open_run(cfg, work)
   t_start = time.time()
   say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-  options = pipeline_options(cfg.workers, beam_args or [])
+  options = beam_options.pipeline_options(cfg.workers, beam_args or [])
   runner = options.view_as(StandardOptions).runner or "DirectRunner"
   audio_files, other = jobs.scan(cfg.input)
   if not audio_files:

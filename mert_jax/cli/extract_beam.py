@@ -6,7 +6,7 @@ a re-run keeps what an earlier run wrote.
   python -m mert_jax.cli.extract --engine=beam --checkpoint=gs://B/ckpt --audio=gs://B/music \
       --output=gs://B/features [--runner=DataflowRunner --project=P --region=R ...]
 
-The launcher lists the files still to extract (extract.plan_folder); one pipeline spreads them
+The launcher lists the files still to extract (extract_files.plan_folder); one pipeline spreads them
 over the workers, each of which loads the model once (``DoFn.setup``) and compiles its programs
 once (one per length bucket, or one for windows), then decodes, extracts and writes each file
 (atomically: a worker that dies mid-file leaves no .npy, so the file is extracted again by the
@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import fsspec
 
+from data_pipeline import beam_options
+from mert_jax.cli import extract_files
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_write_text
 from mert_jax.terminal.progress import log_level
@@ -37,35 +39,29 @@ ROWS = "rows.json"
 
 
 class ExtractFile(beam.DoFn):
-  """A file's path relative to --audio -> its row (extract.extract_file); the model and its
+  """A file's path relative to --audio -> its row (extract_files.extract_file); the model and its
   extractors are built once per worker."""
 
   def __init__(self, args: dict[str, Any]):
     self.args = args
 
   def setup(self) -> None:
-    from mert_jax.cli import extract  # pylint: disable=g-import-not-at-top
-
-    self.extract = extract
     self.ns = argparse.Namespace(**self.args)
-    self.backbone = extract.load_backbone(self.ns)
-    self.windows, self.whole = extract.extractors(self.ns, self.backbone)
+    self.backbone = extract_files.load_backbone(self.ns)
+    self.windows, self.whole = extract_files.extractors(self.ns, self.backbone)
 
   def process(self, rel: str) -> Iterator[dict[str, Any]]:
-    yield self.extract.extract_file(self.backbone, self.ns, self.windows, self.whole, rel)
+    yield extract_files.extract_file(self.backbone, self.ns, self.windows, self.whole, rel)
 
 
 def run(args: argparse.Namespace, rels: list[str], beam_args: list[str]) -> list[dict[str, Any]]:
   """Extracts ``rels`` (relative to --audio) on Beam; their rows in ``rels``' order."""
-  # Imported here: prepare's Beam module holds the shared option handling (and imports Beam).
-  from data_pipeline.beam_prepare import pipeline_options  # pylint: disable=g-import-not-at-top
-
   if not rels:
     return []
   work = os.path.join(args.output, BEAM_WORK)
   storage.makedirs(work)
   rows_path = os.path.join(work, ROWS)
-  options = pipeline_options(args.workers, beam_args)
+  options = beam_options.pipeline_options(args.workers, beam_args)
   with beam.Pipeline(options=options) as p:
     _ = (
       p

@@ -16,6 +16,7 @@ from data_pipeline import prepare_local, prepare_run
 from data_pipeline.prepare_jobs import PrepareConfig
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import extract as extract_cli
+from mert_jax.cli import extract_files
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.recipe import REPO_ROOT
 from mert_jax.terminal import cli_help
@@ -131,7 +132,7 @@ def no_long_work(monkeypatch) -> None:
     (prepare_local, "scan"),
     (prepare_local, "_decode_job"),
     (checkpoints, "load_model"),
-    (extract_cli, "import_hf"),
+    (extract_files, "import_hf"),
     (convert_cli, "import_fairseq"),
     (convert_cli, "import_hf"),
     (loop, "train"),

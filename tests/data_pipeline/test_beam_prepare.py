@@ -13,7 +13,14 @@ import shutil
 import numpy as np
 import pytest
 
-from data_pipeline import beam_prepare, frame_sample, prepare_jobs, prepare_local, teachers
+from data_pipeline import (
+  beam_options,
+  beam_prepare,
+  frame_sample,
+  prepare_jobs,
+  prepare_local,
+  teachers,
+)
 from data_pipeline import prepare as prepare_lib
 from tests.data_pipeline.fixtures import make_corpus, prepare_config, records
 from tests.data_pipeline.test_shard_checks import _argv, record_ends
@@ -112,9 +119,9 @@ def test_cli_passes_beam_options_through_and_refuses_them_without_beam(corpus, t
 
 def test_pipeline_options_default_to_the_workers_on_the_direct_runner():
   cfg = prepare_config("i", "o", workers=3, engine="beam")
-  direct = beam_prepare.pipeline_options(cfg.workers, []).view_as(beam_prepare.DirectOptions)
+  direct = beam_options.pipeline_options(cfg.workers, []).view_as(beam_prepare.DirectOptions)
   assert direct.direct_num_workers == 3 and direct.direct_running_mode == "multi_processing"
-  direct = beam_prepare.pipeline_options(cfg.workers, ["--direct_num_workers=1"]).view_as(
+  direct = beam_options.pipeline_options(cfg.workers, ["--direct_num_workers=1"]).view_as(
     beam_prepare.DirectOptions
   )
   assert direct.direct_num_workers == 1 and direct.direct_running_mode != "multi_processing"
