@@ -42,7 +42,7 @@ from data_pipeline import prepare as prepare_lib  # noqa: E402
 from mert_jax import recipe  # noqa: E402
 from mert_jax.cli import probe as probe_cli  # noqa: E402
 from mert_jax.config import ObjectiveConfig  # noqa: E402
-from mert_jax.objective import target_stats  # noqa: E402
+from mert_jax.objective import target_stats_file as target_stats  # noqa: E402
 from mert_jax.train import checkpoints  # noqa: E402
 from mert_jax.train.loop import train  # noqa: E402
 

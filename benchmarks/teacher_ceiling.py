@@ -31,7 +31,7 @@ from data_pipeline import reader as reader_lib  # noqa: E402
 from mert_jax import recipe  # noqa: E402
 from mert_jax.config import ObjectiveConfig  # noqa: E402
 from mert_jax.objective import targets  # noqa: E402
-from mert_jax.objective.target_stats import log_floor  # noqa: E402
+from mert_jax.objective.target_stats_file import log_floor  # noqa: E402
 
 CONTEXT = (-5, -4, -3, 3, 4, 5)  # frames visible around a masked 5-frame span centred on t
 SEMITONE_BINS = 4  # CQT bins averaged into one input (48 per octave -> 12)

@@ -37,7 +37,7 @@ from mert_jax.cli import sweep as sweep_cli
 from mert_jax.cli import train as train_cli
 from mert_jax.config import ObjectiveConfig, model_config
 from mert_jax.model.mert import create_model
-from mert_jax.objective import target_stats
+from mert_jax.objective import target_stats, target_stats_file
 from mert_jax.terminal.cli_help import option_value
 from mert_jax.train import aot, checkpoints, console, fail_fast
 from mert_jax.train import input as input_lib
@@ -141,7 +141,7 @@ class Stage:
       stats = target_stats.compute(
         self.data, model_config("tiny"), ObjectiveConfig(), crops=16, crop_samples=48_000
       )
-      target_stats.save(path, stats)
+      target_stats_file.save(path, stats)
     return path
 
   def trained(self, path: str) -> str:

@@ -31,7 +31,7 @@ from data_pipeline.tfrecord import CorruptRecordError
 from mert_jax import recipe
 from mert_jax.cli import config_help
 from mert_jax.files import storage
-from mert_jax.objective import target_stats
+from mert_jax.objective import target_stats_file as target_stats
 from mert_jax.terminal.cli_help import ArgumentParser, option_value, prog
 from mert_jax.train import checkpoints, distributed, fail_fast, loop_config, workdir
 from mert_jax.train import input as input_lib

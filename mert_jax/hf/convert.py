@@ -40,16 +40,16 @@ from flax import nnx
 from mert_jax.config import ModelConfig
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_dir, atomic_write_bytes
+from mert_jax.hf.export_files import (
+  HEADS_FILE,
+  HF_BIN,
+  HF_CONFIG_FILE,
+  HF_WEIGHTS,
+  MERT_CONFIG_FILE,
+  PREPROCESSOR_FILE,
+  README_FILE,
+)
 from mert_jax.model.mert import MERTModel, create_model
-
-HF_CONFIG_FILE = "config.json"
-HF_WEIGHTS = "model.safetensors"
-HF_BIN = "pytorch_model.bin"
-HEADS_FILE = "mert_heads.safetensors"
-MERT_CONFIG_FILE = "mert_jax_config.json"
-PREPROCESSOR_FILE = "preprocessor_config.json"
-README_FILE = "README.md"
-
 
 # MERT options of the reference code that this model does not implement (config key -> meaning).
 UNIMPLEMENTED_MERT_OPTIONS = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from etils import epath
 
-from mert_jax.hf.convert import (
+from mert_jax.hf.export_files import (
   HEADS_FILE,
   HF_WEIGHTS,
   MERT_CONFIG_FILE,

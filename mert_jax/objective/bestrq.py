@@ -37,7 +37,7 @@ import numpy as np
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.files.atomic import atomic_write_bytes
 from mert_jax.model.conv_extractor import num_frames, receptive_field
-from mert_jax.objective import target_stats
+from mert_jax.objective import target_stats_file as target_stats
 
 STD_FLOOR = 1e-5  # a constant dimension (silence) standardises to zeros, not NaN
 NORM_FLOOR = 1e-12  # l2-normalisation floor

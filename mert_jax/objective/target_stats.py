@@ -22,68 +22,23 @@ and the number of frames they came from.
 from __future__ import annotations
 
 import argparse
-import functools
-import io
 import sys
 
 import jax
 import numpy as np
-from etils import epath
 
 from data_pipeline import reader as reader_lib
+from mert_jax import recipe
 from mert_jax.config import ModelConfig, ObjectiveConfig
-from mert_jax.files.atomic import atomic_write_bytes
-
-LOG_FLOOR = 1e-6  # log(max(x, LOG_FLOOR)): silence is finite
-STD_FLOOR = 1e-3  # a bin that never varies is divided by this, not by 0
-KEYS = ("cqt_mean", "cqt_std", "mel_mean", "mel_std")
-HINT = "write one with python -m mert_jax.objective.target_stats --data=DATA_DIR --output=FILE.npz"
-
-
-def log_floor(x):
-  """Magnitudes or powers -> their log, floored (jax or numpy in, same out)."""
-  xp = np if isinstance(x, np.ndarray) else jax.numpy
-  return xp.log(xp.maximum(x, LOG_FLOOR))
-
-
-@functools.lru_cache(maxsize=4)
-def load(path: str) -> dict[str, np.ndarray]:
-  """The statistics of a file ({key: (bins,) float32}, stds floored); one line naming the file if
-  it cannot be read."""
-  try:
-    with epath.Path(path).open("rb") as f:
-      z = np.load(io.BytesIO(f.read()))
-      out = {k: np.asarray(z[k], np.float32) for k in KEYS}
-  except (OSError, KeyError, ValueError) as e:
-    raise ValueError(
-      f"objective.target_stats={path}: not a target statistics file ({type(e).__name__}: {e}); "
-      f"{HINT}"
-    ) from e
-  for k in ("cqt_std", "mel_std"):
-    out[k] = np.maximum(out[k], STD_FLOOR)
-  return out
-
-
-def check(path: str, mcfg: ModelConfig, ocfg: ObjectiveConfig) -> None:
-  """The file reads and its bins match the model's CQT and the objective's mel bands."""
-  stats = load(path)
-  for key, want, field in (
-    ("cqt_mean", mcfg.cqt_bins, "model.cqt_bins"),
-    ("mel_mean", ocfg.bestrq_mels, "objective.bestrq_mels"),
-  ):
-    if stats[key].shape != (want,):
-      raise ValueError(
-        f"objective.target_stats={path}: {key} has {stats[key].shape[0]} bins, but {field}={want}"
-      )
+from mert_jax.objective import bestrq
+from mert_jax.objective.target_stats_file import log_floor, save
+from mert_jax.objective.targets import cqt_fn
 
 
 def compute(
   data_dir: str, mcfg: ModelConfig, ocfg: ObjectiveConfig, *, crops: int, crop_samples: int
 ) -> dict[str, np.ndarray]:
   """{KEYS..., "frames"}: log-CQT and log-mel statistics over ``crops`` seeded training crops."""
-  from mert_jax.objective import bestrq  # pylint: disable=g-import-not-at-top
-  from mert_jax.objective.targets import cqt_fn  # pylint: disable=g-import-not-at-top
-
   batch = 16
   rcfg = reader_lib.ReaderConfig(crop_samples=crop_samples, batch_size=batch, shuffle_window=64)
   it = iter(reader_lib.make_dataset(data_dir, rcfg, split="train")[0])
@@ -109,15 +64,7 @@ def compute(
   return out
 
 
-def save(path: str, stats: dict[str, np.ndarray]) -> None:
-  buf = io.BytesIO()
-  np.savez(buf, **stats)
-  atomic_write_bytes(path, buf.getvalue())
-
-
 def main(argv: list[str] | None = None) -> int:
-  from mert_jax import recipe  # pylint: disable=g-import-not-at-top
-
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--data", required=True, help="a data_pipeline.prepare folder (local or gs://)")
   p.add_argument("--output", required=True, help="the .npz to write")

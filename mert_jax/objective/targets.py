@@ -23,8 +23,9 @@ import jax.numpy as jnp
 
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames
-from mert_jax.objective import bestrq, target_stats
+from mert_jax.objective import bestrq
 from mert_jax.objective import cqt as cqt_lib
+from mert_jax.objective import target_stats_file as target_stats
 
 CqtFn = Callable[[jax.Array], jax.Array]  # (B, L) audio -> (B, T_cqt >= T, bins) magnitudes
 

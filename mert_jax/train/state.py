@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from mert_jax import sharding
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.mert import MERTModel, abstract_model
-from mert_jax.objective import target_stats
+from mert_jax.objective import target_stats_file as target_stats
 from mert_jax.recipe import model_config_from, objective_config_from
 from mert_jax.train.optim import make_optimizer
 from mert_jax.train.step import init_state, make_eval_step, make_train_step

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mert_jax.config import model_config
-from mert_jax.hf import convert
+from mert_jax.hf import convert, export_files
 from mert_jax.model.features import hidden_states
 from mert_jax.model.mert import abstract_model, count_params, create_model
 from tests.expected import BACKBONE_PARAMS
@@ -209,26 +209,26 @@ def test_import_rejects_mismatched_weights(tmp_path):
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
   model = create_model(model_config("tiny", dtype="float32"), seed=2)
   convert.export_hf(model, tmp_path / "hf")
-  sd = convert.read_weights(tmp_path / "hf" / convert.HF_WEIGHTS)
+  sd = convert.read_weights(tmp_path / "hf" / export_files.HF_WEIGHTS)
   key = "encoder.layers.1.attention.k_proj.weight"
   sd[key][3, 5] = np.nan
   import safetensors.numpy
 
-  (tmp_path / "hf" / convert.HF_WEIGHTS).write_bytes(safetensors.numpy.save(sd))
+  (tmp_path / "hf" / export_files.HF_WEIGHTS).write_bytes(safetensors.numpy.save(sd))
   with pytest.raises(ValueError, match=f"{key} holds 1 non-finite value"):
     convert.import_hf(tmp_path / "hf")
-  heads = convert.read_weights(tmp_path / "hf" / convert.HEADS_FILE)
+  heads = convert.read_weights(tmp_path / "hf" / export_files.HEADS_FILE)
   heads["cqt_head.bias"][0] = np.inf
   sd[key][3, 5] = 0.0
-  (tmp_path / "hf" / convert.HF_WEIGHTS).write_bytes(safetensors.numpy.save(sd))
-  (tmp_path / "hf" / convert.HEADS_FILE).write_bytes(safetensors.numpy.save(heads))
+  (tmp_path / "hf" / export_files.HF_WEIGHTS).write_bytes(safetensors.numpy.save(sd))
+  (tmp_path / "hf" / export_files.HEADS_FILE).write_bytes(safetensors.numpy.save(heads))
   with pytest.raises(ValueError, match="cqt_head.bias holds 1 non-finite value"):
     convert.import_hf(tmp_path / "hf")
 
 
 def test_truncated_safetensors_names_the_file(tmp_path):
   convert.export_hf(create_model(model_config("tiny"), seed=2), tmp_path / "hf")
-  weights = tmp_path / "hf" / convert.HF_WEIGHTS
+  weights = tmp_path / "hf" / export_files.HF_WEIGHTS
   weights.write_bytes(weights.read_bytes()[:100])
   with pytest.raises(ValueError, match=f"{weights}: not a readable safetensors file"):
     convert.import_hf(tmp_path / "hf")

@@ -10,7 +10,7 @@ import pytest
 
 from mert_jax.config import MODEL_SIZES, ObjectiveConfig
 from mert_jax.model.conv_extractor import num_frames, receptive_field
-from mert_jax.objective import bestrq, target_stats
+from mert_jax.objective import bestrq, target_stats_file
 
 MCFG = MODEL_SIZES["tiny"].replace(codebook_size=64)
 OCFG = ObjectiveConfig(targets="bestrq", bestrq_norm="clip")
@@ -82,10 +82,10 @@ def test_corpus_standardised_codes_equal_the_numpy_restatement(clips, tmp_path) 
     "mel_std": mel.std(axis=0) + 0.1,
   }
   path = str(tmp_path / "stats.npz")
-  target_stats.save(path, stats)
+  target_stats_file.save(path, stats)
   ocfg = dataclasses.replace(OCFG, bestrq_norm="corpus", target_stats=path)
   got = np.asarray(jax.jit(lambda a: bestrq.codes(a, None, MCFG, ocfg))(clips))
-  want = numpy_codes(clips, OCFG.bestrq_seed, ocfg, target_stats.load(path))
+  want = numpy_codes(clips, OCFG.bestrq_seed, ocfg, target_stats_file.load(path))
   assert np.mean(got == want) > 0.995, np.mean(got == want)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from data_pipeline import reader as reader_lib
 from mert_jax.config import ObjectiveConfig, model_config
-from mert_jax.objective import bestrq, target_stats, targets
+from mert_jax.objective import bestrq, target_stats, target_stats_file, targets
 
 
 def test_raw_target_is_the_magnitudes() -> None:
@@ -23,7 +23,7 @@ def _stats_file(path, rng) -> tuple[str, dict]:
     "mel_std": (rng.rand(128) + 0.5).astype(np.float32),
     "frames": np.asarray(10),
   }
-  target_stats.save(str(path), stats)
+  target_stats_file.save(str(path), stats)
   return str(path), stats
 
 
@@ -57,7 +57,7 @@ def test_statistics_equal_a_numpy_pass_over_the_same_crops(default_data, tmp_pat
     target_stats.main([f"--data={default_data}", f"--output={out}", "--config=tiny", "--crops=16"])
     == 0
   )
-  loaded = target_stats.load(str(out))
+  loaded = target_stats_file.load(str(out))
   np.testing.assert_allclose(loaded["cqt_mean"], stats["cqt_mean"])
 
 
@@ -65,10 +65,10 @@ def test_a_bad_statistics_file_is_one_line_naming_it(tmp_path) -> None:
   bad = tmp_path / "bad.npz"
   bad.write_bytes(b"not an npz")
   with pytest.raises(ValueError, match=f"objective.target_stats={bad}: not a target statistics"):
-    target_stats.load(str(bad))
+    target_stats_file.load(str(bad))
   rng = np.random.RandomState(0)
   path, _ = _stats_file(tmp_path / "ok.npz", rng)
   with pytest.raises(ValueError, match="cqt_mean has 336 bins, but model.cqt_bins=84"):
-    target_stats.check(path, model_config("tiny", cqt_bins=84), ObjectiveConfig())
+    target_stats_file.check(path, model_config("tiny", cqt_bins=84), ObjectiveConfig())
   with pytest.raises(ValueError, match="mel_mean has 128 bins, but objective.bestrq_mels=64"):
-    target_stats.check(path, model_config("tiny"), ObjectiveConfig(bestrq_mels=64))
+    target_stats_file.check(path, model_config("tiny"), ObjectiveConfig(bestrq_mels=64))
