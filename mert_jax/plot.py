@@ -33,12 +33,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mert_jax import workdir_files
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_open
 from mert_jax.terminal import cli_help
 
-METRICS_FILE = "metrics.jsonl"  # as mert_jax/train/metrics.py writes it
-DEFAULT_OUTPUT = "curves.png"
 FIG_SIZE_IN = (8.0, 6.0)  # inches
 DPI = 100  # 800 x 600 pixels
 LOSS_TERMS = ("loss", "loss_codes", "loss_cqt", "features_pen")
@@ -227,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     "workdir",
     nargs="?",
     metavar="WORKDIR",
-    help=f"training workdir holding {METRICS_FILE} (local or gs://); omit with --benchmark",
+    help=f"training workdir holding {workdir_files.METRICS} (local or gs://); not with --benchmark",
   )
   parser.add_argument(
     "--benchmark",
@@ -238,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
     "--output",
     metavar="FILE.png",
-    help=f"PNG to write (default: WORKDIR/{DEFAULT_OUTPUT}, or ROWS.png beside --benchmark)",
+    help=f"PNG to write (default: WORKDIR/{workdir_files.CURVES}, or ROWS.png beside --benchmark)",
   )
   return parser
 
@@ -255,18 +254,20 @@ def plot_benchmark(path: str, output: str | None = None) -> str:
 def plot_workdir(workdir: str, output: str | None = None) -> str:
   """The training curves of a workdir's metrics.jsonl; writes ``output`` (default
   WORKDIR/curves.png) and returns its path."""
-  metrics = os.path.join(workdir, METRICS_FILE)
+  metrics = os.path.join(workdir, workdir_files.METRICS)
   if not epath.Path(workdir).is_dir():
     raise PlotError(f"{workdir}: no such folder")
   if not epath.Path(metrics).exists():
     raise PlotError(
-      f"{workdir} holds no {METRICS_FILE}: not a training workdir, or no step logged yet"
+      f"{workdir} holds no {workdir_files.METRICS}: not a training workdir, or no step logged yet"
     )
   rows, note = read_rows(metrics)
   steps = [int(r["step"]) for r in rows if "step" in r]
   name = os.path.basename(os.path.normpath(workdir))
   title = f"{name}: steps {min(steps, default=0)}-{max(steps, default=0)}"
-  return _write(draw_curves(rows, title), output or os.path.join(workdir, DEFAULT_OUTPUT), note)
+  return _write(
+    draw_curves(rows, title), output or os.path.join(workdir, workdir_files.CURVES), note
+  )
 
 
 def _write(fig: Figure, output: str, note: str | None) -> str:

@@ -390,7 +390,7 @@ def check_export_output(hf_dir: str | os.PathLike, *, overwrite: bool) -> None:
     return
   if not overwrite:
     raise OutputExistsError(f"{path} exists and is not empty; pass --overwrite to replace it")
-  if not storage.exists(os.path.join(path, "config.json")):
+  if not storage.exists(os.path.join(path, HF_CONFIG_FILE)):
     raise OutputExistsError(
       f"{path} is not empty and holds no config.json (not a model folder): refusing to replace "
       f"it even with --overwrite; choose another --output"
@@ -474,7 +474,7 @@ def import_hf(
   from mert_jax.hf.hub import resolve_hf_dir  # pylint: disable=g-import-not-at-top
 
   d = epath.Path(resolve_hf_dir(hf_dir))  # a Hub id (owner/name) is downloaded first
-  cfg_path = d / "config.json"
+  cfg_path = d / HF_CONFIG_FILE
   if not cfg_path.exists():
     raise FileNotFoundError(
       f"{hf_dir}: config.json not found; is this a Hugging Face model folder?"

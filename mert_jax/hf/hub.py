@@ -14,19 +14,20 @@ import re
 from typing import Any
 
 from mert_jax.files import storage
+from mert_jax.hf import export_files
 
 # What a Hub model id looks like: owner/name, each [A-Za-z0-9._-], not starting with . or -.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The files ``mert_jax.hf.convert.import_hf`` reads; remote code (*.py) is never downloaded.
 DOWNLOAD_PATTERNS = (
-  "config.json",
-  "preprocessor_config.json",
-  "model.safetensors",
-  "model.safetensors.index.json",
+  export_files.HF_CONFIG_FILE,
+  export_files.PREPROCESSOR_FILE,
+  export_files.HF_WEIGHTS,
+  "model.safetensors.index.json",  # transformers' sharded weights: the index and its shards
   "model-*-of-*.safetensors",
-  "pytorch_model.bin",
-  "mert_heads.safetensors",
-  "mert_jax_config.json",
+  export_files.HF_BIN,
+  export_files.HEADS_FILE,
+  export_files.MERT_CONFIG_FILE,
 )
 EXTRA_HINT = "pip install -e '.[torch]'"
 DEFAULT_COMMIT_MESSAGE = "Upload MERT model exported by mert_jax"
@@ -105,7 +106,7 @@ def resolve_hf_dir(path_or_id: str | os.PathLike, revision: str | None = None) -
     ) from e
   except Exception as e:  # pylint: disable=broad-except  (e.g. a connection lost mid-download)
     raise HubError(f"{at}: downloading from the Hugging Face Hub failed ({_first_line(e)})") from e
-  if not os.path.exists(os.path.join(folder, "config.json")):
+  if not os.path.exists(os.path.join(folder, export_files.HF_CONFIG_FILE)):
     raise HubError(f"{at}: the Hub repository has no config.json; not a Hugging Face model")
   return os.fspath(folder)
 

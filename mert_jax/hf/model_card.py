@@ -16,6 +16,7 @@ from typing import Any
 
 from etils import epath
 
+from mert_jax import workdir_files
 from mert_jax.hf.export_files import (
   HEADS_FILE,
   HF_WEIGHTS,
@@ -26,7 +27,6 @@ from mert_jax.hf.hub import HUB_ID
 from mert_jax.model.mert import MERTModel, count_params
 
 TAGS = ("music", "audio", "mert", "hubert", "self-supervised")
-PROBE_RESULTS = os.path.join("probe", "results.json")  # relative to a training workdir
 MAX_PROBE_ROWS = 40
 # The logged training metrics the card reports, in this order (accuracy: mean over codebooks).
 LOSS_KEYS = ("loss", "loss_codes", "loss_cqt", "accuracy")
@@ -259,12 +259,12 @@ def _workdir_facts(
     except (FileNotFoundError, ValueError):
       step = None
   facts["steps"] = step
-  row = last_logged(wd / "metrics.jsonl", step)
+  row = last_logged(wd / workdir_files.METRICS, step)
   if row:
     facts["losses"], facts["losses_step"] = _losses(row), row.get("step")
   # The data: config.json's data.dir, or the embedded corpus prepared under the workdir.
   try:
-    config = _read_json(wd / checkpoints.WORKDIR_CONFIG)
+    config = _read_json(wd / workdir_files.CONFIG)
   except (OSError, ValueError):
     config = {}
   data_dir = (config.get("data") or {}).get("dir")
@@ -295,11 +295,11 @@ def _workdir_facts(
   if objective.get("cqt_target", "raw") != "raw":
     facts["teacher"] = f"{facts.get('teacher', 'unknown')}; CQT target {objective['cqt_target']}"
   try:
-    facts["init_from"] = _read_json(wd / "init_from.json").get("source")
+    facts["init_from"] = _read_json(wd / workdir_files.INIT_FROM).get("source")
   except (OSError, ValueError, AttributeError):
     pass
   try:
-    rows = probe_rows(_read_json(wd / PROBE_RESULTS))
+    rows = probe_rows(_read_json(wd / workdir_files.PROBE_RESULTS))
   except (OSError, ValueError):
     rows = []
   facts["probe"] = tuple(rows)

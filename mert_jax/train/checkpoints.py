@@ -81,6 +81,7 @@ from absl import logging as absl_logging
 from etils import epath
 from flax import nnx
 
+from mert_jax import workdir_files
 from mert_jax.config import ModelConfig
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_write_text
@@ -88,10 +89,6 @@ from mert_jax.model.mert import MERTModel, create_model
 from mert_jax.train import distributed, fingerprint
 
 # Training workdir.
-WORKDIR_CONFIG = "config.json"
-CHECKPOINTS = "checkpoints"
-SET_ASIDE = "checkpoints_set_aside"
-STATE, DATA_ITER, META = "state", "data_iter", "meta"
 META_FORMAT = 2  # 1: {"step", "process_count", "data_groups"} only (no verification)
 # Model checkpoint.
 MODEL_CONFIG = "model_config.json"
@@ -237,13 +234,13 @@ def checkpoint_manager(
     enable_async_checkpointing=True,
     create=True,
   )
-  return ocp.CheckpointManager(local_absolute(workdir) / CHECKPOINTS, options=options)
+  return ocp.CheckpointManager(local_absolute(workdir) / workdir_files.CHECKPOINTS, options=options)
 
 
 def complete_steps(workdir: str | os.PathLike) -> list[int]:
   """The finalised checkpoint steps of a workdir, ascending (orbax's listing, without a manager:
   creates nothing, logs nothing)."""
-  path = local_absolute(workdir) / CHECKPOINTS
+  path = local_absolute(workdir) / workdir_files.CHECKPOINTS
   return sorted(ocp.utils.checkpoint_steps(path)) if path.exists() else []
 
 
@@ -253,21 +250,25 @@ def latest_step(workdir: str) -> int | None:
 
 
 def _read_meta(step: int, step_dir: epath.Path) -> dict[str, Any]:
-  path = step_dir / META / "metadata"
+  path = step_dir / workdir_files.META / "metadata"
   try:
     meta = json.loads(path.read_text())
   except FileNotFoundError as e:
-    raise CorruptCheckpoint(step, step_dir, f"{META}/metadata is missing") from e
+    raise CorruptCheckpoint(step, step_dir, f"{workdir_files.META}/metadata is missing") from e
   except (OSError, ValueError) as e:
-    raise CorruptCheckpoint(step, step_dir, f"{META}/metadata is unreadable ({one_line(e)})") from e
+    raise CorruptCheckpoint(
+      step, step_dir, f"{workdir_files.META}/metadata is unreadable ({one_line(e)})"
+    ) from e
   if not isinstance(meta, dict):
-    raise CorruptCheckpoint(step, step_dir, f"{META}/metadata is not a JSON object")
+    raise CorruptCheckpoint(step, step_dir, f"{workdir_files.META}/metadata is not a JSON object")
   return meta
 
 
 def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
   try:
-    return json.loads((local_absolute(checkpoints_dir) / str(step) / META / "metadata").read_text())
+    return json.loads(
+      (local_absolute(checkpoints_dir) / str(step) / workdir_files.META / "metadata").read_text()
+    )
   except (OSError, ValueError):
     return {}
 
@@ -329,7 +330,7 @@ class RunCheckpoints:
     model_config: ModelConfig | None = None,
   ):
     self.workdir = local_absolute(workdir)
-    self.directory = self.workdir / CHECKPOINTS
+    self.directory = self.workdir / workdir_files.CHECKPOINTS
     self.mngr = checkpoint_manager(workdir, keep_last=keep_last, keep_every=keep_every)
     self.model_config = model_config
     self._pending: tuple[int, bool] | None = None  # (step, finite) of the save in flight
@@ -376,7 +377,7 @@ class RunCheckpoints:
       raise CheckpointError(
         f"no checkpoint in {self.directory} verifies: "
         + "; ".join(f"{t}: {why}" for t, why in skipped)
-        + f". Move them away (e.g. to {self.workdir / SET_ASIDE}) to start afresh"
+        + f". Move them away (e.g. to {self.workdir / workdir_files.SET_ASIDE}) to start afresh"
       )
     self._good = s if verified and finite else None
     newer = [t for t in steps if t > s]
@@ -418,7 +419,7 @@ class RunCheckpoints:
       return state, False, False
     got, _ = fingerprint.digest(state)
     try:
-      _compare(s, step_dir, saved, got, STATE)
+      _compare(s, step_dir, saved, got, workdir_files.STATE)
     except CorruptCheckpoint:
       del state  # free the device memory before trying an older checkpoint
       raise
@@ -427,31 +428,35 @@ class RunCheckpoints:
   def _check_data_iter(self, s: int, step_dir: epath.Path, meta: dict[str, Any]) -> None:
     """This process's data-position file must be readable and match its saved CRC. A checkpoint
     of another process count is left to ``restore_data_iter`` (DataStateMismatch)."""
-    folder = step_dir / DATA_ITER
+    folder = step_dir / workdir_files.DATA_ITER
     pi, pc = jax.process_index(), jax.process_count()
     name = f"process_{pi}-of-{pc}.json"
     try:
       if not (folder / name).exists():
         if not list(folder.glob("process_*-of-*.json")):
-          raise CorruptCheckpoint(s, step_dir, f"{DATA_ITER}/ holds no iterator state")
+          raise CorruptCheckpoint(
+            s, step_dir, f"{workdir_files.DATA_ITER}/ holds no iterator state"
+          )
         return
       state = json.loads((folder / name).read_text())
     except (OSError, ValueError) as e:
       raise CorruptCheckpoint(
-        s, step_dir, f"{DATA_ITER}/{name} is unreadable ({one_line(e)})"
+        s, step_dir, f"{workdir_files.DATA_ITER}/{name} is unreadable ({one_line(e)})"
       ) from e
     crcs = meta.get("data_iter_crc32")
     if crcs is not None and meta.get("process_count") == pc and _data_state_crc(state) != crcs[pi]:
-      raise CorruptCheckpoint(s, step_dir, f"{DATA_ITER}/{name} differs from what was saved")
+      raise CorruptCheckpoint(
+        s, step_dir, f"{workdir_files.DATA_ITER}/{name} differs from what was saved"
+      )
 
   def _check_fits(self, s: int, step_dir: epath.Path, abstract_state: Any) -> None:
     """The saved leaves must be this run's: same names, shapes and dtypes."""
     handler = ocp.PyTreeCheckpointHandler()
     try:
-      tree = handler.metadata(step_dir / STATE).tree
+      tree = handler.metadata(step_dir / workdir_files.STATE).tree
     except Exception as e:  # noqa: BLE001 - any failure to read the metadata is a corrupt file
       raise CorruptCheckpoint(
-        s, step_dir, f"{STATE}/ metadata is unreadable ({one_line(e)})"
+        s, step_dir, f"{workdir_files.STATE}/ metadata is unreadable ({one_line(e)})"
       ) from e
     finally:
       handler.close()
@@ -487,18 +492,18 @@ class RunCheckpoints:
     _quiet_failed_reads()
     try:
       return self.mngr.restore(
-        s, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)})
-      )[STATE]
+        s, args=ocp.args.Composite(**{workdir_files.STATE: ocp.args.StandardRestore(target)})
+      )[workdir_files.STATE]
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise plain Exceptions for bad files
       leaf, cause = _failed_leaf(e), one_line(_root_cause(e), 300)
     # Not chained: orbax's exception holds the reads it abandoned; collected now, not at exit.
     gc.collect()
-    what = f"{STATE} leaf {leaf}" if leaf else f"{STATE}/"
+    what = f"{workdir_files.STATE} leaf {leaf}" if leaf else f"{workdir_files.STATE}/"
     raise CorruptCheckpoint(s, step_dir, f"{what} is unreadable ({cause})")
 
   def _set_aside(self, steps: list[int]) -> epath.Path:
     """Moves checkpoints ``steps`` to WORKDIR/checkpoints_set_aside (process 0; all wait)."""
-    dest_root = self.workdir / SET_ASIDE
+    dest_root = self.workdir / workdir_files.SET_ASIDE
     if jax.process_index() == 0:
       dest_root.mkdir(parents=True, exist_ok=True)
       for t in steps:
@@ -515,7 +520,10 @@ class RunCheckpoints:
     not."""
     try:
       self.mngr.restore(
-        step, args=ocp.args.Composite(**{DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter)})
+        step,
+        args=ocp.args.Composite(
+          **{workdir_files.DATA_ITER: grain.checkpoint.CheckpointRestore(data_iter)}
+        ),
       )
     except (FileNotFoundError, ValueError, KeyError) as e:
       saved = _saved_meta(self.directory, step).get("process_count", "an unknown number of")
@@ -550,9 +558,9 @@ class RunCheckpoints:
         step,
         args=ocp.args.Composite(
           **{
-            STATE: ocp.args.StandardSave(state),
-            DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
-            META: ocp.args.JsonSave(meta),
+            workdir_files.STATE: ocp.args.StandardSave(state),
+            workdir_files.DATA_ITER: grain.checkpoint.CheckpointSave(data_iter),
+            workdir_files.META: ocp.args.JsonSave(meta),
           }
         ),
         force=True,
@@ -681,12 +689,12 @@ def load_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
 
 def is_workdir(path: str | os.PathLike) -> bool:
   p = local_absolute(path)
-  return (p / CHECKPOINTS).exists() and (p / WORKDIR_CONFIG).exists()
+  return (p / workdir_files.CHECKPOINTS).exists() and (p / workdir_files.CONFIG).exists()
 
 
 def workdir_model_config(workdir: str | os.PathLike) -> ModelConfig:
   return ModelConfig.from_dict(
-    dict(json.loads((local_absolute(workdir) / WORKDIR_CONFIG).read_text())["model"])
+    dict(json.loads((local_absolute(workdir) / workdir_files.CONFIG).read_text())["model"])
   )
 
 
@@ -701,7 +709,7 @@ def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Pa
     raise FileNotFoundError(
       f"{workdir}: no complete checkpoint at step {step}; available: {sorted(steps)}"
     )
-  return local_absolute(workdir) / CHECKPOINTS / str(step) / STATE
+  return local_absolute(workdir) / workdir_files.CHECKPOINTS / str(step) / workdir_files.STATE
 
 
 def _model_source(

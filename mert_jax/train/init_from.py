@@ -32,14 +32,14 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
+from mert_jax import workdir_files
 from mert_jax.config import ModelConfig
 from mert_jax.files.atomic import atomic_write_text
-from mert_jax.hf import hub
+from mert_jax.hf import export_files, hub
 from mert_jax.model.mert import MERTModel
 from mert_jax.train import checkpoints
 
 # The workdir file recording where the run's initial weights came from.
-INIT_FROM_RECORD = "init_from.json"
 
 # ModelConfig fields that decide which computation the backbone's weights are meant for. Any
 # difference is refused, including those that leave every shape alike (layer-norm placement, the
@@ -88,14 +88,14 @@ def source_kind(source: str) -> str:
     return "workdir"
   if (p / checkpoints.MODEL_CONFIG).exists():
     return "model checkpoint"
-  if (p / "config.json").exists():
+  if (p / export_files.HF_CONFIG_FILE).exists():
     return "hf"
   if hub.looks_like_hub_id(source):
     return "hf"  # such as m-a-p/MERT-v1-95M
   raise InitFromError(
-    f"init_from={source}: not a Hugging Face folder (config.json), a model checkpoint "
-    f"({checkpoints.MODEL_CONFIG}), a training workdir ({checkpoints.CHECKPOINTS}/ and "
-    f"{checkpoints.WORKDIR_CONFIG}) or a fairseq .pt file"
+    f"init_from={source}: not a Hugging Face folder ({export_files.HF_CONFIG_FILE}), a model "
+    f"checkpoint ({checkpoints.MODEL_CONFIG}), a training workdir "
+    f"({workdir_files.CHECKPOINTS}/ and {workdir_files.CONFIG}) or a fairseq .pt file"
   )
 
 
@@ -203,4 +203,4 @@ def record(workdir: str, pre: Pretrained, step: int | None) -> None:
     },
     indent=2,
   )
-  atomic_write_text(epath.Path(workdir) / INIT_FROM_RECORD, text)
+  atomic_write_text(epath.Path(workdir) / workdir_files.INIT_FROM, text)

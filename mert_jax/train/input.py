@@ -13,13 +13,9 @@ from jax.sharding import Mesh
 
 from data_pipeline import default_corpus
 from data_pipeline import reader as reader_lib
-from mert_jax import sharding
+from mert_jax import sharding, workdir_files
 from mert_jax.config import ModelConfig
 from mert_jax.train import distributed
-
-DEFAULT_DATA_SUBDIR = (
-  "data"  # WORKDIR/data holds the embedded default corpus when data.dir is unset
-)
 
 
 class DataError(ValueError):
@@ -32,7 +28,7 @@ def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workd
   workdir."""
   if config.data.dir:
     return config.data.dir
-  root = os.path.join(workdir, DEFAULT_DATA_SUBDIR)
+  root = os.path.join(workdir, workdir_files.DATA)
   if jax.process_index() == 0:
     default_corpus.ensure_default_corpus(
       root,

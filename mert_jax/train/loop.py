@@ -24,7 +24,7 @@ from absl import logging
 from etils import epath
 
 from data_pipeline import reader as reader_lib
-from mert_jax import sharding
+from mert_jax import sharding, workdir_files
 from mert_jax.model.flops import train_flops_per_clip
 from mert_jax.model.mert import tree_size
 from mert_jax.objective import bestrq
@@ -55,9 +55,7 @@ from mert_jax.train import (
 )
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
 
-BESTRQ_FILE = "bestrq.npz"  # WORKDIR/bestrq.npz: the run's frozen BEST-RQ quantizers
 # WORKDIR/profile/process_N: jax.profiler traces of profile_steps (TensorBoard's profile tab)
-PROFILE_DIR = "profile"
 
 
 def train(
@@ -143,7 +141,9 @@ def _train(
   if config.eval_every and config.get("health_clips") and "valid" in manifest["splits"]:
     health = health_lib.Health(setup, data_dir, rcfg, config)
   if setup.ocfg.targets == "bestrq" and process == 0:  # the frozen quantizers, saved with the run
-    bestrq.save(str(epath.Path(workdir) / BESTRQ_FILE), bestrq.quantizers(mcfg, setup.ocfg))
+    bestrq.save(
+      str(epath.Path(workdir) / workdir_files.BESTRQ), bestrq.quantizers(mcfg, setup.ocfg)
+    )
 
   # The in-training probe's sets, rendered (or read from their cache) once, before the compile.
   probe = probing.TrainingProbe(config, workdir, mcfg) if config.get("probe_every") else None
@@ -228,7 +228,9 @@ def _train(
     if profile and traced_from is None and profile[0] <= step + 1 <= profile[1]:
       # The range's first step, or the first one this run reaches (a resume inside the range).
       traced_from = step + 1
-      jax.profiler.start_trace(str(epath.Path(workdir) / PROFILE_DIR / f"process_{process}"))
+      jax.profiler.start_trace(
+        str(epath.Path(workdir) / workdir_files.PROFILE / f"process_{process}")
+      )
     with good.phase("input"):
       local = next(batches)
       if setup.ocfg.targets == "teacher":
@@ -242,7 +244,9 @@ def _train(
       jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
       jax.profiler.stop_trace()
       if process == 0:
-        print(f"profile of steps {traced_from}-{step}: {workdir}/{PROFILE_DIR}", flush=True)
+        print(
+          f"profile of steps {traced_from}-{step}: {workdir}/{workdir_files.PROFILE}", flush=True
+        )
     is_last = step == config.total_steps
 
     if step % config.log_every == 0 or is_last:

@@ -16,10 +16,10 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from mert_jax import workdir_files
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_write_text
 
-METRICS_FILE, TB_DIR = "metrics.jsonl", "tb"
 RUNS = ("train", "eval", "probe")  # TensorBoard runs: WORKDIR/tb/train, WORKDIR/tb/eval, ...
 JSONL_PREFIX = {
   "train": "",
@@ -128,7 +128,7 @@ class MetricWriter:
 
   @property
   def path(self) -> epath.Path:
-    return self.dir / METRICS_FILE
+    return self.dir / workdir_files.METRICS
 
   def resume(self, step: int) -> list[dict[str, Any]]:
     """The run continues after ``step``: drop the logged rows of later steps (see the class);
@@ -138,7 +138,7 @@ class MetricWriter:
     self._purge_step = step + 1
     self.close()  # reopened with the purge step
     for run in RUNS:  # a run with events gets the purge even if this session never writes to it
-      if (self.dir / TB_DIR / run).exists():
+      if (self.dir / workdir_files.TENSORBOARD / run).exists():
         self.tensorboard(run)
     if not self.path.exists():
       return []
@@ -170,7 +170,9 @@ class MetricWriter:
       # holds the time in seconds) must not truncate each other's file.
       suffix = f".{os.getpid()}.{next(_WRITERS_OPENED)}"
       self._tb[run] = SummaryWriter(
-        str(self.dir / TB_DIR / run), purge_step=self._purge_step, filename_suffix=suffix
+        str(self.dir / workdir_files.TENSORBOARD / run),
+        purge_step=self._purge_step,
+        filename_suffix=suffix,
       )
     return self._tb[run]
 

@@ -29,13 +29,12 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from mert_jax import workdir_files
 from mert_jax.config import ModelConfig
 from mert_jax.files import storage
 from mert_jax.model.mert import create_model
 from mert_jax.probe import features, fit, run
 from mert_jax.probe import sets as sets_lib
-
-CACHE_DIR = "probe_cache"  # under a local workdir
 
 
 def cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -45,7 +44,7 @@ def cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
     return config.probe_cache_dir
   if storage.is_remote(workdir):
     return os.path.join(tempfile.gettempdir(), "mert-probe-cache")
-  return os.path.join(workdir, CACHE_DIR)
+  return os.path.join(workdir, workdir_files.PROBE_CACHE)
 
 
 def probe_config(config: ml_collections.ConfigDict) -> fit.ProbeConfig:

@@ -99,12 +99,11 @@ import numpy as np
 from etils import epath
 from fsspec.implementations.local import LocalFileSystem
 
+from mert_jax import workdir_files
 from mert_jax.files.atomic import atomic_write_text
 from mert_jax.train import checkpoints, fail_fast
 
-LOCK = "lock.json"
 TOKEN_BYTES = 16  # a lock's token: uuid4's 128 bits, as hex in the file
-CONFIG_CHANGES = "config_changes.jsonl"
 HEARTBEAT_S = 60.0  # the holder refreshes its heartbeat at most this often
 STALE_AFTER_S = 30 * 60.0  # another host's lock whose heartbeat is older is taken over
 UNREADABLE_STALE_S = 10.0  # an unparsable lock older than this was left by a killed writer
@@ -123,7 +122,6 @@ LOOP = frozenset(
   profile_steps""".split()
 )
 ABSENT = "<absent>"
-ORBAX_STEP_METADATA = "_CHECKPOINT_METADATA"  # per step: {"init_timestamp_nsecs": ...}
 
 
 class ConfigChangeRefused(ValueError):
@@ -208,7 +206,7 @@ def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _config_path(workdir: str) -> epath.Path:
-  return epath.Path(workdir) / checkpoints.WORKDIR_CONFIG
+  return epath.Path(workdir) / workdir_files.CONFIG
 
 
 def read_config(workdir: str) -> dict[str, Any] | None:
@@ -269,12 +267,12 @@ def check_config(
       f"{workdir} holds checkpoints up to step {resume_step} trained under another config "
       f"({path}): {'; '.join(map(str, refused))}. These shape the model or the data stream; use "
       f"a new --workdir, drop the overrides, or pass --config.allow_config_change={names} to "
-      f"change them deliberately (recorded in {CONFIG_CHANGES})"
+      f"change them deliberately (recorded in {workdir_files.CONFIG_CHANGES})"
     )
   if changes:
     print(
       f"{workdir}: config changed at step {resume_step} ({_summary(changes)}); recorded in "
-      f"{CONFIG_CHANGES} and {checkpoints.WORKDIR_CONFIG} with this run's first checkpoint",
+      f"{workdir_files.CONFIG_CHANGES} and {workdir_files.CONFIG} with this run's first checkpoint",
       flush=True,
     )
   return changes
@@ -290,7 +288,7 @@ def record_changes(
   """Appends one line {"step", "time", "changes": [{field, old, new, kind}]} to
   ``config_changes.jsonl``, then makes ``config`` the recorded config. ``kind`` is "allowed" for a
   ``run`` field let through by allow_config_change."""
-  path = epath.Path(workdir) / CONFIG_CHANGES
+  path = epath.Path(workdir) / workdir_files.CONFIG_CHANGES
   entry = {
     "step": step,
     "time": _utc(time.time()),
@@ -550,7 +548,7 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self.path = epath.Path(workdir) / LOCK
+    self.path = epath.Path(workdir) / workdir_files.LOCK
     self.files = _lock_files(self.path)
     self.record: dict[str, Any] | None = None
     self.owner = True  # this process created the lock file (process 0); see follow()
@@ -738,7 +736,12 @@ class Claim:
     latest = checkpoints.latest_step(self.workdir)
     if latest is None:
       return False
-    meta = epath.Path(self.workdir) / checkpoints.CHECKPOINTS / str(latest) / ORBAX_STEP_METADATA
+    meta = (
+      epath.Path(self.workdir)
+      / workdir_files.CHECKPOINTS
+      / str(latest)
+      / workdir_files.ORBAX_STEP_METADATA
+    )
     try:
       return json.loads(meta.read_text())["init_timestamp_nsecs"] / 1e9 >= self._started
     except (OSError, ValueError, KeyError, TypeError):

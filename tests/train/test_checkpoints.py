@@ -13,6 +13,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mert_jax import workdir_files
 from mert_jax.config import model_config
 from mert_jax.files import storage
 from mert_jax.model.mert import create_model
@@ -71,5 +72,5 @@ def test_checkpoints_are_set_aside_in_a_bucket(gcs):
   finally:
     ckpts.abandon()
   assert checkpoints.complete_steps(gcs.path("run")) == [4]
-  aside = storage.files_under(gcs.path("run", checkpoints.SET_ASIDE))
+  aside = storage.files_under(gcs.path("run", workdir_files.SET_ASIDE))
   assert aside == ["8/commit_success.txt", "8/state/x"]

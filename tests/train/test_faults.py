@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from mert_jax import workdir_files
 from mert_jax.train import checkpoints, loop_config
 from mert_jax.train import input as input_lib
 from mert_jax.train import state as state_lib
@@ -78,7 +79,7 @@ def test_flipped_bytes_are_refused_and_the_run_falls_back(base, run, data_dir, c
   line = next(x for x in said.splitlines() if "does not verify" in x)
   assert line.startswith("checkpoint 4 does not verify (state leaf ")
   assert "resuming from checkpoint 2, the newest that verifies; set aside 4" in line
-  assert os.path.isdir(os.path.join(run, checkpoints.SET_ASIDE, "4"))
+  assert os.path.isdir(os.path.join(run, workdir_files.SET_ASIDE, "4"))
   # Steps 3 and 4 again from checkpoint 2: bit for bit the clean run's, each logged once.
   a, b = losses(base), losses(run)
   assert [a[s] for s in (3, 4)] == [b[s] for s in (3, 4)]
@@ -136,10 +137,10 @@ def test_a_checkpoint_from_before_fingerprints_restores_unverified(run, setup):
 
 def test_load_model_verifies_and_builds_the_checkpoints_own_model(run):
   """convert / extract / init_from read a workdir through load_model."""
-  config = json.load(open(os.path.join(run, checkpoints.WORKDIR_CONFIG)))
+  config = json.load(open(os.path.join(run, workdir_files.CONFIG)))
   hidden = config["model"]["hidden_size"]
   config["model"]["hidden_size"] = 2 * hidden  # config.json describes another model now
-  open(os.path.join(run, checkpoints.WORKDIR_CONFIG), "w").write(json.dumps(config))
+  open(os.path.join(run, workdir_files.CONFIG), "w").write(json.dumps(config))
   assert checkpoints.load_model(run).cfg.hidden_size == hidden  # checkpoint 4's own config
   step4 = os.path.join(run, "checkpoints", "4")
   shutil.rmtree(os.path.join(step4, "state"))
@@ -155,7 +156,7 @@ def test_restore_step_sets_newer_checkpoints_aside(run, setup, data_dir, capsys)
     train(tiny(data_dir, total_steps=4, restore_step=3), run)
   out = train(tiny(data_dir, total_steps=2, restore_step=2), run)
   said = capsys.readouterr().out.splitlines()
-  aside = os.path.join(run, checkpoints.SET_ASIDE)
+  aside = os.path.join(run, workdir_files.SET_ASIDE)
   assert f"restore_step=2; resuming from checkpoint 2; set aside 4 in {aside}" in said
   assert "the run is already at step 2 (total_steps=2)" in said
   assert out["train_step_compiles"] == 0  # nothing compiled

@@ -19,6 +19,7 @@ from flax import nnx
 
 from data_pipeline.example_audio import music_clip
 from data_pipeline.prepare import main as prepare_main
+from mert_jax import workdir_files
 from mert_jax.cli import convert as convert_cli
 from mert_jax.config import model_config
 from mert_jax.hf import convert
@@ -135,7 +136,7 @@ def test_published_folder_round_trip_through_training_and_export(
   _, hf = published
   wd, stdout = lr0_run
   assert "heads start fresh" in stdout
-  record = json.loads((wd / init_from.INIT_FROM_RECORD).read_text())
+  record = json.loads((wd / workdir_files.INIT_FROM).read_text())
   assert record["kind"] == "hf" and record["heads_loaded"] is False
   assert final_params(wd)[0] == 1
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mert_jax import workdir_files
 from mert_jax.train import fail_fast
 from mert_jax.train import workdir as workdir_lib
 from tests import multihost
@@ -62,7 +63,7 @@ def test_a_killed_process_is_named_and_the_restart_resumes_exactly(data_dir, tmp
   assert killed.status == -signal.SIGKILL
   assert survivor.status == fail_fast.EXIT_PEER_LOST and survivor.seconds < BOUND_S, survivor
   assert_one_line(survivor, "stopping: process 1 (", "stopped responding at step ")
-  assert not (wd / workdir_lib.LOCK).exists()  # released on the way out: a restart may start
+  assert not (wd / workdir_files.LOCK).exists()  # released on the way out: a restart may start
   before = multihost.losses(wd)
   assert max(before) >= 6 and "4" in checkpoints(wd)
 
@@ -94,7 +95,7 @@ def test_a_save_refused_on_one_process_stops_both_at_once(data_dir, tmp_path):
   assert_one_line(p1, "process 1 (", "at step 4:", cause, "Permission denied")
   assert_one_line(p0, "stopping: process 1 (", "failed at step 4:", cause)
   assert checkpoints(wd) == []  # nothing half-written (no orbax tmp folder either)
-  assert not (wd / workdir_lib.LOCK).exists()
+  assert not (wd / workdir_files.LOCK).exists()
 
 
 def damaged_copy(data_dir: str, dest: Path, *, drop: str | None = None) -> str:
@@ -126,7 +127,7 @@ def test_a_shard_cut_mid_run_on_one_process_stops_both(data_dir, tmp_path):
   assert abs(p0.seconds - p1.seconds) < REPORTED_BOUND_S
   assert_one_line(p1, "process 1 (", "at step ", cause, "data_pipeline.prepare")
   assert_one_line(p0, "stopping: process 1 (", "failed at step ", cause)
-  assert not (wd / workdir_lib.LOCK).exists()
+  assert not (wd / workdir_files.LOCK).exists()
 
 
 def test_one_process_failing_at_start_up_stops_both(data_dir, tmp_path):
@@ -168,7 +169,7 @@ def test_a_trainer_whose_workdir_was_taken_over_writes_nothing(data_dir, tmp_pat
     time.sleep(0.5)
     paused_at = max(multihost.losses(wd))
     holder = {**workdir_lib.lock_record(), "host": "elsewhere", "pid": 4242}
-    (wd / workdir_lib.LOCK).write_text(json.dumps(holder))
+    (wd / workdir_files.LOCK).write_text(json.dumps(holder))
     job.signal(0, signal.SIGCONT)
     (ended,) = job.finish(timeout=60)
   finally:
@@ -181,7 +182,7 @@ def test_a_trainer_whose_workdir_was_taken_over_writes_nothing(data_dir, tmp_pat
   time.sleep(1.0)  # an asynchronous write would land now
   assert max(multihost.losses(wd)) <= paused_at + 1
   assert all(int(c) <= paused_at + 1 for c in checkpoints(wd) if c.isdigit()), checkpoints(wd)
-  assert json.loads((wd / workdir_lib.LOCK).read_text())["pid"] == 4242
+  assert json.loads((wd / workdir_files.LOCK).read_text())["pid"] == 4242
 
 
 @pytest.mark.parametrize("hung", [1, 0])

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from configs import mert as mert_configs
+from mert_jax import workdir_files
 from mert_jax.train import checkpoints
 from mert_jax.train import workdir as workdir_lib
 from mert_jax.train.loop import train
@@ -44,7 +45,7 @@ def sleeper():
 def plant_lock(wd, record) -> str:
   os.makedirs(wd, exist_ok=True)
   text = json.dumps(record)
-  with open(os.path.join(wd, workdir_lib.LOCK), "w") as f:
+  with open(os.path.join(wd, workdir_files.LOCK), "w") as f:
     f.write(text)
   return text
 
@@ -99,7 +100,7 @@ def test_check_config_kinds_and_record(tmp_path, capsys):
   assert "total_steps 3 -> 5 [loop])" in out
   assert (tmp_path / "config.json").read_text() == recorded  # written with the first checkpoint
   workdir_lib.record_changes(wd, later, changes, step=5)
-  (entry,) = [json.loads(line) for line in open(tmp_path / workdir_lib.CONFIG_CHANGES)]
+  (entry,) = [json.loads(line) for line in open(tmp_path / workdir_files.CONFIG_CHANGES)]
   assert entry["step"] == 5
   assert [(c["field"], c["old"], c["new"], c["kind"]) for c in entry["changes"]] == [
     ("mesh", [-1, 1, 1], [2, 2, 2], "placement"),
@@ -130,7 +131,7 @@ def finished(data_dir, tmp_path_factory):
       train(tiny(data_dir, **{"model.codebook_size": 32}), wd)
     left = {
       "codebook_size": json.load(open(os.path.join(wd, "config.json")))["model"]["codebook_size"],
-      "lock": os.path.exists(os.path.join(wd, workdir_lib.LOCK)),
+      "lock": os.path.exists(os.path.join(wd, workdir_files.LOCK)),
       "step": checkpoints.latest_step(wd),
     }
     train(tiny(data_dir, total_steps=2), wd)
@@ -146,7 +147,7 @@ def test_stale_lock_taken_over_and_failed_fresh_run_replaced(finished):
   assert left == {"codebook_size": 32, "lock": False, "step": None}
   assert "no checkpoint yet" in out and "model.codebook_size 32 -> 64;" in out
   assert checkpoints.workdir_model_config(wd).codebook_size == 64
-  assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK))
+  assert not os.path.exists(os.path.join(wd, workdir_files.LOCK))
   assert max(losses(wd)) == 2
 
 
@@ -163,8 +164,8 @@ def test_mistaken_noop_run_is_refused(finished, data_dir):
   assert "--config.allow_config_change=model.layer_norm_first " in msg
   assert "total_steps" not in msg  # a loop setting: allowed
   assert before == {f: open(os.path.join(wd, f)).read() for f in before}
-  assert not os.path.exists(os.path.join(wd, workdir_lib.CONFIG_CHANGES))
-  assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK))
+  assert not os.path.exists(os.path.join(wd, workdir_files.CONFIG_CHANGES))
+  assert not os.path.exists(os.path.join(wd, workdir_files.LOCK))
   assert checkpoints.workdir_model_config(wd).layer_norm_first is False
 
 
@@ -180,7 +181,7 @@ def test_allowed_change_is_recorded_with_its_step(finished, data_dir, tmp_path, 
     with workdir_lib.Claim(wd, tiny(data_dir, **seed)):
       raise RuntimeError("crashed")
   assert open(os.path.join(wd, "config.json")).read() == recorded
-  assert not os.path.exists(os.path.join(wd, workdir_lib.CONFIG_CHANGES))
+  assert not os.path.exists(os.path.join(wd, workdir_files.CONFIG_CHANGES))
   capsys.readouterr()
 
   out = train(tiny(data_dir, total_steps=3, **seed), wd)
@@ -188,7 +189,7 @@ def test_allowed_change_is_recorded_with_its_step(finished, data_dir, tmp_path, 
   printed = capsys.readouterr().out
   assert "config changed at step 2 (allow_config_change '' -> 'seed' [loop]; " in printed
   assert "seed 1337 -> 7; total_steps 2 -> 3 [loop])" in printed
-  (entry,) = [json.loads(line) for line in open(os.path.join(wd, workdir_lib.CONFIG_CHANGES))]
+  (entry,) = [json.loads(line) for line in open(os.path.join(wd, workdir_files.CONFIG_CHANGES))]
   assert entry["step"] == 2
   assert [(c["field"], c["kind"]) for c in entry["changes"]] == [
     ("allow_config_change", "loop"),
@@ -199,7 +200,7 @@ def test_allowed_change_is_recorded_with_its_step(finished, data_dir, tmp_path, 
   assert (config["seed"], config["total_steps"]) == (7, 3)
   # The new config is the truth now: resuming with it needs no permission.
   assert workdir_lib.check_config(wd, tiny(data_dir, total_steps=4, seed=7), resume_step=3)
-  assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK))
+  assert not os.path.exists(os.path.join(wd, workdir_files.LOCK))
 
 
 # --------------------------------------------------------------------------- the lock
@@ -214,11 +215,11 @@ def test_live_lock_refuses_a_second_trainer(data_dir, tmp_path):
     msg = one_line(e)
     assert f"is in use by another trainer (host {HOST}, pid {pid}, since " in msg
     assert f"kill {pid}" in msg
-    assert os.listdir(wd) == [workdir_lib.LOCK]  # nothing written: no config, metrics, tb
-    assert open(os.path.join(wd, workdir_lib.LOCK)).read() == text
+    assert os.listdir(wd) == [workdir_files.LOCK]  # nothing written: no config, metrics, tb
+    assert open(os.path.join(wd, workdir_files.LOCK)).read() == text
   lock = workdir_lib.WorkdirLock(wd)  # the holder is gone now
   lock.acquire()
-  assert json.load(open(os.path.join(wd, workdir_lib.LOCK)))["pid"] == os.getpid()
+  assert json.load(open(os.path.join(wd, workdir_files.LOCK)))["pid"] == os.getpid()
   lock.release()
   assert os.listdir(wd) == []
 
@@ -238,7 +239,7 @@ def test_other_host_lock_stale_after_its_heartbeat_bound(tmp_path, capsys):
 
 def test_unreadable_lock(tmp_path):
   wd = str(tmp_path)
-  path = os.path.join(wd, workdir_lib.LOCK)
+  path = os.path.join(wd, workdir_files.LOCK)
   open(path, "w").close()  # a trainer is between creating and writing it ...
   with pytest.raises(workdir_lib.WorkdirLocked, match="is being written by another trainer"):
     workdir_lib.WorkdirLock(wd).acquire()
@@ -250,7 +251,7 @@ def test_unreadable_lock(tmp_path):
 
 def test_heartbeat_refreshes_and_detects_a_takeover(tmp_path, capsys):
   wd = str(tmp_path)
-  path = os.path.join(wd, workdir_lib.LOCK)
+  path = os.path.join(wd, workdir_files.LOCK)
   lock = workdir_lib.WorkdirLock(wd)
   lock.acquire()
   since = json.load(open(path))["heartbeat_unix"]
@@ -274,8 +275,8 @@ def test_takeover_never_removes_a_lock_it_did_not_judge(tmp_path):
   fresh = plant_lock(wd, workdir_lib.lock_record())
   files = workdir_lib.WorkdirLock(wd).files
   assert not files.remove_if(stale)
-  assert open(os.path.join(wd, workdir_lib.LOCK)).read() == fresh
-  assert os.listdir(wd) == [workdir_lib.LOCK]
+  assert open(os.path.join(wd, workdir_files.LOCK)).read() == fresh
+  assert os.listdir(wd) == [workdir_files.LOCK]
   assert files.remove_if(fresh) and os.listdir(wd) == []
 
 
@@ -295,9 +296,11 @@ def test_two_trainers_at_once(data_dir, tmp_path):
   )
   try:
     deadline = time.time() + 120
-    while not (wd / workdir_lib.LOCK).exists() and first.poll() is None and time.time() < deadline:
+    while (
+      not (wd / workdir_files.LOCK).exists() and first.poll() is None and time.time() < deadline
+    ):
       time.sleep(0.1)
-    assert (wd / workdir_lib.LOCK).exists(), first.communicate()[1][-3000:]
+    assert (wd / workdir_files.LOCK).exists(), first.communicate()[1][-3000:]
     with pytest.raises(workdir_lib.WorkdirLocked) as e:
       train(tiny(data_dir), str(wd))
     assert f"(host {HOST}, pid {first.pid}, since " in one_line(e)
@@ -367,7 +370,7 @@ def test_every_process_checks_the_lock_before_it_writes(tmp_path):
   follower.verify(5, "writing checkpoint 5")  # still this run's
   follower.heartbeat(5, force=True)  # a follower never rewrites the file
   follower.release()
-  assert json.load(open(os.path.join(wd, workdir_lib.LOCK)))["step"] is None
+  assert json.load(open(os.path.join(wd, workdir_files.LOCK)))["step"] is None
   follower.follow(owner.record["token"])
   plant_lock(wd, {**workdir_lib.lock_record(), "host": "elsewhere", "pid": 9})
   with pytest.raises(workdir_lib.WorkdirLockLost) as e:
