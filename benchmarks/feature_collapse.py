@@ -15,9 +15,9 @@ import dataclasses
 import numpy as np
 
 from data_pipeline.records import from_int16
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.model.mert import create_model
 from mert_jax.probe import features, note_set
-from mert_jax.train import checkpoints
 
 
 def effective_rank(x: np.ndarray) -> tuple[float, float]:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     dataclasses.replace(note_set.PRESETS[args.set], seed=args.seed), args.cache_dir
   )
   clips = from_int16(notes.audio)
-  trained = checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32").backbone
+  trained = model_checkpoint.load_model(args.checkpoint, step=args.step, dtype="float32").backbone
   random = create_model(trained.cfg, seed=args.seed).backbone
   print(
     "| weights | layer | effective rank | first direction | pitch (linear) | instrument (linear) |"

@@ -40,10 +40,10 @@ from benchmarks import probe_curve  # noqa: E402  (the curve's table and picture
 from data_pipeline import audio_format  # noqa: E402
 from data_pipeline import prepare as prepare_lib  # noqa: E402
 from mert_jax import recipe  # noqa: E402
+from mert_jax.checkpointing import workdir_steps  # noqa: E402
 from mert_jax.cli import probe as probe_cli  # noqa: E402
 from mert_jax.config import ObjectiveConfig  # noqa: E402
 from mert_jax.objective import target_stats_file as target_stats  # noqa: E402
-from mert_jax.train import checkpoints  # noqa: E402
 from mert_jax.train.loop import train  # noqa: E402
 
 SMALL_RQ_STEPS_PER_S = 0.4  # small_rq on the 2-core CPU, alone (0.44 measured 2026-12-07)
@@ -73,7 +73,7 @@ def probe_curve_stage(args: argparse.Namespace, probe_dir: str) -> str:
   """Probes every kept checkpoint of ``args.workdir`` before the last on ``args.curve_tasks``
   (model only) into OUTPUT/curve/stepN (an existing folder is kept: re-running resumes), links the
   last step's folder to ``probe_dir`` and draws OUTPUT/curve.png; returns the curve's table."""
-  steps = checkpoints.complete_steps(args.workdir)
+  steps = workdir_steps.complete_steps(args.workdir)
   curve = os.path.join(args.output, "curve")
   os.makedirs(curve, exist_ok=True)
   for step in steps[:-1]:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = json.load(f)
   with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
     evals = [r for r in map(json.loads, f) if "eval_loss" in r]
-  done = checkpoints.latest_step(args.workdir)  # the probed step (SIGTERM stops early)
+  done = workdir_steps.latest_step(args.workdir)  # the probed step (SIGTERM stops early)
   text = report(probe, evals[-1] if evals else {}, done, config.total_steps, seconds)
   if args.curve_tasks:
     curve_table = probe_curve_stage(args, probe_dir)

@@ -27,6 +27,7 @@ from data_pipeline import default_corpus, example_audio, prepare_jobs, tfds_buil
 from data_pipeline import prepare as prepare_cli
 from data_pipeline.example_audio import music_clip
 from mert_jax import plot, recipe
+from mert_jax.checkpointing import workdir_steps
 from mert_jax.cli import compile_check as compile_check_cli
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import demo as demo_cli
@@ -39,7 +40,7 @@ from mert_jax.config import ObjectiveConfig, model_config
 from mert_jax.model.mert import create_model
 from mert_jax.objective import target_stats, target_stats_file
 from mert_jax.terminal.cli_help import option_value
-from mert_jax.train import aot, checkpoints, console, fail_fast
+from mert_jax.train import aot, console, fail_fast
 from mert_jax.train import input as input_lib
 from tests.documented import (
   Documented,
@@ -119,7 +120,7 @@ class Stage:
       "/tmp/": f"{tmp_path}/",
       "docs/images/": f"{tmp_path}/",  # the committed pictures stay as they are
       "MERT-v1-95M_fairseq.pt": str(tmp_path / "fairseq.pt"),
-      "--step=N": f"--step={max(checkpoints.complete_steps(self.tiny_workdir))}",
+      "--step=N": f"--step={max(workdir_steps.complete_steps(self.tiny_workdir))}",
     }
     monkeypatch.chdir(tmp_path)  # runs/... lands here
 
@@ -393,7 +394,7 @@ def run_benchmark_script(command: Documented, stage: Stage) -> None:
     args = [a for a in args if not a.startswith("--set=")] + ["--set=tiny"]
   if argv[1] == "benchmarks/probe_curve.py":  # one real probe of the stand-in run's last step
     wd = stage.trained(option_value(args, "--workdir"))
-    step = max(checkpoints.complete_steps(wd))
+    step = max(workdir_steps.complete_steps(wd))
     folder = option_value(args, "--probes").replace("*", str(step))
     quick = ["--set=tiny", "--max-epochs=2", "--learning-rates=0.01", "--task=pitch"]
     probe_argv = [f"--checkpoint={wd}", f"--step={step}", f"--output={folder}", *quick]

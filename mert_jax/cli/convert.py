@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.files import storage
 from mert_jax.hf import hub, model_card
 from mert_jax.hf.convert import (
@@ -37,7 +38,6 @@ from mert_jax.hf.convert import (
 from mert_jax.hf.fairseq import import_fairseq
 from mert_jax.terminal.cli_help import ArgumentParser, HelpFormatter, RawHelpFormatter, prog
 from mert_jax.terminal.progress import stage
-from mert_jax.train import checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +166,7 @@ def _hf_to_jax(args: argparse.Namespace) -> None:
       model, heads = import_hf(source, seed=args.seed)
     what = f"heads from {HEADS_FILE}" if heads else "backbone imported; heads freshly initialised"
   with stage(f"writing {args.output}", sys.stdout):
-    checkpoints.save_model(args.output, model, overwrite=args.overwrite)
+    model_checkpoint.save_model(args.output, model, overwrite=args.overwrite)
   print(f"wrote {args.output} ({what})")
 
 
@@ -180,7 +180,7 @@ def _jax_to_hf(args: argparse.Namespace) -> None:
   check_export_output(args.output, overwrite=args.overwrite)
   _check_remote_output(args.output)
   with stage(f"reading {args.checkpoint}", sys.stdout):
-    model = checkpoints.load_model(args.checkpoint, step=args.step)
+    model = model_checkpoint.load_model(args.checkpoint, step=args.step)
   info = model_card.gather(
     model, checkpoint=args.checkpoint, step=args.step, load_id=args.push_to_hub or args.output
   )

@@ -25,11 +25,11 @@ from data_pipeline import example_audio
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import SAMPLE_RATE
 from mert_jax import plot, recipe
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.files.atomic import atomic_save_npy
 from mert_jax.hf.convert import export_hf
 from mert_jax.model.features import hidden_states, windowed_hidden_states
 from mert_jax.terminal.cli_help import ArgumentParser, prog
-from mert_jax.train import checkpoints
 from mert_jax.train.loop import train
 
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
   print(f"      curves: {plot.plot_workdir(workdir)} (python -m mert_jax.plot WORKDIR)")
 
   hf_dir = os.path.join(workdir, "hf")
-  model = checkpoints.load_model(workdir, dtype="float32")
+  model = model_checkpoint.load_model(workdir, dtype="float32")
   export_hf(model, hf_dir)
   print(f"[3/4] Hugging Face folder: {hf_dir}")
   clip = example_audio.music_clip(seconds=4.0)

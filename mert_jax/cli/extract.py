@@ -53,6 +53,7 @@ import sys
 import time
 
 from data_pipeline import beam_options
+from mert_jax.checkpointing import workdir_steps
 from mert_jax.cli.extract_files import (
   extract_file,
   extract_one,
@@ -67,7 +68,6 @@ from mert_jax.files import storage
 from mert_jax.model.features import POOLS
 from mert_jax.terminal.cli_help import ArgumentParser, prog
 from mert_jax.terminal.progress import counted_line
-from mert_jax.train import checkpoints
 
 ENGINES = ("local", "beam")  # the values of --engine
 
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   if args.checkpoint and args.step is None:
     # A training workdir's latest step, fixed now: the workers, extract.json and a re-run while
     # training goes on all name this one (None for a model checkpoint).
-    args.step = checkpoints.latest_step(args.checkpoint)
+    args.step = workdir_steps.latest_step(args.checkpoint)
   backbone = load_backbone(args)  # a model or --layers that cannot be used: one line, first
   layers_of(args, backbone)
   rels, todo = plan_folder(args)

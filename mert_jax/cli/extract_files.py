@@ -17,13 +17,13 @@ import numpy as np
 
 from data_pipeline.audio import load_audio
 from data_pipeline.audio_format import AUDIO_EXTENSIONS
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_save_npy, atomic_write_jsonl, atomic_write_text
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.features import batched_layers, windowed_hidden_states
 from mert_jax.model.mert import Backbone
 from mert_jax.model.whole_file import whole_file_extractor
-from mert_jax.train import checkpoints
 
 SPEC = "extract.json"  # in a folder's OUTPUT: the options its features were made with
 
@@ -97,7 +97,7 @@ def layers_of(args: argparse.Namespace, backbone: Backbone) -> tuple[int, ...]:
 def load_backbone(args: argparse.Namespace) -> Backbone:
   """The float32 backbone of --checkpoint (at --step) or --hf."""
   if args.checkpoint:
-    return checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32").backbone
+    return model_checkpoint.load_model(args.checkpoint, step=args.step, dtype="float32").backbone
   return import_hf(args.hf, dtype="float32")[0].backbone
 
 

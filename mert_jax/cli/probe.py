@@ -38,12 +38,12 @@ import os
 import sys
 
 from mert_jax import recipe
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.hf.convert import import_hf
 from mert_jax.model.mert import create_model
 from mert_jax.probe import features, fit, run
 from mert_jax.probe import sets as sets_lib
 from mert_jax.terminal.cli_help import ArgumentParser, prog
-from mert_jax.train import checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +111,7 @@ def _backbones(args: argparse.Namespace):
     cfg = dataclasses.replace(cfg, dtype="float32")
     model = create_model(cfg, seed=args.seed + 1)
   elif args.checkpoint:
-    model = checkpoints.load_model(args.checkpoint, step=args.step, dtype="float32")
+    model = model_checkpoint.load_model(args.checkpoint, step=args.step, dtype="float32")
   else:
     model, _ = import_hf(args.hf, dtype="float32")
   twin = create_model(model.backbone.cfg, seed=args.seed)

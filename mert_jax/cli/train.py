@@ -29,13 +29,14 @@ from absl import app, flags, logging
 
 from data_pipeline.tfrecord import CorruptRecordError
 from mert_jax import recipe
+from mert_jax.checkpointing import orbax_logs
+from mert_jax.checkpointing.errors import CheckpointError
 from mert_jax.cli import config_help
 from mert_jax.files import storage
 from mert_jax.objective import target_stats_file as target_stats
 from mert_jax.terminal.cli_help import ArgumentParser, option_value, prog
-from mert_jax.train import checkpoints, distributed, fail_fast, loop_config, workdir
+from mert_jax.train import distributed, fail_fast, loop_config, workdir
 from mert_jax.train import input as input_lib
-from mert_jax.train.checkpoints import CheckpointError
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
 from mert_jax.train.loop_config import ConfigError
@@ -213,7 +214,7 @@ def _main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; progress lines are printed
-    checkpoints.quiet_orbax_save_failures()  # a failed save is reported in one line instead
+    orbax_logs.quiet_orbax_save_failures()  # a failed save is reported in one line instead
   timeouts = distributed.Timeouts.from_config(config.distributed)
   try:
     distributed.initialize_distributed(

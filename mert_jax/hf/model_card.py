@@ -16,7 +16,10 @@ from typing import Any
 
 from etils import epath
 
+from data_pipeline.default_corpus import corpus_dir
+from data_pipeline.manifest import load_manifest
 from mert_jax import workdir_files
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.hf.export_files import (
   HEADS_FILE,
   HF_WEIGHTS,
@@ -248,14 +251,12 @@ def _teacher(t: dict[str, Any]) -> str:
 def _workdir_facts(
   workdir: str, model: MERTModel, step: int | None
 ) -> tuple[dict[str, Any], list[str]]:
-  from mert_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
-
   facts: dict[str, Any] = {}
   notes: list[str] = []
   wd = epath.Path(workdir)
   if step is None:
     try:
-      step = int(checkpoints.workdir_state_path(workdir, None).parent.name)
+      step = int(model_checkpoint.workdir_state_path(workdir, None).parent.name)
     except (FileNotFoundError, ValueError):
       step = None
   facts["steps"] = step
@@ -269,15 +270,10 @@ def _workdir_facts(
     config = {}
   data_dir = (config.get("data") or {}).get("dir")
   if not data_dir:
-    from data_pipeline.default_corpus import corpus_dir  # pylint: disable=g-import-not-at-top
-    from mert_jax.train.input import DEFAULT_DATA_SUBDIR  # pylint: disable=g-import-not-at-top
-
     cfg = model.cfg
-    root = os.path.join(workdir, DEFAULT_DATA_SUBDIR)
+    root = os.path.join(workdir, workdir_files.DATA)
     data_dir = corpus_dir(root, cfg.num_codebooks, cfg.codebook_size)
   try:
-    from data_pipeline.manifest import load_manifest  # pylint: disable=g-import-not-at-top
-
     manifest = load_manifest(data_dir)
   except (OSError, ValueError) as e:
     notes.append(f"teacher and data unknown: the training data manifest could not be read ({e})")
@@ -318,7 +314,6 @@ def gather(
   its latest) adds the teacher, data, steps, last losses and probe scores. ``load_id``: what the
   usage snippet loads (a Hub id or the folder; default a placeholder); ``title``: default the
   Hub id, else "MERT" and the backbone size."""
-  from mert_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
 
   cfg = model.cfg
   backbone = count_params(model.backbone)
@@ -326,7 +321,7 @@ def gather(
     title = load_id if load_id and HUB_ID.match(load_id) else f"MERT {_human(backbone)}"
   facts: dict[str, Any] = {}
   notes: list[str] = []
-  if checkpoint is not None and checkpoints.is_workdir(checkpoint):
+  if checkpoint is not None and model_checkpoint.is_workdir(checkpoint):
     facts, notes = _workdir_facts(os.fspath(checkpoint), model, step)
   elif checkpoint is not None:
     notes.append("exported from a model checkpoint, which records no training history")

@@ -1,14 +1,10 @@
-"""Checkpoints on disk: the training workdir's layout, and the model checkpoints that ``convert``
-and ``extract`` read. The checkpoint paths of both layouts are named here; the metric files are
-named by ``metrics.py`` and the default-corpus folder by ``input.py``.
+"""The trainer's checkpoints (WORKDIR/checkpoints; every name in ``mert_jax/workdir_files.py``):
+asynchronous saves with the data position and fingerprints, verified restore with fallback,
+rotation. Model checkpoints, and reading any step's parameters back, are
+``mert_jax/checkpointing/``.
 
-A training workdir::
+Each step::
 
-  config.json                   the run's ConfigDict, the truth its checkpoints were trained under
-                                (workdir.py: written once, later invocations compared with it)
-  config_changes.jsonl          deliberate and loop-setting changes, with their steps (workdir.py)
-  lock.json                     the one trainer writing here: host, pid, heartbeat (workdir.py)
-  metrics.jsonl, tb/            metrics (mert_jax/train/metrics.py)
   checkpoints/STEP/state        orbax: the train state (params, opt_state, counters)
   checkpoints/STEP/data_iter    grain: each process's data position
   checkpoints/STEP/meta         {"step", "process_count", "data_groups", "format": 2, "finite",
@@ -17,22 +13,16 @@ A training workdir::
   checkpoints_set_aside/STEP    checkpoints a resume stepped over (refused, or newer than
                                 --config.restore_step); moved, never deleted
 
-A model checkpoint ``CKPT_DIR``::
-
-  model_config.json             ModelConfig fields
-  params/                       orbax (StandardCheckpointer) pytree of float32 parameters
-  params_fingerprint.json       {"fingerprints": {leaf: uint32}} (absent in older checkpoints)
-
 orbax writes each step into a temporary directory and renames it when complete, so an
 interrupted save never leaves a checkpoint that looks whole; ``latest_step`` lists only finalised
 steps.
 
 Verification. A save records in ``meta`` a fingerprint of every leaf of the train state
-(fingerprint.py, computed on the devices), whether every float leaf was finite, a CRC of each
-process's data position, and the run's ModelConfig. A restore reads the meta, checks that the
-data-position file is readable and matches its CRC, that the saved leaves have this run's shapes,
-reads the state and recomputes the fingerprints; anything missing, unreadable or different raises
-``CorruptCheckpoint``, one line naming the checkpoint and the leaf or file. The trainer then
+(checkpointing/fingerprint.py, computed on the devices), whether every float leaf was finite, a
+CRC of each process's data position, and the run's ModelConfig. A restore reads the meta, checks
+that the data-position file is readable and matches its CRC, that the saved leaves have this run's
+shapes, reads the state and recomputes the fingerprints; anything missing, unreadable or different
+raises ``CorruptCheckpoint``, one line naming the checkpoint and the leaf or file. The trainer then
 resumes from the newest checkpoint that verifies, printing one line that names the ones it
 skipped and why, and moves the skipped ones (or, with ``restore_step``, every newer one) to
 ``checkpoints_set_aside/`` so the run's new checkpoints of those steps cannot collide with them.
@@ -54,7 +44,7 @@ step after it failed and raised as ``CheckpointError`` naming the checkpoint and
 save that fails at once is reported the same way. On these errors the orbax manager is closed,
 and the writes still in flight are waited for, before raising; the tracebacks orbax and
 tensorstore print about the reads they abandon after a failed read are filtered
-(``_quiet_failed_reads``), so a damaged checkpoint costs one line, not hundreds.
+(``quiet_failed_reads``), so a damaged checkpoint costs one line, not hundreds.
 """
 
 from __future__ import annotations
@@ -63,10 +53,7 @@ import atexit
 import dataclasses
 import gc
 import json
-import logging
 import os
-import re
-import sys
 import threading
 import time
 import weakref
@@ -77,150 +64,38 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging as absl_logging
 from etils import epath
-from flax import nnx
 
 from mert_jax import workdir_files
+from mert_jax.checkpointing import fingerprint
+from mert_jax.checkpointing.errors import (
+  CheckpointError,
+  CorruptCheckpoint,
+  failed_leaf,
+  root_cause,
+)
+from mert_jax.checkpointing.orbax_logs import quiet_failed_reads
+from mert_jax.checkpointing.workdir_steps import (
+  compare_fingerprints,
+  latest_step,
+  local_absolute,
+  read_meta,
+)
 from mert_jax.config import ModelConfig
 from mert_jax.files import storage
-from mert_jax.files.atomic import atomic_write_text
-from mert_jax.model.mert import MERTModel, create_model
-from mert_jax.train import distributed, fingerprint
+from mert_jax.terminal.errors import one_line
+from mert_jax.train import distributed
 
 # Training workdir.
 META_FORMAT = 2  # 1: {"step", "process_count", "data_groups"} only (no verification)
-# Model checkpoint.
-MODEL_CONFIG = "model_config.json"
-PARAMS_DIR = "params"
-PARAMS_FINGERPRINT = "params_fingerprint.json"
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint cannot be written or used; the message is one line naming it."""
-
-
-class CorruptCheckpoint(CheckpointError, ValueError):
-  """A checkpoint that does not verify: a file missing or unreadable, or an array whose contents
-  differ from what was saved. (Also a ValueError: the convert and extract commands report bad
-  inputs as one ``error:`` line.)"""
-
-  def __init__(self, step: int | None, path: Any, reason: str):
-    self.step, self.path, self.reason = step, path, reason
-    name = f"checkpoint {step} ({path})" if step is not None else f"checkpoint {path}"
-    super().__init__(f"{name} does not verify: {reason}")
 
 
 class DataStateMismatch(RuntimeError):
   """The data-iterator state of a checkpoint cannot be restored into this run's data stream."""
 
 
-def one_line(e: BaseException, limit: int = 240) -> str:
-  """``Type: message`` of an exception on one line, at most ``limit`` characters of message."""
-  text = " ".join(str(e).split())
-  if len(text) > limit:
-    text = text[:limit] + " ..."
-  return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _chain(e: BaseException) -> list[BaseException]:
-  """``e`` and the exceptions it was raised from, outermost first."""
-  out, cur = [], e
-  while cur is not None and all(cur is not x for x in out):
-    out.append(cur)
-    cur = cur.__cause__ or cur.__context__
-  return out
-
-
-def _root_cause(e: BaseException) -> BaseException:
-  """The OSError behind ``e`` if there is one (orbax and tensorstore wrap them), else the
-  innermost exception: tensorstore's outer message only says which slice failed, the inner one
-  says why (e.g. ``OUT_OF_RANGE: ... byte range ... not valid for value of size 1000``)."""
-  chain = _chain(e)
-  return next((x for x in chain if isinstance(x, OSError)), chain[-1])
-
-
-# A failed tensorstore read names the array in its kvstore spec: 'path': 'params.backbone....'.
-_TS_PATH = re.compile(r"'path': '([A-Za-z0-9_.\-]+)/?'")
-
-
-def _failed_leaf(e: BaseException) -> str | None:
-  names = [m for x in _chain(e) for m in _TS_PATH.findall(str(x)) if "." in m or m.isidentifier()]
-  return names[-1].replace(".", "/") if names else None
-
-
-_QUIETED = False
-
-
-class _OrbaxTaskFilter(logging.Filter):
-  """asyncio's "... exception was never retrieved" for orbax's abandoned read tasks and the
-  futures gathering them (which name the TensorStore that failed)."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if "never retrieved" not in str(record.msg):
-      return True
-    message = record.getMessage()
-    return "orbax" not in message and "TensorStore" not in message
-
-
-def _quiet_failed_reads() -> None:
-  """When one array of a restore cannot be read, orbax abandons the others mid-flight: their
-  tasks and coroutines are collected with exceptions nobody retrieved, and tensorstore's callbacks
-  find orbax's event loop closed. Each prints a traceback (through asyncio's log or the unraisable
-  hook), hundreds for one damaged file, while the failure itself is reported in one line. Installed
-  before the first restore, this drops exactly those: orbax's read tasks and coroutines, and
-  ``RuntimeError: Event loop is closed`` raised in tensorstore's callbacks."""
-  global _QUIETED
-  if not _QUIETED:
-    _QUIETED = True
-    logging.getLogger("asyncio").addFilter(_OrbaxTaskFilter())
-    previous = sys.unraisablehook
-
-    def unraisable(u: Any) -> None:
-      code = getattr(u.object, "cr_code", None)
-      if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
-        return
-      if u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed":
-        return  # tensorstore's callbacks into orbax's closed loop
-      previous(u)
-
-    sys.unraisablehook = unraisable
-
-
-# What orbax logs, with a traceback each, about a save that failed in its background threads; the
-# failure is raised as one CheckpointError line that names the checkpoint and the cause.
-_ORBAX_SAVE_FAILURE_LOGS = (
-  "Failed to run",
-  "Save Finalize thread",
-  "Checkpointer failed",
-  "_SignalingThread.run() raised",
-)
 # How long ``abandon`` waits for the writes of a failed save that are still running.
 ORPHAN_WRITES_TIMEOUT_S = 60.0
-
-
-class _OrbaxSaveFailureFilter(logging.Filter):
-  def filter(self, record: logging.LogRecord) -> bool:
-    if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in (record.pathname or ""):
-      return True
-    message = str(record.msg)
-    return not any(text in message for text in _ORBAX_SAVE_FAILURE_LOGS)
-
-
-def quiet_orbax_save_failures() -> None:
-  """Drops orbax's error logs (and their tracebacks) about a failed background save; the command
-  line installs this unless --verbosity is given. Idempotent."""
-  logger = absl_logging.get_absl_logger()
-  if not any(isinstance(f, _OrbaxSaveFailureFilter) for f in logger.filters):
-    logger.addFilter(_OrbaxSaveFailureFilter())
-
-
-def local_absolute(path: Any) -> epath.Path:
-  """``path`` as an epath, made absolute when it is local: orbax reads a checkpoint's arrays
-  through tensorstore, which fails on a relative folder (``--checkpoint=runs/tiny``) with an
-  AttributeError deep in the restore; a URL (``gs://``) is left as it is."""
-  text = os.fspath(path)
-  return epath.Path(text if "://" in text else os.path.abspath(text))
 
 
 def checkpoint_manager(
@@ -237,33 +112,6 @@ def checkpoint_manager(
   return ocp.CheckpointManager(local_absolute(workdir) / workdir_files.CHECKPOINTS, options=options)
 
 
-def complete_steps(workdir: str | os.PathLike) -> list[int]:
-  """The finalised checkpoint steps of a workdir, ascending (orbax's listing, without a manager:
-  creates nothing, logs nothing)."""
-  path = local_absolute(workdir) / workdir_files.CHECKPOINTS
-  return sorted(ocp.utils.checkpoint_steps(path)) if path.exists() else []
-
-
-def latest_step(workdir: str) -> int | None:
-  """The newest complete checkpoint of a workdir, or None; creates nothing."""
-  return max(complete_steps(workdir), default=None)
-
-
-def _read_meta(step: int, step_dir: epath.Path) -> dict[str, Any]:
-  path = step_dir / workdir_files.META / "metadata"
-  try:
-    meta = json.loads(path.read_text())
-  except FileNotFoundError as e:
-    raise CorruptCheckpoint(step, step_dir, f"{workdir_files.META}/metadata is missing") from e
-  except (OSError, ValueError) as e:
-    raise CorruptCheckpoint(
-      step, step_dir, f"{workdir_files.META}/metadata is unreadable ({one_line(e)})"
-    ) from e
-  if not isinstance(meta, dict):
-    raise CorruptCheckpoint(step, step_dir, f"{workdir_files.META}/metadata is not a JSON object")
-  return meta
-
-
 def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
   try:
     return json.loads(
@@ -276,23 +124,6 @@ def _saved_meta(checkpoints_dir: Any, step: int) -> dict[str, Any]:
 def _data_state_crc(state: Any) -> int:
   """CRC32 of a grain iterator state, independent of how its JSON was formatted."""
   return zlib.crc32(json.dumps(state, sort_keys=True).encode())
-
-
-def _compare(step: int, step_dir: Any, saved: dict[str, int], got: dict[str, int], what: str):
-  """Raises CorruptCheckpoint naming the first leaf whose fingerprint differs or is missing."""
-  bad = [n for n in saved if got.get(n) != saved[n]] + [n for n in got if n not in saved]
-  if not bad:
-    return
-  n = bad[0]
-  if n not in got:
-    reason = f"{what} leaf {n} was saved but is not in the restored tree"
-  elif n not in saved:
-    reason = f"{what} leaf {n} has no saved fingerprint"
-  else:
-    reason = f"{what} leaf {n}: fingerprint {got[n]:#010x}, saved {saved[n]:#010x}"
-  if len(bad) > 1:
-    reason += f" (and {len(bad) - 1} more leaves)"
-  raise CorruptCheckpoint(step, step_dir, reason)
 
 
 @dataclasses.dataclass
@@ -404,7 +235,7 @@ class RunCheckpoints:
     step_dir = self.path(s)
     state, err = None, None
     try:
-      meta = _read_meta(s, step_dir)
+      meta = read_meta(s, step_dir)
       self._check_data_iter(s, step_dir, meta)
       self._check_fits(s, step_dir, abstract_state)
       state = self._read_state(s, step_dir, abstract_state, shardings)
@@ -419,7 +250,7 @@ class RunCheckpoints:
       return state, False, False
     got, _ = fingerprint.digest(state)
     try:
-      _compare(s, step_dir, saved, got, workdir_files.STATE)
+      compare_fingerprints(s, step_dir, saved, got, workdir_files.STATE)
     except CorruptCheckpoint:
       del state  # free the device memory before trying an older checkpoint
       raise
@@ -489,13 +320,13 @@ class RunCheckpoints:
     target = jax.tree.map(
       lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract_state, shardings
     )
-    _quiet_failed_reads()
+    quiet_failed_reads()
     try:
       return self.mngr.restore(
         s, args=ocp.args.Composite(**{workdir_files.STATE: ocp.args.StandardRestore(target)})
       )[workdir_files.STATE]
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise plain Exceptions for bad files
-      leaf, cause = _failed_leaf(e), one_line(_root_cause(e), 300)
+      leaf, cause = failed_leaf(e), one_line(root_cause(e), 300)
     # Not chained: orbax's exception holds the reads it abandoned; collected now, not at exit.
     gc.collect()
     what = f"{workdir_files.STATE} leaf {leaf}" if leaf else f"{workdir_files.STATE}/"
@@ -599,7 +430,7 @@ class RunCheckpoints:
       "no complete checkpoint yet" if done is None else f"the newest complete checkpoint is {done}"
     )
     return CheckpointError(
-      f"checkpoint {step} ({self.path(step)}) could not be written: {one_line(_root_cause(e))}; "
+      f"checkpoint {step} ({self.path(step)}) could not be written: {one_line(root_cause(e))}; "
       f"stopping ({newest})"
     )
 
@@ -662,126 +493,3 @@ def save(ckpts: RunCheckpoints, step: int, state: Any, data_iter: Any, *, data_g
 
 
 # --------------------------------------------------------------------------- model checkpoints
-
-
-def save_model(ckpt_dir: str | os.PathLike, model: MERTModel, *, overwrite: bool = False) -> None:
-  """Write ``model``'s parameters, their fingerprints and its config to ``ckpt_dir`` (created). An
-  existing ``params/`` is an error unless ``overwrite``."""
-  path = local_absolute(ckpt_dir)
-  path.mkdir(parents=True, exist_ok=True)
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(path / PARAMS_DIR, params, force=overwrite)
-  fps, _ = fingerprint.digest(params)
-  atomic_write_text(path / PARAMS_FINGERPRINT, json.dumps({"fingerprints": fps}))
-  atomic_write_text(path / MODEL_CONFIG, model.cfg.to_json())
-
-
-def load_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
-  path = local_absolute(ckpt_dir) / MODEL_CONFIG
-  if not path.exists():
-    raise FileNotFoundError(
-      f"{path} not found: {ckpt_dir} is not a model checkpoint written by "
-      f"mert_jax (expected {MODEL_CONFIG} and {PARAMS_DIR}/)."
-    )
-  return ModelConfig.from_dict(json.loads(path.read_text()))
-
-
-def is_workdir(path: str | os.PathLike) -> bool:
-  p = local_absolute(path)
-  return (p / workdir_files.CHECKPOINTS).exists() and (p / workdir_files.CONFIG).exists()
-
-
-def workdir_model_config(workdir: str | os.PathLike) -> ModelConfig:
-  return ModelConfig.from_dict(
-    dict(json.loads((local_absolute(workdir) / workdir_files.CONFIG).read_text())["model"])
-  )
-
-
-def workdir_state_path(workdir: str | os.PathLike, step: int | None) -> epath.Path:
-  """The train-state folder of ``step`` (default: the latest complete checkpoint)."""
-  steps = complete_steps(workdir)
-  if not steps:
-    raise FileNotFoundError(f"{workdir}: the training workdir holds no complete checkpoint yet")
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
-    raise FileNotFoundError(
-      f"{workdir}: no complete checkpoint at step {step}; available: {sorted(steps)}"
-    )
-  return local_absolute(workdir) / workdir_files.CHECKPOINTS / str(step) / workdir_files.STATE
-
-
-def _model_source(
-  ckpt_dir: str | os.PathLike, step: int | None
-) -> tuple[ModelConfig, epath.Path, int | None, dict[str, int] | None]:
-  """(config, parameters folder, step, saved parameter fingerprints or None) of a model
-  checkpoint or of a workdir's checkpoint ``step`` (default: latest). A workdir checkpoint's own
-  ModelConfig is used (the workdir's config.json for checkpoints saved before it was recorded)."""
-  if not is_workdir(ckpt_dir):
-    if step is not None:
-      raise ValueError(f"--step applies to training workdirs; {ckpt_dir} is a model checkpoint")
-    path = local_absolute(ckpt_dir)
-    saved = None
-    if (path / PARAMS_FINGERPRINT).exists():
-      try:
-        saved = json.loads((path / PARAMS_FINGERPRINT).read_text())["fingerprints"]
-      except (OSError, ValueError, KeyError) as e:
-        raise CorruptCheckpoint(None, path, f"{PARAMS_FINGERPRINT} is unreadable") from e
-    return load_model_config(ckpt_dir), path / PARAMS_DIR, None, saved
-  state_path = workdir_state_path(ckpt_dir, step)
-  step_dir = state_path.parent
-  s = int(step_dir.name)
-  meta = _read_meta(s, step_dir)
-  cfg = ModelConfig.from_dict(meta["model"]) if meta.get("model") else None
-  saved = meta.get("fingerprints")
-  if saved is not None:
-    prefix = "params/"
-    saved = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
-  return cfg or workdir_model_config(ckpt_dir), state_path, s, saved
-
-
-def load_model(
-  ckpt_dir: str | os.PathLike, *, step: int | None = None, **config_overrides
-) -> MERTModel:
-  """Rebuild the model from a model checkpoint or a training workdir (latest step, or ``step``);
-  ``config_overrides`` change non-shape fields (e.g. dtype). The parameters are checked against
-  the fingerprints saved with them (CorruptCheckpoint, naming the checkpoint and the leaf)."""
-  base_cfg, params_path, s, saved = _model_source(ckpt_dir, step)
-  workdir = s is not None
-  cfg = base_cfg.replace(**config_overrides)
-  model = create_model(cfg)
-  state = nnx.state(model, nnx.Param)
-  # Every array onto this process's first device: a checkpoint written on a pod (or 8 fake CPU
-  # devices) restores on a laptop, whatever shardings it was saved with.
-  host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  on_host = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=host)
-  target = jax.tree.map(on_host, nnx.to_pure_dict(state))
-  where = params_path.parent if workdir else local_absolute(ckpt_dir)
-  if not params_path.exists():
-    raise FileNotFoundError(f"{params_path} not found: the checkpoint in {ckpt_dir} is incomplete.")
-  _quiet_failed_reads()
-  with ocp.StandardCheckpointer() as ckptr:
-    try:
-      if workdir:  # the train state: restore its params subtree only
-        meta = ckptr.metadata(params_path)
-        full = jax.tree.map(
-          lambda m: on_host(m) if hasattr(m, "shape") else m, meta.item_metadata.tree
-        )
-        full["params"] = target
-        restored = ckptr.restore(params_path, full)["params"]
-      else:
-        restored = ckptr.restore(params_path, target)
-    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise plain Exceptions
-      leaf, cause = _failed_leaf(e), one_line(_root_cause(e), 300)
-      restored = None
-  if restored is None:  # not chained: orbax's exception holds the reads it abandoned
-    gc.collect()
-    what = f"leaf {leaf}" if leaf else params_path.name + "/"
-    raise CorruptCheckpoint(s, where, f"{what} is unreadable ({cause})")
-  if saved is not None:
-    got, _ = fingerprint.digest(restored)
-    _compare(s, where, saved, got, "params" if workdir else PARAMS_DIR)
-  nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, restored))
-  nnx.update(model, state)
-  return model

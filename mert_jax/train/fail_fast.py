@@ -241,7 +241,7 @@ def _print_and_exit(line: str | None, status: int) -> NoReturn:
 
 def _watch() -> None:
   """The watcher thread: beats, waits on the failure key, judges the peers' beats."""
-  from mert_jax.train.checkpoints import one_line  # pylint: disable=g-import-not-at-top
+  from mert_jax.terminal.errors import one_line  # pylint: disable=g-import-not-at-top
 
   job = _job
   beat_s, started, beat, beaten = _beat_s(job), time.monotonic(), 0, 0.0

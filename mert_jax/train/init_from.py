@@ -33,11 +33,11 @@ from etils import epath
 from flax import nnx
 
 from mert_jax import workdir_files
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.config import ModelConfig
 from mert_jax.files.atomic import atomic_write_text
 from mert_jax.hf import export_files, hub
 from mert_jax.model.mert import MERTModel
-from mert_jax.train import checkpoints
 
 # The workdir file recording where the run's initial weights came from.
 
@@ -84,9 +84,9 @@ def source_kind(source: str) -> str:
   p = epath.Path(source)
   if p.suffix == ".pt":
     return "fairseq"
-  if checkpoints.is_workdir(p):
+  if model_checkpoint.is_workdir(p):
     return "workdir"
-  if (p / checkpoints.MODEL_CONFIG).exists():
+  if (p / model_checkpoint.MODEL_CONFIG).exists():
     return "model checkpoint"
   if (p / export_files.HF_CONFIG_FILE).exists():
     return "hf"
@@ -94,7 +94,7 @@ def source_kind(source: str) -> str:
     return "hf"  # such as m-a-p/MERT-v1-95M
   raise InitFromError(
     f"init_from={source}: not a Hugging Face folder ({export_files.HF_CONFIG_FILE}), a model "
-    f"checkpoint ({checkpoints.MODEL_CONFIG}), a training workdir "
+    f"checkpoint ({model_checkpoint.MODEL_CONFIG}), a training workdir "
     f"({workdir_files.CHECKPOINTS}/ and {workdir_files.CONFIG}) or a fairseq .pt file"
   )
 
@@ -127,7 +127,7 @@ def load_pretrained(
       model, report = import_fairseq(source, seed=seed, base=run_cfg)
       heads, note = True, report
     else:
-      model = checkpoints.load_model(source, step=step)
+      model = model_checkpoint.load_model(source, step=step)
       heads = True
       note = "backbone and heads" + (f" of step {step}" if step is not None else "")
   except InitFromError:

@@ -25,6 +25,8 @@ from etils import epath
 
 from data_pipeline import reader as reader_lib
 from mert_jax import sharding, workdir_files
+from mert_jax.checkpointing import workdir_steps
+from mert_jax.checkpointing.errors import CheckpointError
 from mert_jax.model.flops import train_flops_per_clip
 from mert_jax.model.mert import tree_size
 from mert_jax.objective import bestrq
@@ -106,7 +108,7 @@ def _train(
 
   # ############################################################ pretrained weights
   pretrained, init_source = None, None
-  resuming_from = checkpoints.latest_step(workdir) if config.init_from else None
+  resuming_from = workdir_steps.latest_step(workdir) if config.init_from else None
   if config.init_from and resuming_from is None:  # checked on the host, before anything compiles
     pre = init_from.load_pretrained(
       config.init_from, mcfg, step=config.init_from_step, seed=config.seed
@@ -166,7 +168,7 @@ def _train(
       ckpts.restore_data_iter(start, data_iter, data_groups=groups)
     except checkpoints.DataStateMismatch as e:
       if config.data.on_state_mismatch != "restart":
-        raise checkpoints.CheckpointError(
+        raise CheckpointError(
           f"{e} Re-run with the same number of processes, or pass "
           "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
           "(no exact resume)."

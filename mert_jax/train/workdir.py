@@ -100,8 +100,9 @@ from etils import epath
 from fsspec.implementations.local import LocalFileSystem
 
 from mert_jax import workdir_files
+from mert_jax.checkpointing import workdir_steps
 from mert_jax.files.atomic import atomic_write_text
-from mert_jax.train import checkpoints, fail_fast
+from mert_jax.train import fail_fast
 
 TOKEN_BYTES = 16  # a lock's token: uuid4's 128 bits, as hex in the file
 HEARTBEAT_S = 60.0  # the holder refreshes its heartbeat at most this often
@@ -685,7 +686,7 @@ class Claim:
     if jax.process_index() == 0:
       try:
         self.lock.acquire()
-        self.resume_step = checkpoints.latest_step(self.workdir)  # under the lock
+        self.resume_step = workdir_steps.latest_step(self.workdir)  # under the lock
         self.pending = check_config(self.workdir, self.config, resume_step=self.resume_step)
       except BaseException as e:  # pylint: disable=broad-except
         error = e
@@ -733,7 +734,7 @@ class Claim:
     """Whether the workdir's newest complete checkpoint was written by this run: orbax records
     when each save started (``_CHECKPOINT_METADATA``); without that record, whether it is newer
     than the start step. (Checkpoints a resume sets aside change the newest step without a save.)"""
-    latest = checkpoints.latest_step(self.workdir)
+    latest = workdir_steps.latest_step(self.workdir)
     if latest is None:
       return False
     meta = (

@@ -15,12 +15,12 @@ import pytest
 from flax import nnx
 
 from data_pipeline.manifest import load_manifest
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.cli import convert as convert_cli
 from mert_jax.config import model_config
 from mert_jax.hf import hub
 from mert_jax.hf.convert import hf_config_dict, import_hf
 from mert_jax.model.mert import count_params
-from mert_jax.train import checkpoints
 from tests.cli.helpers import python_m_error_line
 
 
@@ -42,14 +42,14 @@ def test_round_trip_is_bit_identical(tiny_checkpoint: str, tmp_path, capsys) -> 
   assert f"wrote {hf_dir}: config.json, model.safetensors" in capsys.readouterr().out
   assert convert_cli.main(["hf-to-jax", f"--hf={hf_dir}", f"--output={ckpt2}"]) == 0
   assert f"wrote {ckpt2} (heads from mert_heads.safetensors)" in capsys.readouterr().out
-  original, back = checkpoints.load_model(tiny_checkpoint), checkpoints.load_model(ckpt2)
+  original, back = model_checkpoint.load_model(tiny_checkpoint), model_checkpoint.load_model(ckpt2)
   assert back.cfg == original.cfg
   assert_same_params(params_of(back), params_of(original))  # heads included
 
 
 def test_export_a_training_workdir_step(trained_workdir, tmp_path, capsys) -> None:
   wd, trained = trained_workdir
-  latest, first = checkpoints.load_model(wd), checkpoints.load_model(wd, step=1)
+  latest, first = model_checkpoint.load_model(wd), model_checkpoint.load_model(wd, step=1)
   assert_same_params(params_of(latest), [np.asarray(x) for x in jax.tree.leaves(trained)])
   assert any(not np.array_equal(a, b) for a, b in zip(params_of(first), params_of(latest)))
   hf = tmp_path / "hf"
@@ -73,7 +73,7 @@ def test_workdir_card_holds_the_real_numbers(trained_workdir, tmp_path, capsys) 
   assert convert_cli.main(["jax-to-hf", f"--checkpoint={wd}", f"--output={hf}"]) == 0
   assert "README.md" in capsys.readouterr().out
   card = (hf / "README.md").read_text()
-  model = checkpoints.load_model(wd)
+  model = model_checkpoint.load_model(wd)
   last = logged_rows(wd)[2]
   manifest = load_manifest(json.load(open(os.path.join(wd, "config.json")))["data"]["dir"])
   accuracy = sum(last["accuracy"]) / len(last["accuracy"])
@@ -239,7 +239,7 @@ def test_fairseq_checkpoint_imports_with_its_heads(tmp_path, capsys) -> None:
   out = tmp_path / "ckpt"
   assert convert_cli.main(["hf-to-jax", f"--fairseq={path}", f"--output={out}"]) == 0
   assert "8 codebooks x 1028 labels (1024 codes + 4 fairseq specials)" in capsys.readouterr().out
-  for a, b in zip(params_of(checkpoints.load_model(out)), params_of(source)):
+  for a, b in zip(params_of(model_checkpoint.load_model(out)), params_of(source)):
     np.testing.assert_array_equal(a, b)
 
   class RunsCode:

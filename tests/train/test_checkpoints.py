@@ -14,10 +14,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mert_jax import workdir_files
+from mert_jax.checkpointing import errors, fingerprint, model_checkpoint, workdir_steps
 from mert_jax.config import model_config
 from mert_jax.files import storage
 from mert_jax.model.mert import create_model
-from mert_jax.train import checkpoints, fingerprint
+from mert_jax.train import checkpoints
 
 
 def test_fingerprints_ignore_sharding_and_see_every_change():
@@ -42,21 +43,21 @@ def test_fingerprints_ignore_sharding_and_see_every_change():
 
 def test_a_model_checkpoint_whose_parameters_changed_is_refused(tmp_path):
   a, b = tmp_path / "a", tmp_path / "b"
-  checkpoints.save_model(a, create_model(model_config("tiny"), seed=3))
-  checkpoints.save_model(b, create_model(model_config("tiny"), seed=4))
-  assert checkpoints.load_model(a).cfg == model_config("tiny")  # verifies
-  shutil.rmtree(a / checkpoints.PARAMS_DIR)  # whole, readable files of other values
-  shutil.copytree(b / checkpoints.PARAMS_DIR, a / checkpoints.PARAMS_DIR)
-  with pytest.raises(checkpoints.CorruptCheckpoint) as e:
-    checkpoints.load_model(a)
+  model_checkpoint.save_model(a, create_model(model_config("tiny"), seed=3))
+  model_checkpoint.save_model(b, create_model(model_config("tiny"), seed=4))
+  assert model_checkpoint.load_model(a).cfg == model_config("tiny")  # verifies
+  shutil.rmtree(a / model_checkpoint.PARAMS_DIR)  # whole, readable files of other values
+  shutil.copytree(b / model_checkpoint.PARAMS_DIR, a / model_checkpoint.PARAMS_DIR)
+  with pytest.raises(errors.CorruptCheckpoint) as e:
+    model_checkpoint.load_model(a)
   assert str(e.value).startswith(f"checkpoint {a} does not verify: params leaf ")
   assert "fingerprint 0x" in str(e.value) and "\n" not in str(e.value)
   # Older model checkpoints (no fingerprint file) still load.
-  (b / checkpoints.PARAMS_FINGERPRINT).unlink()
-  checkpoints.load_model(b)
-  (a / checkpoints.PARAMS_FINGERPRINT).write_text(json.dumps({"fingerprints": {}}))
-  with pytest.raises(checkpoints.CorruptCheckpoint, match="has no saved fingerprint"):
-    checkpoints.load_model(a)
+  (b / model_checkpoint.PARAMS_FINGERPRINT).unlink()
+  model_checkpoint.load_model(b)
+  (a / model_checkpoint.PARAMS_FINGERPRINT).write_text(json.dumps({"fingerprints": {}}))
+  with pytest.raises(errors.CorruptCheckpoint, match="has no saved fingerprint"):
+    model_checkpoint.load_model(a)
 
 
 def test_checkpoints_are_set_aside_in_a_bucket(gcs):
@@ -71,6 +72,6 @@ def test_checkpoints_are_set_aside_in_a_bucket(gcs):
     ckpts._set_aside([8])
   finally:
     ckpts.abandon()
-  assert checkpoints.complete_steps(gcs.path("run")) == [4]
+  assert workdir_steps.complete_steps(gcs.path("run")) == [4]
   aside = storage.files_under(gcs.path("run", workdir_files.SET_ASIDE))
   assert aside == ["8/commit_success.txt", "8/state/x"]

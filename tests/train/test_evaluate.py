@@ -6,8 +6,8 @@ import numpy as np
 
 from data_pipeline import reader as reader_lib
 from mert_jax import recipe
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.objective.loss import pretraining_loss
-from mert_jax.train import checkpoints
 from mert_jax.train.loop import train
 from tests.train.helpers import rows, tiny
 
@@ -30,7 +30,7 @@ def test_eval_metrics_equal_a_hand_computation(data_dir, tmp_path):
   assert [r["step"] for r in evals] == [2]
   got = evals[0]
 
-  model = checkpoints.load_model(wd)  # the last checkpoint: step 2, evaluated above
+  model = model_checkpoint.load_model(wd)  # the last checkpoint: step 2, evaluated above
   assert model.cfg.dtype == "float32"
   ocfg = recipe.objective_config_from(c)
   loss = jax.jit(

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from mert_jax import workdir_files
+from mert_jax.checkpointing import errors, model_checkpoint, workdir_steps
 from mert_jax.train import checkpoints, loop_config
 from mert_jax.train import input as input_lib
 from mert_jax.train import state as state_lib
@@ -33,7 +34,7 @@ def base(data_dir, tmp_path_factory) -> str:
   """A clean 4-step run with checkpoints 2 and 4."""
   wd = str(tmp_path_factory.mktemp("faults") / "base")
   train(tiny(data_dir, total_steps=4, checkpoint_every=2), wd)
-  assert checkpoints.complete_steps(wd) == [2, 4]
+  assert workdir_steps.complete_steps(wd) == [2, 4]
   return wd
 
 
@@ -85,7 +86,7 @@ def test_flipped_bytes_are_refused_and_the_run_falls_back(base, run, data_dir, c
   assert [a[s] for s in (3, 4)] == [b[s] for s in (3, 4)]
   assert [r["step"] for r in rows(run)] == [1, 2, 3, 4]
   assert out["train_step_compiles"] == 1
-  assert checkpoints.complete_steps(run) == [2, 4]  # a new, verified checkpoint 4
+  assert workdir_steps.complete_steps(run) == [2, 4]  # a new, verified checkpoint 4
 
 
 @pytest.mark.parametrize(
@@ -117,7 +118,7 @@ def test_damaged_checkpoint_is_named_in_one_line(run, setup, damage, expect):
   else:
     text = open(data_iter).read()
     open(data_iter, "w").write(text.replace('"window_index": 2', '"window_index": 3', 1))
-  with pytest.raises(checkpoints.CorruptCheckpoint) as e:
+  with pytest.raises(errors.CorruptCheckpoint) as e:
     restore(run, setup, step=4)  # asked for explicitly: refused, no fallback
   msg = str(e.value)
   assert "\n" not in msg and msg.startswith(f"checkpoint 4 ({step4}) does not verify: ")
@@ -141,18 +142,18 @@ def test_load_model_verifies_and_builds_the_checkpoints_own_model(run):
   hidden = config["model"]["hidden_size"]
   config["model"]["hidden_size"] = 2 * hidden  # config.json describes another model now
   open(os.path.join(run, workdir_files.CONFIG), "w").write(json.dumps(config))
-  assert checkpoints.load_model(run).cfg.hidden_size == hidden  # checkpoint 4's own config
+  assert model_checkpoint.load_model(run).cfg.hidden_size == hidden  # checkpoint 4's own config
   step4 = os.path.join(run, "checkpoints", "4")
   shutil.rmtree(os.path.join(step4, "state"))
   shutil.copytree(os.path.join(run, "checkpoints", "2", "state"), os.path.join(step4, "state"))
-  with pytest.raises(checkpoints.CorruptCheckpoint) as e:
-    checkpoints.load_model(run)
+  with pytest.raises(errors.CorruptCheckpoint) as e:
+    model_checkpoint.load_model(run)
   assert str(e.value).startswith(f"checkpoint 4 ({step4}) does not verify: params leaf ")
-  assert checkpoints.load_model(run, step=2).cfg.hidden_size == hidden
+  assert model_checkpoint.load_model(run, step=2).cfg.hidden_size == hidden
 
 
 def test_restore_step_sets_newer_checkpoints_aside(run, setup, data_dir, capsys):
-  with pytest.raises(checkpoints.CheckpointError, match=r"restore_step=3: .* available: 2, 4$"):
+  with pytest.raises(errors.CheckpointError, match=r"restore_step=3: .* available: 2, 4$"):
     train(tiny(data_dir, total_steps=4, restore_step=3), run)
   out = train(tiny(data_dir, total_steps=2, restore_step=2), run)
   said = capsys.readouterr().out.splitlines()
@@ -160,7 +161,7 @@ def test_restore_step_sets_newer_checkpoints_aside(run, setup, data_dir, capsys)
   assert f"restore_step=2; resuming from checkpoint 2; set aside 4 in {aside}" in said
   assert "the run is already at step 2 (total_steps=2)" in said
   assert out["train_step_compiles"] == 0  # nothing compiled
-  assert checkpoints.complete_steps(run) == [2]
+  assert workdir_steps.complete_steps(run) == [2]
   assert os.listdir(aside) == ["4"]
 
 
@@ -205,7 +206,7 @@ def test_sigterm_while_compiling_stops_before_the_first_step(run, data_dir, monk
     signal.signal(signal.SIGTERM, previous)
   said = capsys.readouterr().out.splitlines()
   assert "SIGTERM before the first step: exiting at step 4, nothing to save" in said
-  assert max(losses(run)) == 4 and checkpoints.complete_steps(run) == [2, 4]
+  assert max(losses(run)) == 4 and workdir_steps.complete_steps(run) == [2, 4]
 
 
 def test_nonfinite_guard_names_only_a_known_good_checkpoint(run, data_dir, monkeypatch):
@@ -271,7 +272,7 @@ def test_failed_async_save_stops_at_the_next_step_in_one_line(run, data_dir, tmp
     "No space left on device; stopping (the newest complete checkpoint is 4)"
   )
   assert max(losses(run)) in (5, 6)  # noticed at the first step after the failure, or its save
-  assert 4 in checkpoints.complete_steps(run)
+  assert 4 in workdir_steps.complete_steps(run)
 
 
 @pytest.mark.parametrize("value", ["3", "2,x", "0,2", "4,2"])

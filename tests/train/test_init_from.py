@@ -20,12 +20,13 @@ from flax import nnx
 from data_pipeline.example_audio import music_clip
 from data_pipeline.prepare import main as prepare_main
 from mert_jax import workdir_files
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.cli import convert as convert_cli
 from mert_jax.config import model_config
 from mert_jax.hf import convert
 from mert_jax.model.mert import create_model
 from mert_jax.recipe import model_config_from
-from mert_jax.train import checkpoints, init_from, state
+from mert_jax.train import init_from, state
 from mert_jax.train.loop import train
 from tests.cli.helpers import python_m_error_line
 from tests.documented import documented_commands
@@ -219,7 +220,7 @@ def test_fairseq_source_brings_backbone_and_heads(data_dir, tmp_path):
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, np.asarray(b))
   # The same weights as an hf-to-jax model checkpoint.
-  checkpoints.save_model(tmp_path / "ckpt", source)
+  model_checkpoint.save_model(tmp_path / "ckpt", source)
   pre, mcfg, abstract = _pretrained(str(tmp_path / "ckpt"), config)
   assert pre.kind == "model checkpoint" and pre.heads_loaded
   init_from.check_compatible(pre, mcfg, abstract)

@@ -38,15 +38,15 @@ def test_the_probe_reads_the_trained_parameters(trained_workdir, data_dir, cache
   checkpoint loaded for the probe command."""
   import numpy as np
 
+  from mert_jax.checkpointing import model_checkpoint
   from mert_jax.probe import features
-  from mert_jax.train import checkpoints
 
   wd, params = trained_workdir
   cfg = tiny(data_dir, probe_cache_dir=cache, **PROBE)
-  probe = probing.TrainingProbe(cfg, str(tmp_path), checkpoints.load_model(wd).cfg)
+  probe = probing.TrainingProbe(cfg, str(tmp_path), model_checkpoint.load_model(wd).cfg)
   probe(params)
   clips = np.random.default_rng(0).standard_normal((2, 9000)).astype(np.float32) * 0.1
-  loaded = checkpoints.load_model(wd, dtype="float32").backbone
+  loaded = model_checkpoint.load_model(wd, dtype="float32").backbone
   np.testing.assert_allclose(
     features.model_layers(probe.model.backbone)(clips, "mean"),
     features.model_layers(loaded)(clips, "mean"),

@@ -17,7 +17,7 @@ import pytest
 
 from configs import mert as mert_configs
 from mert_jax import workdir_files
-from mert_jax.train import checkpoints
+from mert_jax.checkpointing import model_checkpoint, workdir_steps
 from mert_jax.train import workdir as workdir_lib
 from mert_jax.train.loop import train
 from tests.train.helpers import REPO_ROOT, cli_args, losses, tiny
@@ -132,7 +132,7 @@ def finished(data_dir, tmp_path_factory):
     left = {
       "codebook_size": json.load(open(os.path.join(wd, "config.json")))["model"]["codebook_size"],
       "lock": os.path.exists(os.path.join(wd, workdir_files.LOCK)),
-      "step": checkpoints.latest_step(wd),
+      "step": workdir_steps.latest_step(wd),
     }
     train(tiny(data_dir, total_steps=2), wd)
   return wd, out.getvalue(), str(failed.value), left, pid
@@ -146,7 +146,7 @@ def test_stale_lock_taken_over_and_failed_fresh_run_replaced(finished):
   # the next run's config replaced it, saying so.
   assert left == {"codebook_size": 32, "lock": False, "step": None}
   assert "no checkpoint yet" in out and "model.codebook_size 32 -> 64;" in out
-  assert checkpoints.workdir_model_config(wd).codebook_size == 64
+  assert model_checkpoint.workdir_model_config(wd).codebook_size == 64
   assert not os.path.exists(os.path.join(wd, workdir_files.LOCK))
   assert max(losses(wd)) == 2
 
@@ -166,7 +166,7 @@ def test_mistaken_noop_run_is_refused(finished, data_dir):
   assert before == {f: open(os.path.join(wd, f)).read() for f in before}
   assert not os.path.exists(os.path.join(wd, workdir_files.CONFIG_CHANGES))
   assert not os.path.exists(os.path.join(wd, workdir_files.LOCK))
-  assert checkpoints.workdir_model_config(wd).layer_norm_first is False
+  assert model_checkpoint.workdir_model_config(wd).layer_norm_first is False
 
 
 def test_allowed_change_is_recorded_with_its_step(finished, data_dir, tmp_path, capsys):
