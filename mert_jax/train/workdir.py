@@ -7,31 +7,26 @@ Recorded config (``WORKDIR/config.json``)
   failed before its first checkpoint), and says so in one line. Every later invocation is compared
   with it, field by field (dotted names); each difference is of one kind:
 
-  =========  =============================================================  =====================
-  kind       fields                                                          on resume
-  =========  =============================================================  =====================
-  run        everything not listed below: variant, seed, model.* (shapes,    refused, unless named
-             layer-norm placement, dropout, dtype ...), objective.*,         in
-             optimizer.* (all: lr, betas, eps, decay, warm-up, clipping,     allow_config_change
-             accumulation), batch_size, crop_samples, data.dir, data.groups,
-             data.shuffle_window, data.train_shards,
-             data.default_minutes; and any field the recorded config
-             lacks or has in excess (code changed since)
-  placement  mesh, rules, num_devices, model.attention_impl,                 allowed
-             model.attention_block, model.attention_blockwise_from,
-             model.pos_conv_impl, model.remat, model.remat_policy (where
-             and how the same computation runs)
-  loop       total_steps, log_every, eval_every, eval_batches,               allowed
-             eval_picture_clips, checkpoint_every, keep_last, keep_every,
-             preemption_check_every, max_nonfinite_steps, init_from,
-             init_from_step, restore_step, data.on_state_mismatch,
-             allow_config_change, distributed.* (the job's timeouts),
-             profile_steps
-  =========  =============================================================  =====================
+  ==========  ===========================================================  ======================
+  kind        fields (the sets RUN, PLACEMENT and LOOP below name each)      on resume
+  ==========  ===========================================================  ======================
+  run         what the checkpoints were trained under: variant, seed,      refused, unless named
+              model.* shapes and numerics, objective.*, optimizer.*,       in
+              batch and crop, the data stream; and any field the recorded  allow_config_change
+              config lacks or has in excess (code changed since)
+  placement   where and how the same computation runs: mesh, rules,        allowed
+              num_devices, attention and positional-conv kernels, remat
+  loop        how long and what the run does beside training: steps,       allowed
+              logging, evaluation, health checks, in-training probes,
+              checkpoint cadence, init_from, restore_step, the job's
+              timeouts, profiling
+  ==========  ===========================================================  ======================
 
-  ``run`` is the default, so a field added later is protected until someone classifies it. Note
-  that total_steps also ends the learning-rate decay (linear to 0 at total_steps): extending a run
-  changes the rate of every later step; it is a loop setting because that is what extending means.
+  Every field of the recipe is named in exactly one set (tests/train/test_workdir.py fails on a
+  field that is in none); a field the sets do not know (a recorded config from other code) is of
+  kind ``run``, so it is protected. Note that total_steps also ends the learning-rate decay
+  (linear to 0 at total_steps): extending a run changes the rate of every later step; it is a loop
+  setting because that is what extending means.
 
   A refused change stops the run with one line (``ConfigChangeRefused``) listing each field with
   both values; ``--config.allow_config_change=FIELD1,FIELD2`` (exact dotted names) lets those
@@ -109,7 +104,27 @@ HEARTBEAT_S = 60.0  # the holder refreshes its heartbeat at most this often
 STALE_AFTER_S = 30 * 60.0  # another host's lock whose heartbeat is older is taken over
 UNREADABLE_STALE_S = 10.0  # an unparsable lock older than this was left by a killed writer
 
-# Fields by kind (the module table); every other field is of kind "run".
+# Fields by kind (the module table). A field in none of them is of kind "run".
+RUN = frozenset(
+  """variant seed batch_size crop_samples
+  data.dir data.groups data.shuffle_window data.train_shards data.default_minutes
+  model.activation_dropout model.attention_dropout model.attention_relax model.codebook_size
+  model.conv_bias model.conv_layers model.cqt_bins model.dropout model.dropout_input model.dtype
+  model.extractor_mode model.feature_grad_mult model.ffn_size model.final_dim model.hidden_size
+  model.layer_norm_eps model.layer_norm_first model.layerdrop model.num_codebooks model.num_heads
+  model.num_layers model.num_special_labels model.pos_conv_groups model.pos_conv_kernel
+  model.sample_rate
+  objective.bestrq_dim objective.bestrq_input objective.bestrq_mels objective.bestrq_n_fft
+  objective.bestrq_norm objective.bestrq_seed objective.bestrq_stack objective.codebook_weights
+  objective.cqt_bins_per_octave objective.cqt_fmin objective.cqt_method objective.cqt_target
+  objective.cqt_unmasked_weight objective.cqt_weight objective.feature_pen_weight
+  objective.logit_temp objective.mask_length objective.mask_prob objective.min_masks
+  objective.mixup_crop_fraction objective.mixup_max_len objective.mixup_max_segments
+  objective.mixup_min_len objective.mixup_prob objective.mixup_volume objective.target_stats
+  objective.targets
+  optimizer.b1 optimizer.b2 optimizer.clip_norm optimizer.eps optimizer.grad_accum_steps
+  optimizer.lr optimizer.warmup_steps optimizer.weight_decay optimizer.weight_decay_on""".split()
+)
 PLACEMENT = frozenset(
   """mesh rules num_devices
   model.attention_impl model.attention_block model.attention_blockwise_from model.pos_conv_impl
@@ -118,9 +133,11 @@ PLACEMENT = frozenset(
 LOOP = frozenset(
   """total_steps log_every eval_every eval_batches eval_picture_clips checkpoint_every keep_last
   keep_every preemption_check_every max_nonfinite_steps init_from init_from_step restore_step
-  data.on_state_mismatch allow_config_change distributed.peer_timeout_s
-  distributed.init_timeout_s distributed.shutdown_timeout_s distributed.barrier_timeout_s
-  profile_steps""".split()
+  data.on_state_mismatch allow_config_change profile_steps
+  health_clips health_min_rank health_prior_patience
+  probe_every probe_tasks probe_set probe_max_epochs probe_lrs probe_batch probe_cache_dir
+  distributed.peer_timeout_s distributed.init_timeout_s distributed.shutdown_timeout_s
+  distributed.barrier_timeout_s""".split()
 )
 ABSENT = "<absent>"
 
@@ -159,7 +176,8 @@ class Change:
 
 
 def classify(field: str) -> str:
-  """The kind of a dotted field name: placement, loop or run (the default); see the module table."""
+  """The kind of a dotted field name: run, placement or loop (see the module table); a field in
+  none of the sets is of kind run."""
   if field in PLACEMENT:
     return "placement"
   if field in LOOP:

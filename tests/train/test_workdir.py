@@ -59,18 +59,53 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 # --------------------------------------------------------------------------- pure functions
 
 
-def test_field_classification_covers_the_recipe():
-  flat = workdir_lib._flatten(workdir_lib.as_json(mert_configs.get_config("95m")))
-  # Every named placement / loop field exists (restore_step may not in every version).
-  assert (workdir_lib.PLACEMENT | workdir_lib.LOOP) - {"restore_step"} <= set(flat)
-  kinds = {f: workdir_lib.classify(f) for f in flat}
-  run = {f for f, k in kinds.items() if k == "run"}
-  assert {f for f in flat if f.split(".")[0] in ("objective", "optimizer")} <= run
-  assert {"seed", "batch_size", "crop_samples", "data.dir", "data.groups"} <= run
-  assert {"data.shuffle_window", "model.layer_norm_first", "model.dropout", "model.dtype"} <= run
+def _recipe_fields() -> dict[str, set[str]]:
+  """Every dotted field of every variant of the recipe -> the variants that have it."""
+  fields: dict[str, set[str]] = {}
+  for variant in mert_configs.VARIANTS:
+    for f in workdir_lib._flatten(workdir_lib.as_json(mert_configs.get_config(variant))):
+      fields.setdefault(f, set()).add(variant)
+  return fields
+
+
+def test_every_recipe_field_is_classified_once():
+  """A field added to the recipe fails here until it is put in RUN, PLACEMENT or LOOP."""
+  sets = {"run": workdir_lib.RUN, "placement": workdir_lib.PLACEMENT, "loop": workdir_lib.LOOP}
+  fields = _recipe_fields()
+  assert len(fields) > 100
+  unclassified = sorted(f for f in fields if not any(f in s for s in sets.values()))
+  assert not unclassified, f"classify these in mert_jax/train/workdir.py: {unclassified}"
+  twice = sorted(f for f in fields if sum(f in s for s in sets.values()) > 1)
+  assert not twice, f"in more than one set: {twice}"
+  stale = sorted((workdir_lib.RUN | workdir_lib.PLACEMENT | workdir_lib.LOOP) - set(fields))
+  assert not stale, f"classified, but in no variant of the recipe: {stale}"
+
+
+def test_field_classification_by_kind():
+  kinds = {f: workdir_lib.classify(f) for f in _recipe_fields()}
+  assert {f for f in kinds if f.split(".")[0] in ("objective", "optimizer")} <= {
+    f for f, k in kinds.items() if k == "run"
+  }
+  for f in ("seed", "batch_size", "crop_samples", "data.dir", "data.groups", "model.dropout"):
+    assert kinds[f] == "run", f
+  for f in ("data.shuffle_window", "model.layer_norm_first", "model.dtype", "variant"):
+    assert kinds[f] == "run", f
   assert kinds["model.remat"] == kinds["mesh"] == "placement"
   assert kinds["total_steps"] == kinds["allow_config_change"] == kinds["init_from"] == "loop"
+  probe = [f for f in kinds if f.startswith("probe_")]
+  assert len(probe) == 7 and all(kinds[f] == "loop" for f in probe)
   assert workdir_lib.classify("model.some_future_field") == "run"
+
+
+def test_turning_on_the_probe_on_a_resume_is_allowed(tmp_path):
+  """The defect of issue 30: probe_* fields were of kind run, so turning on probe_every when
+  resuming a workdir was refused as a change to the model or the data."""
+  wd = str(tmp_path)
+  workdir_lib.check_config(wd, tiny("DATA"), resume_step=None)
+  later = tiny("DATA", probe_every=50, probe_tasks="pitch", probe_set="small", probe_batch=4)
+  changes = workdir_lib.check_config(wd, later, resume_step=5)
+  assert {c.field for c in changes} == {"probe_every", "probe_tasks", "probe_set", "probe_batch"}
+  assert {c.kind for c in changes} == {"loop"}
 
 
 def test_config_diff():
