@@ -1,8 +1,12 @@
-"""Logical axis names carried by every parameter, and the default rules mapping them onto the
-(data, fsdp, tensor) device mesh.
+"""Logical axis names carried by every parameter and by the batch, and the default rules mapping
+them onto the (data, fsdp, tensor) device mesh.
 
 Model code names only logical axes; which mesh axis shards which logical axis is data
-(``DEFAULT_RULES``, overridable from the config), as in MaxText / T5X.
+(``DEFAULT_RULES``, overridable as ``config.rules``), as in MaxText / T5X. The rules are the only
+source: parameters are placed by their logical axes (``param_shardings``) and a batch's clips by
+the ``batch`` rule (``batch_sharding``). Activations carry no constraint of their own: XLA's
+sharding propagation (Auto mesh axes) carries the batch split through the step, which the
+fake-device tests and ``compile_check`` verify (tests/test_sharding.py).
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-# Logical axes used by parameters and activations.
-BATCH = "batch"  # activations: the batch axis
-LENGTH = "length"  # activations: time frames / samples
+# Logical axes: the batch's clip axis, and the axes of the parameters.
+BATCH = "batch"  # a batch's clips (the audio's and the labels' clip axis)
 EMBED = "embed"  # model width D
 MLP = "mlp"  # FFN width F
 HEADS = "heads"  # attention heads
@@ -44,14 +47,12 @@ DEFAULT_RULES: AxisRules = (
   (FINAL_DIM, None),
   (VOCAB, None),
   (CQT_BINS, None),
-  (LENGTH, None),
 )
 
 
 # ----------------------------------------------------------------------------- mesh and shardings
 
 MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_MESH_AXES = ("data", "fsdp")  # the batch is split over both data-parallel axes
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -114,14 +115,35 @@ def param_shardings(param_state: nnx.State, mesh: Mesh, rules: AxisRules) -> dic
   return nnx.to_pure_dict(specs)
 
 
-def batch_shards(mesh: Mesh) -> int:
-  """Devices that hold different clips of a batch: the product of the batch's mesh axes."""
-  return math.prod(mesh.shape[axis] for axis in BATCH_MESH_AXES)
+def batch_mesh_axes(rules: AxisRules) -> tuple[str, ...]:
+  """The mesh axes the ``batch`` rule splits a batch's clips over (() when it maps to None:
+  every device sees the whole batch). A table without a ``batch`` rule, or one naming an axis
+  the mesh lacks, is refused in one line: a batch must not be replicated by a typo."""
+  table = dict(rules)
+  if BATCH not in table:
+    raise ValueError(f'config.rules has no {BATCH!r} rule: add [{BATCH!r}, ["data", "fsdp"]]')
+  axes = table[BATCH]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  unknown = [a for a in axes if a not in MESH_AXES]
+  if unknown:
+    raise ValueError(
+      f"config.rules: the {BATCH!r} rule names {unknown}, not mesh axes (of {list(MESH_AXES)})"
+    )
+  return axes
 
 
-def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
-  spec = [None] * ndim
-  spec[batch_axis] = BATCH_MESH_AXES
+def batch_shards(mesh: Mesh, rules: AxisRules) -> int:
+  """Devices that hold different clips of a batch: the product of the batch rule's mesh axes."""
+  return math.prod(mesh.shape[axis] for axis in batch_mesh_axes(rules))
+
+
+def batch_sharding(mesh: Mesh, rules: AxisRules, ndim: int, batch_axis: int = 0) -> NamedSharding:
+  """A batch array's sharding: its ``batch_axis`` split as the ``batch`` rule says, the rest
+  whole. Unlike a parameter's, a batch the mesh does not divide is an error (``check_batch_layout``
+  refuses such a batch size first), never silently replicated."""
+  spec: list = [None] * ndim
+  axes = batch_mesh_axes(rules)
+  spec[batch_axis] = axes or None
   return NamedSharding(mesh, P(*spec))
 
 

@@ -212,7 +212,9 @@ def record(
     "grad_accum_steps": accum,
     "global_batch": config.batch_size,
     "mesh": result.mesh,
-    "batch_shards": math.prod(result.mesh[a] for a in sharding.BATCH_MESH_AXES),
+    "batch_shards": math.prod(
+      result.mesh[a] for a in sharding.batch_mesh_axes(state_lib.rules_from_config(config.rules))
+    ),
     "clip_seconds": config.crop_samples / mcfg.sample_rate,
     "bytes_per_chip": dataclasses.asdict(result.memory),
     "gib_per_chip": round(result.memory.total / 2**30, 3),

@@ -103,10 +103,13 @@ def restart_seed(seed: int, step: int) -> int:
   return seed * 1_000_003 + step
 
 
-def global_batch(local: dict[str, np.ndarray], accum: int, mesh: Mesh) -> dict[str, jax.Array]:
+def global_batch(
+  local: dict[str, np.ndarray], accum: int, mesh: Mesh, rules: sharding.AxisRules
+) -> dict[str, jax.Array]:
   """Per-process (groups_local, B_group, ...) numpy -> global (accum, B / accum, ...) arrays sharded
-  on the batch axis. Micro-batch i takes the i-th slice of every group, so the global micro-batches
-  do not depend on how the groups are spread over processes."""
+  on the clip axis as the ``batch`` rule of ``rules`` says. Micro-batch i takes the i-th slice of
+  every group, so the global micro-batches do not depend on how the groups are spread over
+  processes."""
   out = {}
   for k, v in local.items():
     g, b = v.shape[:2]
@@ -117,6 +120,6 @@ def global_batch(local: dict[str, np.ndarray], accum: int, mesh: Mesh) -> dict[s
     )
     global_shape = (accum, v.shape[1] * jax.process_count(), *v.shape[2:])
     out[k] = jax.make_array_from_process_local_data(
-      sharding.batch_sharding(mesh, v.ndim, 1), v, global_shape
+      sharding.batch_sharding(mesh, rules, v.ndim, 1), v, global_shape
     )
   return out

@@ -206,7 +206,12 @@ def _train(
   with good.phase("compile"):
     if not preempted.before_first_step(step):
       train_step = compile_train_step(
-        setup, state, input_lib.global_batch(first, accum, mesh), seed_key, clock, process == 0
+        setup,
+        state,
+        input_lib.global_batch(first, accum, mesh, setup.rules),
+        seed_key,
+        clock,
+        process == 0,
       )
     distributed.wait_for_every_process(
       "train step compiled", distributed.Timeouts.from_config(config.distributed).barrier_timeout_s
@@ -237,7 +242,7 @@ def _train(
       local = next(batches)
       if setup.ocfg.targets == "teacher":
         check_label_values(local["labels"], mcfg)
-      batch = input_lib.global_batch(local, accum, mesh)
+      batch = input_lib.global_batch(local, accum, mesh, setup.rules)
     state, metrics = train_step(state, batch, seed_key)
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
@@ -387,7 +392,7 @@ def _run_summary(
     num_devices=len(setup.devices),
     num_processes=jax.process_count(),
     mesh=dict(setup.mesh.shape),
-    batch_shards=sharding.batch_shards(setup.mesh),
+    batch_shards=sharding.batch_shards(setup.mesh, setup.rules),
     batch_size=config.batch_size,
     clip_seconds=config.crop_samples / setup.mcfg.sample_rate,
     grad_accum_steps=setup.grad_accum_steps,

@@ -84,13 +84,15 @@ def rules_from_config(rules: Sequence[Sequence[Any]]) -> list[tuple[str, Any]]:
 
 def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: int) -> None:
   """The global batch must split into data groups x micro-batches, each divisible by the batch
-  shards."""
+  shards (the mesh axes of the ``batch`` rule)."""
   accum = config.optimizer.grad_accum_steps
-  batch_shards = sharding.batch_shards(mesh)
+  rules = rules_from_config(config.rules)
+  batch_shards = sharding.batch_shards(mesh, rules)
   if config.batch_size % (groups * accum) or (config.batch_size // accum) % batch_shards:
+    over = " x ".join(sharding.batch_mesh_axes(rules)) or "no mesh axis"
     raise ValueError(
       f"batch_size={config.batch_size} must split into data.groups={groups} x "
-      f"{accum} micro-batches, each micro-batch divisible by data x fsdp = {batch_shards}"
+      f"{accum} micro-batches, each micro-batch divisible by {over} = {batch_shards}"
     )
 
 
@@ -126,10 +128,10 @@ def build(
     transform_non_params=lambda _: rep,
   )
 
-  # Batches are (micro-batches, clips, ...): the clip axis is split over data x fsdp.
+  # Batches are (micro-batches, clips, ...): the clip axis is split as the batch rule says.
   batch_sh = {
-    "audio": sharding.batch_sharding(mesh, 3, 1),
-    "labels": sharding.batch_sharding(mesh, 4, 1),
+    "audio": sharding.batch_sharding(mesh, rules, 3, 1),
+    "labels": sharding.batch_sharding(mesh, rules, 4, 1),
   }
   train_step = jax.jit(
     make_train_step(graphdef, template, tx, schedule, ocfg, mcfg.cqt_bins),
