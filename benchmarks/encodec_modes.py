@@ -22,10 +22,11 @@ import time
 
 import numpy as np
 
-from data_pipeline import example_audio, teachers
+from data_pipeline import example_audio
 from data_pipeline.audio import decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.records import from_int16
+from data_pipeline.teachers import encodec
 
 
 def main() -> None:
@@ -35,11 +36,11 @@ def main() -> None:
   p.add_argument("--json", default=None, help="also append the row to this file")
   args = p.parse_args()
   machine = f"{platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}"
-  base = teachers.EncodecTeacherConfig(num_threads=1)
+  base = encodec.EncodecTeacherConfig(num_threads=1)
   if args.encodec:
-    teacher = teachers.EncodecTeacher.from_pretrained(args.encodec, config=base)
+    teacher = encodec.EncodecTeacher.from_pretrained(args.encodec, config=base)
   else:
-    teacher = teachers.EncodecTeacher.random_init(0, config=base)
+    teacher = encodec.EncodecTeacher.random_init(0, config=base)
   modes = {
     "whole": dataclasses.replace(base, mode="whole"),
     "windowed": base,
@@ -56,7 +57,7 @@ def main() -> None:
     raise SystemExit("no Debian music package installed (apt-get install singularity-music)")
   codes, speed = {}, {}
   for name, cfg in modes.items():
-    t = teachers.EncodecTeacher(teacher.model, source=teacher.source, seed=teacher.seed, config=cfg)
+    t = encodec.EncodecTeacher(teacher.model, source=teacher.source, seed=teacher.seed, config=cfg)
     t0 = time.perf_counter()
     codes[name] = [t.tokens(audio) for _, audio in files]
     speed[name] = round(total / (time.perf_counter() - t0), 2)

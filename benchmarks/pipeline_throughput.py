@@ -20,11 +20,12 @@ import sys
 import tempfile
 import time
 
-from data_pipeline import example_audio, prepare_jobs, prepare_local, teachers
+from data_pipeline import example_audio, prepare_jobs, prepare_local
 from data_pipeline.audio import decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.reader import ReaderConfig, make_dataset
 from data_pipeline.records import from_int16
+from data_pipeline.teachers import factory, kmeans_features
 
 
 def main() -> None:
@@ -70,8 +71,8 @@ def main() -> None:
         for f in sorted(os.listdir(inp))
       ]
       t0 = time.perf_counter()
-      teachers.make_teacher(
-        "kmeans", audios=audios, config=teachers.KMeansConfig(max_fit_frames=50_000), seed=0
+      factory.make_teacher(
+        "kmeans", audios=audios, config=kmeans_features.KMeansConfig(max_fit_frames=50_000), seed=0
       )
       fit = time.perf_counter() - t0
       print(

@@ -24,7 +24,9 @@ import time
 
 from data_pipeline import example_audio
 from data_pipeline.audio_format import SAMPLE_RATE
-from data_pipeline.teachers import EncodecTeacherConfig, KMeansConfig, frame_features, make_teacher
+from data_pipeline.teachers.encodec import EncodecTeacherConfig
+from data_pipeline.teachers.factory import make_teacher
+from data_pipeline.teachers.kmeans_features import KMeansConfig, frame_features
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

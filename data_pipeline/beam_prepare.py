@@ -49,9 +49,9 @@ from data_pipeline import beam_options, frame_sample
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare_jobs as jobs
 from data_pipeline import prepare_run as runs
-from data_pipeline import teachers as teachers_lib
 from data_pipeline.audio import AUDIO_EXTENSIONS
 from data_pipeline.records import encode_example, from_int16
+from data_pipeline.teachers import base, factory, kmeans_features
 from data_pipeline.tfrecord import TFRecordWriter
 from mert_jax.files import storage
 from mert_jax.files.atomic import atomic_write_bytes, atomic_write_jsonl, atomic_write_text
@@ -93,7 +93,7 @@ class ReadFile(beam.DoFn):
     yield {"path": rel, **result}
     if pcm is not None and self.with_sample:
       kcfg = jobs.kmeans_config(cfg)
-      sample = teachers_lib.file_candidates(rel, from_int16(pcm), kcfg, cfg.seed)
+      sample = kmeans_features.file_candidates(rel, from_int16(pcm), kcfg, cfg.seed)
       yield beam.pvalue.TaggedOutput(SAMPLE_TAG, (jobs.valid_score(rel, cfg.seed), rel, sample))
 
 
@@ -238,10 +238,10 @@ class EncodeFile(beam.DoFn):
 
   def __init__(self, cfg: jobs.PrepareConfig, teacher_dir: str):
     self.cfg, self.teacher_dir = cfg, teacher_dir
-    self.teacher: teachers_lib.Teacher | None = None
+    self.teacher: base.Teacher | None = None
 
   def setup(self) -> None:
-    self.teacher = teachers_lib.load_teacher(self.teacher_dir)
+    self.teacher = factory.load_teacher(self.teacher_dir)
 
   def process(self, item: tuple[str, Iterable[tuple[str, int, int, int]]]) -> Iterator[Any]:
     rel, segments = item
@@ -331,9 +331,7 @@ def prepare(
   )
 
   teacher_dir = _join(out, jobs.TEACHER_DIR)
-  fit_kmeans = cfg.teacher == "kmeans" and not storage.exists(
-    _join(teacher_dir, teachers_lib.TEACHER_JSON)
-  )
+  fit_kmeans = cfg.teacher == "kmeans" and not storage.exists(_join(teacher_dir, base.TEACHER_JSON))
   storage.makedirs(work)
   t0 = time.time()
   read_pass(cfg, audio_files, work, options, fit_kmeans)

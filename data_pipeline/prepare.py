@@ -48,8 +48,8 @@ import sys
 from typing import Any
 
 from data_pipeline import beam_options, prepare_local
-from data_pipeline import teachers as teachers_lib
 from data_pipeline.prepare_jobs import ENGINES, EXIT_SKIPPED, TEACHERS, PrepareConfig
+from data_pipeline.teachers import encodec
 from mert_jax.terminal.cli_help import ArgumentParser, field_comments, prog
 
 _METAVARS = {
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     elif field.name == "engine":
       kw.update(choices=ENGINES)
     elif field.name == "encodec_mode":
-      kw.update(choices=teachers_lib.ENCODEC_MODES)
+      kw.update(choices=encodec.ENCODEC_MODES)
     elif field.name in _METAVARS or "type" in kw:
       kw.update(metavar=_METAVARS.get(field.name, "X" if kw.get("type") is float else "N"))
     p.add_argument(flag, **kw)

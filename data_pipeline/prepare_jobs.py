@@ -16,10 +16,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import teachers as teachers_lib
 from data_pipeline.audio import AUDIO_EXTENSIONS, BadAudioError, decode_file
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
 from data_pipeline.records import encode_example, from_int16, parse_example
+from data_pipeline.teachers import base, encodec, factory, kmeans_features
 from data_pipeline.tfrecord import CorruptRecordError, TFRecordReader, TFRecordWriter
 from mert_jax.files import storage
 from mert_jax.files.atomic import (
@@ -161,7 +161,7 @@ def decode_source(
   return pcm, {"ok": True, "num_samples": int(pcm.shape[0])}
 
 
-_TEACHER: teachers_lib.Teacher | None = None
+_TEACHER: base.Teacher | None = None
 
 
 def _tokens_job(cache: str, teacher_dir: str, shape: tuple[int, int]) -> str | None:
@@ -175,7 +175,7 @@ def _tokens_job(cache: str, teacher_dir: str, shape: tuple[int, int]) -> str | N
     if note is None:
       return None
   if _TEACHER is None:
-    _TEACHER = teachers_lib.load_teacher(teacher_dir)
+    _TEACHER = factory.load_teacher(teacher_dir)
   pcm = np.load(cache + ".npy", mmap_mode="r")
   tokens = _TEACHER.tokens(from_int16(pcm))
   atomic_save_npy(out, np.asarray(tokens, np.int16))
@@ -331,9 +331,9 @@ def plan_splits(
 # ------------------------------------------------------------------------------------ teacher
 
 
-def kmeans_config(cfg: PrepareConfig) -> teachers_lib.KMeansConfig:
+def kmeans_config(cfg: PrepareConfig) -> kmeans_features.KMeansConfig:
   """The k-means teacher's settings that the --kmeans-* options set."""
-  return teachers_lib.KMeansConfig(
+  return kmeans_features.KMeansConfig(
     num_codebooks=cfg.kmeans_codebooks,
     codebook_size=cfg.kmeans_codebook_size,
     max_fit_frames=cfg.kmeans_max_fit_frames,
@@ -344,8 +344,8 @@ def kmeans_config(cfg: PrepareConfig) -> teachers_lib.KMeansConfig:
 def teacher_request(
   cfg: PrepareConfig, audios: Iterable[tuple[str, np.ndarray]]
 ) -> tuple[str, dict[str, Any]]:
-  """``teachers.make_teacher``'s arguments for the --teacher options (``audios``: the k-means
-  fit's (file, audio) pairs)."""
+  """``teachers.factory.make_teacher``'s arguments for the --teacher options (``audios``: the
+  k-means fit's (file, audio) pairs)."""
   if cfg.teacher == "kmeans":
     return "kmeans", {"audios": audios, "config": kmeans_config(cfg), "seed": cfg.seed}
   if cfg.teacher == "encodec":
@@ -355,9 +355,7 @@ def teacher_request(
       )
     # One torch thread per worker process: parallel over files, and the codes do not depend on
     # the machine's core count (torch's thread count moves near ties, as the batch does).
-    ecfg = teachers_lib.EncodecTeacherConfig(
-      mode=cfg.encodec_mode, device=cfg.device, num_threads=1
-    )
+    ecfg = encodec.EncodecTeacherConfig(mode=cfg.encodec_mode, device=cfg.device, num_threads=1)
     if cfg.encodec.startswith("random-init"):
       return "encodec", {"seed": cfg.seed, "config": ecfg}
     return "encodec", {"source": cfg.encodec, "config": ecfg}

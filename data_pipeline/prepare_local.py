@@ -16,7 +16,6 @@ from typing import Any, Iterator
 import numpy as np
 
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import teachers as teachers_lib
 from data_pipeline.audio import AUDIO_EXTENSIONS
 from data_pipeline.prepare_jobs import (
   IGNORED,
@@ -44,6 +43,7 @@ from data_pipeline.prepare_run import (
   warn,
 )
 from data_pipeline.records import from_int16
+from data_pipeline.teachers import base
 from mert_jax.files import storage
 from mert_jax.files.atomic import (
   atomic_write_jsonl,
@@ -153,7 +153,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict[str, Any]:
         _tokens_job,
         caches[rel],
         teacher_dir,
-        (teacher.num_codebooks, teachers_lib.num_tokens(decoded[rel]["num_samples"], cfg.hop)),
+        (teacher.num_codebooks, base.num_tokens(decoded[rel]["num_samples"], cfg.hop)),
       ): rel
       for rel in good
     }

@@ -16,7 +16,6 @@ from typing import Any
 import fsspec
 
 from data_pipeline import manifest as manifest_lib
-from data_pipeline import teachers as teachers_lib
 from data_pipeline.prepare_jobs import (
   _SHARD_FILE,
   BEAM_WORK,
@@ -28,6 +27,7 @@ from data_pipeline.prepare_jobs import (
   PrepareConfig,
   teacher_request,
 )
+from data_pipeline.teachers import base, encodec, factory
 from mert_jax.files import storage
 from mert_jax.files.atomic import (
   TMP_SUFFIX,
@@ -181,10 +181,10 @@ def open_run(cfg: PrepareConfig, work: str) -> tuple[dict | None, dict | None]:
 
 def checked_teacher(
   cfg: PrepareConfig, teacher_dir: str, name: str, kwargs: dict[str, Any]
-) -> teachers_lib.Teacher:
+) -> base.Teacher:
   """The teacher saved in ``teacher_dir``, else made from ``teacher_request``'s (name, kwargs) and
   saved there; refused when its rate or hop is not the run's."""
-  teacher = teachers_lib.load_or_make_teacher(teacher_dir, name, **kwargs)
+  teacher = factory.load_or_make_teacher(teacher_dir, name, **kwargs)
   if teacher.sample_rate != cfg.sample_rate or teacher.hop != cfg.hop:
     raise ValueError(
       f"teacher rate {teacher.sample_rate} Hz / hop {teacher.hop} does not match "
@@ -206,7 +206,7 @@ def dataset_manifest(
   files: dict[str, Any],
   skipped: list[dict[str, str]],
   other: list[str],
-  teacher: teachers_lib.Teacher,
+  teacher: base.Teacher,
   plan_hash: str,
 ) -> dict[str, Any]:
   """The manifest of a finished run: ``files`` holds the "input", "used", "train" and "valid"
@@ -247,5 +247,5 @@ def check_options(cfg: PrepareConfig) -> None:
   if cfg.encodec and cfg.teacher != "encodec":
     raise ValueError(f"--encodec applies only with --teacher=encodec (not --teacher={cfg.teacher})")
   if cfg.teacher == "encodec":
-    teachers_lib.resolve_device(cfg.device)  # a CUDA device that is not there: one line, now
+    encodec.resolve_device(cfg.device)  # a CUDA device that is not there: one line, now
   storage.check_writable_folder(cfg.output, "--output")

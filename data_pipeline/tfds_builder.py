@@ -6,9 +6,8 @@
 ``MertMusic`` decodes every audio file of the folder (the same checks as ``prepare``: bad files are
 skipped and listed in ``skipped.jsonl`` next to the dataset, and in the log), tokenises it with a
 saved teacher (``prepare``'s ``OUTPUT/teacher``, or a default k-means teacher fitted here, by
-``teachers.load_or_make_teacher`` like ``prepare``'s, when the teacher folder holds none), cuts it
-into segments like ``prepare`` and writes a TFDS dataset in
-**array_record** format (TFDS writes TFRecord only through TensorFlow, which this project does not
+``teachers.factory.load_or_make_teacher`` like ``prepare``'s, when the teacher folder holds none),
+cuts it into segments like ``prepare`` and writes a TFDS dataset in **array_record** format (TFDS writes TFRecord only through TensorFlow, which this project does not
 need). Features: ``audio`` int16 (bytes-encoded), ``tokens`` int16 (K * T, row-major),
 ``num_codebooks``, ``source_id``, ``offset``; splits ``train`` and ``valid`` as ``prepare`` chooses
 them.
@@ -31,10 +30,10 @@ from absl import logging
 
 from data_pipeline import manifest as manifest_lib
 from data_pipeline import prepare_jobs
-from data_pipeline import teachers as teachers_lib
 from data_pipeline.audio import BadAudioError, decode_file
 from data_pipeline.audio_format import SAMPLE_RATE
 from data_pipeline.records import encode_example, from_int16
+from data_pipeline.teachers import base, factory
 from data_pipeline.tfrecord import TFRecordWriter
 from mert_jax.files.atomic import atomic_write_text
 
@@ -55,7 +54,7 @@ class MertMusic(tfds.core.GeneratorBasedBuilder):
     seed: int = 0,
     **kwargs: Any,
   ):
-    self.teacher = teachers_lib.load_teacher(teacher_dir)
+    self.teacher = factory.load_teacher(teacher_dir)
     self.segment = int(segment_seconds * self.teacher.sample_rate)
     self.min_samples = int(min_seconds * self.teacher.sample_rate)
     self.valid_fraction = valid_fraction
@@ -188,8 +187,8 @@ def _decoded_audios(input_dir: str) -> Iterator[tuple[str, np.ndarray]]:
 
 def build(input_dir: str, data_dir: str, teacher_dir: str, **kwargs: Any) -> MertMusic:
   """Fit a k-means teacher if ``teacher_dir`` holds none, then build the TFDS dataset."""
-  if not os.path.exists(os.path.join(teacher_dir, teachers_lib.TEACHER_JSON)):
-    teachers_lib.load_or_make_teacher(
+  if not os.path.exists(os.path.join(teacher_dir, base.TEACHER_JSON)):
+    factory.load_or_make_teacher(
       teacher_dir, "kmeans", audios=_decoded_audios(input_dir), seed=kwargs.get("seed", 0)
     )
   builder = MertMusic(teacher_dir=teacher_dir, data_dir=data_dir, **kwargs)

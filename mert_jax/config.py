@@ -4,7 +4,7 @@ The numbers here are MERT's (``../shared/spec/MERT.md`` §1.1, §2.4, §2.6, §1
 ``MODEL_SIZES`` holds the per-size differences. ``configs/mert.py`` turns these into
 ml_collections ConfigDicts for the command line (``mert_jax/recipe.py`` converts back); code
 receives these dataclasses. The audio contract (24 kHz, a label every 320 samples) is the data
-pipeline's (``data_pipeline/audio.py``), and the model's defaults are taken from it.
+pipeline's (``data_pipeline/audio_format.py``), and the model's defaults are taken from it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from data_pipeline.audio_format import SAMPLE_RATE
 
 # (out_channels, kernel, stride) of the 7-layer waveform extractor: total stride 320 samples
-# (data_pipeline.audio.HOP, checked in tests), receptive field 400 samples, 75 Hz frames at
+# (data_pipeline.audio_format.HOP, checked in tests), receptive field 400 samples, 75 Hz frames at
 # 24 kHz (spec §1.2).
 MERT_CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
   ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2

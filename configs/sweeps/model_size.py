@@ -1,4 +1,4 @@
-"""Model-size sweep: ``configs/sweeps/model_size.py:NAME`` for ``python -m mert_jax.sweep``.
+"""Model-size sweep: ``configs/sweeps/model_size.py:NAME`` for ``python -m mert_jax.cli.sweep``.
 
 Each run is (run name, config variant, {field: value} overrides). ``full`` is the paper-scale
 sweep (one TPU slice per run through launch_tpu.sh); ``tiny`` is a CPU-sized sweep over depth and

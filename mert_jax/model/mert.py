@@ -55,7 +55,7 @@ def check_audio(audio: Any, cfg: ModelConfig, *, name: str = "audio") -> None:
   if shape is None or len(shape) != 2:
     raise ValueError(
       f"{name} must be a (batch, samples) array of mono {cfg.sample_rate} Hz audio; "
-      f"got shape {shape}. Downmix and batch it first (mert_jax.audio_io.load_audio)."
+      f"got shape {shape}. Downmix and batch it first (data_pipeline.audio.load_audio)."
     )
   if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(

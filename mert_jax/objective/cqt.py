@@ -78,7 +78,7 @@ window on audio (frame 0's is half zero padding by design), and the low bins wou
 artefacts. Shape, dtype, length and parameter checks are static and always run. The NaN/inf check
 needs values: it runs when ``audio`` is a NumPy or concrete (fully addressable) JAX array, not
 when ``cqt`` is traced inside ``jax.jit`` / ``vmap`` (check the host batch there, e.g. with
-``mert_jax.model.check_finite``; a NaN then propagates to the output).
+``mert_jax.model.mert.check_finite``; a NaN then propagates to the output).
 
 ``cqt`` runs under ``jax.jit``, ``jax.vmap`` (over extra leading axes; each call sees (B, L)) and
 with the batch sharded over devices (per-row ops only); it applies ``stop_gradient`` (it is a fixed

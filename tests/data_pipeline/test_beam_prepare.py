@@ -19,8 +19,8 @@ from data_pipeline import (
   frame_sample,
   prepare_jobs,
   prepare_local,
-  teachers,
 )
+from data_pipeline.teachers import kmeans, kmeans_features
 from data_pipeline import prepare as prepare_lib
 from tests.data_pipeline.fixtures import make_corpus, prepare_config, records
 from tests.data_pipeline.test_shard_checks import _argv, record_ends
@@ -209,14 +209,14 @@ def test_train_sample_leaves_out_the_valid_files_in_any_merge_order(fraction):
 
 
 def test_kmeans_teacher_from_a_sample_equals_the_teacher_fitted_on_the_files():
-  cfg = teachers.KMeansConfig(num_codebooks=2, codebook_size=8, max_fit_frames=600)
+  cfg = kmeans_features.KMeansConfig(num_codebooks=2, codebook_size=8, max_fit_frames=600)
   rng = np.random.default_rng(5)
   audios = [(f"a{i}", (0.1 * rng.standard_normal(24000 * 2)).astype(np.float32)) for i in range(3)]
-  direct = teachers.KMeansTeacher.fit(audios, config=cfg, seed=4)
+  direct = kmeans.KMeansTeacher.fit(audios, config=cfg, seed=4)
   sample = frame_sample.FrameSample.empty(cfg.max_fit_frames, cfg.feature_dim)
   for rel, audio in reversed(audios):  # another order, one file at a time
-    sample = sample.add(teachers.file_candidates(rel, audio, cfg, 4))
-  from_sample = teachers.KMeansTeacher.fit_sample(sample, config=cfg, seed=4)
+    sample = sample.add(kmeans_features.file_candidates(rel, audio, cfg, 4))
+  from_sample = kmeans.KMeansTeacher.fit_sample(sample, config=cfg, seed=4)
   assert from_sample.centroids_sha256 == direct.centroids_sha256
   assert (
     hashlib.sha256(from_sample.mean.tobytes()).digest()

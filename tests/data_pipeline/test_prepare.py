@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipeline import example_audio, prepare_jobs, prepare_local, teachers
+from data_pipeline import example_audio, prepare_jobs, prepare_local
 from data_pipeline.audio import decode_file
+from data_pipeline.teachers import encodec, factory
 from tests.data_pipeline.fixtures import HOP, prepare_config, records
 
 
@@ -25,7 +26,7 @@ def test_manifest_and_records_match_the_decoded_sources(corpus, prepared):
   assert m["sample_rate"] == 24000 and m["label_rate"] == 75.0 and m["num_codebooks"] == 4
   assert m["num_used_files"] == 4 and m["num_skipped_files"] == 0 and m["num_ignored_files"] == 1
   assert set(m["splits"]) == {"train", "valid"} and len(m["splits"]["train"]["shards"]) >= 2
-  teacher = teachers.load_teacher(os.path.join(out, "teacher"))
+  teacher = factory.load_teacher(os.path.join(out, "teacher"))
   sources = {rel: decode_file(os.path.join(root, rel), 24000, 1) for rel in rels}
   full_tokens = {
     rel: teacher.tokens(pcm.astype(np.float32) / 32768) for rel, pcm in sources.items()
@@ -105,7 +106,7 @@ def test_teacher_request_maps_options_to_make_teacher():
   assert (kwargs["config"].num_codebooks, kwargs["config"].codebook_size) == (4, 32)
   assert kwargs["config"].max_fit_frames == 4000
   enc = prepare_config("in", "out", teacher="encodec", encodec="random-init", seed=2)
-  default = teachers.EncodecTeacherConfig(num_threads=1)
+  default = encodec.EncodecTeacherConfig(num_threads=1)
   assert prepare_jobs.teacher_request(enc, ()) == ("encodec", {"seed": 2, "config": default})
   enc = prepare_config(
     "in", "out", teacher="encodec", encodec="/weights", encodec_mode="whole", device="auto"

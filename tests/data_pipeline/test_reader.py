@@ -14,9 +14,10 @@ import fsspec
 import numpy as np
 import pytest
 
-from data_pipeline import reader, teachers
+from data_pipeline import reader
 from data_pipeline.audio import decode_file
 from data_pipeline.reader import ReaderConfig, make_dataset
+from data_pipeline.teachers import factory
 from tests.data_pipeline.fixtures import HOP
 from tests.processes import run_together
 
@@ -24,7 +25,7 @@ from tests.processes import run_together
 def test_reader_batches_are_aligned_crops(corpus, prepared):
   root, rels = corpus
   out, m = prepared
-  teacher = teachers.load_teacher(os.path.join(out, "teacher"))
+  teacher = factory.load_teacher(os.path.join(out, "teacher"))
   sources = {rel: decode_file(os.path.join(root, rel), 24000, 1) for rel in rels}
   tokens = {rel: teacher.tokens(p.astype(np.float32) / 32768) for rel, p in sources.items()}
   ds, drop = make_dataset(

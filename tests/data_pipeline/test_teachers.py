@@ -1,4 +1,4 @@
-"""Acoustic teachers (data_pipeline/teachers.py): token layout, determinism, alignment, save/load.
+"""Acoustic teachers (data_pipeline/teachers/): token layout, determinism, alignment, save/load.
 
 K-means runs at test size (4 codebooks x 32 codes) on the ~8 s real-music fixture. EnCodec runs as
 an untrained 24 kHz model (``random_init``): no weights can be downloaded here, so these tests
@@ -15,21 +15,17 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline.teachers import (
-  HOP,
-  SAMPLE_RATE,
+from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from data_pipeline.teachers.base import num_tokens
+from data_pipeline.teachers.encodec import (
   EncodecTeacher,
   EncodecTeacherConfig,
-  KMeansConfig,
-  KMeansTeacher,
   _torch_threads,
-  frame_features,
-  load_or_make_teacher,
-  load_teacher,
-  make_teacher,
-  num_tokens,
   resolve_device,
 )
+from data_pipeline.teachers.factory import load_or_make_teacher, load_teacher, make_teacher
+from data_pipeline.teachers.kmeans import KMeansTeacher
+from data_pipeline.teachers.kmeans_features import KMeansConfig, frame_features
 
 SMALL = KMeansConfig(num_codebooks=4, codebook_size=32)
 ONE_THREAD = EncodecTeacherConfig(num_threads=1)  # other test runs share the 2 cores

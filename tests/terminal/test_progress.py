@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from data_pipeline.teachers import KMeansConfig, KMeansTeacher, num_tokens
+from data_pipeline.teachers.base import num_tokens
+from data_pipeline.teachers.kmeans import KMeansTeacher
+from data_pipeline.teachers.kmeans_features import KMeansConfig
 from mert_jax.terminal import progress as progress_lib
 from mert_jax.terminal.progress import LineProgress, counted_line, format_duration, progress, stage
 

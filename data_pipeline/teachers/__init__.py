@@ -1,0 +1,2 @@
+"""Acoustic teachers, one module each (``kmeans``, ``encodec``) on ``base``; ``factory`` builds
+and loads them."""
