@@ -20,8 +20,8 @@ from data_pipeline import (
   prepare_jobs,
   prepare_local,
 )
-from data_pipeline.teachers import kmeans, kmeans_features
 from data_pipeline import prepare as prepare_lib
+from data_pipeline.teachers import kmeans, kmeans_features
 from tests.data_pipeline.fixtures import make_corpus, prepare_config, records
 from tests.data_pipeline.test_shard_checks import _argv, record_ends
 
