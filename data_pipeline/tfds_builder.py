@@ -8,9 +8,9 @@ skipped and listed in ``skipped.jsonl`` next to the dataset, and in the log), to
 saved teacher (``prepare``'s ``OUTPUT/teacher``, or a default k-means teacher fitted here, by
 ``teachers.factory.load_or_make_teacher`` like ``prepare``'s, when the teacher folder holds none),
 cuts it into segments like ``prepare`` and writes a TFDS dataset in **array_record** format (TFDS
-writes TFRecord only through TensorFlow, which this project does not need). Features: ``audio`` int16 (bytes-encoded), ``tokens`` int16 (K * T, row-major),
-``num_codebooks``, ``source_id``, ``offset``; splits ``train`` and ``valid`` as ``prepare`` chooses
-them.
+writes TFRecord only through TensorFlow, which this project does not need). Features: ``audio``
+int16 (bytes-encoded), ``tokens`` int16 (K * T, row-major), ``num_codebooks``, ``source_id``,
+``offset``; splits ``train`` and ``valid`` as ``prepare`` chooses them.
 
 The trainer's reader streams TFRecord shards, so ``to_tfrecord`` converts a built TFDS dataset
 into a ``prepare``-style folder (shards + manifest.json) that ``data_pipeline.reader`` reads.
