@@ -35,7 +35,13 @@ from mert_jax.cli import config_help
 from mert_jax.files import storage
 from mert_jax.objective import target_stats_file as target_stats
 from mert_jax.terminal.cli_help import ArgumentParser, option_value, prog
-from mert_jax.train import distributed, fail_fast, loop_config, workdir
+from mert_jax.train import (
+  distributed,
+  fail_fast,
+  loop_config,
+  recorded_config,
+  workdir_lock,
+)
 from mert_jax.train import input as input_lib
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
@@ -52,9 +58,9 @@ ONE_LINE_ERRORS = (
   CorruptRecordError,
   InitFromError,
   CheckpointError,
-  workdir.ConfigChangeRefused,
-  workdir.WorkdirLocked,
-  workdir.WorkdirLockLost,
+  recorded_config.ConfigChangeRefused,
+  workdir_lock.WorkdirLocked,
+  workdir_lock.WorkdirLockLost,
 )
 
 CONFIG_HELP = (

@@ -22,6 +22,7 @@ time) and nothing is printed when ``enabled`` is False.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import sys
@@ -36,6 +37,11 @@ LINE_EVERY_PERCENT = 10.0  # line mode: a line each time this much more of the t
 LINE_MIN_SECONDS = 5.0  # ... but at most one per this many seconds,
 LINE_HEARTBEAT_SECONDS = 60.0  # ... and one this long after the last line whatever the progress
 _MINUTE, _HOUR = 60, 3600
+
+
+def utc_text(t: float) -> str:
+  """A Unix time as ``2026-12-08 03:59:05 UTC`` (in files and lines a person reads)."""
+  return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_duration(seconds: float) -> str:

@@ -10,14 +10,14 @@ import pytest
 
 from data_pipeline.tfrecord import CorruptRecordError
 from mert_jax.cli.train import ONE_LINE_ERRORS
-from mert_jax.train import fail_fast, workdir
+from mert_jax.train import fail_fast, workdir_lock
 
 
 @pytest.mark.parametrize(
   "error,status,words",
   [
     (CorruptRecordError("corrupt shard s.tfrecord: record 2\nmore"), 1, "corrupt shard s.tfrecord"),
-    (workdir.WorkdirLockLost("lock.json now names another trainer"), 5, "now names another"),
+    (workdir_lock.WorkdirLockLost("lock.json now names another trainer"), 5, "now names another"),
     (KeyboardInterrupt(), 130, "interrupted"),
     (jax.errors.JaxRuntimeError("Gloo AllGather failed: reset by peer"), 4, "lost contact with"),
     (jax.errors.JaxRuntimeError("UNAVAILABLE: gs://b/x: 503"), 1, "JaxRuntimeError: UNAVAILABLE"),

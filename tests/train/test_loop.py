@@ -172,17 +172,18 @@ def test_a_trainer_that_lost_its_workdir_writes_no_row_of_that_step(
   workdir from stops without adding that row (found when an old trainer wrote one row into a
   fresh run's metrics.jsonl)."""
   from mert_jax.train import workdir as workdir_lib
+  from mert_jax.train import workdir_lock
 
   real = workdir_lib.Claim.heartbeat
 
   def heartbeat(self, step=None, **kw):
     if step == 2:
-      raise workdir_lib.WorkdirLockLost(f"taken over; stopping at step {step} before writing more")
+      raise workdir_lock.WorkdirLockLost(f"taken over; stopping at step {step} before writing more")
     return real(self, step, **kw)
 
   monkeypatch.setattr(workdir_lib.Claim, "heartbeat", heartbeat)
   wd = tmp_path / "run"
-  with pytest.raises(workdir_lib.WorkdirLockLost):
+  with pytest.raises(workdir_lock.WorkdirLockLost):
     train(tiny(data_dir), str(wd))
   steps = [json.loads(line)["step"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
   assert steps == [1]

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from mert_jax import workdir_files
-from mert_jax.train import fail_fast
-from mert_jax.train import workdir as workdir_lib
+from mert_jax.train import fail_fast, workdir_lock
 from tests import multihost
 
 pytestmark = pytest.mark.multiprocess
@@ -168,7 +167,7 @@ def test_a_trainer_whose_workdir_was_taken_over_writes_nothing(data_dir, tmp_pat
     job.signal(0, signal.SIGSTOP)
     time.sleep(0.5)
     paused_at = max(multihost.losses(wd))
-    holder = {**workdir_lib.lock_record(), "host": "elsewhere", "pid": 4242}
+    holder = {**workdir_lock.lock_record(), "host": "elsewhere", "pid": 4242}
     (wd / workdir_files.LOCK).write_text(json.dumps(holder))
     job.signal(0, signal.SIGCONT)
     (ended,) = job.finish(timeout=60)
