@@ -6,7 +6,9 @@ import json
 import pytest
 
 from data_pipeline.audio_format import HOP, SAMPLE_RATE
+from data_pipeline.teachers.base import num_tokens
 from mert_jax.config import MODEL_SIZES, ModelConfig, ObjectiveConfig, model_config
+from mert_jax.model.conv_extractor import num_frames, receptive_field
 
 
 def test_from_dict_refuses_unknown_fields() -> None:
@@ -53,9 +55,14 @@ def test_unknown_size() -> None:
 
 
 @pytest.mark.parametrize("size", sorted(MODEL_SIZES))
-def test_model_agrees_with_the_data_contract(size: str) -> None:
+def test_model_frames_line_up_with_the_teachers_tokens(size: str) -> None:
+  """The network's frames (its conv layers, counted as the layers compute them) fall on the data
+  pipeline's label grid: one frame per teacher token, the last token or two aside (the receptive
+  field's tail), for clips of any length; so the objective's labels are the frames'."""
   cfg = MODEL_SIZES[size]
-  assert cfg.frame_stride == HOP
-  assert cfg.sample_rate == SAMPLE_RATE
-  assert cfg.sample_rate / cfg.frame_stride == 75.0
-  assert ObjectiveConfig().mixup_min_len == SAMPLE_RATE // 2
+  assert cfg.frame_stride == HOP  # the product of the conv strides
+  for samples in (400, 401, 719, 720, 24_000, 24_321, 120_000, 123_457):
+    frames, tokens = num_frames(samples, cfg.conv_layers), num_tokens(samples)
+    assert tokens - 2 <= frames <= tokens, (samples, frames, tokens)
+  assert num_frames(receptive_field(cfg.conv_layers) - 1, cfg.conv_layers) == 0
+  assert cfg.sample_rate / cfg.frame_stride == SAMPLE_RATE / HOP == 75.0
