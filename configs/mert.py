@@ -39,6 +39,87 @@ RECIPE_SIZES = {
 VARIANTS = tuple(RECIPE_SIZES)
 
 
+# The recipes as data: each variant's fields that differ from the defaults of get_config, as dotted
+# names (spec §4 for the published ones; [design choice] where the spec says nothing). A variant
+# may extend another (EXTENDS): the other's overrides first, then its own.
+_LARGE = {  # what the 330M and the 1B share
+  "optimizer.clip_norm": 1.0,
+  "optimizer.grad_accum_steps": 8,
+  "batch_size": 3584,  # 7 x 64 GPUs x 8 accumulation steps
+  "crop_samples": 512 * SAMPLE_RATE // 100,  # 5.12 s (122,880 samples)
+  "objective.mixup_max_len": 3 * SAMPLE_RATE // 2,  # 1.5 s
+}
+RECIPES: dict[str, dict[str, object]] = {
+  "95m": {},  # the defaults below are MERT-v1-95M's
+  "330m": {**_LARGE, "optimizer.lr": 1.5e-3},
+  # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
+  "1b": {**_LARGE, "optimizer.lr": 1e-3},
+  # The CPU experiment of docs/probing.md: under an hour on two cores (0.32 steps/s measured).
+  "small": {
+    "total_steps": 1000,
+    "batch_size": 16,
+    "crop_samples": 3 * SAMPLE_RATE,  # 3 s
+    "optimizer.warmup_steps": 100,
+    "optimizer.lr": 1e-3,  # pre-LN at 4 x 256: a short warm-up to a large step [design choice]
+    "optimizer.clip_norm": 1.0,
+    "model.codebook_size": 256,  # a k-means teacher of 8 x 256 codes on the hour of music
+    "log_every": 25,
+    "eval_every": 200,
+    "eval_batches": 4,
+    "checkpoint_every": 200,
+    "keep_every": 200,  # every checkpoint stays: docs/probing.md probes each one
+  },
+  # The learning experiment's recipe (docs/probing.md, benchmarks/learning.py): BEST-RQ codes
+  # computed in the step, the log-standardised CQT target (both read the corpus statistics of
+  # objective.target_stats, written by python -m mert_jax.objective.target_stats), no mixup (at
+  # 3 s crops MERT's segments cover most of the clip).
+  "small_rq": {
+    "objective.targets": "bestrq",
+    "objective.cqt_target": "log_standardised",
+    "objective.mixup_prob": 0.0,
+  },
+  # Long context (docs/whole_songs.md): 30 s crops, continued from a 5 s checkpoint
+  # (--config.init_from=WORKDIR_5S), attention blockwise in the step (memory linear in the crop).
+  # [design choices: 4 crops per TPU v4 chip, the most that fit (compile_check: 27.3 GiB of 32 at
+  # 4, 34.2 at 5; docs/whole_songs.md); a tenth of MERT-95M's peak rate for a continuation; mixup
+  # segments the same fraction of the crop as 0.5-1 s of 5 s]
+  "95m_long": {
+    "crop_samples": 30 * SAMPLE_RATE,  # 30 s (720,000 samples, 2,249 frames)
+    "model.attention_blockwise_from": 2048,  # frames: 30 s crops take the blockwise path
+    "objective.mixup_crop_fraction": 0.2,
+    "optimizer.lr": 5e-5,
+    "optimizer.warmup_steps": 1000,
+    "total_steps": 50_000,
+    "batch_size": 128,  # a v4-64 at 4 crops per chip: 3,840 s of audio per step (MERT-95M: 5,120)
+  },
+  "tiny_long": {  # the long-context chain on CPU
+    "batch_size": 2,
+    "total_steps": 4,
+    "optimizer.warmup_steps": 1,
+    "optimizer.lr": 1e-4,
+    "model.codebook_size": 64,  # the tiny recipe's teacher
+    "log_every": 1,
+    "eval_every": 0,
+    "checkpoint_every": 2,
+  },
+  "tiny": {  # CPU tests
+    "total_steps": 200,
+    "batch_size": 8,
+    "crop_samples": 2 * SAMPLE_RATE,  # 2 s (the CQT needs >= 1.05 s)
+    "optimizer.warmup_steps": 20,
+    "optimizer.lr": 2e-3,
+    "model.codebook_size": 64,  # the embedded k-means teacher fits 64 codes in seconds on CPU
+    "log_every": 10,
+    "eval_every": 50,
+    "eval_batches": 2,
+    "checkpoint_every": 50,
+    "objective.mixup_min_len": SAMPLE_RATE // 10,  # 0.1 s
+    "objective.mixup_max_len": SAMPLE_RATE // 5,  # 0.2 s
+  },
+}
+EXTENDS = {"small_rq": "small", "tiny_long": "95m_long"}  # variant -> the variant it builds on
+
+
 def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   variant = variant.lower()
   if variant not in VARIANTS:
@@ -131,76 +212,25 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   # Resuming a workdir with other model / objective / optimizer / data fields is refused; list the
   # dotted fields to change deliberately, "optimizer.lr,model.dropout" (mert_jax/train/workdir.py)
   c.allow_config_change = ""
-  if variant == "330m":
-    c.optimizer.lr = 1.5e-3
-    c.optimizer.clip_norm = 1.0
-    c.optimizer.grad_accum_steps = 8
-    c.batch_size = 3584  # 7 x 64 GPUs x 8 accumulation steps
-    c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
-    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
-  elif variant == "1b":
-    # between the 330M's 1.5e-3 and a smaller step for 3x width/depth [design choice]
-    c.optimizer.lr = 1e-3
-    c.optimizer.clip_norm = 1.0
-    c.optimizer.grad_accum_steps = 8
-    c.batch_size = 3584
-    c.crop_samples = 512 * SAMPLE_RATE // 100  # 5.12 s (122,880 samples)
-    c.objective.mixup_max_len = 3 * SAMPLE_RATE // 2  # 1.5 s
-  elif variant in ("small", "small_rq"):
-    # The CPU experiment of docs/probing.md: under an hour on two cores (0.32 steps/s measured).
-    c.total_steps = 1000
-    c.batch_size = 16
-    c.crop_samples = 3 * SAMPLE_RATE  # 3 s
-    c.optimizer.warmup_steps = 100
-    c.optimizer.lr = 1e-3  # pre-LN at 4 x 256: a short warm-up to a large step [design choice]
-    c.optimizer.clip_norm = 1.0
-    c.model.codebook_size = 256  # a k-means teacher of 8 x 256 codes on the hour of music
-    c.log_every = 25
-    c.eval_every = 200
-    c.eval_batches = 4
-    c.checkpoint_every = 200
-    c.keep_every = 200  # every checkpoint stays: docs/probing.md probes each one
-    if variant == "small_rq":
-      # The learning experiment's recipe (docs/probing.md, benchmarks/learning.py): BEST-RQ codes
-      # computed in the step, the log-standardised CQT target (both read the corpus statistics of
-      # objective.target_stats, written by python -m mert_jax.objective.target_stats), no mixup
-      # (at 3 s crops MERT's segments cover most of the clip).
-      c.objective.targets = "bestrq"
-      c.objective.cqt_target = "log_standardised"
-      c.objective.mixup_prob = 0.0
-  elif variant in ("95m_long", "tiny_long"):
-    # Long context (docs/whole_songs.md): 30 s crops, continued from a 5 s checkpoint
-    # (--config.init_from=WORKDIR_5S), attention blockwise in the step (memory linear in the
-    # crop). [design choices: 4 crops per TPU v4 chip, the most that fit (compile_check: 27.3 GiB
-    # of 32 at 4, 34.2 at 5; docs/whole_songs.md); a tenth of MERT-95M's peak rate for a
-    # continuation; mixup segments the same fraction of the crop as 0.5-1 s of 5 s]
-    c.crop_samples = 30 * SAMPLE_RATE  # 30 s (720,000 samples, 2,249 frames)
-    c.model.attention_blockwise_from = 2048  # frames: 30 s crops take the blockwise path
-    c.objective.mixup_crop_fraction = 0.2
-    c.optimizer.lr = 5e-5
-    c.optimizer.warmup_steps = 1000
-    c.total_steps = 50_000
-    c.batch_size = 128  # a v4-64 at 4 crops per chip: 3,840 s of audio per step (MERT-95M: 5,120)
-    if variant == "tiny_long":
-      c.batch_size = 2
-      c.total_steps = 4
-      c.optimizer.warmup_steps = 1
-      c.optimizer.lr = 1e-4
-      c.model.codebook_size = 64  # the tiny recipe's teacher
-      c.log_every = 1
-      c.eval_every = 0
-      c.checkpoint_every = 2
-  elif variant == "tiny":
-    c.total_steps = 200
-    c.batch_size = 8
-    c.crop_samples = 2 * SAMPLE_RATE  # 2 s (the CQT needs >= 1.05 s)
-    c.optimizer.warmup_steps = 20
-    c.optimizer.lr = 2e-3
-    c.model.codebook_size = 64  # the embedded k-means teacher fits 64 codes in seconds on CPU
-    c.log_every = 10
-    c.eval_every = 50
-    c.eval_batches = 2
-    c.checkpoint_every = 50
-    c.objective.mixup_min_len = SAMPLE_RATE // 10  # 0.1 s
-    c.objective.mixup_max_len = SAMPLE_RATE // 5  # 0.2 s
+  for step in _chain(variant):
+    for field, value in RECIPES[step].items():
+      _set(c, field, value)
   return c
+
+
+def _chain(variant: str) -> list[str]:
+  """The variants whose overrides make ``variant``, the one it extends first."""
+  chain = [variant]
+  while EXTENDS.get(chain[0]):
+    chain.insert(0, EXTENDS[chain[0]])
+  return chain
+
+
+def _set(c: ml_collections.ConfigDict, dotted: str, value) -> None:
+  """Sets an existing field (a recipe naming a field the defaults lack is a bug, not a field)."""
+  *path, leaf = dotted.split(".")
+  for part in path:
+    c = c[part]
+  if leaf not in c:
+    raise KeyError(f"configs/mert.py: RECIPES names {dotted!r}, which is no field of the config")
+  c[leaf] = value

@@ -69,3 +69,15 @@ def test_recipes() -> None:
   ) == (1.5e-3, 1.0, 8, True, 32.0)
   with pytest.raises(ValueError, match="unknown variant"):
     mert_config.get_config("7b")
+
+
+def test_every_variant_is_a_recipe_and_names_only_existing_fields(monkeypatch) -> None:
+  assert set(mert_config.RECIPES) == set(mert_config.VARIANTS)
+  assert set(mert_config.EXTENDS) <= set(mert_config.VARIANTS)
+  assert set(mert_config.EXTENDS.values()) <= set(mert_config.VARIANTS)
+  small_rq = mert_config.get_config("small_rq")  # small's overrides, then its own
+  assert small_rq.total_steps == mert_config.RECIPES["small"]["total_steps"]
+  assert small_rq.objective.targets == "bestrq"
+  monkeypatch.setitem(mert_config.RECIPES, "tiny", {"optimizer.lrr": 1.0})
+  with pytest.raises(KeyError, match="RECIPES names 'optimizer.lrr'"):
+    mert_config.get_config("tiny")
