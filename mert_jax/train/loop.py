@@ -95,58 +95,17 @@ def _train(
     logging.info("preemption notices: %s", preempted.route)
 
   # ############################################################ mesh, shardings, jitted steps
-  setup = state_lib.build(config)
+  setup = _build(config)
   mcfg, mesh, accum = setup.mcfg, setup.mesh, setup.grad_accum_steps
   groups = config.data.groups or jax.process_count()
-  state_lib.check_batch_layout(config, mesh, groups)
-  if process == 0:
-    logging.info(
-      "mesh %s; parameter shardings:\n%s",
-      dict(mesh.shape),
-      "\n".join(sharding.describe(setup.param_shardings)),
-    )
-
-  # ############################################################ pretrained weights
-  pretrained, init_source = None, None
-  resuming_from = workdir_steps.latest_step(workdir) if config.init_from else None
-  if config.init_from and resuming_from is None:  # checked on the host, before anything compiles
-    pre = init_from.load_pretrained(
-      config.init_from, mcfg, step=config.init_from_step, seed=config.seed
-    )
-    init_from.check_compatible(pre, mcfg, setup.abstract_state["params"])
-    pretrained = init_from.initial_params(pre, setup.abstract_state["params"])
-    init_source = f"{config.init_from} ({pre.kind})"
-    if process == 0:
-      init_from.record(workdir, pre, config.init_from_step)
-      print(f"init_from {init_source}: {pre.note}", flush=True)
-  elif config.init_from and process == 0:
-    print(
-      f"resuming from checkpoint {resuming_from}; init_from applies to a fresh run only", flush=True
-    )
+  pretrained, init_source = _pretrained(config, workdir, setup)  # on the host, before compiling
 
   # ############################################################ input
-  data_dir = input_lib.resolve_data_dir(config, mcfg, workdir)
-  manifest = input_lib.load_manifest(data_dir)
-  input_lib.check_manifest(manifest, mcfg, data_dir, setup.ocfg.targets)
-  rcfg = input_lib.reader_config(config, groups)
-  dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
-  data_iter = iter(dataset)
-  # TensorBoard pictures of fixed validation clips at each evaluation (eval_pictures.py).
-  pictures = None
-  if config.eval_every and config.eval_picture_clips and "valid" in manifest["splits"]:
-    pictures = eval_pictures.EvalPictures(
-      setup, data_dir, manifest, rcfg, clips=config.eval_picture_clips
-    )
-
-  # Representation health at each evaluation: feature rank, accuracy against the prior (health.py).
-  health = None
-  if config.eval_every and config.get("health_clips") and "valid" in manifest["splits"]:
-    health = health_lib.Health(setup, data_dir, rcfg, config)
+  data = _Input.open(config, workdir, setup, groups)
   if setup.ocfg.targets == "bestrq" and process == 0:  # the frozen quantizers, saved with the run
     bestrq.save(
       str(epath.Path(workdir) / workdir_files.BESTRQ), bestrq.quantizers(mcfg, setup.ocfg)
     )
-
   # The in-training probe's sets, rendered (or read from their cache) once, before the compile.
   probe = probing.TrainingProbe(config, workdir, mcfg) if config.get("probe_every") else None
 
@@ -155,42 +114,20 @@ def _train(
     workdir, keep_last=config.keep_last, keep_every=config.keep_every, model_config=mcfg
   )
   stack.callback(ckpts.abandon)  # however the run ends, orbax's threads end before the process
-  # The newest checkpoint that verifies (or restore_step); None: a fresh run.
   good.until_now("startup")
   with good.phase("restore"):
-    restored = ckpts.restore(setup.abstract_state, setup.state_shardings, step=config.restore_step)
-  start = restored.step if restored else None
-  if restored is None:
-    state = setup.init(pretrained)
-  else:
-    state = restored.state
-    try:
-      ckpts.restore_data_iter(start, data_iter, data_groups=groups)
-    except checkpoints.DataStateMismatch as e:
-      if config.data.on_state_mismatch != "restart":
-        raise CheckpointError(
-          f"{e} Re-run with the same number of processes, or pass "
-          "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
-          "(no exact resume)."
-        ) from e
-      logging.warning("%s Continuing with a fresh data stream seeded with (seed, step).", e)
-      rcfg = dataclasses.replace(rcfg, seed=input_lib.restart_seed(config.seed, start))
-      dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
-      data_iter = iter(dataset)
-    logging.info("resumed from step %d", start)
+    state, start = _restore_or_init(config, setup, ckpts, data, pretrained)
   step = int(start or 0)
   seed_key = jax.random.key(config.seed)
   if step >= config.total_steps:
     if process == 0:
       print(f"the run is already at step {step} (total_steps={config.total_steps})", flush=True)
-    ckpts.close()
-    writer.close()
-    return {"metrics": {}, "probe": {}, "state": state, "train_step_compiles": 0}
+    return _ended_before_training(ckpts, writer, state, compiles=0)
   # The steps after `step` are replayed: their old metric rows go (and count as lost time).
   good.replayed(writer.resume(step), step)
   if process == 0:
     start_at = console.start_point(start, init_source)
-    summary = _run_summary(config, setup, manifest, data_dir, workdir, start_at)
+    summary = _run_summary(config, setup, data.manifest, data.dir, workdir, start_at)
     print("\n".join(console.summary_lines(summary)), flush=True)
 
   # ############################################################ compile
@@ -200,19 +137,13 @@ def _train(
   # (TypeError) instead of silently compiling again (minutes at scale).
   good.until_now("startup")  # a fresh run's initialisation, the data position, the summary
   with good.phase("input"):
-    first = next(data_iter)
-  batches = itertools.chain([first], data_iter)
+    first = next(data.iterator)
+  batches = itertools.chain([first], data.iterator)
   train_step = None
   with good.phase("compile"):
     if not preempted.before_first_step(step):
-      train_step = compile_train_step(
-        setup,
-        state,
-        input_lib.global_batch(first, accum, mesh, setup.rules),
-        seed_key,
-        clock,
-        process == 0,
-      )
+      first_batch = input_lib.global_batch(first, accum, mesh, setup.rules)
+      train_step = compile_train_step(setup, state, first_batch, seed_key, clock, process == 0)
     distributed.wait_for_every_process(
       "train step compiled", distributed.Timeouts.from_config(config.distributed).barrier_timeout_s
     )
@@ -220,24 +151,16 @@ def _train(
   if preempted.before_first_step(step):
     if process == 0:
       print(f"SIGTERM before the first step: exiting at step {step}, nothing to save", flush=True)
-    ckpts.close()
-    writer.close()
-    return {"metrics": {}, "probe": {}, "state": state, "train_step_compiles": compiles}
+    return _ended_before_training(ckpts, writer, state, compiles)
 
   # ############################################################ loop
   flops_per_step = train_flops_per_clip(mcfg, config.crop_samples) * config.batch_size
   peak = peak_flops_per_device(setup.devices[0])
   peak = peak * len(setup.devices) if peak else None
   pace, last, last_probe = console.Pace(step, config.total_steps, clock=clock), {}, {}
-  profile = loop_config.profile_range(config)
-  traced_from = None  # the first traced step, once the trace runs
+  trace = _Trace(config, workdir)
   while step < config.total_steps:
-    if profile and traced_from is None and profile[0] <= step + 1 <= profile[1]:
-      # The range's first step, or the first one this run reaches (a resume inside the range).
-      traced_from = step + 1
-      jax.profiler.start_trace(
-        str(epath.Path(workdir) / workdir_files.PROFILE / f"process_{process}")
-      )
+    trace.before(step + 1)
     with good.phase("input"):
       local = next(batches)
       if setup.ocfg.targets == "teacher":
@@ -247,13 +170,7 @@ def _train(
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
     fail_fast.note_step(step)
-    if traced_from is not None and step == min(profile[1], config.total_steps):
-      jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
-      jax.profiler.stop_trace()
-      if process == 0:
-        print(
-          f"profile of steps {traced_from}-{step}: {workdir}/{workdir_files.PROFILE}", flush=True
-        )
+    trace.after(step, state)
     is_last = step == config.total_steps
 
     if step % config.log_every == 0 or is_last:
@@ -263,8 +180,8 @@ def _train(
       )
       metrics = dict(metrics)
       code_counts = metrics.pop("code_counts")
-      if health is not None:
-        health.add_train_counts(code_counts)
+      if data.health is not None:
+        data.health.add_train_counts(code_counts)
       rate = pace.row(step)
       last = {
         "step": step,
@@ -274,7 +191,7 @@ def _train(
         "steps_per_s": rate.steps_per_s,
         "eta_s": rate.eta_s,
         "nonfinite_total": int(nonfinite_total),
-        "dropped_short_records": sum(d.dropped_records for d in dropped),
+        "dropped_short_records": sum(d.dropped_records for d in data.dropped),
       }
       if peak:
         last["mfu"] = flops_per_step * rate.steps_per_s / peak
@@ -294,23 +211,9 @@ def _train(
         )
 
     if config.eval_every and (step % config.eval_every == 0 or is_last):
-      if "valid" in manifest["splits"]:
-        jax.block_until_ready(metrics)  # the queued steps stay in the window (evaluating waits)
-        with pace.paused(), good.phase("evaluation"):
-          began = clock()
-          scores = evaluate.evaluate(setup, state["params"], data_dir, manifest, rcfg)
-          if health is not None:
-            scores.update(health.evaluate(state["params"], scores))
-          del scores["code_counts"]
-          seconds = clock() - began
-          scores = jax.tree.map(lambda v: np.asarray(v).tolist(), scores)
-          writer.write(step, scores, run="eval")
-          if pictures is not None:  # every process: the parameters are sharded over all of them
-            pictures.log(writer.tensorboard("eval"), state["params"], step)
-        if process == 0:
-          print(console.eval_line(step, config.total_steps, scores, seconds), flush=True)
-          for warning in health.warnings if health is not None else ():
-            print(warning, flush=True)
+      jax.block_until_ready(metrics)  # the queued steps stay in the window (evaluating waits)
+      with pace.paused(), good.phase("evaluation"):
+        _evaluate(config, setup, state, data, writer, step, clock)
 
     if probe is not None and (step % config.probe_every == 0 or is_last):
       jax.block_until_ready(metrics)  # as for evaluations: the probe's time is not training's
@@ -325,7 +228,7 @@ def _train(
       jax.block_until_ready(metrics)  # as above: saving waits for the state
       with pace.paused(), good.phase("checkpoint"):
         claim.check(step, f"writing checkpoint {step}")  # every process, before it writes
-        checkpoints.save(ckpts, step, state, data_iter, data_groups=groups)
+        checkpoints.save(ckpts, step, state, data.iterator, data_groups=groups)
     if stop:
       logging.warning("SIGTERM: checkpoint %d written; exiting", step)
       break
@@ -341,6 +244,189 @@ def _train(
   if compiles > 1:
     logging.warning("the train step was compiled %d times; expected once", compiles)
   return {"metrics": last, "probe": last_probe, "state": state, "train_step_compiles": compiles}
+
+
+# ------------------------------------------------------------------- the steps of _train, in order
+
+
+def _build(config: ml_collections.ConfigDict) -> state_lib.TrainSetup:
+  """The mesh, shardings and jitted steps (state.py), the batch layout checked against them."""
+  setup = state_lib.build(config)
+  state_lib.check_batch_layout(config, setup.mesh, config.data.groups or jax.process_count())
+  if jax.process_index() == 0:
+    logging.info(
+      "mesh %s; parameter shardings:\n%s",
+      dict(setup.mesh.shape),
+      "\n".join(sharding.describe(setup.param_shardings)),
+    )
+  return setup
+
+
+def _pretrained(
+  config: ml_collections.ConfigDict, workdir: str, setup: state_lib.TrainSetup
+) -> tuple[dict[str, Any] | None, str | None]:
+  """(the initial parameters init_from names, where they came from) for a fresh run; (None,
+  None) without init_from or when the workdir already holds a checkpoint (init_from.py)."""
+  if not config.init_from:
+    return None, None
+  process = jax.process_index()
+  resuming_from = workdir_steps.latest_step(workdir)
+  if resuming_from is not None:
+    if process == 0:
+      print(
+        f"resuming from checkpoint {resuming_from}; init_from applies to a fresh run only",
+        flush=True,
+      )
+    return None, None
+  pre = init_from.load_pretrained(
+    config.init_from, setup.mcfg, step=config.init_from_step, seed=config.seed
+  )
+  init_from.check_compatible(pre, setup.mcfg, setup.abstract_state["params"])
+  source = f"{config.init_from} ({pre.kind})"
+  if process == 0:
+    init_from.record(workdir, pre, config.init_from_step)
+    print(f"init_from {source}: {pre.note}", flush=True)
+  return init_from.initial_params(pre, setup.abstract_state["params"]), source
+
+
+@dataclasses.dataclass
+class _Input:
+  """The run's data: the folder and its manifest, the training stream and its iterator, and the
+  fixed validation clips of the evaluation's pictures and health checks."""
+
+  dir: str
+  manifest: dict[str, Any]
+  rcfg: reader_lib.ReaderConfig
+  groups: int
+  dropped: list[Any]  # the stream's per-group counters of records too short to crop
+  iterator: Any
+  pictures: eval_pictures.EvalPictures | None
+  health: health_lib.Health | None
+
+  @classmethod
+  def open(
+    cls, config: ml_collections.ConfigDict, workdir: str, setup: state_lib.TrainSetup, groups: int
+  ) -> _Input:
+    data_dir = input_lib.resolve_data_dir(config, setup.mcfg, workdir)
+    manifest = input_lib.load_manifest(data_dir)
+    input_lib.check_manifest(manifest, setup.mcfg, data_dir, setup.ocfg.targets)
+    rcfg = input_lib.reader_config(config, groups)
+    dataset, dropped = input_lib.train_stream(data_dir, rcfg, groups)
+    valid = config.eval_every and "valid" in manifest["splits"]
+    # TensorBoard pictures of fixed validation clips at each evaluation (eval_pictures.py).
+    pictures = None
+    if valid and config.eval_picture_clips:
+      pictures = eval_pictures.EvalPictures(
+        setup, data_dir, manifest, rcfg, clips=config.eval_picture_clips
+      )
+    # Representation health at each evaluation: feature rank, accuracy against the prior.
+    health = None
+    if valid and config.get("health_clips"):
+      health = health_lib.Health(setup, data_dir, rcfg, config)
+    return cls(data_dir, manifest, rcfg, groups, dropped, iter(dataset), pictures, health)
+
+  def restart(self, seed: int) -> None:
+    """A fresh training stream seeded with ``seed`` (data.on_state_mismatch=restart)."""
+    self.rcfg = dataclasses.replace(self.rcfg, seed=seed)
+    dataset, self.dropped = input_lib.train_stream(self.dir, self.rcfg, self.groups)
+    self.iterator = iter(dataset)
+
+
+def _restore_or_init(
+  config: ml_collections.ConfigDict,
+  setup: state_lib.TrainSetup,
+  ckpts: checkpoints.RunCheckpoints,
+  data: _Input,
+  pretrained: dict[str, Any] | None,
+) -> tuple[dict[str, Any], int | None]:
+  """(train state, its step): the newest checkpoint that verifies (or restore_step), its data
+  position restored into ``data``; or a fresh state (step None)."""
+  restored = ckpts.restore(setup.abstract_state, setup.state_shardings, step=config.restore_step)
+  if restored is None:
+    return setup.init(pretrained), None
+  start = restored.step
+  try:
+    ckpts.restore_data_iter(start, data.iterator, data_groups=data.groups)
+  except checkpoints.DataStateMismatch as e:
+    if config.data.on_state_mismatch != "restart":
+      raise CheckpointError(
+        f"{e} Re-run with the same number of processes, or pass "
+        "--config.data.on_state_mismatch=restart to continue with a fresh data stream "
+        "(no exact resume)."
+      ) from e
+    logging.warning("%s Continuing with a fresh data stream seeded with (seed, step).", e)
+    data.restart(input_lib.restart_seed(config.seed, start))
+  logging.info("resumed from step %d", start)
+  return restored.state, start
+
+
+def _ended_before_training(
+  ckpts: checkpoints.RunCheckpoints, writer: MetricWriter, state: dict[str, Any], compiles: int
+) -> dict[str, Any]:
+  """``train``'s result for a run that stops before its first step (nothing left to do, or a
+  SIGTERM while compiling)."""
+  ckpts.close()
+  writer.close()
+  return {"metrics": {}, "probe": {}, "state": state, "train_step_compiles": compiles}
+
+
+class _Trace:
+  """--config.profile_steps=A,B: a jax.profiler trace of steps A..B in WORKDIR/profile/process_N
+  (a run resumed inside the range traces the rest of it)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.range = loop_config.profile_range(config)
+    self.total = config.total_steps
+    self.folder = epath.Path(workdir) / workdir_files.PROFILE / f"process_{jax.process_index()}"
+    self.workdir = workdir
+    self.first: int | None = None  # the first traced step, once the trace runs
+
+  def before(self, step: int) -> None:
+    """Called before running ``step``: starts the trace at the range's first step this run
+    reaches."""
+    if self.range and self.first is None and self.range[0] <= step <= self.range[1]:
+      self.first = step
+      jax.profiler.start_trace(str(self.folder))
+
+  def after(self, step: int, state: Any) -> None:
+    """Called after ``step``: stops the trace at the range's last step (or the run's)."""
+    if self.first is not None and step == min(self.range[1], self.total):
+      jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
+      jax.profiler.stop_trace()
+      if jax.process_index() == 0:
+        print(
+          f"profile of steps {self.first}-{step}: {self.workdir}/{workdir_files.PROFILE}",
+          flush=True,
+        )
+
+
+def _evaluate(
+  config: ml_collections.ConfigDict,
+  setup: state_lib.TrainSetup,
+  state: dict[str, Any],
+  data: _Input,
+  writer: MetricWriter,
+  step: int,
+  clock: Callable[[], float],
+) -> None:
+  """The held-out loss (evaluate.py), health checks and pictures of ``step``, written and printed
+  (nothing without a valid split)."""
+  if "valid" not in data.manifest["splits"]:
+    return
+  began = clock()
+  scores = evaluate.evaluate(setup, state["params"], data.dir, data.manifest, data.rcfg)
+  if data.health is not None:
+    scores.update(data.health.evaluate(state["params"], scores))
+  del scores["code_counts"]
+  seconds = clock() - began
+  scores = jax.tree.map(lambda v: np.asarray(v).tolist(), scores)
+  writer.write(step, scores, run="eval")
+  if data.pictures is not None:  # every process: the parameters are sharded over all of them
+    data.pictures.log(writer.tensorboard("eval"), state["params"], step)
+  if jax.process_index() == 0:
+    print(console.eval_line(step, config.total_steps, scores, seconds), flush=True)
+    for warning in data.health.warnings if data.health is not None else ():
+      print(warning, flush=True)
 
 
 def compile_train_step(

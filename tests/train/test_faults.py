@@ -212,8 +212,8 @@ def test_sigterm_while_compiling_stops_before_the_first_step(run, data_dir, monk
 def test_nonfinite_guard_names_only_a_known_good_checkpoint(run, data_dir, monkeypatch):
   real = input_lib.global_batch
 
-  def nan_audio(local, accum, mesh):
-    return real({**local, "audio": np.full_like(local["audio"], np.nan)}, accum, mesh)
+  def nan_audio(local, *layout):
+    return real({**local, "audio": np.full_like(local["audio"], np.nan)}, *layout)
 
   monkeypatch.setattr(input_lib, "global_batch", nan_audio)
   with pytest.raises(RuntimeError) as e:
