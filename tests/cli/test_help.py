@@ -14,13 +14,14 @@ import pytest
 from data_pipeline import prepare as prepare_lib
 from data_pipeline import prepare_local, prepare_run
 from data_pipeline.prepare_jobs import PrepareConfig
+from mert_jax.checkpointing import model_checkpoint
 from mert_jax.cli import convert as convert_cli
 from mert_jax.cli import extract as extract_cli
 from mert_jax.cli import extract_files
 from mert_jax.cli import sweep as sweep_cli
 from mert_jax.recipe import REPO_ROOT
 from mert_jax.terminal import cli_help
-from mert_jax.train import checkpoints, loop
+from mert_jax.train import loop
 
 with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
   SCRIPTS = tomllib.load(f)["project"]["scripts"]
@@ -131,7 +132,7 @@ def no_long_work(monkeypatch) -> None:
   for module, name in [
     (prepare_local, "scan"),
     (prepare_local, "_decode_job"),
-    (checkpoints, "load_model"),
+    (model_checkpoint, "load_model"),
     (extract_files, "import_hf"),
     (convert_cli, "import_fairseq"),
     (convert_cli, "import_hf"),
