@@ -26,6 +26,20 @@ import pytest  # noqa: E402
 from data_pipeline import example_audio  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """The modules marked ``long`` (tests of tens of seconds: trainer runs, subprocesses, Beam) go
+  first, each module kept whole (its module-scoped fixtures are built once): pytest-xdist hands
+  tests out in this order, so two workers end together instead of one finishing a minute-long
+  test alone (by collection order tests/train/ came last). Otherwise the order is unchanged."""
+  modules: dict[str, list[pytest.Item]] = {}
+  for item in items:
+    modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+  long_first = sorted(
+    modules.values(), key=lambda group: not any(i.get_closest_marker("long") for i in group)
+  )
+  items[:] = [item for group in long_first for item in group]
+
+
 @pytest.fixture(scope="session")
 def music() -> np.ndarray:
   """About 8 s of real music (24 kHz mono float32); see data_pipeline/example_audio.py."""

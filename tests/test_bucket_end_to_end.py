@@ -34,6 +34,8 @@ from mert_jax.train.loop import train
 from tests.data_pipeline.fixtures import make_corpus, prepare_config
 from tests.train.helpers import cli_args, final_params, losses, run_cli_killed_after_save
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 STEPS, KILL_AFTER = 8, 4
 FLAGS = (f"--config.total_steps={STEPS}", f"--config.checkpoint_every={KILL_AFTER}")
 

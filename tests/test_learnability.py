@@ -8,11 +8,14 @@ most-frequent-code rate of 0.134 (2.8x); at step 100, 0.326. A change that break
 targets misaligned, the gradient cut, the mask leaking nothing) ends near 1x."""
 
 import numpy as np
+import pytest
 
 from configs import mert as mert_configs
 from data_pipeline import learnability
 from mert_jax.train.loop import train
 from tests.train.helpers import rows
+
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
 
 STEPS = 200
 MULTIPLE = 2.0

@@ -25,7 +25,10 @@ from data_pipeline.teachers import kmeans, kmeans_features
 from tests.data_pipeline.fixtures import make_corpus, prepare_config, records
 from tests.data_pipeline.test_shard_checks import _argv, record_ends
 
-pytestmark = pytest.mark.multiprocess  # the two-worker runs start Beam worker processes
+pytestmark = [
+  pytest.mark.multiprocess,
+  pytest.mark.long,
+]  # the two-worker runs start Beam worker processes
 
 
 def _shard_bytes(out: str, m: dict) -> dict[str, bytes]:

@@ -19,6 +19,8 @@ from data_pipeline.audio import decode_file
 from data_pipeline.teachers import encodec, factory
 from tests.data_pipeline.fixtures import HOP, prepare_config, records
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 
 def test_manifest_and_records_match_the_decoded_sources(corpus, prepared):
   root, rels = corpus

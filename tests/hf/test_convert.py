@@ -28,7 +28,7 @@ AutoModel, HubertConfig, HubertModel = (
   transformers.HubertModel,
 )
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.long]
 
 TOL = 1e-4
 

@@ -26,6 +26,8 @@ from mert_jax.train import state as state_lib
 from mert_jax.train.loop import train
 from tests.train.helpers import REPO_ROOT, cli_args, losses, rows, tiny
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 STATE_DATA = os.path.join("checkpoints", "4", "state", "ocdbt.process_0", "d")
 
 

@@ -37,7 +37,7 @@ transformers = pytest.importorskip("transformers")
 from tests.hf.fairseq_format import write_fairseq_checkpoint  # noqa: E402
 from tests.hf.published_format import hidden_states_of, write_published_folder  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.long]
 
 DOC = os.path.join(REPO_ROOT, "docs", "continue_pretraining.md")
 README = os.path.join(REPO_ROOT, "README.md")

@@ -18,6 +18,8 @@ from mert_jax.train.loop import train
 from tests.processes import run_together
 from tests.train.helpers import REPO_ROOT, cli_args, losses, run_cli, tiny
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 
 @pytest.mark.parametrize("heads,meshes", [(4, [(8, 1, 1), (2, 4, 1), (2, 2, 2)]), (8, [(1, 1, 8)])])
 def test_meshes_give_single_device_losses(data_dir, tmp_path, heads, meshes):

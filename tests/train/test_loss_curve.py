@@ -6,8 +6,11 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from data_pipeline.manifest import load_manifest
+
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE = os.path.join(ROOT, "tests", "data", "tiny_loss_curve_200.json")

@@ -22,7 +22,7 @@ from mert_jax import workdir_files
 from mert_jax.train import fail_fast, workdir_lock
 from tests import multihost
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.long]
 
 # How long after a fault every process must have exited: the peer timeout (a silent peer) plus
 # the process-0-leaves-last wait, with slack for a loaded 2-core machine.
