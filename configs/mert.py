@@ -210,7 +210,7 @@ def get_config(variant: str = "95m") -> ml_collections.ConfigDict:
   # where the probe sets are rendered; unset: WORKDIR/probe_cache (a bucket workdir: the temp dir)
   c.probe_cache_dir = ml_collections.config_dict.placeholder(str)
   # Resuming a workdir with other model / objective / optimizer / data fields is refused; list the
-  # dotted fields to change deliberately, "optimizer.lr,model.dropout" (mert_jax/train/workdir.py)
+  # dotted fields to change deliberately, "optimizer.lr,model.dropout" (train/recorded_config.py)
   c.allow_config_change = ""
   for step in _chain(variant):
     for field, value in RECIPES[step].items():

@@ -2,7 +2,7 @@
 asks here. Paths are relative to the workdir (local or gs://).
 
   WORKDIR/
-    config.json               CONFIG: the run's recorded config (train/workdir.py)
+    config.json               CONFIG: the run's recorded config (train/recorded_config.py)
     config_changes.jsonl      CONFIG_CHANGES: loop settings changed on a resume, one row each
     lock.json                 LOCK: who holds the workdir, with its heartbeat
     checkpoints/STEP/         CHECKPOINTS: orbax steps, each with STATE, DATA_ITER and META

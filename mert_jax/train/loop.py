@@ -87,7 +87,7 @@ def _train(
   process = jax.process_index()
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # One trainer per workdir, and the config checked against the one its checkpoints were trained
-  # under, before anything is written (workdir.py).
+  # under, before anything is written (workdir.py: recorded_config.py, workdir_lock.py).
   claim = stack.enter_context(workdir_lib.Claim(workdir, config))
   writer = MetricWriter(workdir, enabled=process == 0, guard=claim.check)
   preempted = distributed.Preempted()
