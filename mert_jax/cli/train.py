@@ -131,6 +131,14 @@ def build_parser(spec: str | None = None, *, fields: bool = True) -> argparse.Ar
   return p
 
 
+# Why the --config overrides are parsed here and not by ml_collections.config_flags (which the
+# anchors use), measured with ml_collections' DEFINE_config_file on configs/mert.py (2026-12-08):
+# it cannot override a list field at all (mesh, rules, probe_lrs, model.conv_layers,
+# objective.codebook_weights: "UnsupportedOperationError: Type <class 'list'> ... is not supported
+# for overriding"), and a misspelt field ends in a Python traceback (an AttributeError whose
+# message holds the "Did you mean"). Users need both to work: lists typed by the field, every
+# mistake one `error:` line naming the closest field. The recipe itself is still a
+# ml_collections ConfigDict loaded from its file (recipe.py), as config_flags would load it.
 def split_overrides(argv: list[str]) -> tuple[list[tuple[str, str | None, bool]], list[str]]:
   """(the ``--config.FIELD`` overrides as (field, text or None when bare, negated), the other
   arguments). ``--config.FIELD VALUE`` takes the next argument unless it is an option."""
