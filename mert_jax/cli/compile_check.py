@@ -233,7 +233,7 @@ def _base_row(
     "device_kind": slice_.chip.device_kind,
     "hbm_gib_per_chip": slice_.chip.hbm_bytes / GIB,
     "config": args.config,
-    "variant": config.get("variant"),
+    "variant": config.variant,
     "overrides": [f"{'no' * neg}{f}={t}" if t is not None else f for f, t, neg in overrides],
     "jax": importlib.metadata.version("jax"),
     "libtpu": importlib.metadata.version("libtpu"),  # the compiler whose plan this is

@@ -33,19 +33,19 @@ from mert_jax.checkpointing import orbax_logs
 from mert_jax.checkpointing.errors import CheckpointError
 from mert_jax.cli import config_help
 from mert_jax.files import storage
-from mert_jax.objective import target_stats_file as target_stats
 from mert_jax.terminal.cli_help import ArgumentParser, option_value, prog
 from mert_jax.train import (
   distributed,
   fail_fast,
-  loop_config,
   recorded_config,
+  run_config,
   workdir_lock,
 )
 from mert_jax.train import input as input_lib
 from mert_jax.train.init_from import InitFromError
 from mert_jax.train.loop import train
 from mert_jax.train.loop_config import ConfigError
+from mert_jax.train.run_config import RunConfig
 
 # Errors whose message says everything: printed as one ``error: ...`` line, exit status 1 (any
 # other error is one line too, with its type, and its traceback in a file the line names). A bad
@@ -161,9 +161,10 @@ def _is_option(arg: str) -> bool:
   return arg.startswith("-") and not re.fullmatch(r"-[\d.]+(e-?\d+)?", arg)
 
 
-def resolve(spec: str, overrides: list[tuple[str, str | None, bool]]) -> ml_collections.ConfigDict:
-  """The recipe ``spec`` with ``overrides`` applied, checked as far as possible without devices:
-  the loop's counting fields, the model and the objective. Raises ValueError (one line)."""
+def resolve(spec: str, overrides: list[tuple[str, str | None, bool]]) -> RunConfig:
+  """The recipe ``spec`` with ``overrides`` applied, as the typed ``RunConfig`` the trainer runs,
+  checked once, as far as possible without devices (run_config.py). Raises ValueError (one
+  line)."""
   config = recipe.load_config(spec)
   for field, text, negated in overrides:
     node, leaf = recipe.lookup(config, field)
@@ -174,12 +175,7 @@ def resolve(spec: str, overrides: list[tuple[str, str | None, bool]]) -> ml_coll
     elif negated:
       raise recipe.RecipeError(f"--noconfig.{field} takes no value")
     recipe.apply_overrides(config, {field: text})
-  loop_config.check(config)
-  mcfg, ocfg = recipe.model_config_from(config), recipe.objective_config_from(config)
-  if ocfg.target_stats:
-    target_stats.check(ocfg.target_stats, mcfg, ocfg)
-  config.lock()
-  return config
+  return run_config.from_config_dict(config)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -197,7 +193,8 @@ def run(argv: list[str] | None = None) -> int:
     config = resolve(args.config or recipe.DEFAULT_RECIPE, overrides)
     if args.list_config:
       path, _ = recipe.split_spec(args.config or recipe.DEFAULT_RECIPE)
-      print(config_help.listing(config, config_help.field_docs(path)), end="")
+      listed = ml_collections.ConfigDict(config.recorded)
+      print(config_help.listing(listed, config_help.field_docs(path)), end="")
       return 0
     if not args.workdir:
       raise recipe.RecipeError("--workdir is required (where checkpoints and metrics go)")
@@ -224,12 +221,12 @@ def _absl(argv: list[str]) -> list[str]:
     sys.exit(1)
 
 
-def _main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+def _main(config: RunConfig, argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; progress lines are printed
     orbax_logs.quiet_orbax_save_failures()  # a failed save is reported in one line instead
-  timeouts = distributed.Timeouts.from_config(config.distributed)
+  timeouts = config.distributed
   try:
     distributed.initialize_distributed(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, timeouts

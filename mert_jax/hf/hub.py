@@ -15,6 +15,7 @@ from typing import Any
 
 from mert_jax.files import storage
 from mert_jax.hf import export_files
+from mert_jax.terminal.errors import one_line
 
 # What a Hub model id looks like: owner/name, each [A-Za-z0-9._-], not starting with . or -.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -56,11 +57,6 @@ def _import_hub(what: str) -> Any:
   return huggingface_hub
 
 
-def _first_line(err: BaseException, limit: int = 200) -> str:
-  text = str(err).strip().splitlines()
-  return f"{type(err).__name__}: {text[0][:limit] if text else ''}".rstrip(": ")
-
-
 def _offline(hh: Any) -> bool:
   """``HF_HUB_OFFLINE`` as huggingface_hub read it at import, or as the environment says now."""
   env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
@@ -92,20 +88,20 @@ def resolve_hf_dir(path_or_id: str | os.PathLike, revision: str | None = None) -
       f"private or gated: log in with `hf auth login`)"
     ) from e
   except errors.HfHubHTTPError as e:  # an HTTP answer (an OSError too): the Hub is reachable
-    raise HubError(f"{at}: the Hugging Face Hub refused the download ({_first_line(e)})") from e
+    raise HubError(f"{at}: the Hugging Face Hub refused the download ({one_line(e)})") from e
   except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, OSError) as e:
     if offline:
       reason = f"HF_HUB_OFFLINE is set and it is not in the cache {hh.constants.HF_HUB_CACHE}"
     else:
       cause = e.__cause__ or e.__context__ or e
-      reason = _first_line(cause)
+      reason = one_line(cause)
     raise HubError(
       f"{at}: not a local folder, and the Hugging Face Hub cannot be reached (offline: "
       f"{reason}); download it with `hf download {s} --local-dir DIR` where the Hub is "
       f"reachable and pass --hf=DIR, or pass a local folder"
     ) from e
   except Exception as e:  # pylint: disable=broad-except  (e.g. a connection lost mid-download)
-    raise HubError(f"{at}: downloading from the Hugging Face Hub failed ({_first_line(e)})") from e
+    raise HubError(f"{at}: downloading from the Hugging Face Hub failed ({one_line(e)})") from e
   if not os.path.exists(os.path.join(folder, export_files.HF_CONFIG_FILE)):
     raise HubError(f"{at}: the Hub repository has no config.json; not a Hugging Face model")
   return os.fspath(folder)
@@ -144,7 +140,7 @@ def push_folder(
       )
   except Exception as e:  # pylint: disable=broad-except  (network, auth, HTTP: one line each)
     raise HubError(
-      f"pushing {folder} to {repo_id} failed ({_first_line(e)}); the export itself is complete: "
+      f"pushing {folder} to {repo_id} failed ({one_line(e)}); the export itself is complete: "
       f"log in with `hf auth login` (or set HF_TOKEN) and upload it again"
     ) from e
   return str(getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}")

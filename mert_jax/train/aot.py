@@ -7,7 +7,6 @@ The step is the one ``train()`` runs: ``state.build`` (same mesh, rules, shardin
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import re
@@ -16,15 +15,14 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from data_pipeline import reader
 from mert_jax import sharding
 from mert_jax.model.flops import train_flops_per_clip
-from mert_jax.recipe import model_config_from
 from mert_jax.train import state as state_lib
 from mert_jax.train.loop import compile_train_step
 from mert_jax.train.metrics import PEAK_BF16_FLOPS
+from mert_jax.train.run_config import RunConfig
 
 # XLA:TPU refuses a program that does not fit with "... Used 34.2G of 31.2G hbm ..." (G = GiB), or,
 # when the temporaries alone are too many, with their bytes (a lower bound of the whole plan).
@@ -108,17 +106,13 @@ def sane_seconds(seconds: float | None, flops: float, peak_flops: float | None) 
   return seconds
 
 
-def with_per_chip_batch(
-  config: ml_collections.ConfigDict, per_chip_batch: int, chips: int
-) -> ml_collections.ConfigDict:
+def with_per_chip_batch(config: RunConfig, per_chip_batch: int, chips: int) -> RunConfig:
   """A copy of ``config`` whose global batch gives each chip ``per_chip_batch`` clips per
   micro-batch: ``batch_size = per_chip_batch x chips x grad_accum_steps``."""
-  config = copy.deepcopy(config)
-  config.batch_size = per_chip_batch * chips * config.optimizer.grad_accum_steps
-  return config
+  return config.replace(batch_size=per_chip_batch * chips * config.optimizer.grad_accum_steps)
 
 
-def per_chip_batch_of(config: ml_collections.ConfigDict, chips: int) -> float:
+def per_chip_batch_of(config: RunConfig, chips: int) -> float:
   """Clips per chip per micro-batch of ``config`` on ``chips`` chips (may be fractional)."""
   return config.batch_size / config.optimizer.grad_accum_steps / chips
 
@@ -164,7 +158,7 @@ class Compiled:
 
 
 def compile_step(
-  config: ml_collections.ConfigDict,
+  config: RunConfig,
   devices: Sequence[jax.Device],
   hbm_bytes: int,
   clock: Callable[[], float] = time.perf_counter,
@@ -194,13 +188,13 @@ def compile_step(
 
 def record(
   result: Compiled,
-  config: ml_collections.ConfigDict,
+  config: RunConfig,
   chips: int,
   device_kind: str,
 ) -> dict[str, Any]:
   """The JSON row of one compile: per-chip memory (measured by the compiler), XLA's cost-model
   FLOPs and step time (estimates; null when not sane) and the analytic FLOPs beside them."""
-  mcfg = model_config_from(config)
+  mcfg = config.model
   peak = PEAK_BF16_FLOPS.get(device_kind)
   analytic = train_flops_per_clip(mcfg, config.crop_samples) * result.per_chip_batch
   accum = config.optimizer.grad_accum_steps
@@ -212,9 +206,7 @@ def record(
     "grad_accum_steps": accum,
     "global_batch": config.batch_size,
     "mesh": result.mesh,
-    "batch_shards": math.prod(
-      result.mesh[a] for a in sharding.batch_mesh_axes(state_lib.rules_from_config(config.rules))
-    ),
+    "batch_shards": math.prod(result.mesh[a] for a in sharding.batch_mesh_axes(config.rules)),
     "clip_seconds": config.crop_samples / mcfg.sample_rate,
     "bytes_per_chip": dataclasses.asdict(result.memory),
     "gib_per_chip": round(result.memory.total / 2**30, 3),

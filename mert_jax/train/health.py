@@ -27,6 +27,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mert_jax.train.eval_pictures import fixed_clips
+from mert_jax.train.run_config import RunConfig
 from mert_jax.train.step import bind
 
 
@@ -51,7 +52,7 @@ class Health:
   """Keeps the training code counts, computes the health numbers at each evaluation (call on
   every process: the parameters are sharded over all of them) and warns."""
 
-  def __init__(self, setup: Any, data_dir: str, rcfg: Any, config: Any):
+  def __init__(self, setup: Any, data_dir: str, rcfg: Any, config: RunConfig):
     self.setup, self.config = setup, config
     mcfg = setup.mcfg
     self.train_counts = np.zeros((mcfg.num_codebooks, mcfg.codebook_size), np.float64)

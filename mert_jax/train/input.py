@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
@@ -16,6 +15,7 @@ from data_pipeline import reader as reader_lib
 from mert_jax import sharding, workdir_files
 from mert_jax.config import ModelConfig
 from mert_jax.train import distributed
+from mert_jax.train.run_config import RunConfig
 
 
 class DataError(ValueError):
@@ -23,7 +23,7 @@ class DataError(ValueError):
   trainer prints it as one line)."""
 
 
-def resolve_data_dir(config: ml_collections.ConfigDict, mcfg: ModelConfig, workdir: str) -> str:
+def resolve_data_dir(config: RunConfig, mcfg: ModelConfig, workdir: str) -> str:
   """``config.data.dir``, or the embedded default corpus prepared (once, by process 0) under the
   workdir."""
   if config.data.dir:
@@ -73,7 +73,7 @@ def check_manifest(
     )
 
 
-def reader_config(config: ml_collections.ConfigDict, groups: int) -> reader_lib.ReaderConfig:
+def reader_config(config: RunConfig, groups: int) -> reader_lib.ReaderConfig:
   return reader_lib.ReaderConfig(
     crop_samples=config.crop_samples,
     batch_size=config.batch_size // groups,

@@ -42,6 +42,7 @@ from mert_jax.train import (
   init_from,
   loop_config,
   probing,
+  run_config,
 )
 from mert_jax.train import (
   health as health_lib,
@@ -56,12 +57,13 @@ from mert_jax.train import (
   workdir as workdir_lib,
 )
 from mert_jax.train.metrics import MetricWriter, peak_flops_per_device
+from mert_jax.train.run_config import RunConfig
 
 # WORKDIR/profile/process_N: jax.profiler traces of profile_steps (TensorBoard's profile tab)
 
 
 def train(
-  config: ml_collections.ConfigDict,
+  config: RunConfig | ml_collections.ConfigDict,
   workdir: str,
   *,
   clock: Callable[[], float] = time.perf_counter,
@@ -71,13 +73,15 @@ def train(
   "train_step_compiles": how many times the step was compiled (1; 0 when the run had nothing to
   do)}. What the run holds (the workdir's lock) is released when it returns or
   raises. ``clock``: seconds, for the compile time and the throughput (tests pass a fake one)."""
-  loop_config.check(config)  # one-line ConfigError before anything is written, built or compiled
+  # The command line passes the RunConfig it made; a recipe ConfigDict (the API, tests) becomes one
+  # here. Either way every field was checked once, before anything is written, built or compiled.
+  config = run_config.from_config_dict(config)
   with contextlib.ExitStack() as stack:
     return _train(config, workdir, stack, clock)
 
 
 def _train(
-  config: ml_collections.ConfigDict,
+  config: RunConfig,
   workdir: str,
   stack: contextlib.ExitStack,
   clock: Callable[[], float],
@@ -107,7 +111,7 @@ def _train(
       str(epath.Path(workdir) / workdir_files.BESTRQ), bestrq.quantizers(mcfg, setup.ocfg)
     )
   # The in-training probe's sets, rendered (or read from their cache) once, before the compile.
-  probe = probing.TrainingProbe(config, workdir, mcfg) if config.get("probe_every") else None
+  probe = probing.TrainingProbe(config, workdir, mcfg) if config.probe_every else None
 
   # ############################################################ state: restore or initialise
   ckpts = checkpoints.RunCheckpoints(
@@ -144,9 +148,7 @@ def _train(
     if not preempted.before_first_step(step):
       first_batch = input_lib.global_batch(first, accum, mesh, setup.rules)
       train_step = compile_train_step(setup, state, first_batch, seed_key, clock, process == 0)
-    distributed.wait_for_every_process(
-      "train step compiled", distributed.Timeouts.from_config(config.distributed).barrier_timeout_s
-    )
+    distributed.wait_for_every_process("train step compiled", config.distributed.barrier_timeout_s)
   compiles = int(train_step is not None)
   if preempted.before_first_step(step):
     if process == 0:
@@ -249,7 +251,7 @@ def _train(
 # ------------------------------------------------------------------- the steps of _train, in order
 
 
-def _build(config: ml_collections.ConfigDict) -> state_lib.TrainSetup:
+def _build(config: RunConfig) -> state_lib.TrainSetup:
   """The mesh, shardings and jitted steps (state.py), the batch layout checked against them."""
   setup = state_lib.build(config)
   state_lib.check_batch_layout(config, setup.mesh, config.data.groups or jax.process_count())
@@ -263,7 +265,7 @@ def _build(config: ml_collections.ConfigDict) -> state_lib.TrainSetup:
 
 
 def _pretrained(
-  config: ml_collections.ConfigDict, workdir: str, setup: state_lib.TrainSetup
+  config: RunConfig, workdir: str, setup: state_lib.TrainSetup
 ) -> tuple[dict[str, Any] | None, str | None]:
   """(the initial parameters init_from names, where they came from) for a fresh run; (None,
   None) without init_from or when the workdir already holds a checkpoint (init_from.py)."""
@@ -305,7 +307,7 @@ class _Input:
 
   @classmethod
   def open(
-    cls, config: ml_collections.ConfigDict, workdir: str, setup: state_lib.TrainSetup, groups: int
+    cls, config: RunConfig, workdir: str, setup: state_lib.TrainSetup, groups: int
   ) -> _Input:
     data_dir = input_lib.resolve_data_dir(config, setup.mcfg, workdir)
     manifest = input_lib.load_manifest(data_dir)
@@ -321,7 +323,7 @@ class _Input:
       )
     # Representation health at each evaluation: feature rank, accuracy against the prior.
     health = None
-    if valid and config.get("health_clips"):
+    if valid and config.health_clips:
       health = health_lib.Health(setup, data_dir, rcfg, config)
     return cls(data_dir, manifest, rcfg, groups, dropped, iter(dataset), pictures, health)
 
@@ -333,7 +335,7 @@ class _Input:
 
 
 def _restore_or_init(
-  config: ml_collections.ConfigDict,
+  config: RunConfig,
   setup: state_lib.TrainSetup,
   ckpts: checkpoints.RunCheckpoints,
   data: _Input,
@@ -374,7 +376,7 @@ class _Trace:
   """--config.profile_steps=A,B: a jax.profiler trace of steps A..B in WORKDIR/profile/process_N
   (a run resumed inside the range traces the rest of it)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: RunConfig, workdir: str):
     self.range = loop_config.profile_range(config)
     self.total = config.total_steps
     self.folder = epath.Path(workdir) / workdir_files.PROFILE / f"process_{jax.process_index()}"
@@ -401,7 +403,7 @@ class _Trace:
 
 
 def _evaluate(
-  config: ml_collections.ConfigDict,
+  config: RunConfig,
   setup: state_lib.TrainSetup,
   state: dict[str, Any],
   data: _Input,
@@ -449,16 +451,14 @@ def compile_train_step(
   return compiled
 
 
-def _train_subset(
-  config: ml_collections.ConfigDict, manifest: dict[str, Any]
-) -> dict[str, tuple[float, int]]:
+def _train_subset(config: RunConfig, manifest: dict[str, Any]) -> dict[str, tuple[float, int]]:
   """The train split's line when ``data.train_shards`` reads only a prefix of it."""
   n = config.data.train_shards
   return {"train": (reader_lib.subset_hours(manifest, n), n)} if n else {}
 
 
 def _run_summary(
-  config: ml_collections.ConfigDict,
+  config: RunConfig,
   setup: state_lib.TrainSetup,
   manifest: dict[str, Any],
   data_dir: str,
@@ -470,7 +470,7 @@ def _run_summary(
   params = setup.abstract_state["params"]
   device = setup.devices[0]
   return console.RunSummary(
-    variant=config.get("variant", "?"),
+    variant=config.variant,
     params=tree_size(params),
     backbone_params=tree_size(params["backbone"]),
     platform=device.platform,

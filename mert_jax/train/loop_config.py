@@ -34,21 +34,21 @@ class ConfigError(ValueError):
 def check(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first loop field that is not an integer in its range."""
   for name, (low, what) in {**FIELDS, **OPTIONAL}.items():
-    if name not in config:
+    if not hasattr(config, name):
       continue
-    value = config[name]
+    value = getattr(config, name)
     if value is None and name in OPTIONAL:
       continue
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       raise ConfigError(f"{name}={value!r}: must be an integer >= {low} ({what})")
-  if config.get("probe_every"):
+  if getattr(config, "probe_every", 0):
     _check_probe(config)
   profile_range(config)
 
 
 def profile_range(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
   """``profile_steps`` ("A,B": trace steps A to B inclusive, 1 <= A <= B; "" none) as (A, B)."""
-  text = str(config.get("profile_steps") or "").strip()
+  text = str(getattr(config, "profile_steps", "") or "").strip()
   if not text:
     return None
   parts = text.split(",")

@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -35,19 +34,20 @@ from mert_jax.files import storage
 from mert_jax.model.mert import create_model
 from mert_jax.probe import features, fit, run
 from mert_jax.probe import sets as sets_lib
+from mert_jax.train.run_config import RunConfig
 
 
-def cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+def cache_dir(config: RunConfig, workdir: str) -> str:
   """Where the probe sets are rendered: config.probe_cache_dir, else WORKDIR/probe_cache, or for
   a bucket workdir the system's temporary folder (the sets are read locally)."""
-  if config.get("probe_cache_dir"):
+  if config.probe_cache_dir:
     return config.probe_cache_dir
   if storage.is_remote(workdir):
     return os.path.join(tempfile.gettempdir(), "mert-probe-cache")
   return os.path.join(workdir, workdir_files.PROBE_CACHE)
 
 
-def probe_config(config: ml_collections.ConfigDict) -> fit.ProbeConfig:
+def probe_config(config: RunConfig) -> fit.ProbeConfig:
   """The probe heads' settings of a training config."""
   return fit.ProbeConfig(
     seed=config.seed,
@@ -72,7 +72,7 @@ class TrainingProbe:
   """The probe suite of one run: its sets (built at construction) and a float32 copy of the model
   whose weights each call replaces."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, mcfg: ModelConfig):
+  def __init__(self, config: RunConfig, workdir: str, mcfg: ModelConfig):
     self.tasks = sets_lib.parse_tasks(config.probe_tasks, "config.probe_tasks")
     log = print if jax.process_index() == 0 else (lambda _: None)
     self.sets = sets_lib.build_sets(

@@ -53,6 +53,7 @@ from etils import epath
 from mert_jax import workdir_files
 from mert_jax.files.atomic import atomic_write_text
 from mert_jax.terminal.progress import utc_text
+from mert_jax.train.run_config import RunConfig
 
 # Fields by kind (the module table). A field in none of them is of kind "run".
 RUN = frozenset(
@@ -156,15 +157,16 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
   ]
 
 
-def allowed_fields(config: ml_collections.ConfigDict) -> set[str]:
+def allowed_fields(config: RunConfig | ml_collections.ConfigDict) -> set[str]:
   """The dotted names in ``config.allow_config_change`` (comma-separated)."""
-  text = config.get("allow_config_change") or ""
+  text = getattr(config, "allow_config_change", "") or ""
   return {f.strip() for f in text.split(",") if f.strip()}
 
 
-def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def as_json(config: RunConfig | ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as ``config.json`` holds it."""
-  return json.loads(config.to_json_best_effort())
+  recorded = getattr(config, "recorded", None)  # a RunConfig keeps its recipe's JSON
+  return recorded if recorded is not None else json.loads(config.to_json_best_effort())
 
 
 def _config_path(workdir: str) -> epath.Path:
@@ -188,12 +190,12 @@ def read_config(workdir: str) -> dict[str, Any] | None:
   return recorded
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  atomic_write_text(_config_path(workdir), config.to_json_best_effort(indent=2))
+def write_config(workdir: str, config: RunConfig | ml_collections.ConfigDict) -> None:
+  atomic_write_text(_config_path(workdir), json.dumps(as_json(config), indent=2))
 
 
 def check_config(
-  workdir: str, config: ml_collections.ConfigDict, *, resume_step: int | None
+  workdir: str, config: RunConfig | ml_collections.ConfigDict, *, resume_step: int | None
 ) -> list[Change]:
   """Compares ``config`` with the workdir's recorded config; returns the allowed changes, to be
   recorded (``record_changes``) once this run has written a checkpoint.
@@ -245,7 +247,7 @@ def _summary(changes: list[Change]) -> str:
 
 
 def record_changes(
-  workdir: str, config: ml_collections.ConfigDict, changes: list[Change], *, step: int
+  workdir: str, config: RunConfig | ml_collections.ConfigDict, changes: list[Change], *, step: int
 ) -> None:
   """Appends one line {"step", "time", "changes": [{field, old, new, kind}]} to
   ``config_changes.jsonl``, then makes ``config`` the recorded config. ``kind`` is "allowed" for a

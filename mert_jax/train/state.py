@@ -20,9 +20,9 @@ from jax.sharding import Mesh, NamedSharding
 from mert_jax import sharding
 from mert_jax.config import ModelConfig, ObjectiveConfig
 from mert_jax.model.mert import MERTModel, abstract_model
-from mert_jax.objective import target_stats_file as target_stats
-from mert_jax.recipe import model_config_from, objective_config_from
+from mert_jax.train import run_config
 from mert_jax.train.optim import make_optimizer
+from mert_jax.train.run_config import RunConfig
 from mert_jax.train.step import init_state, make_eval_step, make_train_step
 
 
@@ -30,7 +30,7 @@ from mert_jax.train.step import init_state, make_eval_step, make_train_step
 class TrainSetup:
   """The compiled-to-be pieces of one run (see the module docstring)."""
 
-  config: ml_collections.ConfigDict
+  config: RunConfig
   mcfg: ModelConfig
   ocfg: ObjectiveConfig
   mesh: Mesh
@@ -77,16 +77,10 @@ class TrainSetup:
     return self.config.optimizer.grad_accum_steps
 
 
-def rules_from_config(rules: Sequence[Sequence[Any]]) -> list[tuple[str, Any]]:
-  """ConfigDict rules (lists) -> (logical axis, mesh axis | tuple of mesh axes | None) pairs."""
-  return [(r[0], tuple(r[1]) if isinstance(r[1], (list, tuple)) else r[1]) for r in rules]
-
-
-def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: int) -> None:
+def check_batch_layout(config: RunConfig, mesh: Mesh, groups: int) -> None:
   """The global batch must split into data groups x micro-batches, each divisible by the batch
   shards (the mesh axes of the ``batch`` rule)."""
-  accum = config.optimizer.grad_accum_steps
-  rules = rules_from_config(config.rules)
+  accum, rules = config.optimizer.grad_accum_steps, config.rules
   batch_shards = sharding.batch_shards(mesh, rules)
   if config.batch_size % (groups * accum) or (config.batch_size // accum) % batch_shards:
     over = " x ".join(sharding.batch_mesh_axes(rules)) or "no mesh axis"
@@ -97,18 +91,18 @@ def check_batch_layout(config: ml_collections.ConfigDict, mesh: Mesh, groups: in
 
 
 def build(
-  config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+  config: RunConfig | ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
 ) -> TrainSetup:
   """The mesh, shardings and jitted steps of ``config`` on ``devices`` (default: the first
-  ``config.num_devices`` devices, or all)."""
-  mcfg, ocfg = model_config_from(config), objective_config_from(config)
-  if ocfg.target_stats:  # a missing or mismatched file: one line, before anything compiles
-    target_stats.check(ocfg.target_stats, mcfg, ocfg)
+  ``config.num_devices`` devices, or all). A recipe ConfigDict (tests, benchmarks) becomes a
+  ``RunConfig`` first, checked there; the trainer passes the one its command line made."""
+  config = run_config.from_config_dict(config)
+  mcfg, ocfg = config.model, config.objective
   if devices is None:
     devices = jax.devices()[: config.num_devices] if config.num_devices else jax.devices()
   devices = list(devices)
   mesh = sharding.make_mesh(config.mesh, devices)
-  rules = rules_from_config(config.rules)
+  rules = config.rules
 
   graphdef, template = nnx.split(abstract_model(mcfg), nnx.Param)
   param_shardings = sharding.param_shardings(template, mesh, rules)

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from etils import epath
 
@@ -20,6 +19,7 @@ from mert_jax import workdir_files
 from mert_jax.checkpointing import workdir_steps
 from mert_jax.train import fail_fast
 from mert_jax.train.recorded_config import Change, check_config, record_changes
+from mert_jax.train.run_config import RunConfig
 from mert_jax.train.workdir_lock import HEARTBEAT_S, TOKEN_BYTES, WorkdirLock
 
 # --------------------------------------------------------------------------- the recorded config
@@ -35,7 +35,7 @@ class Claim:
   """One ``train()``'s hold on its workdir: the lock, the config check, the deferred record of
   allowed changes. A context manager; ``heartbeat(step)`` at each log step."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+  def __init__(self, workdir: str, config: RunConfig):
     self.workdir, self.config = workdir, config
     self.lock = WorkdirLock(workdir)
     self.resume_step: int | None = None
@@ -88,7 +88,7 @@ class Claim:
   def _start_step(self) -> int:
     """The step the changes take effect at: restore_step, else the newest checkpoint found (a
     resume that falls back past unverifiable checkpoints starts earlier; not known here)."""
-    step = self.config.get("restore_step")
+    step = self.config.restore_step
     return int(self.resume_step if step is None else step)
 
   def _checkpointed(self) -> bool:

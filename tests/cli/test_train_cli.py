@@ -48,7 +48,7 @@ def test_overrides_in_every_form_reach_train(started, tmp_path, monkeypatch) -> 
   (_, dist), (_, config, workdir) = calls
   assert dist[:3] == ("127.0.0.1:1234", 2, 1) and workdir == wd
   assert dist[3] == distributed.Timeouts(peer_timeout_s=5.0)  # the job's bounds, from the config
-  assert config.mesh == [2, 1, 1] and config.optimizer.lr == 1e-4
+  assert config.mesh == (2, 1, 1) and config.optimizer.lr == 1e-4  # a RunConfig: typed once
   assert config.optimizer.warmup_steps == -3  # a negative number is a value, not an option
   assert config.model.remat is True and config.model.conv_bias is False
   assert config.total_steps == 1000 and type(config.total_steps) is int

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from configs import mert as mert_configs
-from mert_jax.train import aot
+from mert_jax.train import aot, run_config
 
 GIB = 2**30
 
@@ -53,10 +53,11 @@ def test_cost_model_step_times_are_reported_only_where_sane(seconds, expected) -
 
 
 def test_per_chip_batch_sets_the_global_batch() -> None:
-  c = mert_configs.get_config("330m")  # 8 micro-batches per update
+  c = run_config.from_config_dict(mert_configs.get_config("330m"))  # 8 micro-batches per update
   c2 = aot.with_per_chip_batch(c, 14, 32)
   assert c2.batch_size == 14 * 32 * 8 and c.batch_size == 3584
   assert aot.per_chip_batch_of(c2, 32) == 14
+  assert c2.recorded["batch_size"] == 14 * 32 * 8  # what a workdir's config.json would record
 
 
 def test_cost_analysis_shapes() -> None:
