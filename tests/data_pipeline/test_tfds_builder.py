@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from data_pipeline import teachers
 from data_pipeline.reader import ReaderConfig, make_dataset
+from data_pipeline.teachers import factory
 from tests.data_pipeline.fixtures import records
 
 
@@ -65,7 +65,7 @@ def test_build_fits_a_default_kmeans_teacher_when_none_is_saved(monkeypatch, tmp
     calls.append((directory, name, sorted(kwargs)))
     raise RuntimeError("stop before fitting")
 
-  monkeypatch.setattr(teachers, "load_or_make_teacher", fake)
+  monkeypatch.setattr(factory, "load_or_make_teacher", fake)
   with pytest.raises(RuntimeError, match="stop before fitting"):
     tfds_builder.build(
       str(tmp_path / "in"), str(tmp_path / "tfds"), str(tmp_path / "teacher"), seed=4
