@@ -52,6 +52,8 @@ from tests.documented import (
 )
 from tests.hf.fairseq_format import write_fairseq_checkpoint
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 REPO = recipe.REPO_ROOT
 # Commands run elsewhere, whole, by a test that reads the same doc: tests/train/test_init_from.py
 # runs docs/continue_pretraining.md's recipe, so its commands are not run here again.

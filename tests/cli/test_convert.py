@@ -23,6 +23,8 @@ from mert_jax.hf.convert import hf_config_dict, import_hf
 from mert_jax.model.mert import count_params
 from tests.cli.helpers import python_m_error_line
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 
 def params_of(model) -> list[np.ndarray]:
   """A model's parameters as NumPy arrays, in tree order."""

@@ -14,6 +14,8 @@ from mert_jax.cli import sweep as sweep_cli
 from mert_jax.train import loop
 from tests.cli.helpers import python_m_error_line
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 
 def test_tiny_sweep_writes_its_summary_ranked_by_probe(default_data: str, tmp_path, capsys) -> None:
   sweep = "--sweep=configs/sweeps/model_size.py:tiny"

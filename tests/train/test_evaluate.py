@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from data_pipeline import reader as reader_lib
 from mert_jax import recipe
@@ -10,6 +11,8 @@ from mert_jax.checkpointing import model_checkpoint
 from mert_jax.objective.loss import pretraining_loss
 from mert_jax.train.loop import train
 from tests.train.helpers import rows, tiny
+
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
 
 
 def test_eval_metrics_equal_a_hand_computation(data_dir, tmp_path):

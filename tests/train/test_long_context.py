@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from configs import mert as mert_configs
@@ -18,6 +19,8 @@ from mert_jax.model.attention import choose_impl
 from mert_jax.model.conv_extractor import num_frames
 from mert_jax.train.loop import train
 from tests.data_pipeline.fixtures import prepare_config
+
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
 
 
 def test_the_95m_long_recipe_is_the_95m_on_30_s_crops_with_blockwise_attention():

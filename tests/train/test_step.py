@@ -18,6 +18,8 @@ from mert_jax.train import state as state_lib
 from mert_jax.train.step import bind
 from tests.train.helpers import tiny
 
+pytestmark = pytest.mark.long  # tens of seconds: started first (conftest.py)
+
 CLIPS = 8
 # fp32 compute, and no gradient clipping: Adam's first moment after one update is then exactly
 # (1 - b1) * gradient, which the tests read back (the first update itself is ~ lr * sign(gradient),
