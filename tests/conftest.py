@@ -53,14 +53,25 @@ def music_file(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def default_data(tmp_path_factory) -> str:
-  """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per
-  session."""
+def default_data(tmp_path_factory, worker_id: str) -> str:
+  """The embedded default corpus (tiny variant's teacher: 8 x 64 codes), prepared once per test
+  session: under pytest-xdist the workers share one copy (the first prepares it under a file
+  lock, the others wait and reuse it; ensure_default_corpus reuses a corpus whose manifest
+  matches), so its decode, k-means fit and shards are paid once, not once per worker."""
+  import fcntl
+
   from data_pipeline import default_corpus
 
-  return default_corpus.ensure_default_corpus(
-    str(tmp_path_factory.mktemp("corpus")), num_codebooks=8, codebook_size=64, minutes=6.0
-  )
+  if worker_id == "master":  # no xdist: this session's own folder
+    root = tmp_path_factory.mktemp("corpus")
+  else:  # the session's temporary root, shared by its workers (one per pytest run)
+    root = tmp_path_factory.getbasetemp().parent / "shared_corpus"
+  root.parent.mkdir(parents=True, exist_ok=True)
+  with open(str(root) + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return default_corpus.ensure_default_corpus(
+      str(root), num_codebooks=8, codebook_size=64, minutes=6.0
+    )
 
 
 @pytest.fixture(scope="session")
