@@ -133,7 +133,7 @@ def test_batch_placement_follows_the_batch_rule(mesh_shape, batch_rule, spec, sh
     "audio": np.zeros((1, 16, 400), np.float32),
     "labels": np.zeros((1, 16, 8, 2), np.int32),
   }
-  batch = input_lib.global_batch(local, 1, setup.mesh, setup.rules)
+  batch = input_lib.global_batch(local, 1, setup.batch_shardings)
   assert batch["audio"].sharding.spec == P(None, spec, None)
   assert batch["labels"].sharding.spec == P(None, spec, None, None)
   # Each device holds 16 / shards clips.

@@ -49,7 +49,7 @@ def evaluate(
   sums: dict[str, Any] = {}
   for i in range(config.eval_batches):
     local = jax.tree.map(lambda x: x[None], next(it))
-    batch = global_batch(local, setup.grad_accum_steps, setup.mesh, setup.rules)
+    batch = global_batch(local, setup.grad_accum_steps, setup.batch_shardings)
     out = jax.device_get(setup.eval_step(params, batch, jax.random.key(EVAL_KEY_OFFSET + i)))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)

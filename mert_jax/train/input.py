@@ -8,11 +8,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 
 from data_pipeline import default_corpus
 from data_pipeline import reader as reader_lib
-from mert_jax import sharding, workdir_files
+from mert_jax import workdir_files
 from mert_jax.config import ModelConfig
 from mert_jax.train import distributed
 from mert_jax.train.run_config import RunConfig
@@ -104,12 +104,12 @@ def restart_seed(seed: int, step: int) -> int:
 
 
 def global_batch(
-  local: dict[str, np.ndarray], accum: int, mesh: Mesh, rules: sharding.AxisRules
+  local: dict[str, np.ndarray], accum: int, shardings: dict[str, NamedSharding]
 ) -> dict[str, jax.Array]:
-  """Per-process (groups_local, B_group, ...) numpy -> global (accum, B / accum, ...) arrays sharded
-  on the clip axis as the ``batch`` rule of ``rules`` says. Micro-batch i takes the i-th slice of
-  every group, so the global micro-batches do not depend on how the groups are spread over
-  processes."""
+  """Per-process (groups_local, B_group, ...) numpy -> global (accum, B / accum, ...) arrays with
+  ``shardings`` (the trainer's ``TrainSetup.batch_shardings``: the clip axis split as the ``batch``
+  rule says). Micro-batch i takes the i-th slice of every group, so the global micro-batches do not
+  depend on how the groups are spread over processes."""
   out = {}
   for k, v in local.items():
     g, b = v.shape[:2]
@@ -119,7 +119,5 @@ def global_batch(
       .reshape(accum, g * (b // accum), *v.shape[2:])
     )
     global_shape = (accum, v.shape[1] * jax.process_count(), *v.shape[2:])
-    out[k] = jax.make_array_from_process_local_data(
-      sharding.batch_sharding(mesh, rules, v.ndim, 1), v, global_shape
-    )
+    out[k] = jax.make_array_from_process_local_data(shardings[k], v, global_shape)
   return out

@@ -99,9 +99,9 @@ def _train(
     logging.info("preemption notices: %s", preempted.route)
 
   # ############################################################ mesh, shardings, jitted steps
-  setup = _build(config)
-  mcfg, mesh, accum = setup.mcfg, setup.mesh, setup.grad_accum_steps
   groups = config.data.groups or jax.process_count()
+  setup = _build(config, groups)
+  mcfg, accum = setup.mcfg, setup.grad_accum_steps
   pretrained, init_source = _pretrained(config, workdir, setup)  # on the host, before compiling
 
   # ############################################################ input
@@ -146,7 +146,7 @@ def _train(
   train_step = None
   with good.phase("compile"):
     if not preempted.before_first_step(step):
-      first_batch = input_lib.global_batch(first, accum, mesh, setup.rules)
+      first_batch = input_lib.global_batch(first, accum, setup.batch_shardings)
       train_step = compile_train_step(setup, state, first_batch, seed_key, clock, process == 0)
     distributed.wait_for_every_process("train step compiled", config.distributed.barrier_timeout_s)
   compiles = int(train_step is not None)
@@ -167,7 +167,7 @@ def _train(
       local = next(batches)
       if setup.ocfg.targets == "teacher":
         check_label_values(local["labels"], mcfg)
-      batch = input_lib.global_batch(local, accum, mesh, setup.rules)
+      batch = input_lib.global_batch(local, accum, setup.batch_shardings)
     state, metrics = train_step(state, batch, seed_key)
     ckpts.poll()  # a failed asynchronous save stops the run here, naming the checkpoint
     step += 1
@@ -251,10 +251,11 @@ def _train(
 # ------------------------------------------------------------------- the steps of _train, in order
 
 
-def _build(config: RunConfig) -> state_lib.TrainSetup:
-  """The mesh, shardings and jitted steps (state.py), the batch layout checked against them."""
+def _build(config: RunConfig, groups: int) -> state_lib.TrainSetup:
+  """The mesh, shardings and jitted steps (state.py), the batch layout (``groups`` data groups)
+  checked against them."""
   setup = state_lib.build(config)
-  state_lib.check_batch_layout(config, setup.mesh, config.data.groups or jax.process_count())
+  state_lib.check_batch_layout(config, setup.mesh, groups)
   if jax.process_index() == 0:
     logging.info(
       "mesh %s; parameter shardings:\n%s",

@@ -100,10 +100,6 @@ class RunConfig:
     recorded = {**self.recorded, **{k: _jsonable(v) for k, v in changes.items()}}
     return dataclasses.replace(self, **changes, recorded=recorded)
 
-  @property
-  def grad_accum_steps(self) -> int:
-    return self.optimizer.grad_accum_steps
-
 
 def _jsonable(value: Any) -> Any:
   if dataclasses.is_dataclass(value):
@@ -116,8 +112,9 @@ def _rules(rules: Any) -> tuple[tuple[str, Any], ...]:
   return tuple((r[0], tuple(r[1]) if isinstance(r[1], (list, tuple)) else r[1]) for r in rules)
 
 
-def from_config_dict(config: ml_collections.ConfigDict) -> RunConfig:
-  """The run ``config`` describes, every field checked: the loop's counting fields
+def from_config_dict(config: RunConfig | ml_collections.ConfigDict) -> RunConfig:
+  """The run ``config`` describes (a RunConfig is returned as it is, checked when it was made),
+  every field checked: the loop's counting fields
   (loop_config.py), the model and the objective (config.py), the target statistics file, the
   batch rule. Raises ValueError (one line naming the field) on the first bad one."""
   if isinstance(config, RunConfig):

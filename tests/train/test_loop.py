@@ -34,7 +34,7 @@ def _steps_on_mesh(data_dir: str, mesh: tuple[int, ...], heads: int, batches: li
   setup = state_lib.build(config)
   state, key, losses_ = setup.init(), jax.random.key(config.seed), []
   for local in batches:
-    batch = input_lib.global_batch(local, 1, setup.mesh, setup.rules)
+    batch = input_lib.global_batch(local, 1, setup.batch_shardings)
     state, metrics = setup.train_step(state, batch, key)
     losses_.append(float(metrics["loss"]))
   return losses_, state
